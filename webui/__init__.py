@@ -1,0 +1,1 @@
+"""Self-hosted Stable Diffusion web UI (A1111-compatible)."""

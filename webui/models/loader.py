@@ -1,0 +1,342 @@
+"""Load checkpoints (A1111/LDM single files and diffusers folders) into diffusers/transformers modules, offline.
+
+Modules are built empty (on the meta device) and the checkpoint's own tensors are assigned into them, so loading
+costs about what reading the file costs, in time and memory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from .architecture import (UNET_PREFIX, VAE_PREFIX, Architecture, CheckpointFormatError, TextEncoderSpec,
+                           detect_architecture, scheduler_config, unet_config, vae_config, with_prediction)
+from .devices import DevicePolicy
+from .tokenizer import clip_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint's modules, ready to sample with. txt2img, img2img and inpainting all use these same weights."""
+
+    name: str
+    family: str
+    inpainting: bool
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoders: list[torch.nn.Module]
+    tokenizers: list[CLIPTokenizer]
+    scheduler_config: dict
+    label: str
+    load_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config["prediction_type"]
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet, self.vae, *self.text_encoders]
+
+    def size_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for m in self.modules() for p in m.parameters())
+
+
+# --- reading files ---------------------------------------------------------------------------------------------
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or .ckpt file; `.ckpt` only through torch's safe (weights-only) unpickler."""
+    name = path.name
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointFormatError(f"{name}: cannot read the file ({exc.strerror})") from None
+    if size == 0:
+        raise CheckpointFormatError(f"{name}: the file is empty")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointFormatError(f"{name}: corrupt or truncated safetensors file ({exc})") from None
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointFormatError(
+            f"{name}: this .ckpt contains Python objects besides tensors, and unpickling them could run "
+            f"arbitrary code, so it was refused. Convert it to .safetensors. (Detail: {str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise CheckpointFormatError(f"{name}: corrupt or truncated .ckpt file ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict):
+        raise CheckpointFormatError(f"{name}: the .ckpt holds no state dict")
+    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+# --- text encoders -----------------------------------------------------------------------------------------------
+
+def _count_layers(keys, pattern: str) -> int:
+    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def _hf_clip_weights(state: dict, prefix: str) -> dict:
+    out = {}
+    for key, value in state.items():
+        if key.startswith(prefix):
+            rest = key[len(prefix):]
+            if not rest.startswith("text_model."):  # very old checkpoints lack the text_model level
+                rest = "text_model." + rest
+            if rest.endswith("position_ids"):
+                continue
+            out[rest] = value
+    return out
+
+
+def _open_clip_weights(state: dict, spec: TextEncoderSpec) -> dict:
+    p = spec.prefix
+    out = {
+        "text_model.embeddings.token_embedding.weight": state[p + "token_embedding.weight"],
+        "text_model.embeddings.position_embedding.weight": state[p + "positional_embedding"],
+        "text_model.final_layer_norm.weight": state[p + "ln_final.weight"],
+        "text_model.final_layer_norm.bias": state[p + "ln_final.bias"],
+    }
+    layers = _count_layers(state, re.escape(p) + r"transformer\.resblocks\.(\d+)\.")
+    if spec.drop_last_layer:
+        layers -= 1
+    names = {"attn.out_proj": "self_attn.out_proj", "ln_1": "layer_norm1", "ln_2": "layer_norm2",
+             "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+    for i in range(layers):
+        src, dst = f"{p}transformer.resblocks.{i}.", f"text_model.encoder.layers.{i}."
+        for kind in ("weight", "bias"):
+            q, k, v = state[f"{src}attn.in_proj_{kind}"].chunk(3, dim=0)
+            out[f"{dst}self_attn.q_proj.{kind}"] = q
+            out[f"{dst}self_attn.k_proj.{kind}"] = k
+            out[f"{dst}self_attn.v_proj.{kind}"] = v
+            for old, new in names.items():
+                out[f"{dst}{new}.{kind}"] = state[f"{src}{old}.{kind}"]
+    if spec.with_projection:
+        out["text_projection.weight"] = state[p + "text_projection"].T.contiguous()
+    return out
+
+
+def _clip_config(weights: dict, act: str, projection: torch.Tensor | None) -> CLIPTextConfig:
+    vocab, width = weights["text_model.embeddings.token_embedding.weight"].shape
+    config = CLIPTextConfig(
+        vocab_size=int(vocab), hidden_size=int(width),
+        intermediate_size=int(weights["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]),
+        num_hidden_layers=_count_layers(weights, r"text_model\.encoder\.layers\.(\d+)\."),
+        num_attention_heads=max(1, int(width) // 64),
+        max_position_embeddings=int(weights["text_model.embeddings.position_embedding.weight"].shape[0]),
+        hidden_act=act, layer_norm_eps=1e-5, bos_token_id=49406, eos_token_id=49407, pad_token_id=1,
+        projection_dim=int(projection.shape[0]) if projection is not None else int(width),
+    )
+    return config
+
+
+def _fit_text_model_prefix(module: torch.nn.Module, weights: dict) -> dict:
+    """Checkpoints name CLIP tensors `text_model.*`; some transformers versions' modules drop that level."""
+    if any(k.startswith("text_model.") for k in module.state_dict()):
+        return weights
+    return {k.removeprefix("text_model."): v for k, v in weights.items()}
+
+
+def _build(cls, config, weights: dict, what: str, name: str):
+    with init_empty_weights():
+        module = cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
+    if what == "text encoder":
+        weights = _fit_text_model_prefix(module, weights)
+    try:
+        missing, unexpected = module.load_state_dict(weights, strict=False, assign=True)
+    except RuntimeError as exc:  # shape mismatches
+        detail = str(exc).split("\n", 2)[1:2]
+        raise CheckpointFormatError(
+            f"{name}: the {what} tensors do not fit the expected layout: {detail[0].strip() if detail else exc}. "
+            "If this checkpoint has a non-standard architecture, put its LDM .yaml config beside it") from None
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        sample = ", ".join((missing or unexpected)[:3])
+        raise CheckpointFormatError(
+            f"{name}: the {what} is incomplete or of another layout ({len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected, e.g. {sample})")
+    for buffer_name, buffer in list(module.named_buffers()):
+        if buffer.is_meta:
+            raise CheckpointFormatError(f"{name}: the {what} has no value for {buffer_name}")
+    return module.eval().requires_grad_(False)
+
+
+def _text_encoder(state: dict, spec: TextEncoderSpec, name: str) -> torch.nn.Module:
+    if spec.layout == "hf-clip":
+        weights = _hf_clip_weights(state, spec.prefix)
+        if not weights:
+            raise CheckpointFormatError(f"{name}: text encoder tensors missing under {spec.prefix}")
+        return _build(CLIPTextModel, _clip_config(weights, "quick_gelu", None), weights, "text encoder", name)
+    try:
+        weights = _open_clip_weights(state, spec)
+    except KeyError as exc:
+        raise CheckpointFormatError(f"{name}: OpenCLIP text encoder tensor {exc} is missing") from None
+    projection = weights.get("text_projection.weight")
+    cls = CLIPTextModelWithProjection if spec.with_projection else CLIPTextModel
+    return _build(cls, _clip_config(weights, "gelu", projection), weights, "text encoder", name)
+
+
+# --- v-prediction test (A1111's, for SD2 checkpoints without a config) -------------------------------------------
+
+@torch.no_grad()
+def _guess_v_prediction(unet: UNet2DConditionModel) -> bool:
+    """Feed a flat latent at the noisiest timestep: an eps model returns about the input, a v model far below it."""
+    param = next(unet.parameters())
+    x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, dtype=param.dtype, device=param.device)
+    context = torch.full((1, 2, unet.config.cross_attention_dim), 0.5, dtype=param.dtype, device=param.device)
+    out = unet(x, torch.tensor([999], device=param.device), encoder_hidden_states=context).sample
+    return (out - x[:, :4]).mean().item() < -1
+
+
+# --- public entry points -------------------------------------------------------------------------------------------
+
+def _cast(state: dict, dtype: torch.dtype) -> None:
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != dtype:
+            state[key] = value.to(dtype)
+
+
+def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
+                     name: str | None = None) -> LoadedModel:
+    name = name or path.name
+    started = time.perf_counter()
+    state = read_state_dict(path)
+    arch = detect_architecture(state, name, config_path)
+
+    unet_cfg = unet_config(arch)
+    unet_weights = convert_ldm_unet_checkpoint(state, unet_cfg)
+    vae_cfg = vae_config(arch)
+    vae_weights = convert_ldm_vae_checkpoint(state, vae_cfg)
+    _cast(unet_weights, policy.dtype)
+    _cast(vae_weights, policy.vae_dtype_for(arch.family))
+    unet = _build(UNet2DConditionModel, unet_cfg, unet_weights, "UNet", name)
+    vae = _build(AutoencoderKL, vae_cfg, vae_weights, "VAE", name)
+    del unet_weights, vae_weights
+    encoders = []
+    for spec in arch.text_encoders:
+        encoder = _text_encoder(state, spec, name)
+        encoders.append(encoder.to(policy.dtype))
+    del state
+
+    if not arch.prediction_known:
+        arch = with_prediction(arch, "v_prediction" if _guess_v_prediction(unet) else "epsilon")
+    tokenizers = [clip_tokenizer(cache_dir, spec.pad_token) for spec in arch.text_encoders]
+    model = LoadedModel(name, arch.family, arch.inpainting, unet, vae, encoders, tokenizers,
+                        scheduler_config(arch), arch.label + f" [{arch.config_source} config]")
+    _place(model, policy)
+    model.load_seconds = time.perf_counter() - started
+    return model
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointFormatError(f"{path.parent.name}/{path.name}: cannot read ({exc})") from None
+
+
+def load_diffusers_folder(folder: Path, policy: DevicePolicy, cache_dir: Path, name: str | None = None) -> LoadedModel:
+    name = name or folder.name
+    started = time.perf_counter()
+    index = _read_json(folder / "model_index.json")
+    for part in ("unet", "vae", "text_encoder"):
+        if part not in index or not (folder / part).is_dir():
+            raise CheckpointFormatError(f"{name}: diffusers folder has no '{part}' component")
+    is_xl = "text_encoder_2" in index
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True, torch_dtype=policy.dtype)
+        family = "sdxl" if is_xl else ("sd2" if unet.config.cross_attention_dim == 1024 else "sd1")
+        vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True,
+                                            torch_dtype=policy.vae_dtype_for(family))
+        encoders: list[torch.nn.Module] = [CLIPTextModel.from_pretrained(
+            folder / "text_encoder", local_files_only=True, dtype=policy.dtype)]
+        if is_xl:
+            encoders.append(CLIPTextModelWithProjection.from_pretrained(
+                folder / "text_encoder_2", local_files_only=True, dtype=policy.dtype))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointFormatError(f"{name}: could not load the diffusers folder ({exc})") from None
+    if family == "sd2" and encoders[0].config.hidden_act != "gelu":
+        family = "sd1"
+    pads = ["<|endoftext|>", "!"] if is_xl else (["!"] if family == "sd2" else ["<|endoftext|>"])
+    tokenizers = []
+    for i, pad in enumerate(pads):
+        sub = folder / ("tokenizer" if i == 0 else "tokenizer_2")
+        if (sub / "vocab.json").exists():
+            tokenizers.append(CLIPTokenizer.from_pretrained(sub, local_files_only=True))
+        else:
+            tokenizers.append(clip_tokenizer(cache_dir, pad))
+    sched_file = folder / "scheduler" / "scheduler_config.json"
+    sched = _read_json(sched_file) if sched_file.exists() else {}
+    scheduler = {
+        "num_train_timesteps": sched.get("num_train_timesteps", 1000),
+        "beta_start": sched.get("beta_start", 0.00085), "beta_end": sched.get("beta_end", 0.012),
+        "beta_schedule": sched.get("beta_schedule", "scaled_linear"),
+        "prediction_type": sched.get("prediction_type", "epsilon"),
+        "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1,
+    }
+    for module in [unet, vae, *encoders]:
+        module.eval().requires_grad_(False)
+    inpainting = unet.config.in_channels == 9
+    label = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}[family] + (" inpainting" if inpainting else "")
+    if scheduler["prediction_type"] == "v_prediction":
+        label += " (v-prediction)"
+    model = LoadedModel(name, family, inpainting, unet, vae, encoders, tokenizers, scheduler,
+                        label + " [diffusers folder]")
+    _place(model, policy)
+    model.load_seconds = time.perf_counter() - started
+    return model
+
+
+def _place(model: LoadedModel, policy: DevicePolicy) -> None:
+    """Put the modules where the policy says: on the device, or offloaded to the CPU (--medvram / --lowvram)."""
+    if policy.attention == "xformers":
+        try:
+            model.unet.enable_xformers_memory_efficient_attention()
+            model.vae.enable_xformers_memory_efficient_attention()
+        except Exception as exc:  # xformers present but unusable on this GPU
+            model.warnings.append(f"xformers attention unavailable ({exc}); using PyTorch SDPA")
+    if policy.device.type == "cpu":
+        return
+    if policy.offload == "model":  # each whole model moves to the GPU when called, and back when the next runs
+        from accelerate import cpu_offload_with_hook
+        hook = None
+        for module in [*model.text_encoders, model.unet, model.vae]:
+            _, hook = cpu_offload_with_hook(module, policy.device, prev_module_hook=hook)
+    elif policy.offload == "sequential":  # layer by layer: least memory, slowest
+        from accelerate import cpu_offload
+        for module in model.modules():
+            cpu_offload(module, execution_device=policy.device)
+    else:
+        for module in model.modules():
+            module.to(policy.device)
+
+
+def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
+                    name: str | None = None) -> LoadedModel:
+    if path.is_dir():
+        return load_diffusers_folder(path, policy, cache_dir, name)
+    return load_single_file(path, policy, cache_dir, config_path, name)
+

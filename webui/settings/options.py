@@ -1,0 +1,128 @@
+"""Persisted user options (A1111's `config.json`), with typed defaults and validation."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Option:
+    default: Any
+    label: str
+    kind: type
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+# Keys are A1111's option names, so `/sdapi/v1/options` clients keep working.
+OPTIONS: dict[str, Option] = {
+    "sd_model_checkpoint": Option("", "Stable Diffusion checkpoint", str),
+    "sd_checkpoints_limit": Option(1, "Checkpoints to keep loaded (LRU cache)", int, minimum=1, maximum=10),
+    "sd_checkpoint_cache_ram_gb": Option(16.0, "RAM budget for cached checkpoints (GiB)", float, minimum=0.0),
+    "randn_source": Option("CPU", "Random number generator source", str, choices=("CPU", "GPU")),
+    "CLIP_stop_at_last_layers": Option(1, "Clip skip", int, minimum=1, maximum=12),
+    "samples_save": Option(True, "Always save all generated images", bool),
+    "samples_format": Option("png", "File format for images", str, choices=("png", "jpg", "webp")),
+    "outdir_txt2img_samples": Option("", "Output folder for txt2img (empty: outputs/txt2img-images)", str),
+    "outdir_img2img_samples": Option("", "Output folder for img2img (empty: outputs/img2img-images)", str),
+}
+
+
+class OptionError(ValueError):
+    pass
+
+
+class Options:
+    """Values of OPTIONS, loaded from and saved to a JSON file. Unknown keys are kept as-is."""
+
+    def __init__(self, path: Path | None):
+        self._path = path
+        self._lock = threading.RLock()
+        self._values: dict[str, Any] = {k: o.default for k, o in OPTIONS.items()}
+        self._listeners: dict[str, list[Callable[[Any], None]]] = {}
+        if path is not None and path.exists():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(stored, dict):
+                    for key, value in stored.items():
+                        try:
+                            self._values[key] = self._check(key, value)
+                        except OptionError as exc:
+                            log.warning("ignoring stored option: %s", exc)
+            except (OSError, ValueError) as exc:
+                log.warning("could not read %s (%s); using defaults", path, exc)
+
+    def _check(self, key: str, value: Any) -> Any:
+        spec = OPTIONS.get(key)
+        if spec is None:
+            return value
+        try:
+            if spec.kind is bool:
+                if not isinstance(value, bool):
+                    raise TypeError
+            elif spec.kind in (int, float):
+                if isinstance(value, bool):
+                    raise TypeError
+                value = spec.kind(value)
+                if spec.kind is int and value != float(value):
+                    raise TypeError
+            else:
+                value = spec.kind(value)
+        except (TypeError, ValueError):
+            raise OptionError(f"option {key!r} must be {spec.kind.__name__}, got {value!r}") from None
+        if spec.choices and value not in spec.choices:
+            raise OptionError(f"option {key!r} must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
+        if spec.minimum is not None and value < spec.minimum:
+            raise OptionError(f"option {key!r} must be at least {spec.minimum}, got {value!r}")
+        if spec.maximum is not None and value > spec.maximum:
+            raise OptionError(f"option {key!r} must be at most {spec.maximum}, got {value!r}")
+        return value
+
+    def get(self, key: str) -> Any:
+        with self._lock:
+            if key not in self._values:
+                raise KeyError(key)
+            return self._values[key]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._values)
+
+    def validate(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Checked copies of the values; raises OptionError naming the first bad one."""
+        return {key: self._check(key, value) for key, value in changes.items()}
+
+    def update(self, changes: dict[str, Any], save: bool = True) -> None:
+        checked = self.validate(changes)
+        with self._lock:
+            self._values.update(checked)
+            if save:
+                self.save()
+        for key, value in checked.items():
+            for listener in self._listeners.get(key, []):
+                listener(value)
+
+    def on_change(self, key: str, listener: Callable[[Any], None]) -> None:
+        self._listeners.setdefault(key, []).append(listener)
+
+    def save(self) -> None:
+        if self._path is None:
+            return
+        with self._lock:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".config.", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self._values, fh, indent=4, ensure_ascii=False)
+            os.replace(tmp, self._path)

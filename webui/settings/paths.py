@@ -1,0 +1,57 @@
+"""Where things live: the data dir and the model folders, with A1111's folder names."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    checkpoints: Path
+    lora: Path
+    vae: Path
+    embeddings: Path
+    controlnet: Path
+    annotators: Path
+    outputs: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "config.json"
+
+    @property
+    def hash_cache_file(self) -> Path:
+        return self.data_dir / "cache.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Files we derive ourselves (for example the CLIP tokenizer vocabulary)."""
+        return self.data_dir / "cache"
+
+    @classmethod
+    def from_flags(cls, flags: argparse.Namespace) -> "Paths":
+        data = Path(flags.data_dir).expanduser().resolve() if flags.data_dir else PROJECT_DIR
+
+        def pick(value: str | None, default: Path) -> Path:
+            return Path(value).expanduser().resolve() if value else default
+
+        return cls(
+            data_dir=data,
+            checkpoints=pick(flags.ckpt_dir, data / "models" / "Stable-diffusion"),
+            lora=pick(flags.lora_dir, data / "models" / "Lora"),
+            vae=pick(flags.vae_dir, data / "models" / "VAE"),
+            embeddings=pick(flags.embeddings_dir, data / "embeddings"),
+            controlnet=pick(flags.controlnet_dir, data / "models" / "ControlNet"),
+            annotators=data / "models" / "annotators",
+            outputs=pick(getattr(flags, "outdir", None), data / "outputs"),
+        )
+
+    def ensure(self) -> None:
+        """Create the folders a user is expected to drop files into."""
+        for folder in (self.checkpoints, self.lora, self.vae, self.embeddings, self.controlnet,
+                       self.annotators, self.outputs):
+            folder.mkdir(parents=True, exist_ok=True)
