@@ -1,0 +1,208 @@
+"""Save generated images with embedded infotext, read it back, and (de)serialise
+images as base64 for the HTTP API.
+
+Files are written atomically to ``<outdir>/YYYY-MM-DD/NNNNN-SEED.<ext>``.
+PNG stores the infotext in a ``parameters`` text chunk; JPEG/WEBP store it in
+EXIF UserComment (``b"UNICODE\\0"`` + UTF-16-BE, as piexif/A1111 write it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import re
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from PIL import ExifTags, Image
+from PIL.PngImagePlugin import PngInfo
+
+__all__ = [
+    "save_image",
+    "read_infotext",
+    "encode_png_base64",
+    "decode_image_base64",
+    "next_image_number",
+]
+
+PNG_TEXT_KEY = "parameters"
+USER_COMMENT_TAG = 0x9286
+JPEG_QUALITY = 80
+WEBP_QUALITY = 80
+
+_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+_UNICODE_HEADER = b"UNICODE\x00"
+_ASCII_HEADER = b"ASCII\x00\x00\x00"
+_RE_NUMBERED = re.compile(r"^(\d+)-")
+_RE_DATA_URL = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
+
+# One process-wide lock: numbering + rename are quick, encoding happens outside it.
+_save_lock = threading.Lock()
+
+
+def next_image_number(folder: str | Path) -> int:
+    """Return 1 + the largest ``NNN-`` prefix among names in ``folder`` (0 if none)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    numbers = [int(m.group(1)) for m in map(_RE_NUMBERED.match, names) if m]
+    return max(numbers) + 1 if numbers else 0
+
+
+def _user_comment(text: str) -> bytes:
+    """Encode ``text`` as an EXIF UserComment value (UNICODE header, UTF-16-BE)."""
+    return _UNICODE_HEADER + text.encode("utf-16-be")
+
+
+def _exif_with_comment(text: str) -> Image.Exif:
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[USER_COMMENT_TAG] = _user_comment(text)
+    return exif
+
+
+def _write_image(image: Image.Image, fp, fmt: str, infotext: str) -> None:
+    """Encode ``image`` into file object ``fp`` as ``fmt`` with ``infotext`` embedded.
+
+    Pillow keeps per-save state on the Image object (``encoderinfo``), so a
+    private copy is encoded: saving one image from several threads is safe.
+    """
+    image = image.copy()
+    if fmt == "PNG":
+        info = PngInfo()
+        if infotext:
+            info.add_text(PNG_TEXT_KEY, infotext)  # falls back to iTXt for non-Latin-1
+        image.save(fp, "PNG", pnginfo=info)
+        return
+    kwargs: dict[str, object] = {}
+    if infotext:
+        kwargs["exif"] = _exif_with_comment(infotext)
+    if fmt == "JPEG":
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        image.save(fp, "JPEG", quality=JPEG_QUALITY, **kwargs)
+    else:
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        image.save(fp, "WEBP", quality=WEBP_QUALITY, **kwargs)
+
+
+def save_image(
+    image: Image.Image,
+    outdir: str | Path,
+    seed: int,
+    infotext: str,
+    *,
+    now: datetime | None = None,
+    extension: str = "png",
+) -> Path:
+    """Save ``image`` to ``outdir/YYYY-MM-DD/NNNNN-SEED.<extension>`` and return the path.
+
+    The image is first encoded to a hidden ``.*.tmp`` file in the target folder
+    and then renamed with :func:`os.replace`, so a final name never holds a
+    partial file. Numbering is serialised by a lock and never reuses an
+    existing name, so concurrent calls get distinct files.
+    """
+    ext = extension.lower().lstrip(".")
+    fmt = _FORMATS.get(ext)
+    if fmt is None:
+        raise ValueError(f"unsupported image extension: {extension!r}")
+
+    folder = Path(outdir) / (now or datetime.now()).strftime("%Y-%m-%d")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    tmp = folder / f".{uuid.uuid4().hex}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as fp:
+            _write_image(image, fp, fmt, infotext or "")
+        with _save_lock:
+            number = next_image_number(folder)
+            while True:
+                final = folder / f"{number:05d}-{int(seed)}.{ext}"
+                if not final.exists():
+                    break
+                number += 1
+            os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _decode_user_comment(raw: object) -> str | None:
+    """Decode an EXIF UserComment value (UNICODE/ASCII/undefined header variants)."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, (bytes, bytearray)):
+        return None
+    raw = bytes(raw)
+    header, body = raw[:8], raw[8:]
+    if header == _UNICODE_HEADER:
+        if body.startswith((b"\xfe\xff", b"\xff\xfe")):
+            return body.decode("utf-16", errors="replace")
+        # A1111/piexif write big-endian; ASCII text in little-endian has a
+        # zero second byte, which is how we recognise the rare LE writers.
+        little = len(body) >= 2 and body[0] != 0 and body[1] == 0
+        return body.decode("utf-16-le" if little else "utf-16-be", errors="replace")
+    if header == _ASCII_HEADER or header == b"\x00" * 8:
+        return body.decode("utf-8", errors="replace").rstrip("\x00")
+    return raw.decode("utf-8", errors="replace").rstrip("\x00")
+
+
+def read_infotext(image: Image.Image) -> str | None:
+    """Return the infotext stored in ``image`` (PNG ``parameters`` or EXIF UserComment)."""
+    text = image.info.get(PNG_TEXT_KEY)
+    if text is None:
+        try:
+            text = getattr(image, "text", {}).get(PNG_TEXT_KEY)
+        except Exception:  # noqa: BLE001 - a broken trailing chunk means no text
+            text = None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if isinstance(text, str):
+        return text
+
+    try:
+        raw = image.getexif().get_ifd(ExifTags.IFD.Exif).get(USER_COMMENT_TAG)
+    except Exception:  # noqa: BLE001 - malformed EXIF means no infotext
+        return None
+    return _decode_user_comment(raw) if raw is not None else None
+
+
+def encode_png_base64(image: Image.Image, infotext: str | None) -> str:
+    """Encode ``image`` as base64 PNG text, with ``infotext`` in the ``parameters`` chunk."""
+    buffer = io.BytesIO()
+    _write_image(image, buffer, "PNG", infotext or "")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_image_base64(data: str) -> Image.Image:
+    """Decode base64 image data (optionally a ``data:image/...;base64,`` URL).
+
+    Raises :class:`ValueError` ("could not decode image: ...") on invalid
+    base64 or bytes that are not an image.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        data = bytes(data).decode("ascii", errors="replace")
+    if not isinstance(data, str):
+        raise ValueError(f"could not decode image: expected a base64 string, got {type(data).__name__}")
+    text = _RE_DATA_URL.sub("", data.strip(), count=1)
+    text = "".join(text.split())
+    text += "=" * (-len(text) % 4)  # tolerate missing padding
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"could not decode image: invalid base64 ({exc})") from exc
+    if not raw:
+        raise ValueError("could not decode image: empty data")
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
+        raise ValueError(f"could not decode image: {exc}") from exc
+    return image
