@@ -1,0 +1,69 @@
+"""What a running generation reports and obeys: progress, Interrupt and Skip."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Progress:
+    job_no: int = 0  # the batch (of batch count) being sampled, from 0
+    job_count: int = 1
+    sampling_step: int = 0
+    sampling_steps: int = 0
+    started: float = field(default_factory=time.monotonic)
+    textinfo: str = ""
+
+    @property
+    def fraction(self) -> float:
+        if self.sampling_steps <= 0:
+            return 0.0
+        done = self.job_no * self.sampling_steps + self.sampling_step
+        return min(1.0, done / (self.job_count * self.sampling_steps))
+
+    @property
+    def eta_seconds(self) -> float:
+        fraction = self.fraction
+        if fraction <= 0:
+            return 0.0
+        elapsed = time.monotonic() - self.started
+        return elapsed / fraction - elapsed
+
+
+class RunControl:
+    """Shared between the engine (which reports and polls) and whoever asked for the run (which may stop it)."""
+
+    def __init__(self, on_progress: Callable[[Progress], None] | None = None):
+        self.progress = Progress()
+        self._interrupt = threading.Event()
+        self._skip = threading.Event()
+        self._on_progress = on_progress
+
+    def interrupt(self) -> None:
+        self._interrupt.set()
+
+    def skip(self) -> None:
+        self._skip.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupt.is_set()
+
+    def take_skip(self) -> bool:
+        """True once per Skip press: the current batch is dropped and the next one starts."""
+        if self._skip.is_set():
+            self._skip.clear()
+            return True
+        return False
+
+    @property
+    def skip_requested(self) -> bool:
+        return self._skip.is_set()
+
+    def report(self, **changes) -> None:
+        for key, value in changes.items():
+            setattr(self.progress, key, value)
+        if self._on_progress is not None:
+            self._on_progress(self.progress)

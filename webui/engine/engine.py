@@ -1,0 +1,246 @@
+"""The generation engine: a validated request in, images with infotext out.
+
+It knows nothing of Gradio or HTTP. It asks the model manager for weights, encodes prompts, draws per-image
+noise, runs the sampling loop over a diffusers scheduler (reporting every step and obeying Interrupt/Skip),
+decodes, writes infotext and saves.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..outputs.infotext import build_infotext
+from ..outputs.save import save_image
+from ..prompts.encoder import Conditioning, PromptEncoder
+from . import images as imaging
+from . import samplers
+from .control import RunControl
+from .request import GenerationRequest
+from .seeds import fix_seed, image_noise, make_generators
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    images: list = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    saved_paths: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    skipped_batches: int = 0
+    seed: int = 0
+    subseed: int = 0
+    model_name: str = ""
+    model_hash: str | None = None
+    job_timestamp: str = ""
+    elapsed: float = 0.0
+
+
+class Engine:
+    def __init__(self, models, options, outputs_dir: Path, policy):
+        self.models = models
+        self.options = options
+        self.outputs_dir = Path(outputs_dir)
+        self.policy = policy
+
+    # --- entry point -------------------------------------------------------------------------------------------
+    def run(self, request: GenerationRequest, control: RunControl | None = None) -> GenerationResult:
+        control = control or RunControl()
+        request.validate()
+        started = time.perf_counter()
+        info, model = self.models.get(request.checkpoint)
+        sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
+        clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))
+        total = request.batch_size * request.n_iter
+        seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
+        variation = request.subseed_strength > 0
+        all_seeds = [seed if variation else seed + i for i in range(total)]
+        all_subseeds = [subseed + i if variation else subseed for i in range(total)]
+        result = GenerationResult(seed=seed, subseed=subseed, model_name=info.name_for_extra,
+                                  model_hash=info.shorthash, job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"))
+        device = self.policy.device
+        encoder = PromptEncoder(model, device)
+        control.report(job_count=request.n_iter, job_no=0, sampling_step=0, sampling_steps=self._steps_to_run(request),
+                       started=time.monotonic(), textinfo="Encoding prompt")
+        with self._autocast():
+            cond, uncond = encoder.encode_pair(request.prompt, request.negative_prompt, clip_skip)
+            for batch in range(request.n_iter):
+                if control.interrupted:
+                    result.interrupted = True
+                    break
+                lo, hi = batch * request.batch_size, (batch + 1) * request.batch_size
+                control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
+                latents = self._sample(model, request, sampler, schedule, cond, uncond,
+                                       all_seeds[lo:hi], all_subseeds[lo:hi], control)
+                if latents is None:
+                    if control.interrupted:
+                        result.interrupted = True
+                        break
+                    result.skipped_batches += 1
+                    continue
+                pictures = self._decode(model, latents)
+                for i, picture in enumerate(pictures):
+                    self._finish_image(result, request, info, picture, sampler.name, schedule, clip_skip,
+                                       all_seeds[lo + i], all_subseeds[lo + i], variation)
+        result.warnings.extend(model.warnings)
+        if result.interrupted:
+            result.warnings.append(f"Interrupted: {len(result.images)} of {total} images were finished")
+        result.elapsed = time.perf_counter() - started
+        return result
+
+    # --- pieces ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _steps_to_run(request: GenerationRequest) -> int:
+        if request.mode == "img2img":
+            return min(int(request.steps * request.denoising_strength), request.steps)
+        return request.steps
+
+    def _autocast(self):
+        if self.policy.autocast and self.policy.device.type == "cuda":
+            return torch.autocast("cuda", dtype=self.policy.dtype)
+        return contextlib.nullcontext()
+
+    def _sample(self, model, request: GenerationRequest, sampler, schedule: str, cond: Conditioning,
+                uncond: Conditioning, seeds: list[int], subseeds: list[int], control: RunControl):
+        """One batch from noise (or the init images) to latents; None when it was skipped or interrupted."""
+        device, dtype = self.policy.device, model.unet.dtype
+        batch = len(seeds)
+        scale = model.vae_scale_factor
+        shape = (4, request.height // scale, request.width // scale)
+        scheduler = samplers.make_scheduler(sampler, schedule, model.scheduler_config, seed=seeds[0])
+        scheduler.set_timesteps(request.steps, device=device)
+        generators = make_generators(seeds, self.options.get("randn_source"), device)
+        resize_from = (request.seed_resize_from_w, request.seed_resize_from_h)
+
+        if request.mode == "img2img":
+            init = self._init_latents(model, request, generators)
+            noise = image_noise(generators, subseeds, request.subseed_strength, shape, resize_from,
+                                self.options.get("randn_source"), device, scale).to(dtype)
+            timesteps = self._img2img_timesteps(scheduler, request)
+            latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch)) if len(timesteps) else init
+        else:
+            noise = image_noise(generators, subseeds, request.subseed_strength, shape, resize_from,
+                                self.options.get("randn_source"), device, scale).to(dtype)
+            timesteps = scheduler.timesteps
+            latents = noise * scheduler.init_noise_sigma
+
+        extra_channels = self._inpaint_channels(model, request, batch) if model.inpainting else None
+        do_cfg = request.cfg_scale > 1.0
+        embeds = cond.embeds.to(dtype).repeat(batch, 1, 1)
+        if do_cfg:
+            embeds = torch.cat([uncond.embeds.to(dtype).repeat(batch, 1, 1), embeds])
+        added = self._sdxl_conditioning(model, request, cond, uncond, batch, do_cfg) if model.family == "sdxl" else None
+        step_kwargs = {}
+        accepted = inspect.signature(scheduler.step).parameters
+        if "generator" in accepted:
+            step_kwargs["generator"] = generators
+        if "eta" in accepted:
+            step_kwargs["eta"] = 0.0
+
+        evaluations, steps_shown = len(timesteps), self._steps_to_run(request)
+        for index, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if do_cfg else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            if extra_channels is not None:
+                model_input = torch.cat([model_input, torch.cat([extra_channels] * (2 if do_cfg else 1))], dim=1)
+            prediction = model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
+                                    return_dict=False)[0]
+            if do_cfg:
+                uncond_pred, cond_pred = prediction.chunk(2)
+                prediction = uncond_pred + request.cfg_scale * (cond_pred - uncond_pred)
+            latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
+            control.report(sampling_step=-(-(index + 1) * steps_shown // evaluations))
+            if control.interrupted or control.take_skip():
+                return None
+        return latents
+
+    def _img2img_timesteps(self, scheduler, request: GenerationRequest):
+        """The tail of the full schedule: int(steps x denoising strength) steps, as A1111 and diffusers run."""
+        start = request.steps - self._steps_to_run(request)
+        if hasattr(scheduler, "start_at_step"):
+            scheduler.start_at_step(start)
+            return scheduler.timesteps
+        timesteps = scheduler.timesteps[start * scheduler.order:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start * scheduler.order)
+        return timesteps
+
+    def _vae_encode(self, model, pixels: torch.Tensor) -> torch.distributions.Distribution:
+        vae = model.vae
+        return vae.encode(pixels.to(self.policy.device, vae.dtype)).latent_dist
+
+    def _init_latents(self, model, request: GenerationRequest, generators) -> torch.Tensor:
+        sources = request.init_images
+        fitted = [imaging.fit(sources[i % len(sources)], request.width, request.height, request.resize_mode)
+                  for i in range(len(generators))]
+        pixels = imaging.to_tensor(fitted)
+        latents = [self._vae_encode(model, pixels[i:i + 1]).sample(generator=generators[i])
+                   for i in range(len(generators))]
+        return (torch.cat(latents) * model.vae.config.scaling_factor).to(model.unet.dtype)
+
+    def _inpaint_channels(self, model, request: GenerationRequest, batch: int) -> torch.Tensor:
+        """Extra UNet input of 9-channel inpainting models when nothing is masked: a full mask and the latents
+        of a neutral grey image (A1111's conditioning for txt2img/img2img with an inpainting checkpoint)."""
+        grey = torch.zeros(1, 3, request.height, request.width)
+        latent = self._vae_encode(model, grey).mode() * model.vae.config.scaling_factor
+        mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
+        return torch.cat([mask, latent], dim=1).repeat(batch, 1, 1, 1).to(model.unet.dtype)
+
+    def _sdxl_conditioning(self, model, request, cond, uncond, batch, do_cfg) -> dict:
+        dtype, device = model.unet.dtype, self.policy.device
+        time_ids = torch.tensor([[request.height, request.width, 0, 0, request.height, request.width]],
+                                dtype=dtype, device=device).repeat(batch, 1)
+        pooled = cond.pooled.to(dtype).repeat(batch, 1)
+        if do_cfg:
+            pooled = torch.cat([uncond.pooled.to(dtype).repeat(batch, 1), pooled])
+            time_ids = torch.cat([time_ids, time_ids])
+        return {"text_embeds": pooled, "time_ids": time_ids}
+
+    @torch.no_grad()
+    def _decode(self, model, latents: torch.Tensor):
+        vae = model.vae
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        return imaging.to_pil(decoded)
+
+    def _finish_image(self, result: GenerationResult, request: GenerationRequest, info, picture, sampler_name,
+                      schedule, clip_skip, seed, subseed, variation) -> None:
+        params = {
+            "Steps": request.steps, "Sampler": sampler_name, "Schedule type": schedule,
+            "CFG scale": f"{request.cfg_scale:g}", "Seed": seed, "Size": f"{request.width}x{request.height}",
+            "Model hash": info.shorthash, "Model": info.name_for_extra,
+            "Variation seed": subseed if variation else None,
+            "Variation seed strength": f"{request.subseed_strength:g}" if variation else None,
+            "Seed resize from": (f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
+                                 if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0 else None),
+            "Denoising strength": f"{request.denoising_strength:g}" if request.mode == "img2img" else None,
+            "Clip skip": clip_skip if clip_skip > 1 else None,
+            "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
+            "Version": f"v{__version__}",
+        }
+        infotext = build_infotext(request.prompt, request.negative_prompt, params)
+        result.images.append(picture)
+        result.seeds.append(seed)
+        result.subseeds.append(subseed)
+        result.prompts.append(request.prompt)
+        result.negative_prompts.append(request.negative_prompt)
+        result.infotexts.append(infotext)
+        if request.save_images and self.options.get("samples_save"):
+            folder = self.options.get(f"outdir_{request.mode}_samples") or self.outputs_dir / f"{request.mode}-images"
+            try:
+                path = save_image(picture, folder, seed, infotext, extension=self.options.get("samples_format"))
+                result.saved_paths.append(str(path))
+            except OSError as exc:  # a full disk must not lose the images already in memory
+                result.warnings.append(f"Could not save an image to {folder}: {exc}")

@@ -1,0 +1,134 @@
+"""The model manager: which checkpoints exist, which is selected, and an LRU cache of loaded ones.
+
+Loading happens on the job worker's thread (between jobs), never during a running generation.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from .architecture import CheckpointFormatError
+from .devices import DevicePolicy
+from .loader import LoadedModel, load_checkpoint
+from .registry import CheckpointInfo, CheckpointRegistry, UnknownCheckpointError
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint could not be loaded; the message names the file and why. The previous model stays active."""
+
+
+class ModelManager:
+    def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, cache_dir: Path, options):
+        self.registry = registry
+        self.policy = policy
+        self.cache_dir = cache_dir
+        self.options = options
+        self._loaded: OrderedDict[str, tuple[CheckpointInfo, LoadedModel]] = OrderedDict()
+        self._current: str | None = None
+        self._lock = threading.RLock()
+
+    # --- listings ---------------------------------------------------------------------------------------------
+    def checkpoints(self) -> list[CheckpointInfo]:
+        return self.registry.list()
+
+    def refresh(self) -> None:
+        self.registry.refresh()
+
+    def resolve(self, query: str) -> CheckpointInfo:
+        return self.registry.resolve(query)
+
+    @property
+    def current(self) -> tuple[CheckpointInfo, LoadedModel] | None:
+        with self._lock:
+            return self._loaded.get(self._current) if self._current else None
+
+    def current_title(self) -> str | None:
+        current = self.current
+        return current[0].title if current else None
+
+    def loaded_titles(self) -> list[str]:
+        with self._lock:
+            return [info.title for info, _ in self._loaded.values()]
+
+    # --- loading ----------------------------------------------------------------------------------------------
+    def get(self, query: str | None = None) -> tuple[CheckpointInfo, LoadedModel]:
+        """The checkpoint for `query` (None: the selected one, or the first available), loading it if needed."""
+        with self._lock:
+            if query is None and self._current is not None:
+                key = self._current
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            if query is None:
+                query = self.options.get("sd_model_checkpoint") or None
+            if query is None:
+                available = self.registry.list()
+                if not available:
+                    raise ModelLoadError(
+                        f"No checkpoint found. Put a .safetensors or .ckpt file (or a diffusers folder) in "
+                        f"{', '.join(str(r) for r in self.registry.roots)} and press refresh.")
+                query = available[0].name
+            info = self.registry.resolve(query)
+            key = str(info.path)
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            return self._load(info)
+
+    def select(self, query: str) -> tuple[CheckpointInfo, LoadedModel]:
+        """Make `query` the current checkpoint (loading it, or taking it from the cache)."""
+        with self._lock:
+            info, model = self.get(query)
+            self._current = str(info.path)
+            self.options.update({"sd_model_checkpoint": info.title})
+            return info, model
+
+    def _load(self, info: CheckpointInfo) -> tuple[CheckpointInfo, LoadedModel]:
+        """Load into the cache. The current model stays loaded until the new one has loaded successfully."""
+        log.info("loading checkpoint %s", info.name)
+        self._evict(reserve=1)
+        try:
+            model = load_checkpoint(info.path, self.policy, self.cache_dir, info.config, info.name)
+        except CheckpointFormatError as exc:
+            raise ModelLoadError(str(exc)) from None
+        except MemoryError:
+            raise ModelLoadError(f"{info.name}: not enough memory to load this checkpoint") from None
+        except Exception as exc:  # a loader bug must not take the server down; say what happened
+            log.exception("unexpected error loading %s", info.name)
+            raise ModelLoadError(f"{info.name}: could not load ({type(exc).__name__}: {exc})") from None
+        info.sha256 = self.registry.ensure_hash(info)
+        self._loaded[str(info.path)] = (info, model)
+        if self._current is None:
+            self._current = str(info.path)
+        self._evict(reserve=0)
+        log.info("loaded %s (%s) in %.1fs", info.name, model.label, model.load_seconds)
+        return info, model
+
+    def _evict(self, reserve: int) -> None:
+        """Drop least recently used models beyond the cache size and RAM budget (never the current one).
+        `reserve` makes room for a model about to be loaded."""
+        limit = max(1, int(self.options.get("sd_checkpoints_limit"))) - reserve
+        budget = float(self.options.get("sd_checkpoint_cache_ram_gb")) * 2 ** 30
+        evicted = False
+        while True:
+            victims = [key for key in self._loaded if key != self._current]
+            total = sum(model.size_bytes() for _, model in self._loaded.values())
+            if not victims or (len(self._loaded) <= limit and total <= budget):
+                break
+            info, _ = self._loaded.pop(victims[0])
+            evicted = True
+            log.info("unloaded %s from the cache", info.name)
+        if evicted:
+            gc.collect()
+
+    def unload_all(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+            self._current = None
+
+
+__all__ = ["ModelManager", "ModelLoadError", "UnknownCheckpointError"]
