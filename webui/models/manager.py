@@ -84,6 +84,7 @@ class ModelManager:
         with self._lock:
             info, model = self.get(query)
             self._current = str(info.path)
+            self._evict(reserve=0)
             self.options.update({"sd_model_checkpoint": info.title})
             return info, model
 
@@ -115,7 +116,8 @@ class ModelManager:
         budget = float(self.options.get("sd_checkpoint_cache_ram_gb")) * 2 ** 30
         evicted = False
         while True:
-            victims = [key for key in self._loaded if key != self._current]
+            # never the current model, nor the most recently used one (just loaded, about to be used)
+            victims = [key for key in list(self._loaded)[:-1] if key != self._current]
             total = sum(model.size_bytes() for _, model in self._loaded.values())
             if not victims or (len(self._loaded) <= limit and total <= budget):
                 break

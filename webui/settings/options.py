@@ -126,3 +126,19 @@ class Options:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(self._values, fh, indent=4, ensure_ascii=False)
             os.replace(tmp, self._path)
+
+
+class OptionsOverlay:
+    """Read-only view of Options with some values replaced (a request's `override_settings`)."""
+
+    def __init__(self, base: Options, overrides: dict[str, Any]):
+        self._base = base
+        self._overrides = base.validate(overrides)
+
+    def get(self, key: str) -> Any:
+        if key in self._overrides:
+            return self._overrides[key]
+        return self._base.get(key)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.get(key)

@@ -1,0 +1,227 @@
+"""A1111-compatible HTTP routes (`/sdapi/v1/*`). They translate JSON to a GenerationRequest and back; the work
+happens in the queue and the engine."""
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from ..engine import samplers
+from ..engine.engine import GenerationResult
+from ..engine.request import GenerationRequest, RequestError
+from ..jobs.queue import CANCELLED, DONE, FAILED
+from ..models.manager import ModelLoadError
+from ..models.registry import UnknownCheckpointError
+from ..outputs.infotext import parse_infotext
+from ..outputs.save import decode_image_base64, encode_png_base64, read_infotext
+from ..settings.options import OptionError
+from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
+                     SDModelItem, Txt2ImgBody)
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, kind: str, detail: str):
+        super().__init__(detail)
+        self.status, self.kind, self.detail = status, kind, detail
+
+
+def error_body(kind: str, detail: str, body: Any = "") -> dict:
+    """A1111's error shape; `detail` is the message for people."""
+    return {"error": kind, "detail": detail, "body": body, "errors": detail}
+
+
+def _auth_dependency(logins: list[tuple[str, str]]):
+    if not logins:
+        return []
+    basic = HTTPBasic()
+
+    def check(credentials: HTTPBasicCredentials = Depends(basic)) -> None:
+        for user, password in logins:
+            if secrets.compare_digest(credentials.username, user) and \
+                    secrets.compare_digest(credentials.password, password):
+                return
+        raise HTTPException(status_code=401, detail="Incorrect username or password",
+                            headers={"WWW-Authenticate": "Basic"})
+
+    return [Depends(check)]
+
+
+def _classify(exc: Exception) -> ApiError:
+    if isinstance(exc, samplers.SamplerError):
+        return ApiError(400, "UnknownSampler", str(exc))
+    if isinstance(exc, UnknownCheckpointError):
+        return ApiError(400, "UnknownCheckpoint", str(exc))
+    if isinstance(exc, RequestError) and exc.field == "sampler_name":
+        return ApiError(400, "UnknownSampler", str(exc))
+    if isinstance(exc, RequestError):
+        return ApiError(422, "InvalidRequest", str(exc))
+    if isinstance(exc, OptionError):
+        return ApiError(422, "InvalidOption", str(exc))
+    if isinstance(exc, ModelLoadError):
+        return ApiError(400, "ModelLoadError", str(exc))
+    return ApiError(500, type(exc).__name__, str(exc))
+
+
+def _request_from_body(body: Txt2ImgBody, mode: str) -> GenerationRequest:
+    request = GenerationRequest(
+        mode=mode, prompt=body.prompt, negative_prompt=body.negative_prompt,
+        sampler_name=body.sampler_name or body.sampler_index or "Euler", scheduler=body.scheduler or "Automatic",
+        steps=body.steps, cfg_scale=body.cfg_scale, seed=body.seed, subseed=body.subseed,
+        subseed_strength=body.subseed_strength, seed_resize_from_w=max(0, body.seed_resize_from_w),
+        seed_resize_from_h=max(0, body.seed_resize_from_h), width=body.width, height=body.height,
+        batch_size=body.batch_size, n_iter=body.n_iter,
+        save_images=body.save_images and not body.do_not_save_samples,
+        extra={"override_settings": dict(body.override_settings or {})},
+    )
+    if isinstance(body, Img2ImgBody):
+        request.denoising_strength = 0.75 if body.denoising_strength is None else body.denoising_strength
+        request.resize_mode = body.resize_mode
+        images = []
+        for index, data in enumerate(body.init_images or []):
+            try:
+                images.append(decode_image_base64(data))
+            except ValueError as exc:
+                raise RequestError("init_images", f"init_images[{index}]: {exc}") from None
+        request.init_images = images
+    return request
+
+
+def _info_json(result: GenerationResult, request: GenerationRequest) -> str:
+    return json.dumps({
+        "prompt": request.prompt, "all_prompts": result.prompts, "negative_prompt": request.negative_prompt,
+        "all_negative_prompts": result.negative_prompts, "seed": result.seed, "all_seeds": result.seeds,
+        "subseed": result.subseed, "all_subseeds": result.subseeds, "subseed_strength": request.subseed_strength,
+        "width": request.width, "height": request.height, "sampler_name": request.sampler_name,
+        "scheduler": request.scheduler, "cfg_scale": request.cfg_scale, "steps": request.steps,
+        "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
+        "sd_model_name": result.model_name, "sd_model_hash": result.model_hash, "sd_vae_name": None,
+        "sd_vae_hash": None, "seed_resize_from_w": request.seed_resize_from_w or -1,
+        "seed_resize_from_h": request.seed_resize_from_h or -1,
+        "denoising_strength": request.denoising_strength if request.mode == "img2img" else None,
+        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": result.infotexts,
+        "styles": [], "job_timestamp": result.job_timestamp, "clip_skip": request.clip_skip or 1,
+        "is_using_inpainting_conditioning": False, "version": None, "warnings": result.warnings,
+        "interrupted": result.interrupted, "saved_paths": result.saved_paths,
+    })
+
+
+def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = None) -> None:
+    router = APIRouter(prefix="/sdapi/v1", dependencies=_auth_dependency(logins or []), tags=["sdapi"])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return JSONResponse(status_code=exc.status, content=error_body(exc.kind, exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(status_code=422, content=error_body("ValidationError", problems))
+
+    def generate(body: Txt2ImgBody, mode: str) -> dict:
+        try:
+            request = _request_from_body(body, mode)
+            job = services.generate(request, task_id=body.force_task_id)
+        except (ValueError, KeyError) as exc:
+            raise _classify(exc) from None
+        job.wait()
+        if job.state in (FAILED, CANCELLED):
+            kinds = {"SamplerError": 400, "UnknownCheckpointError": 400, "ModelLoadError": 400,
+                     "RequestError": 422, "OptionError": 422}
+            raise ApiError(kinds.get(job.error_kind or "", 500), job.error_kind or job.state, job.error or job.state)
+        result: GenerationResult = job.result
+        params = body.model_dump()
+        params.pop("init_images", None)
+        images = [encode_png_base64(image, text) for image, text in zip(result.images, result.infotexts)]
+        return {"images": images if body.send_images else [], "parameters": params,
+                "info": _info_json(result, request)}
+
+    @router.post("/txt2img", response_model=ImagesResponse)
+    def txt2img(body: Txt2ImgBody):
+        return generate(body, "txt2img")
+
+    @router.post("/img2img", response_model=ImagesResponse)
+    def img2img(body: Img2ImgBody):
+        return generate(body, "img2img")
+
+    @router.get("/progress", response_model=ProgressResponse)
+    def progress(skip_current_image: bool = False):
+        job = services.queue.running
+        if job is None:
+            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=None)
+        p = job.control.progress
+        state = ProgressState(skipped=job.control.skip_requested, interrupted=job.control.interrupted, job=job.id,
+                              job_count=p.job_count, job_timestamp=str(int(job.started or 0)), job_no=p.job_no,
+                              sampling_step=p.sampling_step, sampling_steps=p.sampling_steps)
+        return ProgressResponse(progress=round(p.fraction, 4), eta_relative=round(p.eta_seconds, 2), state=state,
+                                current_image=None, textinfo=p.textinfo)
+
+    @router.post("/interrupt")
+    def interrupt():
+        services.queue.interrupt()
+        return {}
+
+    @router.post("/skip")
+    def skip():
+        services.queue.skip()
+        return {}
+
+    @router.get("/samplers")
+    def list_samplers():
+        return samplers.sampler_listing()
+
+    @router.get("/schedulers")
+    def list_schedulers():
+        return samplers.schedule_listing()
+
+    @router.get("/sd-models", response_model=list[SDModelItem])
+    def sd_models():
+        return [SDModelItem(title=c.title, model_name=c.model_name, hash=c.shorthash, sha256=c.sha256,
+                            filename=str(c.path), config=str(c.config) if c.config else None)
+                for c in services.models.checkpoints()]
+
+    @router.post("/refresh-checkpoints")
+    def refresh_checkpoints():
+        services.models.refresh()
+        return {}
+
+    @router.get("/options")
+    def get_options():
+        values = services.options.as_dict()
+        values["sd_model_checkpoint"] = services.models.current_title() or values.get("sd_model_checkpoint")
+        return values
+
+    @router.post("/options")
+    def set_options(changes: dict[str, Any]):
+        changes = dict(changes)
+        checkpoint = changes.pop("sd_model_checkpoint", None)
+        try:
+            checked = services.options.validate(changes)
+            if checkpoint:
+                job = services.load_checkpoint(str(checkpoint))
+                job.wait()
+                if job.state != DONE:
+                    raise ApiError(400, job.error_kind or "ModelLoadError", job.error or "could not load")
+            services.options.update(checked)
+        except (ValueError, KeyError) as exc:
+            raise _classify(exc) from None
+        return {}
+
+    @router.post("/png-info", response_model=PNGInfoResponse)
+    def png_info(body: PNGInfoBody):
+        try:
+            image = decode_image_base64(body.image)
+        except ValueError as exc:
+            raise ApiError(422, "InvalidImage", str(exc)) from None
+        text = read_infotext(image) or ""
+        items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))}
+        return PNGInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
+
+    app.include_router(router)

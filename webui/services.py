@@ -1,0 +1,89 @@
+"""Build every service once, from the flags, and hand them to the UI and the API (no global state)."""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+
+from .engine.engine import Engine, GenerationResult
+from .engine.request import GenerationRequest, RequestError
+from .engine.samplers import SamplerError
+from .jobs.queue import Job, JobQueue
+from .models.devices import DevicePolicy
+from .models.hashing import BackgroundHasher, HashCache
+from .models.manager import ModelLoadError, ModelManager
+from .models.registry import CheckpointRegistry, UnknownCheckpointError
+from .settings.options import OptionError, Options, OptionsOverlay
+from .settings.paths import Paths
+
+log = logging.getLogger(__name__)
+
+# Errors whose message is meant for the user: shown as is, no traceback.
+USER_ERRORS = (RequestError, SamplerError, ModelLoadError, UnknownCheckpointError, OptionError)
+
+
+@dataclass
+class Services:
+    flags: argparse.Namespace
+    paths: Paths
+    options: Options
+    policy: DevicePolicy
+    hashes: HashCache
+    hasher: BackgroundHasher
+    models: ModelManager
+    engine: Engine
+    queue: JobQueue
+
+    def generate(self, request: GenerationRequest, task_id: str | None = None) -> Job:
+        """Queue a generation (validated first, so bad input fails at once with a clear message)."""
+        request.validate()
+        return self.queue.submit("generate", request, task_id)
+
+    def load_checkpoint(self, query: str) -> Job:
+        """Queue a checkpoint switch: it runs between jobs, never during one."""
+        self.models.resolve(query)  # unknown names fail now, not in the queue
+        return self.queue.submit("load_checkpoint", query)
+
+    def stop(self) -> None:
+        self.queue.stop()
+
+
+def _run_generation(services: "Services", job: Job) -> GenerationResult:
+    request: GenerationRequest = job.payload
+    overrides = dict(request.extra.get("override_settings") or {})
+    checkpoint = overrides.pop("sd_model_checkpoint", None)
+    if checkpoint and not request.checkpoint:
+        request.checkpoint = checkpoint
+    if "CLIP_stop_at_last_layers" in overrides and request.clip_skip is None:
+        request.clip_skip = int(overrides["CLIP_stop_at_last_layers"])
+    engine = services.engine
+    if overrides:
+        engine = Engine(services.models, OptionsOverlay(services.options, overrides), engine.outputs_dir,
+                        services.policy)
+    return engine.run(request, job.control)
+
+
+def _run_load(services: "Services", job: Job) -> str:
+    info, _ = services.models.select(job.payload)
+    return info.title
+
+
+def build_services(flags: argparse.Namespace) -> Services:
+    paths = Paths.from_flags(flags)
+    paths.ensure()
+    options = Options(paths.config_file)
+    policy = DevicePolicy.from_flags(flags)
+    hashes = HashCache(paths.hash_cache_file)
+    hasher = BackgroundHasher(hashes)
+    registry = CheckpointRegistry([paths.checkpoints], hashes, hasher)
+    registry.refresh()
+    models = ModelManager(registry, policy, paths.cache_dir, options)
+    engine = Engine(models, options, paths.outputs, policy)
+    queue = JobQueue(user_errors=USER_ERRORS)
+    services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue)
+    queue.register("generate", lambda job: _run_generation(services, job))
+    queue.register("load_checkpoint", lambda job: _run_load(services, job))
+    queue.start()
+    log.info("device %s, dtype %s, attention %s; %d checkpoints in %s", policy.device, policy.dtype,
+             policy.attention, len(registry.list()), paths.checkpoints)
+    return services
