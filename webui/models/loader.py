@@ -77,7 +77,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise CheckpointFormatError(f"{name}: corrupt or truncated safetensors file ({exc})") from None
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            data = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (pre-zip) format
     except pickle.UnpicklingError as exc:
         raise CheckpointFormatError(
             f"{name}: this .ckpt contains Python objects besides tensors, and unpickling them could run "

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random models in the real file formats, written once per test session."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from webui.models.tiny import KINDS, write_diffusers_folder, write_single_file
+from webui.settings.flags import parse_flags
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """{"sd1" | "sd2-v" | "sd1-inpaint" | "sdxl": path of the .safetensors (with .yaml beside), "diffusers": folder}."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    paths = {kind: write_single_file(root / f"tiny-{kind}.safetensors", kind) for kind in KINDS}
+    paths["diffusers"] = write_diffusers_folder(root / "tiny-diffusers", root / ".cache")
+    return paths
+
+
+def install_model(data_dir: Path, source: Path, name: str | None = None) -> Path:
+    """Copy a tiny model (and its .yaml sidecar) into data_dir's checkpoint folder."""
+    folder = data_dir / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / (name or source.name)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+        if source.with_suffix(".yaml").exists():
+            shutil.copy2(source.with_suffix(".yaml"), target.with_suffix(".yaml"))
+    return target
+
+
+@pytest.fixture
+def make_services(tmp_path, tiny_models):
+    """make_services("sd1", "sdxl", flags=[...]) -> Services over a fresh data dir holding those models."""
+    from webui.services import build_services
+
+    made = []
+
+    def factory(*kinds: str, flags: list[str] | None = None):
+        data = tmp_path / f"data{len(made)}"
+        for kind in kinds:
+            install_model(data, tiny_models[kind])
+        services = build_services(parse_flags(["--data-dir", str(data), *(flags or [])]))
+        services.hasher.wait_idle(30)
+        made.append(services)
+        return services
+
+    yield factory
+    for services in made:
+        services.stop()
