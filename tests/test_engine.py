@@ -52,11 +52,13 @@ def run(services, **kw):
 
 # --- seeds ------------------------------------------------------------------------------------------------------
 
-def test_image_in_a_batch_is_reproducible_alone(services):
-    batch = run(services, seed=100, batch_size=3)
+@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2S a"])
+def test_image_in_a_batch_is_reproducible_alone(services, sampler):
+    batch = run(services, seed=100, batch_size=3, sampler_name=sampler)
     assert batch.seeds == [100, 101, 102]
-    alone = run(services, seed=102)
-    assert np.array_equal(pixels(batch.images[2]), pixels(alone.images[0]))
+    alone = run(services, seed=102, sampler_name=sampler)
+    # batched and single matrix products round differently in the last bit: allow 1/255
+    assert np.abs(pixels(batch.images[2]) - pixels(alone.images[0])).max() <= 1
     assert not np.array_equal(pixels(batch.images[0]), pixels(batch.images[1]))
 
 

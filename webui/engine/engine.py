@@ -120,7 +120,7 @@ class Engine:
         batch = len(seeds)
         scale = model.vae_scale_factor
         shape = (4, request.height // scale, request.width // scale)
-        scheduler = samplers.make_scheduler(sampler, schedule, model.scheduler_config, seed=seeds[0])
+        scheduler = samplers.make_scheduler(sampler, schedule, model.scheduler_config, seeds=seeds)
         scheduler.set_timesteps(request.steps, device=device)
         generators = make_generators(seeds, self.options.get("randn_source"), device)
         resize_from = (request.seed_resize_from_w, request.seed_resize_from_h)

@@ -98,16 +98,16 @@ def resolve(sampler_name: str | None, schedule: str | None = None) -> tuple[Samp
     return sampler, concrete
 
 
-def make_scheduler(sampler: Sampler, schedule: str, base_config: dict, seed: int | None = None):
-    """A fresh diffusers scheduler for one generation (schedulers keep per-run state)."""
+def make_scheduler(sampler: Sampler, schedule: str, base_config: dict, seeds: list[int] | None = None):
+    """A fresh diffusers scheduler for one batch (schedulers keep per-run state). SDE samplers get one Brownian
+    tree per image, seeded with that image's seed, so an image does not depend on its batch."""
     config = dict(base_config)
     config["timestep_spacing"] = sampler.spacing
     config.update(sampler.options)
     config.update(SCHEDULES[schedule])
-    if sampler.needs_seed and seed is not None:
-        config["noise_sampler_seed"] = seed
-    accepted = sampler.cls.from_config(config)
-    return accepted
+    if sampler.needs_seed and seeds is not None:
+        config["noise_sampler_seed"] = list(seeds)
+    return sampler.cls.from_config(config)
 
 
 def sampler_listing() -> list[dict]:
