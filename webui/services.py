@@ -37,6 +37,9 @@ class Services:
     def generate(self, request: GenerationRequest, task_id: str | None = None) -> Job:
         """Queue a generation (validated first, so bad input fails at once with a clear message)."""
         request.validate()
+        overrides = request.extra.get("override_settings")
+        if overrides:
+            request.extra["override_settings"] = self.options.validate(overrides)
         return self.queue.submit("generate", request, task_id)
 
     def load_checkpoint(self, query: str) -> Job:
@@ -50,7 +53,7 @@ class Services:
 
 def _run_generation(services: "Services", job: Job) -> GenerationResult:
     request: GenerationRequest = job.payload
-    overrides = dict(request.extra.get("override_settings") or {})
+    overrides = services.options.validate(dict(request.extra.get("override_settings") or {}))
     checkpoint = overrides.pop("sd_model_checkpoint", None)
     if checkpoint and not request.checkpoint:
         request.checkpoint = checkpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -158,7 +159,8 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
             return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=None)
         p = job.control.progress
         state = ProgressState(skipped=job.control.skip_requested, interrupted=job.control.interrupted, job=job.id,
-                              job_count=p.job_count, job_timestamp=str(int(job.started or 0)), job_no=p.job_no,
+                              job_count=p.job_count,
+                              job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or 0)), job_no=p.job_no,
                               sampling_step=p.sampling_step, sampling_steps=p.sampling_steps)
         return ProgressResponse(progress=round(p.fraction, 4), eta_relative=round(p.eta_seconds, 2), state=state,
                                 current_image=None, textinfo=p.textinfo)

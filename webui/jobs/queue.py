@@ -70,10 +70,13 @@ class JobQueue:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Interrupt the running job and cancel the queued ones (so nobody waits forever); refuse new jobs."""
         with self._cond:
             self._stopping = True
             if self._running is not None:
                 self._running.control.interrupt()
+            while self._queue:
+                self._finish(self._queue.popleft(), CANCELLED, error="the server is shutting down")
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -83,6 +86,8 @@ class JobQueue:
         if kind not in self._runners:
             raise ValueError(f"no runner for job kind {kind!r}")
         with self._cond:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down: no new jobs are accepted")
             job_id = task_id or f"task({uuid.uuid4().hex[:15]})"
             if job_id in self._jobs and self._jobs[job_id].state in (QUEUED, RUNNING):
                 raise ValueError(f"a job with id {job_id!r} is already queued or running")

@@ -72,9 +72,10 @@ class Options:
             elif spec.kind in (int, float):
                 if isinstance(value, bool):
                     raise TypeError
-                value = spec.kind(value)
-                if spec.kind is int and value != float(value):
+                number = float(value)
+                if spec.kind is int and not number.is_integer():
                     raise TypeError
+                value = spec.kind(number)
             else:
                 value = spec.kind(value)
         except (TypeError, ValueError):

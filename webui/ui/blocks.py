@@ -1,0 +1,77 @@
+"""The web UI: `build_ui(services)` returns the Gradio Blocks that `app.py` mounts (with `CSS` and `JS`).
+
+The UI holds no generation logic: it builds `GenerationRequest`s, hands them to the services' queue and renders
+what comes back. Handlers live in small modules as plain functions of the services, so tests can call them.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from . import checkpoints, pnginfo
+from .assets import CSS, JS
+from .generation_tab import GenerationTab, build_tab, wire_tab
+
+__all__ = ["build_ui", "CSS", "JS"]
+
+
+def _checkpoint_row(services) -> gr.Dropdown:
+    with gr.Row(elem_id="quicksettings"):
+        dropdown = gr.Dropdown(checkpoints.checkpoint_titles(services), value=checkpoints.current_checkpoint(services),
+                               label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
+                               allow_custom_value=True, interactive=True, scale=0, min_width=360)
+        refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", elem_classes="tool-button", scale=0,
+                            min_width=40)
+    def change(event: gr.SelectData):  # select, not input: Gradio also sends input when the list closes
+        return checkpoints.change_checkpoint(services, event.value)
+
+    dropdown.select(change, outputs=[dropdown], show_progress="minimal", api_visibility="undocumented")
+    refresh.click(lambda: checkpoints.refresh_checkpoints(services), outputs=[dropdown], show_progress="hidden",
+                  api_visibility="undocumented")
+    return dropdown
+
+
+def _sender(mode: str):
+    def send(*values):
+        return pnginfo.send_to(mode, *values)
+    return send
+
+
+def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            image = gr.Image(label="Source", type="pil", image_mode=None, format="png", elem_id="pnginfo_image",
+                             sources=["upload", "clipboard"], height=360)
+        with gr.Column():
+            html_info = gr.HTML(elem_id="html_info")
+            text = gr.Textbox(label="Parameters", lines=4, elem_id="pnginfo_generation_info",
+                              placeholder="Drop an image, or paste generation parameters here")
+            with gr.Row():
+                to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
+                to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
+    image.change(pnginfo.read_parameters, inputs=[image], outputs=[html_info, text], show_progress="hidden",
+                 api_visibility="undocumented")
+    for tab, button in ((txt2img, to_txt2img), (img2img, to_img2img)):
+        targets = [getattr(tab, name) for name in pnginfo.FIELDS]
+        inputs = [text, tab.sampler, tab.scheduler]
+        if tab.mode == "img2img":
+            targets.append(tab.init_image)
+            inputs.append(image)
+        button.click(_sender(tab.mode), inputs=inputs,
+                     outputs=[*targets, tabs], show_progress="hidden", api_visibility="undocumented")
+
+
+def build_ui(services) -> gr.Blocks:
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
+        dropdown = _checkpoint_row(services)
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                txt2img = build_tab("txt2img")
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                img2img = build_tab("img2img")
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                _pnginfo_tab(tabs, txt2img, img2img)
+        for tab in (txt2img, img2img):
+            wire_tab(tab, services)
+        blocks.load(lambda: checkpoints.show_current(services), outputs=[dropdown], show_progress="hidden",
+                    api_visibility="undocumented")
+    return blocks

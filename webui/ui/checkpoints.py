@@ -1,0 +1,58 @@
+"""The checkpoint dropdown at the top: list, refresh, and switch (queued, so it runs between jobs)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from . import notices
+
+
+def checkpoint_titles(services) -> list[str]:
+    return [c.title for c in services.models.checkpoints()]
+
+
+def current_checkpoint(services) -> str | None:
+    """The loaded checkpoint's title, else the saved choice (its title now, which may have gained a hash), else
+    the first one: the checkpoint the next generation uses."""
+    title = services.models.current_title() or services.options.get("sd_model_checkpoint") or None
+    if title:
+        try:
+            return services.models.resolve(title).title
+        except Exception:  # noqa: BLE001 - a saved name whose file went away is shown as it is
+            return title
+    titles = checkpoint_titles(services)
+    return titles[0] if titles else None
+
+
+def _dropdown(services, value: str | None) -> gr.Dropdown:
+    return gr.Dropdown(choices=checkpoint_titles(services), value=value, allow_custom_value=True)
+
+
+def refresh_checkpoints(services) -> gr.Dropdown:
+    try:
+        services.models.refresh()
+    except Exception as exc:  # noqa: BLE001
+        notices.report(exc)
+    return _dropdown(services, current_checkpoint(services))
+
+
+def show_current(services) -> gr.Dropdown:
+    """On page load: what is loaded now (another browser may have switched it)."""
+    return _dropdown(services, current_checkpoint(services))
+
+
+def change_checkpoint(services, title: str | None) -> gr.Dropdown:
+    """Load `title` and wait for it; on failure warn and put the dropdown back on the previous checkpoint."""
+    previous = current_checkpoint(services)
+    if not title or title == services.models.current_title():
+        return _dropdown(services, previous)
+    try:
+        job = services.load_checkpoint(title)
+    except Exception as exc:  # noqa: BLE001 - unknown names fail here, before anything is queued
+        notices.report(exc)
+        return _dropdown(services, previous)
+    job.wait()
+    if not job.finished_ok:
+        notices.warn(job.error or f"Loading {title} ended {job.state}")
+        return _dropdown(services, previous)
+    notices.info(f"Loaded checkpoint {job.result}")
+    return _dropdown(services, job.result)

@@ -1,0 +1,133 @@
+"""The layout of a txt2img / img2img tab (A1111's: prompts and Generate on top, settings left, gallery right)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import gradio as gr
+
+from ..engine.request import RESIZE_MODES
+from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
+from . import generation
+
+
+@dataclass
+class GenerationTab:
+    mode: str
+    prompt: gr.Textbox
+    negative_prompt: gr.Textbox
+    generate: gr.Button
+    interrupt: gr.Button
+    skip: gr.Button
+    sampler: gr.Dropdown
+    scheduler: gr.Dropdown
+    steps: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    batch_count: gr.Slider
+    batch_size: gr.Slider
+    cfg_scale: gr.Slider
+    seed: gr.Number
+    random_seed: gr.Button
+    reuse_seed: gr.Button
+    progress: gr.HTML
+    gallery: gr.Gallery
+    infotext: gr.HTML
+    state: gr.State
+    init_image: gr.Image | None = None
+    denoising_strength: gr.Slider | None = None
+    resize_mode: gr.Radio | None = None
+
+    def request_inputs(self) -> list:
+        """The components `generation.build_request` takes, in its order."""
+        inputs = [self.prompt, self.negative_prompt, self.sampler, self.scheduler, self.steps, self.width,
+                  self.height, self.batch_count, self.batch_size, self.cfg_scale, self.seed]
+        if self.mode == "img2img":
+            inputs += [self.init_image, self.denoising_strength, self.resize_mode]
+        return inputs
+
+    def generate_outputs(self) -> list:
+        return [getattr(self, name) for name in generation.OUTPUTS]
+
+    def elem_ids(self) -> list[str]:
+        return [getattr(self, f.name).elem_id for f in fields(self)
+                if isinstance(getattr(self, f.name), gr.components.Component) and getattr(self, f.name).elem_id]
+
+
+def build_tab(mode: str) -> GenerationTab:
+    """Lay out the tab's components (inside the current gr.Tab); `wire_tab` connects them."""
+    p = mode
+    c = {}
+    with gr.Row(elem_id=f"{p}_toprow", equal_height=True):
+        with gr.Column(scale=6, elem_classes="prompt-row"):
+            c["prompt"] = gr.Textbox(label="Prompt", lines=3, max_lines=20, elem_id=f"{p}_prompt",
+                                     placeholder="Prompt (press Ctrl+Enter to generate)", show_label=False)
+            c["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, max_lines=20,
+                                              elem_id=f"{p}_neg_prompt", show_label=False,
+                                              placeholder="Negative prompt (press Ctrl+Enter to generate)")
+        with gr.Column(scale=1, min_width=160, elem_classes="generate-box"):
+            with gr.Row():
+                c["interrupt"] = gr.Button("Interrupt", elem_id=f"{p}_interrupt", visible=False, variant="stop")
+                c["skip"] = gr.Button("Skip", elem_id=f"{p}_skip", visible=False)
+            c["generate"] = gr.Button("Generate", elem_id=f"{p}_generate", variant="primary")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, elem_id=f"{p}_settings"):
+            if mode == "img2img":
+                c["init_image"] = gr.Image(label="Image for img2img", type="pil", format="png",
+                                           elem_id="img2img_image", sources=["upload", "clipboard"], height=360)
+                c["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode",
+                                            elem_id="resize_mode")
+            with gr.Row():
+                c["sampler"] = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method",
+                                           elem_id=f"{p}_sampling")
+                c["scheduler"] = gr.Dropdown(list(SCHEDULE_NAMES), value="Automatic", label="Schedule type",
+                                             elem_id=f"{p}_scheduler")
+            c["steps"] = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{p}_steps")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    c["width"] = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id=f"{p}_width")
+                    c["height"] = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id=f"{p}_height")
+                with gr.Column(scale=2):
+                    c["batch_count"] = gr.Slider(1, 100, value=1, step=1, label="Batch count",
+                                                 elem_id=f"{p}_batch_count")
+                    c["batch_size"] = gr.Slider(1, 8, value=1, step=1, label="Batch size",
+                                                elem_id=f"{p}_batch_size")
+            c["cfg_scale"] = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id=f"{p}_cfg_scale")
+            if mode == "img2img":
+                c["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
+                                                    elem_id="img2img_denoising_strength")
+            with gr.Row():
+                c["seed"] = gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4)
+                c["random_seed"] = gr.Button("🎲", elem_id=f"{p}_random_seed", elem_classes="tool-button",
+                                             scale=0, min_width=40)
+                c["reuse_seed"] = gr.Button("♻️", elem_id=f"{p}_reuse_seed", elem_classes="tool-button",
+                                            scale=0, min_width=40)
+        with gr.Column(scale=1, elem_id=f"{p}_results"):
+            c["progress"] = gr.HTML(elem_id=f"{p}_progress")
+            c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,
+                                      preview=True, object_fit="contain", interactive=False, height=560)
+            c["infotext"] = gr.HTML(elem_id=f"html_info_{p}")
+    c["state"] = gr.State(generation.new_state())
+    return GenerationTab(mode=mode, **c)
+
+
+def wire_tab(tab: GenerationTab, services) -> None:
+    mode = tab.mode
+
+    def run(state, *values):
+        yield from generation.generate(services, mode, state, *values)
+
+    def select(state, event: gr.SelectData):
+        return generation.select_image(state, event.index)
+
+    tab.generate.click(run, inputs=[tab.state, *tab.request_inputs()], outputs=tab.generate_outputs(),
+                       show_progress="hidden", concurrency_limit=None, api_name=mode)
+    tab.interrupt.click(lambda state: generation.interrupt(services, state), inputs=[tab.state],
+                        concurrency_limit=None, show_progress="hidden", api_visibility="undocumented")
+    tab.skip.click(lambda state: generation.skip_batch(services, state), inputs=[tab.state],
+                   concurrency_limit=None, show_progress="hidden", api_visibility="undocumented")
+    tab.random_seed.click(generation.random_seed, outputs=[tab.seed], show_progress="hidden",
+                          api_visibility="undocumented")
+    tab.reuse_seed.click(generation.reuse_seed, inputs=[tab.state], outputs=[tab.seed], show_progress="hidden",
+                         api_visibility="undocumented")
+    tab.gallery.select(select, inputs=[tab.state], outputs=[tab.state, tab.infotext], show_progress="hidden",
+                       api_visibility="undocumented")

@@ -1,0 +1,58 @@
+"""The progress panel under Generate: a bar with percent and ETA while a job runs, its queue place before."""
+from __future__ import annotations
+
+import html
+
+from ..jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def progress_text(fraction: float, eta_seconds: float) -> str:
+    """`42% ETA: 3s` (no ETA before the first step, when nothing is known yet)."""
+    percent = f"{int(fraction * 100)}%"
+    return f"{percent} ETA: {format_eta(eta_seconds)}" if fraction > 0 else percent
+
+
+def _bar(fraction: float, text: str) -> str:
+    width = f"{max(0.0, min(1.0, fraction)) * 100:.1f}%"
+    return (f'<div class="progressbar"><div class="progress" style="width: {width}"></div>'
+            f'<span class="progress-text">{html.escape(text)}</span></div>')
+
+
+def _state(text: str, kind: str) -> str:
+    return f'<div class="job-state job-{kind}">{html.escape(text)}</div>'
+
+
+def progress_html(job: Job, position: int = 0) -> str:
+    """The panel for `job`; `position` is its place in the queue (`JobQueue.position`)."""
+    if job.state == QUEUED:
+        ahead = f"{position - 1} job{'s' if position != 2 else ''} ahead" if position > 1 else "next"
+        return _state(f"Waiting in queue ({ahead})", "queued") + _bar(0.0, "0%")
+    if job.state == RUNNING:
+        progress = job.control.progress
+        details = [progress.textinfo] if progress.textinfo else []  # the engine's "Batch 2 of 3", ...
+        if progress.job_count > 1 and not progress.textinfo:
+            details.append(f"batch {progress.job_no + 1} of {progress.job_count}")
+        if progress.sampling_steps:
+            details.append(f"step {progress.sampling_step}/{progress.sampling_steps}")
+        state = "Running" + (": " + ", ".join(details) if details else "")
+        return _state(state, "running") + _bar(progress.fraction, progress_text(progress.fraction,
+                                                                                 progress.eta_seconds))
+    if job.state == DONE:
+        took = (job.finished or 0) - (job.started or job.created)
+        return _state(f"Done in {took:.1f}s", "done")
+    if job.state == FAILED:
+        return _state(f"Failed: {job.error}", "failed")
+    if job.state == CANCELLED:
+        return _state("Cancelled", "cancelled")
+    return _state(job.state, job.state)
