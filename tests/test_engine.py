@@ -116,8 +116,32 @@ def test_sampler_names_as_a1111_writes_them():
     assert samplers.resolve("k_euler_a", "sgm_uniform") == (samplers.SAMPLERS_BY_NAME["Euler a"], "SGM Uniform")
     with pytest.raises(samplers.SamplerError, match="Unknown sampler 'Eulerish'. Available: DPM"):
         samplers.resolve("Eulerish")
-    with pytest.raises(samplers.SamplerError, match="Euler a does not support the Karras schedule"):
-        samplers.resolve("Euler a", "Karras")
+    assert samplers.resolve("Euler a", "Karras")[1] == "Karras"
+    with pytest.raises(samplers.SamplerError, match="DDIM does not support the Karras schedule"):
+        samplers.resolve("DDIM", "Karras")
+
+
+def test_euler_a_on_sigma_schedules_matches_diffusers_on_the_uniform_one(services):
+    """Our sigma-schedule Euler a is the same algorithm as diffusers' Euler a: equal on the uniform schedule."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from webui.engine.euler_ancestral import EulerAncestralSigmaScheduler
+    _, model = services.models.get()
+    config = dict(model.scheduler_config, timestep_spacing="linspace")
+    ours, theirs = EulerAncestralSigmaScheduler.from_config(config), EulerAncestralDiscreteScheduler.from_config(config)
+    for scheduler in (ours, theirs):
+        scheduler.set_timesteps(6)
+    assert torch.allclose(ours.sigmas, theirs.sigmas)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    a, b = x.clone(), x.clone()
+    ga, gb = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for t in ours.timesteps:
+        eps = torch.sin(a * 3)  # any deterministic "model"
+        a = ours.step(eps, t, a, generator=ga).prev_sample
+        b = theirs.step(torch.sin(b * 3), t, b, generator=gb).prev_sample
+    assert torch.allclose(a, b, atol=1e-5)
+    karras = run(services, sampler_name="Euler a", scheduler="Karras")
+    assert "Sampler: Euler a, Schedule type: Karras," in karras.infotexts[0]
 
 
 # --- model families ---------------------------------------------------------------------------------------------

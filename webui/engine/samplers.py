@@ -9,6 +9,7 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, DPMSolverSDES
                        UniPCMultistepScheduler)
 
 from .dpmpp_2s_ancestral import DPMPP2SAncestralScheduler
+from .euler_ancestral import EulerAncestralSigmaScheduler
 
 # Schedule types: name -> the scheduler settings that produce it.
 SCHEDULES: dict[str, dict] = {
@@ -36,6 +37,10 @@ class Sampler:
     aliases: tuple[str, ...] = ()
     spacing: str = "linspace"  # how "Uniform" places the steps: k-diffusion style, or DDIM's "leading"
     needs_seed: bool = False  # a Brownian-tree SDE sampler seeded from the image seed
+    classes: dict = field(default_factory=dict)  # another implementation for some schedule types
+
+    def cls_for(self, schedule: str) -> type:
+        return self.classes.get(schedule, self.cls)
 
 
 SAMPLERS: tuple[Sampler, ...] = (
@@ -49,7 +54,8 @@ SAMPLERS: tuple[Sampler, ...] = (
             schedules=("Uniform", "Karras", "Exponential", "SGM Uniform")),
     Sampler("DPM++ 3M SDE", DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
             "Exponential", aliases=("k_dpmpp_3m_sde",)),
-    Sampler("Euler a", EulerAncestralDiscreteScheduler, {}, schedules=TIMESTEP_SCHEDULES, aliases=("k_euler_a",)),
+    Sampler("Euler a", EulerAncestralDiscreteScheduler, {}, aliases=("k_euler_a",),
+            classes={s: EulerAncestralSigmaScheduler for s in ("Karras", "Exponential", "Beta")}),
     Sampler("Euler", EulerDiscreteScheduler, {}, aliases=("k_euler",)),
     Sampler("LMS", LMSDiscreteScheduler, {}, aliases=("k_lms",)),
     Sampler("Heun", HeunDiscreteScheduler, {}, aliases=("k_heun",)),
@@ -107,7 +113,7 @@ def make_scheduler(sampler: Sampler, schedule: str, base_config: dict, seeds: li
     config.update(SCHEDULES[schedule])
     if sampler.needs_seed and seeds is not None:
         config["noise_sampler_seed"] = list(seeds)
-    return sampler.cls.from_config(config)
+    return sampler.cls_for(schedule).from_config(config)
 
 
 def sampler_listing() -> list[dict]:
