@@ -21,6 +21,7 @@ def _checkpoint_row(services) -> gr.Dropdown:
                                allow_custom_value=True, interactive=True, scale=0, min_width=360)
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", elem_classes="tool-button", scale=0,
                             min_width=40)
+
     def change(event: gr.SelectData):  # select, not input: Gradio also sends input when the list closes
         return checkpoints.change_checkpoint(services, event.value)
 
