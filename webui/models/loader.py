@@ -17,9 +17,11 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+from diffusers.models.modeling_utils import no_init_weights as diffusers_no_init_weights
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers.initialization import no_init_weights as transformers_no_init_weights
 
 from .architecture import (UNET_PREFIX, VAE_PREFIX, Architecture, CheckpointFormatError, TextEncoderSpec,
                            detect_architecture, scheduler_config, unet_config, vae_config, with_prediction)
@@ -165,9 +167,19 @@ def _fit_text_model_prefix(module: torch.nn.Module, weights: dict) -> dict:
     return {k.removeprefix("text_model."): v for k, v in weights.items()}
 
 
+def _empty_module(cls, config):
+    """The module with parameters on the meta device and no weight initialisation: every tensor is replaced by the
+    file's anyway. diffusers models are built wholly on the meta device; transformers' CLIP keeps its buffers
+    (position ids) real, since no file holds them."""
+    if hasattr(cls, "from_config"):
+        with torch.device("meta"), diffusers_no_init_weights():
+            return cls.from_config(config)
+    with init_empty_weights(), transformers_no_init_weights():
+        return cls(config)
+
+
 def _build(cls, config, weights: dict, what: str, name: str):
-    with init_empty_weights():
-        module = cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
+    module = _empty_module(cls, config)
     if what == "text encoder":
         weights = _fit_text_model_prefix(module, weights)
     try:
