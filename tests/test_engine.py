@@ -296,3 +296,16 @@ def test_broken_checkpoint_leaves_the_previous_one_active(services):
     assert pixels(run(services).images[0]).std() > 1
     (folder / "broken.safetensors").unlink()
     services.models.refresh()
+
+
+def test_a_remembered_checkpoint_that_is_gone_falls_back_to_the_first(make_services):
+    services = make_services("sd1")
+    services.options.update({"sd_model_checkpoint": "deleted-long-ago.safetensors [0123456789]"})
+    result = services.engine.run(req())
+    assert "Model: tiny-sd1," in result.infotexts[0]
+
+
+def test_no_checkpoint_at_all_is_explained(make_services):
+    services = make_services()
+    with pytest.raises(ModelLoadError, match="No checkpoint found. Put a .safetensors"):
+        services.engine.run(req())

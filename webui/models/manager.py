@@ -64,7 +64,11 @@ class ModelManager:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
             if query is None:
-                query = self.options.get("sd_model_checkpoint") or None
+                remembered = self.options.get("sd_model_checkpoint") or None
+                try:  # the checkpoint selected last time, if it is still there
+                    query = self.registry.resolve(remembered).name if remembered else None
+                except UnknownCheckpointError:
+                    log.warning("the last selected checkpoint %r is gone; using the first one found", remembered)
             if query is None:
                 available = self.registry.list()
                 if not available:
