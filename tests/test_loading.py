@@ -141,3 +141,32 @@ def test_derived_tokenizer_matches_open_clip(tmp_path):
     for text in ["a photo of a cat", "masterpiece, (best quality:1.2), café naïve 1girl <lora:x:0.5>", ""]:
         expected = [t for t in open_clip.tokenize([text])[0].tolist() if t != 0]
         assert tokenizer(text).input_ids == expected
+
+
+def test_safetensors_reader_equals_the_library_and_keeps_no_tie_to_the_file(tiny_models, tmp_path):
+    from safetensors.torch import load_file
+    reference = load_file(str(tiny_models["sdxl"]))
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy2(tiny_models["sdxl"], copy)
+    ours = read_state_dict(copy)
+    assert set(ours) == set(reference) and all(torch.equal(ours[k], reference[k]) for k in ours)
+    mixed = {"bf16": torch.randn(3, 2).to(torch.bfloat16), "f16": torch.randn(5).half(), "i64": torch.arange(4),
+             "scalar": torch.tensor(1.5), "empty": torch.zeros(0, 3)}
+    save_file(mixed, str(tmp_path / "mixed.safetensors"))
+    back = read_state_dict(tmp_path / "mixed.safetensors")
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in mixed.items())
+    # a user copies another version over the loaded file: the loaded tensors must not change (nor crash)
+    before = {k: v.clone() for k, v in list(ours.items())[:20]}
+    with open(copy, "r+b") as fh:
+        fh.truncate(1000)
+    assert all(torch.equal(ours[k], v) for k, v in before.items())
+
+
+def test_model_loaded_from_a_file_survives_the_file_being_overwritten(tiny_models, tmp_path):
+    path = tmp_path / "m.safetensors"
+    shutil.copy2(tiny_models["sd1"], path)
+    model = load_checkpoint(path, CPU, tmp_path, config_path=tiny_models["sd1"].with_suffix(".yaml"))
+    weight = next(model.unet.parameters()).clone()
+    shutil.copyfile(tiny_models["sd1-inpaint"], path)  # rewrites the same inode in place
+    path.write_bytes(b"")
+    assert torch.equal(next(model.unet.parameters()), weight)

@@ -402,3 +402,34 @@ def test_concurrent_refresh_smoke(tree):
     reg.refresh()
     assert all(i.sha256 for i in reg.list())
     json.loads(tree["cache"].read_text())  # cache file still valid JSON
+
+
+def test_ensure_hash_waits_for_the_background_hasher_instead_of_hashing_twice(tmp_path):
+    import threading
+    import time as _time
+
+    from webui.models import hashing
+    from webui.models.hashing import BackgroundHasher, HashCache
+    from webui.models.registry import CheckpointRegistry
+
+    (tmp_path / "big.safetensors").write_bytes(b"x" * 3_000_000)
+    calls, started = [], threading.Event()
+    original = hashing.hash_path
+
+    def slow_hash(path, *args, **kwargs):
+        calls.append(threading.current_thread().name)
+        started.set()
+        _time.sleep(0.5)
+        return original(path, *args, **kwargs)
+
+    hashing.hash_path = slow_hash
+    try:
+        cache = HashCache(tmp_path / "cache.json")
+        registry = CheckpointRegistry([tmp_path], cache, BackgroundHasher(cache))
+        registry.refresh()
+        assert started.wait(5)
+        info = registry.resolve("big")
+        assert registry.ensure_hash(info) == original(tmp_path / "big.safetensors")
+        assert calls == ["model-hasher"]
+    finally:
+        hashing.hash_path = original

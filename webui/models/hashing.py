@@ -219,6 +219,7 @@ class BackgroundHasher:
         self._idle = threading.Condition(self._lock)
         self._pending: dict[tuple[str, str], list[OnDone]] = {}
         self._running = 0  # jobs whose callbacks are still executing
+        self._active: Optional[tuple[str, str]] = None  # the path being hashed right now
         self._thread: Optional[threading.Thread] = None
 
     def submit(self, path: PathLike, kind: str = "checkpoint",
@@ -246,11 +247,15 @@ class BackgroundHasher:
             path, kind = self._queue.get()
             key = (HashCache.key(path, kind), kind)
             sha = None
+            with self._lock:
+                self._active = key
             try:
                 sha = self.cache.get_or_compute(path, kind)
             except Exception as e:  # noqa: BLE001 - worker must survive anything
                 log.warning("Hashing %s failed: %s", path, e)
             with self._lock:
+                self._active = None
+                self._idle.notify_all()
                 callbacks = self._pending.pop(key, [])
                 self._running += 1
             try:
@@ -263,6 +268,12 @@ class BackgroundHasher:
                 with self._lock:
                     self._running -= 1
                     self._idle.notify_all()
+
+    def wait_if_hashing(self, path: PathLike, kind: str = "checkpoint", timeout: Optional[float] = None) -> None:
+        """If ``path`` is being hashed right now, wait for that instead of reading the file a second time."""
+        key = (HashCache.key(Path(path), kind), kind)
+        with self._lock:
+            self._idle.wait_for(lambda: self._active != key, timeout)
 
     def pending(self) -> int:
         """Number of paths queued or being hashed."""

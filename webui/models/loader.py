@@ -5,11 +5,14 @@ costs about what reading the file costs, in time and memory.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import pickle
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +54,11 @@ class LoadedModel:
     def prediction_type(self) -> str:
         return self.scheduler_config["prediction_type"]
 
+    @functools.cached_property
+    def size_bytes(self) -> int:
+        """Memory the weights take (measured once: walking every parameter is not free)."""
+        return sum(p.numel() * p.element_size() for m in self.modules() for p in m.parameters())
+
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -58,14 +66,60 @@ class LoadedModel:
     def modules(self) -> list[torch.nn.Module]:
         return [self.unet, self.vae, *self.text_encoders]
 
-    def size_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for m in self.modules() for p in m.parameters())
-
 
 # --- reading files ---------------------------------------------------------------------------------------------
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors or .ckpt file; `.ckpt` only through torch's safe (weights-only) unpickler."""
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn,
+                       "F8_E5M2": torch.float8_e5m2}
+
+
+def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
+    """Read a .safetensors file tensor by tensor into private memory (several reads at once: copying from the page
+    cache is bound by memory bandwidth, and `os.preadv` releases the GIL).
+
+    safetensors' own `load_file` maps the file; tensors would then stay tied to it, and overwriting or truncating
+    the checkpoint while it is loaded (copying a new version over it) would change the model or crash the process.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        head = os.pread(fd, 8, 0)
+        if len(head) < 8:
+            raise ValueError("file too small for a header")
+        header_size = int.from_bytes(head, "little")
+        if header_size <= 0 or 8 + header_size > size:
+            raise ValueError(f"header length {header_size} does not fit in a {size}-byte file")
+        header = json.loads(os.pread(fd, header_size, 8))
+        base = 8 + header_size
+
+        def read(item: tuple[str, dict]) -> tuple[str, torch.Tensor]:
+            key, entry = item
+            begin, end = entry["data_offsets"]
+            if not 0 <= begin <= end or base + end > size:
+                raise ValueError(f"tensor {key} lies beyond the end of the file")
+            raw = torch.empty(end - begin, dtype=torch.uint8)
+            view, done = memoryview(raw.numpy()), 0
+            while done < end - begin:
+                got = os.preadv(fd, [view[done:]], base + begin + done)
+                if got <= 0:
+                    raise ValueError(f"tensor {key} is cut short")
+                done += got
+            return key, raw.view(_SAFETENSORS_DTYPES[entry["dtype"]]).reshape(list(entry["shape"]))
+
+        entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            return dict(pool.map(read, entries))
+    finally:
+        os.close(fd)
+
+
+def read_state_dict(path: Path, private: bool = True) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or .ckpt file; `.ckpt` only through torch's safe (weights-only) unpickler.
+
+    `private`: copy into process memory. Otherwise the tensors map the file (fast), which is only safe when they
+    are copied elsewhere (to the GPU) right after loading: a mapped file overwritten in place changes or crashes
+    the model."""
     name = path.name
     try:
         size = path.stat().st_size
@@ -75,12 +129,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointFormatError(f"{name}: the file is empty")
     if path.suffix.lower() == ".safetensors":
         try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            return _read_safetensors(path, size) if private else load_file(str(path))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             raise CheckpointFormatError(f"{name}: corrupt or truncated safetensors file ({exc})") from None
     try:
         try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=not private)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
@@ -237,10 +291,14 @@ def _cast(state: dict, dtype: torch.dtype) -> None:
 
 
 def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
-                     name: str | None = None) -> LoadedModel:
+                     name: str | None = None, private: bool | None = None) -> LoadedModel:
+    """`private` (default: decided by the policy) says whether weights are copied out of the file, see
+    `read_state_dict`. On the GPU without offload they are copied to VRAM right away, so mapping is safe there."""
     name = name or path.name
     started = time.perf_counter()
-    state = read_state_dict(path)
+    if private is None:
+        private = policy.device.type == "cpu" or policy.offload != "none"
+    state = read_state_dict(path, private)
     arch = detect_architecture(state, name, config_path)
 
     unet_cfg = unet_config(arch)
@@ -352,8 +410,8 @@ def _place(model: LoadedModel, policy: DevicePolicy) -> None:
 
 
 def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
-                    name: str | None = None) -> LoadedModel:
+                    name: str | None = None, private: bool | None = None) -> LoadedModel:
     if path.is_dir():
         return load_diffusers_folder(path, policy, cache_dir, name)
-    return load_single_file(path, policy, cache_dir, config_path, name)
+    return load_single_file(path, policy, cache_dir, config_path, name, private)
 

@@ -122,7 +122,7 @@ class ModelManager:
         while True:
             # never the current model, nor the most recently used one (just loaded, about to be used)
             victims = [key for key in list(self._loaded)[:-1] if key != self._current]
-            total = sum(model.size_bytes() for _, model in self._loaded.values())
+            total = sum(model.size_bytes for _, model in self._loaded.values())
             if not victims or (len(self._loaded) <= limit and total <= budget):
                 break
             info, _ = self._loaded.pop(victims[0])

@@ -317,6 +317,8 @@ class CheckpointRegistry:
             current = self._by_path.get(info.path)
             sha = info.sha256 or (current.sha256 if current else None)
         if sha is None:
+            if self.hasher is not None:  # the background hasher may be halfway through this very file
+                self.hasher.wait_if_hashing(info.path, self.cache_kind)
             sha = self.cache.get_or_compute(info.path, self.cache_kind)
         with self._lock:
             current = self._by_path.get(info.path)
