@@ -101,6 +101,17 @@ def test_fifo_with_concurrent_submissions(queue):
     assert q.pending() == [] and q.running is None
 
 
+def runs_until_interrupted(entered: threading.Event):
+    """A runner that signals `entered`, then waits until its job is interrupted (True) or times out (False)."""
+    def runner(job):
+        entered.set()
+        deadline = time.monotonic() + TIMEOUT
+        while not job.control.interrupted and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return job.control.interrupted
+    return runner
+
+
 def test_positions_while_queued(queue):
     q, gate, gate_job = blocked_queue(queue)
     q.register("noop", lambda job: job.payload)
@@ -164,15 +175,7 @@ def test_cancel_of_finished_or_unknown_job_returns_false(queue):
 def test_cancel_of_running_job_interrupts_it(queue):
     q = queue()
     entered = threading.Event()
-
-    def until_interrupted(job):
-        entered.set()
-        deadline = time.monotonic() + TIMEOUT
-        while not job.control.interrupted and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return job.control.interrupted
-
-    q.register("long", until_interrupted)
+    q.register("long", runs_until_interrupted(entered))
     q.start()
     job = q.submit("long", None)
     assert entered.wait(TIMEOUT)
@@ -220,15 +223,7 @@ def test_unexpected_exception_fails_job_and_worker_survives(queue):
 def test_interrupt_affects_only_the_running_job(queue):
     q = queue()
     entered = threading.Event()
-
-    def until_interrupted(job):
-        entered.set()
-        deadline = time.monotonic() + TIMEOUT
-        while not job.control.interrupted and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return job.control.interrupted
-
-    q.register("long", until_interrupted)
+    q.register("long", runs_until_interrupted(entered))
     q.register("status", lambda job: (job.control.interrupted, job.control.skip_requested))
     q.start()
     running = q.submit("long", None)
