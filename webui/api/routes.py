@@ -71,6 +71,14 @@ def _classify(exc: Exception) -> ApiError:
     return ApiError(500, type(exc).__name__, str(exc))
 
 
+def _job_failure(job) -> ApiError:
+    """The HTTP error for a job that did not finish: classified by what failed it, with the job's message."""
+    if job.exception is None:
+        return ApiError(500, job.state, job.error or job.state)
+    classified = _classify(job.exception)
+    return ApiError(classified.status, classified.kind, job.error or classified.detail)
+
+
 def _request_from_body(body: Txt2ImgBody, mode: str) -> GenerationRequest:
     request = GenerationRequest(
         mode=mode, prompt=body.prompt, negative_prompt=body.negative_prompt,
@@ -134,9 +142,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
             raise _classify(exc) from None
         job.wait()
         if job.state in (FAILED, CANCELLED):
-            kinds = {"SamplerError": 400, "UnknownCheckpointError": 400, "ModelLoadError": 400,
-                     "RequestError": 422, "OptionError": 422}
-            raise ApiError(kinds.get(job.error_kind or "", 500), job.error_kind or job.state, job.error or job.state)
+            raise _job_failure(job)
         result: GenerationResult = job.result
         params = body.model_dump()
         params.pop("init_images", None)
@@ -210,7 +216,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
                 job = services.load_checkpoint(str(checkpoint))
                 job.wait()
                 if job.state != DONE:
-                    raise ApiError(400, job.error_kind or "ModelLoadError", job.error or "could not load")
+                    raise _job_failure(job)
             services.options.update(checked)
         except (ValueError, KeyError) as exc:
             raise _classify(exc) from None

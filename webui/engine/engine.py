@@ -77,6 +77,7 @@ class Engine:
                        started=time.monotonic(), textinfo="Encoding prompt")
         with self._autocast():
             cond, uncond = encoder.encode_pair(request.prompt, request.negative_prompt, clip_skip)
+            extra_channels = self._inpaint_channels(model, request) if model.inpainting else None
             for batch in range(request.n_iter):
                 if control.interrupted:
                     result.interrupted = True
@@ -84,7 +85,7 @@ class Engine:
                 lo, hi = batch * request.batch_size, (batch + 1) * request.batch_size
                 control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
                 latents = self._sample(model, request, sampler, schedule, cond, uncond,
-                                       all_seeds[lo:hi], all_subseeds[lo:hi], control)
+                                       all_seeds[lo:hi], all_subseeds[lo:hi], control, extra_channels)
                 if latents is None:
                     if control.interrupted:
                         result.interrupted = True
@@ -114,7 +115,8 @@ class Engine:
         return contextlib.nullcontext()
 
     def _sample(self, model, request: GenerationRequest, sampler, schedule: str, cond: Conditioning,
-                uncond: Conditioning, seeds: list[int], subseeds: list[int], control: RunControl):
+                uncond: Conditioning, seeds: list[int], subseeds: list[int], control: RunControl,
+                extra_channels: torch.Tensor | None = None):
         """One batch from noise (or the init images) to latents; None when it was skipped or interrupted."""
         device, dtype = self.policy.device, model.unet.dtype
         batch = len(seeds)
@@ -137,7 +139,8 @@ class Engine:
             timesteps = scheduler.timesteps
             latents = noise * scheduler.init_noise_sigma
 
-        extra_channels = self._inpaint_channels(model, request, batch) if model.inpainting else None
+        if extra_channels is not None:  # one image's worth, the same for every image
+            extra_channels = extra_channels.repeat(batch, 1, 1, 1)
         do_cfg = request.cfg_scale > 1.0
         embeds = cond.embeds.to(dtype).repeat(batch, 1, 1)
         if do_cfg:
@@ -191,13 +194,13 @@ class Engine:
                    for i in range(len(generators))]
         return (torch.cat(latents) * model.vae.config.scaling_factor).to(model.unet.dtype)
 
-    def _inpaint_channels(self, model, request: GenerationRequest, batch: int) -> torch.Tensor:
+    def _inpaint_channels(self, model, request: GenerationRequest) -> torch.Tensor:
         """Extra UNet input of 9-channel inpainting models when nothing is masked: a full mask and the latents
         of a neutral grey image (A1111's conditioning for txt2img/img2img with an inpainting checkpoint)."""
         grey = torch.zeros(1, 3, request.height, request.width)
         latent = self._vae_encode(model, grey).mode() * model.vae.config.scaling_factor
         mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
-        return torch.cat([mask, latent], dim=1).repeat(batch, 1, 1, 1).to(model.unet.dtype)
+        return torch.cat([mask, latent], dim=1).to(model.unet.dtype)
 
     def _sdxl_conditioning(self, model, request, cond, uncond, batch, do_cfg) -> dict:
         dtype, device = model.unet.dtype, self.policy.device

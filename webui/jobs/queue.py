@@ -29,6 +29,7 @@ class Job:
     result: Any = None
     error: str | None = None
     error_kind: str | None = None
+    exception: BaseException | None = None  # what failed the job, for callers that map errors (HTTP statuses)
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -165,19 +166,20 @@ class JobQueue:
             try:
                 result = self._runners[job.kind](job)
             except self._user_errors as exc:
-                self._done_with(job, FAILED, error=str(exc), kind=type(exc).__name__)
+                self._done_with(job, FAILED, error=str(exc), exception=exc)
             except Exception as exc:  # the worker must survive anything a job does
                 log.exception("job %s (%s) failed", job.id, job.kind)
-                self._done_with(job, FAILED, error=f"{type(exc).__name__}: {exc}", kind=type(exc).__name__)
+                self._done_with(job, FAILED, error=f"{type(exc).__name__}: {exc}", exception=exc)
             else:
                 self._done_with(job, DONE, result=result)
 
     def _done_with(self, job: Job, state: str, result: Any = None, error: str | None = None,
-                   kind: str | None = None) -> None:
+                   exception: BaseException | None = None) -> None:
         with self._cond:
             self._running = None
             job.result = result
-            job.error_kind = kind
+            job.exception = exception
+            job.error_kind = type(exception).__name__ if exception is not None else None
             self._finish(job, state, error)
 
     @staticmethod

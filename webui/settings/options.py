@@ -8,7 +8,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ class Options:
         self._path = path
         self._lock = threading.RLock()
         self._values: dict[str, Any] = {k: o.default for k, o in OPTIONS.items()}
-        self._listeners: dict[str, list[Callable[[Any], None]]] = {}
         if path is not None and path.exists():
             try:
                 stored = json.loads(path.read_text(encoding="utf-8"))
@@ -111,12 +110,6 @@ class Options:
             self._values.update(checked)
             if save:
                 self.save()
-        for key, value in checked.items():
-            for listener in self._listeners.get(key, []):
-                listener(value)
-
-    def on_change(self, key: str, listener: Callable[[Any], None]) -> None:
-        self._listeners.setdefault(key, []).append(listener)
 
     def save(self) -> None:
         if self._path is None:
