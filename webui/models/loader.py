@@ -49,6 +49,8 @@ class LoadedModel:
     label: str
     load_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    vae_file: Path | None = None  # the VAE file whose weights model.vae holds (None: the checkpoint's own)
+    networks: object | None = None  # LoRA patch state (`networks.patcher.NetworkPatchState`), set on first use
 
     @property
     def prediction_type(self) -> str:

@@ -97,7 +97,19 @@ def build_modules(kind: str, full: bool = False, seed: int = 0):
     else:
         encoders = [_text_encoder(width, layers, "quick_gelu", False, seed + 3),
                     _text_encoder(width, layers, "gelu", True, seed + 4)]
+    if not full:  # default layer norms (weight 1, bias 0) give outputs of mean exactly 0, unlike real encoders
+        for index, encoder in enumerate(encoders):
+            _randomise_norms(encoder, seed + 5 + index)
     return family, ldm, unet, vae, encoders
+
+
+def _randomise_norms(module: torch.nn.Module, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if "norm" in name:
+                shift = 0.3 if name.endswith("bias") else 1.0
+                param.copy_(shift + torch.randn(param.shape, generator=generator) * 0.2)
 
 
 def write_single_file(path: Path, kind: str, full: bool = False, seed: int = 0, ckpt: bool = False,
