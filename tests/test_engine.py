@@ -17,7 +17,7 @@ from webui.engine.seeds import image_noise, make_generators
 from webui.models.manager import ModelLoadError
 from webui.outputs.infotext import parse_infotext
 from webui.outputs.save import read_infotext
-from webui.prompts.encoder import split_chunks
+from webui.prompts.tokens import make_chunks
 
 
 def req(**kw) -> GenerationRequest:
@@ -199,14 +199,21 @@ def test_long_prompts_are_encoded_in_chunks(services):
     assert not np.array_equal(pixels(result.images[0]), pixels(short.images[0]))
 
 
+def _split(tokens: list[int], comma: int) -> list[list[int]]:
+    chunks, _, _ = make_chunks([("text", 1.0)], lambda text: tokens if text else [], comma)
+    return [c.tokens for c in chunks]
+
+
 def test_chunks_break_after_a_recent_comma():
     comma = 267
     tokens = list(range(1, 71)) + [comma] + list(range(100, 110))  # comma at position 70 of 81
-    chunks = split_chunks(tokens, comma)
+    chunks = _split(tokens, comma)
     assert chunks[0][-1] == comma and len(chunks[0]) == 71 and chunks[1] == list(range(100, 110))
-    no_comma = split_chunks(list(range(1, 200)), comma)
+    far = list(range(1, 40)) + [comma] + list(range(100, 150))  # the comma is 35 tokens before the cut: no move
+    assert [len(c) for c in _split(far, comma)] == [75, 15]
+    no_comma = _split(list(range(1, 200)), comma)
     assert [len(c) for c in no_comma] == [75, 75, 49]
-    assert split_chunks([], comma) == [[]]
+    assert _split([], comma) == [[]]
 
 
 def test_clip_skip_changes_the_result_and_is_written(services):

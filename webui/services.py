@@ -9,17 +9,27 @@ from .engine.engine import Engine, GenerationResult
 from .engine.request import GenerationRequest, RequestError
 from .engine.samplers import SamplerError
 from .jobs.queue import Job, JobQueue
+from .engine.engine import NaNOutputError
 from .models.devices import DevicePolicy
+from .models.embeddings import EmbeddingDatabase
 from .models.hashing import BackgroundHasher, HashCache
 from .models.manager import ModelLoadError, ModelManager
+from .models.networks import LoraRegistry
 from .models.registry import CheckpointRegistry, UnknownCheckpointError
+from .models.vae import UnknownVaeError, VaeLoadError, VaeRegistry
+from .prompts.conditioning import count_tokens
+from .prompts.encoder import PromptEncoder
+from .prompts.extra_networks import extract_extra_networks
+from .prompts.schedule import strip_comments
+from .prompts.styles import StyleDatabase, StyleError
 from .settings.options import OptionError, Options, OptionsOverlay
 from .settings.paths import Paths
 
 log = logging.getLogger(__name__)
 
 # Errors whose message is meant for the user: shown as is, no traceback.
-USER_ERRORS = (RequestError, SamplerError, ModelLoadError, UnknownCheckpointError, OptionError)
+USER_ERRORS = (RequestError, SamplerError, ModelLoadError, UnknownCheckpointError, OptionError, StyleError,
+               UnknownVaeError, VaeLoadError, NaNOutputError)
 
 
 @dataclass
@@ -33,10 +43,15 @@ class Services:
     models: ModelManager
     engine: Engine
     queue: JobQueue
+    styles: StyleDatabase
 
     def generate(self, request: GenerationRequest, task_id: str | None = None) -> Job:
-        """Queue a generation (validated first, so bad input fails at once with a clear message)."""
+        """Queue a generation (validated first, so bad input fails at once with a clear message). Chosen styles
+        are applied into the prompts here, so the infotext shows what was really generated."""
         request.validate()
+        if request.styles:
+            request.prompt, request.negative_prompt = self.styles.apply(request.prompt, request.negative_prompt,
+                                                                        list(request.styles))
         overrides = request.extra.get("override_settings")
         if overrides:
             request.extra["override_settings"] = self.options.validate(overrides)
@@ -47,8 +62,32 @@ class Services:
         self.models.resolve(query)  # unknown names fail now, not in the queue
         return self.queue.submit("load_checkpoint", query)
 
+    def token_count(self, text: str, steps: int = 20) -> tuple[int, int]:
+        """(tokens, limit) for a prompt box: counted with the loaded checkpoint's tokenizer and embeddings (a
+        plain CLIP tokenizer before any checkpoint is loaded)."""
+        current = self.models.current
+        if self.options.get("enable_prompt_comments"):
+            text = strip_comments(text)
+        text, _ = extract_extra_networks(text)
+        if current is None:
+            return count_tokens(PromptEncoder(_TokenizerOnly(self.paths.cache_dir), self.policy.device), text, steps)
+        model = current[1]
+        self.models.embeddings.refresh()  # as a generation does: new embedding files count at once
+        embeddings, _ = self.models.embeddings.for_model(model)
+        encoder = PromptEncoder(model, self.policy.device, embeddings,
+                                comma_backtrack=int(self.options.get("comma_padding_backtrack")))
+        return count_tokens(encoder, text, steps)
+
     def stop(self) -> None:
         self.queue.stop()
+
+
+class _TokenizerOnly:
+    """Stands in for a model when only tokenizing (the token counter before a checkpoint is loaded)."""
+
+    def __init__(self, cache_dir):
+        from .models.tokenizer import clip_tokenizer
+        self.tokenizers = [clip_tokenizer(cache_dir)]
 
 
 def _run_generation(services: "Services", job: Job) -> GenerationResult:
@@ -80,10 +119,14 @@ def build_services(flags: argparse.Namespace) -> Services:
     hasher = BackgroundHasher(hashes)
     registry = CheckpointRegistry([paths.checkpoints], hashes, hasher)
     registry.refresh()
-    models = ModelManager(registry, policy, paths.cache_dir, options)
+    loras = LoraRegistry([paths.lora, paths.lycoris], hashes)
+    embeddings = EmbeddingDatabase(paths.embeddings, hashes)
+    vaes = VaeRegistry(paths.vae, hashes, checkpoint_roots=[paths.checkpoints])
+    models = ModelManager(registry, policy, paths.cache_dir, options, loras=loras, embeddings=embeddings, vaes=vaes)
     engine = Engine(models, options, paths.outputs, policy)
     queue = JobQueue(user_errors=USER_ERRORS)
-    services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue)
+    services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue,
+                        StyleDatabase(paths.styles_file))
     queue.register("generate", lambda job: _run_generation(services, job))
     queue.register("load_checkpoint", lambda job: _run_load(services, job))
     queue.start()

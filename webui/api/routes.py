@@ -19,9 +19,12 @@ from ..engine.request import GenerationRequest, RequestError
 from ..jobs.queue import CANCELLED, DONE, FAILED
 from ..models.manager import ModelLoadError
 from ..models.registry import UnknownCheckpointError
+from ..models.vae import UnknownVaeError
+from ..prompts.styles import StyleError
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import decode_image_base64, encode_png_base64, read_infotext
 from ..settings.options import OptionError
+from .library_routes import install_library_routes
 from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
                      SDModelItem, Txt2ImgBody)
 
@@ -66,6 +69,8 @@ def _classify(exc: Exception) -> ApiError:
         return ApiError(422, "InvalidRequest", str(exc))
     if isinstance(exc, OptionError):
         return ApiError(422, "InvalidOption", str(exc))
+    if isinstance(exc, (StyleError, UnknownVaeError)):
+        return ApiError(400, type(exc).__name__, str(exc))
     if isinstance(exc, ModelLoadError):
         return ApiError(400, "ModelLoadError", str(exc))
     return ApiError(500, type(exc).__name__, str(exc))
@@ -87,7 +92,7 @@ def _request_from_body(body: Txt2ImgBody, mode: str) -> GenerationRequest:
         subseed_strength=body.subseed_strength, seed_resize_from_w=max(0, body.seed_resize_from_w),
         seed_resize_from_h=max(0, body.seed_resize_from_h), width=body.width, height=body.height,
         batch_size=body.batch_size, n_iter=body.n_iter,
-        save_images=body.save_images and not body.do_not_save_samples,
+        save_images=body.save_images and not body.do_not_save_samples, styles=list(body.styles or []),
         extra={"override_settings": dict(body.override_settings or {})},
     )
     if isinstance(body, Img2ImgBody):
@@ -111,12 +116,12 @@ def _info_json(result: GenerationResult, request: GenerationRequest) -> str:
         "width": request.width, "height": request.height, "sampler_name": request.sampler_name,
         "scheduler": request.scheduler, "cfg_scale": request.cfg_scale, "steps": request.steps,
         "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
-        "sd_model_name": result.model_name, "sd_model_hash": result.model_hash, "sd_vae_name": None,
-        "sd_vae_hash": None, "seed_resize_from_w": request.seed_resize_from_w or -1,
+        "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
+        "sd_vae_name": result.extra_params.get("VAE"), "sd_vae_hash": result.extra_params.get("VAE hash"), "seed_resize_from_w": request.seed_resize_from_w or -1,
         "seed_resize_from_h": request.seed_resize_from_h or -1,
         "denoising_strength": request.denoising_strength if request.mode == "img2img" else None,
-        "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": result.infotexts,
-        "styles": [], "job_timestamp": result.job_timestamp, "clip_skip": request.clip_skip or 1,
+        "extra_generation_params": {k: v for k, v in result.extra_params.items() if v is not None}, "index_of_first_image": 0, "infotexts": result.infotexts,
+        "styles": list(request.styles), "job_timestamp": result.job_timestamp, "clip_skip": request.clip_skip or 1,
         "is_using_inpainting_conditioning": False, "version": None, "warnings": result.warnings,
         "interrupted": result.interrupted, "saved_paths": result.saved_paths,
     })
@@ -212,6 +217,9 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         checkpoint = changes.pop("sd_model_checkpoint", None)
         try:
             checked = services.options.validate(changes)
+            if "sd_vae" in checked:
+                services.models.vaes.refresh()
+                services.models.vaes.choose(checked["sd_vae"], None)  # an unknown VAE name fails here
             if checkpoint:
                 job = services.load_checkpoint(str(checkpoint))
                 job.wait()
@@ -232,4 +240,5 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))}
         return PNGInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
 
+    install_library_routes(router, services)
     app.include_router(router)

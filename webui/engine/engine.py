@@ -19,14 +19,22 @@ import torch
 from .. import __version__
 from ..outputs.infotext import build_infotext
 from ..outputs.save import save_image
-from ..prompts.encoder import Conditioning, PromptEncoder
+from ..prompts.conditioning import PromptConditioning, build_conditioning
+from ..prompts.encoder import PromptEncoder
+from ..prompts.extra_networks import extract_extra_networks
+from ..prompts.schedule import strip_comments
 from . import images as imaging
 from . import samplers
 from .control import RunControl
+from .networks import prepare_networks, ti_hashes
 from .request import GenerationRequest
 from .seeds import fix_seed, image_noise, make_generators
 
 log = logging.getLogger(__name__)
+
+
+class NaNOutputError(RuntimeError):
+    """The model produced NaNs that no retry could fix; the message says what to try."""
 
 
 @dataclass
@@ -47,6 +55,7 @@ class GenerationResult:
     model_hash: str | None = None
     job_timestamp: str = ""
     elapsed: float = 0.0
+    extra_params: dict = field(default_factory=dict)  # infotext additions: VAE, Lora hashes, TI hashes
 
 
 class Engine:
@@ -71,12 +80,19 @@ class Engine:
         all_subseeds = [subseed + i if variation else subseed for i in range(total)]
         result = GenerationResult(seed=seed, subseed=subseed, model_name=info.name_for_extra,
                                   model_hash=info.shorthash, job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"))
-        device = self.policy.device
-        encoder = PromptEncoder(model, device)
         control.report(job_count=request.n_iter, job_no=0, sampling_step=0, sampling_steps=self._steps_to_run(request),
                        started=time.monotonic(), textinfo="Encoding prompt")
+        prompt, negative, calls = self._prompt_texts(request)
+        run = prepare_networks(self.models, model, info, calls, self.options.get("sd_vae"), [prompt, negative])
+        result.warnings.extend(run.warnings)
+        encoder = PromptEncoder(model, self.policy.device, run.embeddings, self.options.get("emphasis"),
+                                int(self.options.get("comma_padding_backtrack")))
+        params = dict(run.params)
         with self._autocast():
-            cond, uncond = encoder.encode_pair(request.prompt, request.negative_prompt, clip_skip)
+            conditioning = build_conditioning(encoder, prompt, negative, self._schedule_steps(request, sampler),
+                                              clip_skip)
+            params["TI hashes"] = ti_hashes(encoder.info.embeddings)
+            result.extra_params = params
             extra_channels = self._inpaint_channels(model, request) if model.inpainting else None
             for batch in range(request.n_iter):
                 if control.interrupted:
@@ -84,7 +100,7 @@ class Engine:
                     break
                 lo, hi = batch * request.batch_size, (batch + 1) * request.batch_size
                 control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
-                latents = self._sample(model, request, sampler, schedule, cond, uncond,
+                latents = self._sample(model, request, sampler, schedule, conditioning,
                                        all_seeds[lo:hi], all_subseeds[lo:hi], control, extra_channels)
                 if latents is None:
                     if control.interrupted:
@@ -92,15 +108,30 @@ class Engine:
                         break
                     result.skipped_batches += 1
                     continue
-                pictures = self._decode(model, latents)
+                pictures = self._decode(model, latents, result)
                 for i, picture in enumerate(pictures):
                     self._finish_image(result, request, info, picture, sampler.name, schedule, clip_skip,
-                                       all_seeds[lo + i], all_subseeds[lo + i], variation)
+                                       all_seeds[lo + i], all_subseeds[lo + i], variation, params)
         result.warnings.extend(model.warnings)
         if result.interrupted:
             result.warnings.append(f"Interrupted: {len(result.images)} of {total} images were finished")
         result.elapsed = time.perf_counter() - started
         return result
+
+    def _prompt_texts(self, request: GenerationRequest) -> tuple[str, str, list]:
+        """The prompt and negative prompt as the text encoder sees them (comments and extra-network tags
+        removed), and the extra networks the tags asked for."""
+        prompt, negative = request.prompt, request.negative_prompt
+        if self.options.get("enable_prompt_comments"):
+            prompt, negative = strip_comments(prompt), strip_comments(negative)
+        prompt, calls = extract_extra_networks(prompt)
+        negative, negative_calls = extract_extra_networks(negative)
+        return prompt, negative, calls + negative_calls
+
+    def _schedule_steps(self, request: GenerationRequest, sampler) -> int:
+        """Steps that prompt editing counts: A1111 counts model evaluations, so second-order samplers (two
+        evaluations a step) count double."""
+        return request.steps * (2 if sampler.second_order else 1)
 
     # --- pieces ------------------------------------------------------------------------------------------------
     @staticmethod
@@ -114,9 +145,8 @@ class Engine:
             return torch.autocast("cuda", dtype=self.policy.dtype)
         return contextlib.nullcontext()
 
-    def _sample(self, model, request: GenerationRequest, sampler, schedule: str, cond: Conditioning,
-                uncond: Conditioning, seeds: list[int], subseeds: list[int], control: RunControl,
-                extra_channels: torch.Tensor | None = None):
+    def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: PromptConditioning,
+                seeds: list[int], subseeds: list[int], control: RunControl, extra_channels: torch.Tensor | None = None):
         """One batch from noise (or the init images) to latents; None when it was skipped or interrupted."""
         device, dtype = self.policy.device, model.unet.dtype
         batch = len(seeds)
@@ -139,13 +169,11 @@ class Engine:
             timesteps = scheduler.timesteps
             latents = noise * scheduler.init_noise_sigma
 
+        do_cfg = request.cfg_scale > 1.0 or conditioning.composable
+        copies = (1 if do_cfg else 0) + len(conditioning.parts)  # uncond, then each AND sub-prompt
         if extra_channels is not None:  # one image's worth, the same for every image
-            extra_channels = extra_channels.repeat(batch, 1, 1, 1)
-        do_cfg = request.cfg_scale > 1.0
-        embeds = cond.embeds.to(dtype).repeat(batch, 1, 1)
-        if do_cfg:
-            embeds = torch.cat([uncond.embeds.to(dtype).repeat(batch, 1, 1), embeds])
-        added = self._sdxl_conditioning(model, request, cond, uncond, batch, do_cfg) if model.family == "sdxl" else None
+            extra_channels = extra_channels.repeat(batch * copies, 1, 1, 1)
+        inputs = _StepInputs(self, model, request, conditioning, batch, do_cfg)
         step_kwargs = {}
         accepted = inspect.signature(scheduler.step).parameters
         if "generator" in accepted:
@@ -155,20 +183,30 @@ class Engine:
 
         evaluations, steps_shown = len(timesteps), self._steps_to_run(request)
         for index, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
+            embeds, added = inputs.at(index)
+            model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
             if extra_channels is not None:
-                model_input = torch.cat([model_input, torch.cat([extra_channels] * (2 if do_cfg else 1))], dim=1)
+                model_input = torch.cat([model_input, extra_channels], dim=1)
             prediction = model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
                                     return_dict=False)[0]
-            if do_cfg:
-                uncond_pred, cond_pred = prediction.chunk(2)
-                prediction = uncond_pred + request.cfg_scale * (cond_pred - uncond_pred)
+            prediction = self._combine(prediction, request.cfg_scale, conditioning, do_cfg, batch)
             latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
             control.report(sampling_step=-(-(index + 1) * steps_shown // evaluations))
             if control.interrupted or control.take_skip():
                 return None
         return latents
+
+    @staticmethod
+    def _combine(prediction: torch.Tensor, cfg_scale: float, conditioning: PromptConditioning, do_cfg: bool,
+                 batch: int) -> torch.Tensor:
+        """Classifier-free guidance; with AND, composable diffusion: uncond + cfg * sum(w_i * (cond_i - uncond))."""
+        if not do_cfg:
+            return prediction
+        uncond, *conds = prediction.split(batch)
+        if not conditioning.composable:
+            return uncond + cfg_scale * (conds[0] - uncond)
+        guidance = sum(weight * (cond - uncond) for weight, cond in zip(conditioning.weights, conds))
+        return uncond + cfg_scale * guidance
 
     def _img2img_timesteps(self, scheduler, request: GenerationRequest):
         """The tail of the full schedule: int(steps x denoising strength) steps, as A1111 and diffusers run."""
@@ -202,28 +240,34 @@ class Engine:
         mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
         return torch.cat([mask, latent], dim=1).to(model.unet.dtype)
 
-    def _sdxl_conditioning(self, model, request, cond, uncond, batch, do_cfg) -> dict:
-        dtype, device = model.unet.dtype, self.policy.device
-        time_ids = torch.tensor([[request.height, request.width, 0, 0, request.height, request.width]],
-                                dtype=dtype, device=device).repeat(batch, 1)
-        pooled = cond.pooled.to(dtype).repeat(batch, 1)
-        if do_cfg:
-            pooled = torch.cat([uncond.pooled.to(dtype).repeat(batch, 1), pooled])
-            time_ids = torch.cat([time_ids, time_ids])
-        return {"text_embeds": pooled, "time_ids": time_ids}
-
     @torch.no_grad()
-    def _decode(self, model, latents: torch.Tensor):
+    def _decode(self, model, latents: torch.Tensor, result: GenerationResult):
+        """Latents to pictures. A half-precision VAE that overflows into NaNs is run again in float32 (the
+        result says so); if float32 gives NaNs too, the run fails with a clear message."""
         vae = model.vae
         decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        if torch.isnan(decoded).any():
+            if vae.dtype == torch.float32:
+                raise NaNOutputError("The VAE produced NaNs (black images) even in full precision: the checkpoint "
+                                     "or VAE file is probably broken")
+            original = vae.dtype
+            try:
+                vae.to(torch.float32)
+                with torch.autocast(latents.device.type, enabled=False):
+                    decoded = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)[0]
+            finally:
+                vae.to(original)
+            result.warnings.append("The VAE produced NaNs in half precision: decoded again in full precision "
+                                   "(start with --no-half-vae to always decode in full precision)")
         return imaging.to_pil(decoded)
 
     def _finish_image(self, result: GenerationResult, request: GenerationRequest, info, picture, sampler_name,
-                      schedule, clip_skip, seed, subseed, variation) -> None:
+                      schedule, clip_skip, seed, subseed, variation, extra_params: dict) -> None:
         params = {
             "Steps": request.steps, "Sampler": sampler_name, "Schedule type": schedule,
             "CFG scale": f"{request.cfg_scale:g}", "Seed": seed, "Size": f"{request.width}x{request.height}",
             "Model hash": info.shorthash, "Model": info.name_for_extra,
+            "VAE hash": extra_params.get("VAE hash"), "VAE": extra_params.get("VAE"),
             "Variation seed": subseed if variation else None,
             "Variation seed strength": f"{request.subseed_strength:g}" if variation else None,
             "Seed resize from": (f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
@@ -231,6 +275,8 @@ class Engine:
             "Denoising strength": f"{request.denoising_strength:g}" if request.mode == "img2img" else None,
             "Clip skip": clip_skip if clip_skip > 1 else None,
             "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
+            "Emphasis": self.options.get("emphasis") if self.options.get("emphasis") != "Original" else None,
+            "Lora hashes": extra_params.get("Lora hashes"), "TI hashes": extra_params.get("TI hashes"),
             "Version": f"v{__version__}",
         }
         infotext = build_infotext(request.prompt, request.negative_prompt, params)
@@ -247,3 +293,34 @@ class Engine:
                 result.saved_paths.append(str(path))
             except OSError as exc:  # a full disk must not lose the images already in memory
                 result.warnings.append(f"Could not save an image to {folder}: {exc}")
+
+
+class _StepInputs:
+    """The UNet's text inputs at each step: [uncond, sub-prompt 1, sub-prompt 2, ...] each repeated for the
+    batch, rebuilt only when prompt editing or alternation changes the schedule entry in force."""
+
+    def __init__(self, engine: Engine, model, request: GenerationRequest, conditioning: PromptConditioning,
+                 batch: int, do_cfg: bool):
+        self.model, self.request, self.conditioning = model, request, conditioning
+        self.batch, self.do_cfg = batch, do_cfg
+        self.device = engine.policy.device
+        self._key, self._value = None, None
+
+    def at(self, step: int):
+        key = self.conditioning.key(step)
+        if key != self._key:
+            self._key, self._value = key, self._build(step)
+        return self._value
+
+    def _build(self, step: int):
+        dtype, batch = self.model.unet.dtype, self.batch
+        uncond, conds = self.conditioning.at_step(step)
+        used = ([uncond] if self.do_cfg else []) + conds
+        embeds = torch.cat([c.embeds.to(self.device, dtype).repeat(batch, 1, 1) for c in used])
+        if self.model.family != "sdxl":
+            return embeds, None
+        request = self.request
+        pooled = torch.cat([c.pooled.to(self.device, dtype).repeat(batch, 1) for c in used])
+        time_ids = torch.tensor([[request.height, request.width, 0, 0, request.height, request.width]],
+                                dtype=dtype, device=self.device).repeat(len(used) * batch, 1)
+        return embeds, {"text_embeds": pooled, "time_ids": time_ids}

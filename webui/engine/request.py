@@ -43,6 +43,7 @@ class GenerationRequest:
     denoising_strength: float = 0.75
     resize_mode: int = 0
     save_images: bool = True
+    styles: list[str] = field(default_factory=list)  # applied into the prompts when the job is queued
     extra: dict[str, Any] = field(default_factory=dict)  # what later features add (kept in the API echo)
 
     def validate(self) -> "GenerationRequest":

@@ -38,6 +38,7 @@ class Sampler:
     spacing: str = "linspace"  # how "Uniform" places the steps: k-diffusion style, or DDIM's "leading"
     needs_seed: bool = False  # a Brownian-tree SDE sampler seeded from the image seed
     classes: dict = field(default_factory=dict)  # another implementation for some schedule types
+    second_order: bool = False  # two model evaluations a step (prompt editing counts evaluations, as A1111)
 
     def cls_for(self, schedule: str) -> type:
         return self.classes.get(schedule, self.cls)
@@ -47,20 +48,21 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("DPM++ 2M", DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2},
             "Karras", aliases=("k_dpmpp_2m",)),
     Sampler("DPM++ SDE", DPMSolverSDEScheduler, {}, "Karras", aliases=("k_dpmpp_sde",),
-            schedules=("Uniform", "Karras", "Exponential", "SGM Uniform", "Beta"), needs_seed=True),
+            schedules=("Uniform", "Karras", "Exponential", "SGM Uniform", "Beta"), needs_seed=True,
+            second_order=True),
     Sampler("DPM++ 2M SDE", DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
             "Exponential", aliases=("k_dpmpp_2m_sde",)),
     Sampler("DPM++ 2S a", DPMPP2SAncestralScheduler, {}, "Karras", aliases=("k_dpmpp_2s_a",),
-            schedules=("Uniform", "Karras", "Exponential", "SGM Uniform")),
+            schedules=("Uniform", "Karras", "Exponential", "SGM Uniform"), second_order=True),
     Sampler("DPM++ 3M SDE", DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
             "Exponential", aliases=("k_dpmpp_3m_sde",)),
     Sampler("Euler a", EulerAncestralDiscreteScheduler, {}, aliases=("k_euler_a",),
             classes={s: EulerAncestralSigmaScheduler for s in ("Karras", "Exponential", "Beta")}),
     Sampler("Euler", EulerDiscreteScheduler, {}, aliases=("k_euler",)),
     Sampler("LMS", LMSDiscreteScheduler, {}, aliases=("k_lms",)),
-    Sampler("Heun", HeunDiscreteScheduler, {}, aliases=("k_heun",)),
-    Sampler("DPM2", KDPM2DiscreteScheduler, {}, "Karras", aliases=("k_dpm_2",)),
-    Sampler("DPM2 a", KDPM2AncestralDiscreteScheduler, {}, "Karras", aliases=("k_dpm_2_a",)),
+    Sampler("Heun", HeunDiscreteScheduler, {}, aliases=("k_heun",), second_order=True),
+    Sampler("DPM2", KDPM2DiscreteScheduler, {}, "Karras", aliases=("k_dpm_2",), second_order=True),
+    Sampler("DPM2 a", KDPM2AncestralDiscreteScheduler, {}, "Karras", aliases=("k_dpm_2_a",), second_order=True),
     Sampler("DDIM", DDIMScheduler, {}, schedules=TIMESTEP_SCHEDULES, spacing="leading"),
     Sampler("PLMS", PNDMScheduler, {"skip_prk_steps": True}, schedules=TIMESTEP_SCHEDULES, spacing="leading"),
     Sampler("UniPC", UniPCMultistepScheduler, {}, spacing="linspace"),

@@ -23,8 +23,15 @@ class ModelLoadError(RuntimeError):
 
 
 class ModelManager:
-    def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, cache_dir: Path, options):
+    """Checkpoints (loaded on demand, LRU-cached) and the add-ons patched onto them per run: LoRAs
+    (`loras`), textual inversion embeddings (`embeddings`) and VAE files (`vaes`)."""
+
+    def __init__(self, registry: CheckpointRegistry, policy: DevicePolicy, cache_dir: Path, options,
+                 loras=None, embeddings=None, vaes=None):
         self.registry = registry
+        self.loras = loras
+        self.embeddings = embeddings
+        self.vaes = vaes
         self.policy = policy
         self.cache_dir = cache_dir
         self.options = options

@@ -1,15 +1,26 @@
-"""Turn prompt text into the UNet's conditioning, A1111's way: 75-token chunks, each framed to 77, concatenated.
+"""Turn prompt text into the UNet's conditioning, A1111's way.
 
-Prompt syntax (weights, editing, BREAK, AND) builds on this; here the text is taken as plain words.
+A text (one entry of a prompt schedule, extra-network tags already removed) is parsed for emphasis and BREAK,
+cut into 75-token chunks (`tokens.make_chunks`), and each chunk is framed with start/end tokens to 77 and
+encoded; textual inversion vectors replace their placeholder tokens at the token-embedding layer. Emphasis
+("Original"): each token's output is multiplied by its weight, then the chunk is rescaled so its mean is what it
+was before. The texts of one schedule are encoded as one batch (chunk by chunk, shorter ones padded with empty
+chunks), and the emphasis mean is taken over that batch, exactly as A1111 does.
+
+Clip skip applies to SD1 (hidden state N layers from the end, then the final layer norm). SD2 always uses its
+penultimate layer and SDXL its penultimate hidden states without the norm, ignoring clip skip, as A1111 does by
+default. SDXL concatenates both encoders' outputs and takes the pooled embedding from the first chunk.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-CHUNK = 75
-COMMA_BACKTRACK = 20
+from .attention import parse_attention
+from .tokens import CHUNK, COMMA_BACKTRACK, EmbeddingLookup, TokenChunk, make_chunks
+
+EMPHASIS_MODES = ("Original", "No norm", "Ignore")
 
 
 @dataclass
@@ -17,80 +28,154 @@ class Conditioning:
     embeds: torch.Tensor  # [1, 77 * chunks, width]
     pooled: torch.Tensor | None = None  # SDXL: the second encoder's projected pooled output (first chunk)
 
+    @property
+    def chunks(self) -> int:
+        return self.embeds.shape[1] // (CHUNK + 2)
 
-def split_chunks(tokens: list[int], comma_id: int | None) -> list[list[int]]:
-    """Cut token ids into chunks of at most 75. A cut that lands mid-phrase moves back to just after the last
-    comma when that comma is within the last 20 tokens (A1111's comma padding backtrack)."""
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    last_comma = -1
-    for token in tokens:
-        if len(current) == CHUNK:
-            if last_comma >= 0 and len(current) - last_comma <= COMMA_BACKTRACK:
-                carry = current[last_comma + 1:]
-                current = current[:last_comma + 1]
-            else:
-                carry = []
-            chunks.append(current)
-            current = carry
-            last_comma = -1
-        current.append(token)
-        if token == comma_id:
-            last_comma = len(current) - 1
-    if current or not chunks:
-        chunks.append(current)
-    return chunks
+    def padded(self, chunks: int, empty: "Conditioning") -> "Conditioning":
+        """This conditioning with the empty prompt's chunk appended until it has `chunks` chunks."""
+        missing = chunks - self.chunks
+        if missing <= 0:
+            return self
+        return Conditioning(torch.cat([self.embeds, *[empty.embeds] * missing], dim=1), self.pooled)
+
+
+@dataclass
+class EncodeInfo:
+    """What encoding noticed: the embeddings that were used (for `TI hashes`)."""
+    embeddings: dict = field(default_factory=dict)  # name -> Embedding
 
 
 class PromptEncoder:
     """Encodes text with a loaded model's tokenizer(s) and text encoder(s)."""
 
-    def __init__(self, model, device: torch.device):
+    def __init__(self, model, device: torch.device, embeddings: dict | None = None, emphasis: str = "Original",
+                 comma_backtrack: int = COMMA_BACKTRACK):
         self.model = model
         self.device = device
+        self.emphasis = emphasis
+        self.comma_backtrack = comma_backtrack
         tokenizer = model.tokenizers[0]
         self._comma = tokenizer.convert_tokens_to_ids(",</w>")
+        usable = {name: e for name, e in (embeddings or {}).items() if 0 < e.vector_count <= CHUNK}
+        self._lookup = EmbeddingLookup(usable, self.tokenize)
+        self.info = EncodeInfo()
+        self._empty: Conditioning | None = None
 
-    def _chunk_ids(self, text: str) -> list[list[int]]:
-        ids = self.model.tokenizers[0](text, add_special_tokens=False, truncation=False).input_ids
-        return split_chunks(ids, self._comma)
+    def tokenize(self, text: str) -> list[int]:
+        return self.model.tokenizers[0](text, add_special_tokens=False, truncation=False).input_ids
 
-    def _frame(self, tokenizer, chunk: list[int]) -> torch.Tensor:
-        ids = [tokenizer.bos_token_id] + chunk + [tokenizer.eos_token_id]
-        ids += [tokenizer.pad_token_id] * (CHUNK + 2 - len(ids))
-        return torch.tensor([ids], device=self.device)
+    def chunks(self, text: str) -> tuple[list[TokenChunk], int]:
+        fragments = parse_attention(text)
+        if self.emphasis == "Ignore":
+            fragments = [(t, w if w == -1 else 1.0) for t, w in fragments]
+        chunks, count, used = make_chunks(fragments, self.tokenize, self._comma, self._lookup, self.comma_backtrack)
+        for embedding in used:
+            self.info.embeddings[embedding.name] = embedding
+        return chunks, count
 
-    def _encode_chunk(self, chunk: list[int], clip_skip: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        model = self.model
-        outputs, pooled = [], None
-        for index, (tokenizer, encoder) in enumerate(zip(model.tokenizers, model.text_encoders)):
-            ids = self._frame(tokenizer, chunk)
+    def count_tokens(self, text: str) -> int:
+        return self.chunks(text)[1]
+
+    # --- encoding ---------------------------------------------------------------------------------------------
+    def _ids(self, tokenizer, chunks: list[TokenChunk]) -> torch.Tensor:
+        rows = []
+        for chunk in chunks:
+            ids = [tokenizer.bos_token_id] + chunk.tokens + [tokenizer.eos_token_id]
+            rows.append(ids + [tokenizer.pad_token_id] * (CHUNK + 2 - len(ids)))
+        return torch.tensor(rows, device=self.device)
+
+    def _hidden(self, index: int, encoder, ids: torch.Tensor, chunks: list[TokenChunk], clip_skip: int):
+        """Hidden states [n, 77, width] (and SDXL's pooled output for the second encoder)."""
+        embedding_layer = encoder.get_input_embeddings()
+
+        def place_vectors(module, args, output):
+            for row, chunk in enumerate(chunks):
+                for slot in chunk.embeddings:
+                    vectors = slot.embedding.vectors_for(self.model, index).to(output.device, output.dtype)
+                    start = slot.offset + 1
+                    output[row, start:start + vectors.shape[0]] = vectors
+            return output
+
+        hook = embedding_layer.register_forward_hook(place_vectors) if any(c.embeddings for c in chunks) else None
+        try:
             result = encoder(ids, output_hidden_states=True)
-            if model.family == "sdxl":  # penultimate layer (or further back with clip skip), no final norm
-                hidden = result.hidden_states[-(clip_skip + 1)]
-                if index == 1:
-                    pooled = result.text_embeds
-            elif clip_skip > 1:
-                hidden = encoder.text_model.final_layer_norm(result.hidden_states[-clip_skip]) \
-                    if hasattr(encoder, "text_model") else encoder.final_layer_norm(result.hidden_states[-clip_skip])
-            else:
-                hidden = result.last_hidden_state
-            outputs.append(hidden)
+        finally:
+            if hook is not None:
+                hook.remove()
+        pooled = None
+        if self.model.family == "sdxl":  # penultimate hidden states, no final norm
+            hidden = result.hidden_states[-2]
+            if index == 1:
+                pooled = result.text_embeds
+        elif self.model.family == "sd1" and clip_skip > 1:
+            text_model = getattr(encoder, "text_model", encoder)
+            hidden = text_model.final_layer_norm(result.hidden_states[-clip_skip])
+        else:
+            hidden = result.last_hidden_state
+        return hidden, pooled
+
+    def _emphasise(self, z: torch.Tensor, chunks: list[TokenChunk], counts: torch.Tensor) -> torch.Tensor:
+        """`counts`: how many times each row stands in the batch A1111 would have encoded (repeated texts are
+        encoded once here), so the batch mean is the same."""
+        weights = [[1.0] + c.multipliers + [1.0] * (CHUNK + 1 - len(c.multipliers)) for c in chunks]
+        if self.emphasis == "Ignore" or all(w == 1.0 for row in weights for w in row):
+            return z
+        multipliers = torch.tensor(weights, device=z.device, dtype=z.dtype).unsqueeze(-1)
+
+        def batch_mean(t: torch.Tensor) -> torch.Tensor:
+            if len(counts) == 1:
+                return t.mean()
+            row_means = t.mean(dim=(1, 2))
+            return (row_means * counts.to(t.dtype)).sum() / counts.sum()
+
+        before = batch_mean(z)
+        z = z * multipliers
+        if self.emphasis == "Original":
+            z = z * (before / batch_mean(z))
+        return z
+
+    def _encode_chunk_batch(self, chunks: list[TokenChunk], clip_skip: int, counts: torch.Tensor):
+        outputs, pooled = [], None
+        for index, (tokenizer, encoder) in enumerate(zip(self.model.tokenizers, self.model.text_encoders)):
+            hidden, chunk_pooled = self._hidden(index, encoder, self._ids(tokenizer, chunks), chunks, clip_skip)
+            outputs.append(self._emphasise(hidden, chunks, counts))
+            if chunk_pooled is not None:
+                pooled = chunk_pooled
         return torch.cat(outputs, dim=-1), pooled
 
     @torch.no_grad()
+    def encode_batch(self, texts: list[str], clip_skip: int = 1) -> list[Conditioning]:
+        """Encode texts that belong together (the entries of one prompt's schedule) as A1111 does: chunk i of
+        every text in one batch, shorter texts padded with empty chunks. Repeated texts are encoded once."""
+        unique = list(dict.fromkeys(texts))
+        counts = torch.tensor([texts.count(text) for text in unique])
+        per_text = [self.chunks(text)[0] for text in unique]
+        count = max(len(c) for c in per_text)
+        parts, first_pooled = [], None
+        for i in range(count):
+            batch = [chunks[i] if i < len(chunks) else TokenChunk() for chunks in per_text]
+            embeds, pooled = self._encode_chunk_batch(batch, clip_skip, counts)
+            parts.append(embeds)
+            if i == 0:
+                first_pooled = pooled
+        embeds = torch.cat(parts, dim=1)
+        encoded = {text: Conditioning(embeds[j:j + 1], None if first_pooled is None else first_pooled[j:j + 1])
+                   for j, text in enumerate(unique)}
+        return [encoded[text] for text in texts]
+
+    def encode(self, text: str, clip_skip: int = 1) -> Conditioning:
+        return self.encode_batch([text], clip_skip)[0]
+
+    def empty(self, clip_skip: int = 1) -> Conditioning:
+        """The empty prompt's one chunk: what shorter conditionings are padded with."""
+        if self._empty is None:
+            self._empty = self.encode("", clip_skip)
+        return self._empty
+
     def encode_pair(self, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Conditioning, Conditioning]:
         """Prompt and negative prompt, padded to the same number of chunks."""
-        chunks = [self._chunk_ids(prompt), self._chunk_ids(negative)]
-        count = max(len(c) for c in chunks)
-        results = []
-        for chunk_list in chunks:
-            chunk_list = chunk_list + [[] for _ in range(count - len(chunk_list))]
-            parts, pooled = [], None
-            for i, chunk in enumerate(chunk_list):
-                embeds, chunk_pooled = self._encode_chunk(chunk, clip_skip)
-                parts.append(embeds)
-                if i == 0:
-                    pooled = chunk_pooled
-            results.append(Conditioning(torch.cat(parts, dim=1), pooled))
-        return results[0], results[1]
+        cond, uncond = self.encode(prompt, clip_skip), self.encode(negative, clip_skip)
+        count = max(cond.chunks, uncond.chunks)
+        empty = self.empty(clip_skip)
+        return cond.padded(count, empty), uncond.padded(count, empty)

@@ -28,6 +28,15 @@ class Paths:
         return self.data_dir / "cache.json"
 
     @property
+    def styles_file(self) -> Path:
+        return self.data_dir / "styles.csv"
+
+    @property
+    def lycoris(self) -> Path:
+        """A1111's old separate LyCORIS folder, read as a second LoRA folder when it exists."""
+        return self.lora.parent / "LyCORIS"
+
+    @property
     def cache_dir(self) -> Path:
         """Files we derive ourselves (for example the CLIP tokenizer vocabulary)."""
         return self.data_dir / "cache"

@@ -1,0 +1,74 @@
+"""Per-step conditioning for a whole request: prompt editing, alternation and AND (composable diffusion).
+
+The prompt is split on AND into weighted sub-prompts; each sub-prompt (and the negative prompt) becomes a
+schedule of texts, each text encoded once. At sampling step i the engine asks for the conditioning in force
+(A1111's rule: the first schedule entry whose end step is >= i) with every tensor padded to the same number of
+chunks, so cond and uncond run through the UNet in one batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .encoder import Conditioning, PromptEncoder
+from .schedule import prompt_schedule, split_and
+
+
+@dataclass
+class ScheduledConditioning:
+    entries: list[tuple[int, Conditioning]]  # (end_at_step, conditioning), end steps ascending
+
+    def at(self, step: int) -> tuple[int, Conditioning]:
+        """(entry index, conditioning) in force at 0-based step `step`."""
+        for index, (end, cond) in enumerate(self.entries):
+            if step <= end:
+                return index, cond
+        return len(self.entries) - 1, self.entries[-1][1]
+
+
+@dataclass
+class PromptConditioning:
+    parts: list[tuple[float, ScheduledConditioning]]  # AND sub-prompts and their weights
+    negative: ScheduledConditioning
+    empty: Conditioning
+
+    @property
+    def composable(self) -> bool:
+        """True when the plain cond/uncond formula is not enough (several sub-prompts or a sub-prompt weight)."""
+        return len(self.parts) > 1 or self.parts[0][0] != 1.0
+
+    @property
+    def weights(self) -> list[float]:
+        return [weight for weight, _ in self.parts]
+
+    def key(self, step: int) -> tuple[int, ...]:
+        """Identifies the combination of schedule entries in force at `step` (the tensors change only with it)."""
+        return (self.negative.at(step)[0], *[schedule.at(step)[0] for _, schedule in self.parts])
+
+    def at_step(self, step: int) -> tuple[Conditioning, list[Conditioning]]:
+        """(uncond, [cond for each sub-prompt]) at `step`, all padded to the same number of chunks."""
+        uncond = self.negative.at(step)[1]
+        conds = [schedule.at(step)[1] for _, schedule in self.parts]
+        count = max(c.chunks for c in [uncond, *conds])
+        return uncond.padded(count, self.empty), [c.padded(count, self.empty) for c in conds]
+
+
+def encode_schedule(encoder: PromptEncoder, text: str, steps: int, clip_skip: int) -> ScheduledConditioning:
+    schedule = prompt_schedule(text, steps)
+    encoded = encoder.encode_batch([entry.text for entry in schedule], clip_skip)
+    return ScheduledConditioning([(entry.end_at_step, cond) for entry, cond in zip(schedule, encoded)])
+
+
+def build_conditioning(encoder: PromptEncoder, prompt: str, negative: str, steps: int,
+                       clip_skip: int) -> PromptConditioning:
+    """Encode a request's prompt (tags already removed) and negative prompt for a run of `steps` evaluations.
+    The negative prompt is scheduled too, but AND in it is plain text (as in A1111)."""
+    parts = [(weight, encode_schedule(encoder, text, steps, clip_skip)) for text, weight in split_and(prompt)]
+    return PromptConditioning(parts, encode_schedule(encoder, negative, steps, clip_skip), encoder.empty(clip_skip))
+
+
+def count_tokens(encoder: PromptEncoder, text: str, steps: int) -> tuple[int, int]:
+    """(tokens, limit) for a prompt box's counter: the longest text any AND part's schedule produces, and the
+    75-token chunks it fills (as A1111 shows `12/75`, `80/150`). Expects extra-network tags removed."""
+    texts = [entry.text for part, _ in split_and(text) for entry in prompt_schedule(part, steps)]
+    count = max(encoder.count_tokens(t) for t in texts) if texts else 0
+    return count, max(1, -(-count // 75)) * 75
