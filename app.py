@@ -24,6 +24,8 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
         import gradio as gr
 
         from webui.ui.blocks import build_ui
+        from webui.ui.thumbs import install_thumb_route
+        install_thumb_route(app, services)  # before the UI takes "/"
         blocks = build_ui(services)
         app = gr.mount_gradio_app(app, blocks, path="/", auth=parse_logins(flags.gradio_auth) or None,
                                   footer_links=["api", "settings"], **blocks_assets())

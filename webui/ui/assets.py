@@ -1,4 +1,6 @@
-"""The page's CSS and its on-load script (keyboard shortcuts)."""
+"""The page's CSS and its on-load script (keyboard shortcuts, and the prompt tools' script)."""
+
+from . import prompt_assets
 
 CSS = """
 #setting_sd_model_checkpoint { max-width: 420px; }
@@ -19,10 +21,10 @@ CSS = """
 .infotext .time { opacity: .7; margin-top: .4em; }
 .pnginfo-params td { padding: 1px 8px 1px 0; vertical-align: top; }
 .pnginfo-params td:first-child { font-weight: 600; white-space: nowrap; }
-"""
+""" + prompt_assets.CSS
 
 # Run once on page load (Gradio calls the function). Ctrl+Enter in a prompt box presses that tab's Generate;
-# Escape presses Interrupt when a tab shows it.
+# Escape presses Interrupt when a tab shows it. Then the prompt tools' script (see `prompt_assets`).
 JS = """
 () => {
   const root = () => document.querySelector('gradio-app')?.shadowRoot || document;
@@ -46,5 +48,6 @@ JS = """
       }
     }
   });
+""" + prompt_assets.SCRIPT + """
 }
 """

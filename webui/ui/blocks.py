@@ -7,28 +7,60 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import checkpoints, pnginfo
+from . import checkpoints, pnginfo, styles, vae
 from .assets import CSS, JS
 from .generation_tab import GenerationTab, build_tab, wire_tab
 
 __all__ = ["build_ui", "CSS", "JS"]
 
 
-def _checkpoint_row(services) -> gr.Dropdown:
+def _checkpoint_row(services) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The quicksettings row: checkpoint and SD VAE pickers, each with its refresh button. A checkpoint card of
+    the extra networks panel presses the hidden `change_checkpoint` button (same queued switch as the picker)."""
     with gr.Row(elem_id="quicksettings"):
         dropdown = gr.Dropdown(checkpoints.checkpoint_titles(services), value=checkpoints.current_checkpoint(services),
                                label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
                                allow_custom_value=True, interactive=True, scale=0, min_width=360)
         refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", elem_classes="tool-button", scale=0,
                             min_width=40)
+        vae_dropdown = gr.Dropdown(vae.vae_choices(services), value=vae.current_vae(services), label="SD VAE",
+                                   elem_id="setting_sd_vae", allow_custom_value=True, interactive=True, scale=0,
+                                   min_width=240)
+        vae_refresh = gr.Button("🔄", elem_id="refresh_sd_vae", elem_classes="tool-button", scale=0, min_width=40)
+        select = gr.Button(visible="hidden", elem_id="change_checkpoint")
 
     def change(event: gr.SelectData):  # select, not input: Gradio also sends input when the list closes
         return checkpoints.change_checkpoint(services, event.value)
 
+    def change_vae(event: gr.SelectData):
+        return vae.change_vae(services, event.value)
+
     dropdown.select(change, outputs=[dropdown], show_progress="minimal", api_visibility="undocumented")
     refresh.click(lambda: checkpoints.refresh_checkpoints(services), outputs=[dropdown], show_progress="hidden",
                   api_visibility="undocumented")
-    return dropdown
+    refresh.click(lambda: vae.refresh_vaes(services), outputs=[vae_dropdown], show_progress="hidden",
+                  api_visibility="undocumented")
+    select.click(lambda title: checkpoints.change_checkpoint(services, title), inputs=[dropdown],
+                 outputs=[dropdown], js="(current) => [webuiTakeCheckpoint(current)]", show_progress="minimal",
+                 api_visibility="undocumented")
+    vae_dropdown.select(change_vae, outputs=[vae_dropdown], show_progress="minimal", api_visibility="undocumented")
+    vae_refresh.click(lambda: vae.refresh_vaes(services), outputs=[vae_dropdown], show_progress="hidden",
+                      api_visibility="undocumented")
+    return dropdown, vae_dropdown
+
+
+def _wire_style_saving(tabs: list[GenerationTab], services) -> None:
+    """💾 in either tab saves its prompts as a style; both tabs' pickers get the new list."""
+    pickers = [tab.styles for tab in tabs]
+
+    def save(name, prompt, negative_prompt):
+        picker, cleared = styles.save_style(services, name, prompt, negative_prompt)
+        return (*[picker] * len(pickers), cleared)
+
+    for tab in tabs:
+        tab.style_create.click(save, inputs=[tab.style_name, tab.prompt, tab.negative_prompt],
+                               outputs=[*pickers, tab.style_name], show_progress="hidden",
+                               api_visibility="undocumented")
 
 
 def _sender(mode: str):
@@ -63,7 +95,7 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab) 
 
 def build_ui(services) -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
-        dropdown = _checkpoint_row(services)
+        dropdown, vae_dropdown = _checkpoint_row(services)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = build_tab("txt2img")
@@ -73,6 +105,12 @@ def build_ui(services) -> gr.Blocks:
                 _pnginfo_tab(tabs, txt2img, img2img)
         for tab in (txt2img, img2img):
             wire_tab(tab, services)
-        blocks.load(lambda: checkpoints.show_current(services), outputs=[dropdown], show_progress="hidden",
-                    api_visibility="undocumented")
+        _wire_style_saving([txt2img, img2img], services)
+
+        def on_load():
+            pickers = styles.styles_dropdown(services)
+            return checkpoints.show_current(services), vae.show_current(services), pickers, pickers
+
+        blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles],
+                    show_progress="hidden", api_visibility="undocumented")
     return blocks

@@ -44,11 +44,12 @@ def resize_mode_index(value: Any) -> int:
 
 def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps, width, height, batch_count,
                   batch_size, cfg_scale, seed, init_image=None, denoising_strength=0.75,
-                  resize_mode="Just resize") -> GenerationRequest:
-    """The request for the tab's values (checked by `validate` when it is queued)."""
+                  resize_mode="Just resize", *, styles=None) -> GenerationRequest:
+    """The request for the tab's values (checked by `validate` when it is queued; the chosen `styles` are
+    applied into the prompts then)."""
     request = GenerationRequest(mode=mode, prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler,
                                 scheduler=scheduler, steps=steps, width=width, height=height, n_iter=batch_count,
-                                batch_size=batch_size, cfg_scale=cfg_scale, seed=seed)
+                                batch_size=batch_size, cfg_scale=cfg_scale, seed=seed, styles=list(styles or []))
     if mode == "img2img":
         request.init_images = [init_image] if init_image is not None else []
         request.denoising_strength = denoising_strength
@@ -67,12 +68,12 @@ def _with_infotext(image, infotext: str):
     return image
 
 
-def generate(services, mode: str, state: dict | None, *values) -> Iterator[tuple]:
+def generate(services, mode: str, state: dict | None, *values, styles=None) -> Iterator[tuple]:
     """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip)."""
     state = dict(state or new_state())
     skip = gr.skip()
     try:
-        job = services.generate(build_request(mode, *values))
+        job = services.generate(build_request(mode, *values, styles=styles))
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
         yield (state, skip, skip, skip, *_buttons(False))

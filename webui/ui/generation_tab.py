@@ -7,7 +7,8 @@ import gradio as gr
 
 from ..engine.request import RESIZE_MODES
 from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
-from . import generation
+from . import generation, styles, token_counter
+from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
 
 
 @dataclass
@@ -33,6 +34,16 @@ class GenerationTab:
     gallery: gr.Gallery
     infotext: gr.HTML
     state: gr.State
+    token_counter: gr.HTML
+    negative_token_counter: gr.HTML
+    token_button: gr.Button
+    negative_token_button: gr.Button
+    extra_networks: gr.Button
+    networks: ExtraNetworksPanel
+    styles: gr.Dropdown
+    style_apply: gr.Button
+    style_name: gr.Textbox
+    style_create: gr.Button
     init_image: gr.Image | None = None
     denoising_strength: gr.Slider | None = None
     resize_mode: gr.Radio | None = None
@@ -45,6 +56,10 @@ class GenerationTab:
             inputs += [self.init_image, self.denoising_strength, self.resize_mode]
         return inputs
 
+    def generate_inputs(self) -> list:
+        """`generate`'s inputs: the tab's state, the request's values, and last the chosen styles."""
+        return [self.state, *self.request_inputs(), self.styles]
+
     def generate_outputs(self) -> list:
         return [getattr(self, name) for name in generation.OUTPUTS]
 
@@ -53,22 +68,50 @@ class GenerationTab:
                 if isinstance(getattr(self, f.name), gr.components.Component) and getattr(self, f.name).elem_id]
 
 
+def _prompt_box(c: dict, tab: str, key: str, counter: str, **textbox) -> None:
+    """A prompt textbox with its token counter (`{tab}_token_counter` / `{tab}_negative_token_counter`) in the
+    top right corner, and the hidden button the page script presses, debounced, to recount."""
+    button = counter.replace("counter", "button")
+    with gr.Column(elem_classes="prompt-container"):
+        c[key] = gr.Textbox(max_lines=20, show_label=False, **textbox)
+        c[counter] = gr.HTML(token_counter.EMPTY, elem_id=f"{tab}_{counter}", elem_classes="token-counter",
+                             padding=False)
+        c[button] = gr.Button(visible="hidden", elem_id=f"{tab}_{button}")
+
+
+def _tools(c: dict, p: str) -> None:
+    """Under Generate: 🎴 extra networks, 📋 apply styles, the style picker and saving a new style."""
+    with gr.Row(elem_id=f"{p}_tools", elem_classes="prompt-tools"):
+        c["extra_networks"] = gr.Button("🎴", elem_id=f"{p}_extra_networks", elem_classes="tool-button",
+                                        scale=0, min_width=40)
+        c["style_apply"] = gr.Button("📋", elem_id=f"{p}_style_apply", elem_classes="tool-button", scale=0,
+                                     min_width=40)
+        c["styles"] = gr.Dropdown([], value=[], multiselect=True, label="Styles", show_label=False,
+                                  elem_id=f"{p}_styles", scale=1, min_width=120, container=False)
+    with gr.Row(elem_classes="prompt-tools"):
+        c["style_name"] = gr.Textbox(show_label=False, placeholder="New style name", max_lines=1,
+                                     elem_id=f"{p}_style_name", scale=1, min_width=120, container=False)
+        c["style_create"] = gr.Button("💾", elem_id=f"{p}_style_create", elem_classes="tool-button", scale=0,
+                                      min_width=40)
+
+
 def build_tab(mode: str) -> GenerationTab:
     """Lay out the tab's components (inside the current gr.Tab); `wire_tab` connects them."""
     p = mode
     c = {}
     with gr.Row(elem_id=f"{p}_toprow", equal_height=True):
         with gr.Column(scale=6, elem_classes="prompt-row"):
-            c["prompt"] = gr.Textbox(label="Prompt", lines=3, max_lines=20, elem_id=f"{p}_prompt",
-                                     placeholder="Prompt (press Ctrl+Enter to generate)", show_label=False)
-            c["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=2, max_lines=20,
-                                              elem_id=f"{p}_neg_prompt", show_label=False,
-                                              placeholder="Negative prompt (press Ctrl+Enter to generate)")
-        with gr.Column(scale=1, min_width=160, elem_classes="generate-box"):
+            _prompt_box(c, p, "prompt", "token_counter", label="Prompt", lines=3, elem_id=f"{p}_prompt",
+                        placeholder="Prompt (press Ctrl+Enter to generate)")
+            _prompt_box(c, p, "negative_prompt", "negative_token_counter", label="Negative prompt", lines=2,
+                        elem_id=f"{p}_neg_prompt", placeholder="Negative prompt (press Ctrl+Enter to generate)")
+        with gr.Column(scale=2, min_width=240, elem_classes="generate-box"):
             with gr.Row():
                 c["interrupt"] = gr.Button("Interrupt", elem_id=f"{p}_interrupt", visible=False, variant="stop")
                 c["skip"] = gr.Button("Skip", elem_id=f"{p}_skip", visible=False)
             c["generate"] = gr.Button("Generate", elem_id=f"{p}_generate", variant="primary")
+            _tools(c, p)
+    c["networks"] = build_panel(p)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, elem_id=f"{p}_settings"):
             if mode == "img2img":
@@ -114,12 +157,13 @@ def wire_tab(tab: GenerationTab, services) -> None:
     mode = tab.mode
 
     def run(state, *values):
-        yield from generation.generate(services, mode, state, *values)
+        *values, chosen_styles = values
+        yield from generation.generate(services, mode, state, *values, styles=chosen_styles)
 
     def select(state, event: gr.SelectData):
         return generation.select_image(state, event.index)
 
-    tab.generate.click(run, inputs=[tab.state, *tab.request_inputs()], outputs=tab.generate_outputs(),
+    tab.generate.click(run, inputs=tab.generate_inputs(), outputs=tab.generate_outputs(),
                        show_progress="hidden", concurrency_limit=None, api_name=mode)
     tab.interrupt.click(lambda state: generation.interrupt(services, state), inputs=[tab.state],
                         concurrency_limit=None, show_progress="hidden", api_visibility="undocumented")
@@ -131,3 +175,26 @@ def wire_tab(tab: GenerationTab, services) -> None:
                          api_visibility="undocumented")
     tab.gallery.select(select, inputs=[tab.state], outputs=[tab.state, tab.infotext], show_progress="hidden",
                        api_visibility="undocumented")
+    _wire_prompt_tools(tab, services)
+    wire_panel(tab.networks, tab.extra_networks, services)
+
+
+def _wire_prompt_tools(tab: GenerationTab, services) -> None:
+    """Token counters (recounted by the page script, debounced, when a prompt or the steps change) and 📋."""
+
+    def count(text, steps):
+        return token_counter.token_counter(services, text, steps)
+
+    def apply(prompt, negative_prompt, chosen):
+        return styles.apply_styles(services, prompt, negative_prompt, chosen)
+
+    for box, counter, button in ((tab.prompt, tab.token_counter, tab.token_button),
+                                 (tab.negative_prompt, tab.negative_token_counter, tab.negative_token_button)):
+        button.click(count, inputs=[box, tab.steps], outputs=[counter], show_progress="hidden",
+                     trigger_mode="always_last", queue=False, api_visibility="undocumented")
+        recount = f"() => {{ webuiCountTokens('{button.elem_id}'); }}"
+        box.change(None, js=recount, api_visibility="undocumented")
+        tab.steps.change(None, js=recount, api_visibility="undocumented")
+    tab.style_apply.click(apply, inputs=[tab.prompt, tab.negative_prompt, tab.styles],
+                          outputs=[tab.prompt, tab.negative_prompt, tab.styles], show_progress="hidden",
+                          api_visibility="undocumented")
