@@ -52,3 +52,18 @@ def make_services(tmp_path, tiny_models):
     yield factory
     for services in made:
         services.stop()
+
+
+def quick_run(services, **fields):
+    """Run a small txt2img job straight on the engine (64x64, 3 Euler steps, fixed seed, not saved)."""
+    from webui.engine.request import GenerationRequest
+    base = dict(prompt="a fox", negative_prompt="blurry", sampler_name="Euler", steps=3, width=64, height=64,
+                seed=5, save_images=False)
+    base.update(fields)
+    return services.engine.run(GenerationRequest(**base))
+
+
+def pixels(image):
+    """An image as int16 pixels, for exact comparisons and differences."""
+    import numpy as np
+    return np.asarray(image, dtype=np.int16)

@@ -12,20 +12,9 @@ from fastapi.testclient import TestClient
 from tests.lora_files import kohya_lora
 from tests.test_vae import other_vae, write_ldm_vae
 from tests.ti_files import random_vectors, write_a1111_pt
-from webui.engine.request import GenerationRequest
+from tests.conftest import pixels, quick_run as run
 from webui.models.tiny import build_modules
 from webui.outputs.infotext import parse_infotext
-
-
-def run(services, **kw):
-    base = dict(prompt="a fox", negative_prompt="blurry", sampler_name="Euler", steps=3, width=64, height=64,
-                seed=5, save_images=False)
-    base.update(kw)
-    return services.engine.run(GenerationRequest(**base))
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def addnet_hash(path) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from webui.engine.request import GenerationRequest
+from tests.conftest import pixels, quick_run as run
 from webui.prompts.encoder import PromptEncoder
 
 
@@ -21,17 +21,6 @@ def services(tmp_path_factory, tiny_models):
     services.models.select("tiny-sd1")
     yield services
     services.stop()
-
-
-def run(services, **kw):
-    base = dict(prompt="a fox", negative_prompt="blurry", sampler_name="Euler", steps=4, width=64, height=64,
-                seed=7, save_images=False)
-    base.update(kw)
-    return services.engine.run(GenerationRequest(**base))
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 class UNetInputs:
