@@ -3,16 +3,16 @@ A1111's "addnet" hash (sha256 of the tensor data after the header)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import pickle
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
+from ..architecture import CheckpointFormatError
 from ..hashing import CHUNK, sha256_file
+from ..loader import read_state_dict
 
 NETWORK_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
 MAX_HEADER_BYTES = 100 * 2**20
@@ -99,31 +99,23 @@ def network_file_sha256(path: Path) -> str:
 def read_network_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, metadata) of a LoRA file, in private memory (the file may be replaced afterwards).
 
-    .safetensors are parsed from their bytes; .pt/.ckpt go through the weights-only unpickler. Raises
+    .safetensors are parsed from their bytes; .pt/.ckpt go through the loader's weights-only reader. Raises
     NetworkFileError with a message naming the file."""
     path = Path(path)
     name = path.name
+    if path.suffix.lower() != ".safetensors":
+        try:
+            return read_state_dict(path, private=True), {}
+        except CheckpointFormatError as exc:
+            raise NetworkFileError(str(exc)) from None
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise NetworkFileError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    if path.suffix.lower() == ".safetensors":
-        length = _header_length(data[:8], name)
-        header = _parse_header(data[8:8 + length], length, name)
-        try:
-            tensors = load_safetensors_bytes(data)
-        except (ValueError, SafetensorError, RuntimeError) as exc:
-            raise NetworkFileError(f"{name}: corrupt or truncated safetensors file ({exc})") from None
-        return tensors, header_metadata(header)
+    length = _header_length(data[:8], name)
+    header = _parse_header(data[8:8 + length], length, name)
     try:
-        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise NetworkFileError(f"{name}: this file holds Python objects besides tensors and was refused "
-                               "(unpickling them could run code); convert it to .safetensors") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise NetworkFileError(f"{name}: corrupt or truncated file ({exc})") from None
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, dict):
-        raise NetworkFileError(f"{name}: holds no dictionary of tensors")
-    return {k: v for k, v in loaded.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}, {}
+        tensors = load_safetensors_bytes(data)
+    except (ValueError, SafetensorError, RuntimeError) as exc:
+        raise NetworkFileError(f"{name}: corrupt or truncated safetensors file ({exc})") from None
+    return tensors, header_metadata(header)
