@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -9,6 +10,12 @@ from PIL import Image
 from . import samplers
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+# A1111's inpaint choices; the request holds their indexes (its API's integers).
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+INPAINT_FILLS = ("fill", "original", "latent noise", "latent nothing")
+INPAINT_AREAS = ("Whole picture", "Only masked")
+OUTPAINT_FILLS = ("edge", "noise")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 class RequestError(ValueError):
@@ -17,6 +24,30 @@ class RequestError(ValueError):
     def __init__(self, field_name: str, message: str):
         super().__init__(message)
         self.field = field_name
+
+
+@dataclass
+class Outpaint:
+    """Extend the (fitted) init image by these many pixels on each side and inpaint the new area, with the mask
+    reaching `overlap` pixels into the original so the seam is regenerated too."""
+    left: int = 0
+    right: int = 0
+    up: int = 0
+    down: int = 0
+    fill: str = "edge"  # OUTPAINT_FILLS: stretch the edge colours outwards, or seeded pixel noise
+    overlap: int = 8
+
+    @property
+    def active(self) -> bool:
+        return any((self.left, self.right, self.up, self.down))
+
+
+@dataclass
+class FolderBatch:
+    """img2img over every image of a folder (A1111's Batch tab); masks matched by file stem in `mask_dir`."""
+    input_dir: str
+    output_dir: str = ""  # empty: the usual img2img output folder
+    mask_dir: str = ""
 
 
 @dataclass
@@ -42,6 +73,17 @@ class GenerationRequest:
     init_images: list[Image.Image] = field(default_factory=list)
     denoising_strength: float = 0.75
     resize_mode: int = 0
+    # inpainting (img2img with a mask); meanings and integer codes as A1111's API
+    mask: Image.Image | None = None  # white = inpaint; any mode and size (the engine normalises it)
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    inpainting_fill: int = 1  # INPAINT_FILLS index
+    inpaint_full_res: bool = False  # "Only masked"
+    inpaint_full_res_padding: int = 32
+    inpainting_mask_invert: int = 0  # MASK_MODES index
+    initial_noise_multiplier: float = 1.0
+    outpaint: Outpaint | None = None
+    folder_batch: FolderBatch | None = None
     save_images: bool = True
     styles: list[str] = field(default_factory=list)  # applied into the prompts when the job is queued
     extra: dict[str, Any] = field(default_factory=dict)  # what later features add (kept in the API echo)
@@ -71,12 +113,63 @@ class GenerationRequest:
             raise RequestError("sampler_name", str(exc)) from None
         self.sampler_name, self.scheduler = sampler.name, schedule
         if self.mode == "img2img":
-            if not self.init_images:
-                raise RequestError("init_images", "img2img needs an init image: none was given")
-            if self.resize_mode not in range(len(RESIZE_MODES)):
-                raise RequestError("resize_mode", f"resize_mode must be 0..{len(RESIZE_MODES) - 1} "
-                                   f"({', '.join(RESIZE_MODES)})")
+            self._validate_img2img()
+        else:
+            for name in ("mask", "outpaint", "folder_batch"):
+                if getattr(self, name) is not None:
+                    raise RequestError(name, f"{name} needs img2img (this is a {self.mode} request)")
         return self
+
+    def _validate_img2img(self) -> None:
+        if not self.init_images and self.folder_batch is None:
+            raise RequestError("init_images", "img2img needs an init image: none was given")
+        if not all(isinstance(image, Image.Image) for image in self.init_images):
+            raise RequestError("init_images", "init_images must be images")
+        if self.mask is not None and not isinstance(self.mask, Image.Image):
+            raise RequestError("mask", "mask must be an image")
+        if self._number("resize_mode", int) not in range(len(RESIZE_MODES)):
+            raise RequestError("resize_mode", f"resize_mode must be 0..{len(RESIZE_MODES) - 1} "
+                               f"({', '.join(RESIZE_MODES)})")
+        self._int_range("mask_blur_x", 0, 64)
+        self._int_range("mask_blur_y", 0, 64)
+        if self._number("inpainting_fill", int) not in range(len(INPAINT_FILLS)):
+            raise RequestError("inpainting_fill", "inpainting_fill must be 0..3 (" +
+                               ", ".join(f"{i} {name}" for i, name in enumerate(INPAINT_FILLS)) + ")")
+        self.inpaint_full_res = bool(self.inpaint_full_res)
+        self._int_range("inpaint_full_res_padding", 0, 1024)
+        self.inpainting_mask_invert = int(bool(self.inpainting_mask_invert))
+        self._float_range("initial_noise_multiplier", 0.0, 2.0)
+        if self.outpaint is not None:
+            self._validate_outpaint(self.outpaint)
+        if self.folder_batch is not None:
+            self._validate_folder_batch(self.folder_batch)
+
+    def _validate_outpaint(self, outpaint: Outpaint) -> None:
+        for side in ("left", "right", "up", "down", "overlap"):
+            value = getattr(outpaint, side)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+                    or not 0 <= value <= 2048:
+                raise RequestError("outpaint", f"outpaint {side} must be a whole number of pixels from 0 to 2048, "
+                                   f"got {value!r}")
+            setattr(outpaint, side, int(value))
+            if side != "overlap" and value % 8:
+                raise RequestError("outpaint", f"outpaint {side} must be a multiple of 8 pixels, got {value}")
+        if outpaint.fill not in OUTPAINT_FILLS:
+            raise RequestError("outpaint", f"outpaint fill must be one of {', '.join(OUTPAINT_FILLS)}, "
+                               f"got {outpaint.fill!r}")
+        if self.width + outpaint.left + outpaint.right > 4096 or self.height + outpaint.up + outpaint.down > 4096:
+            raise RequestError("outpaint", "the outpainted image would be larger than 4096 pixels on a side")
+
+    @staticmethod
+    def _validate_folder_batch(batch: FolderBatch) -> None:
+        source = Path(str(batch.input_dir or "")).expanduser()
+        if not str(batch.input_dir or "").strip() or not source.is_dir():
+            raise RequestError("img2img_batch_input_dir", f"the batch input folder {batch.input_dir!r} does not exist")
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.iterdir() if p.is_file()):
+            raise RequestError("img2img_batch_input_dir", f"the batch input folder {source} holds no images")
+        if batch.mask_dir and not Path(batch.mask_dir).expanduser().is_dir():
+            raise RequestError("img2img_batch_inpaint_mask_dir", f"the batch mask folder {batch.mask_dir!r} "
+                               "does not exist")
 
     def _number(self, name: str, kind):
         value = getattr(self, name)

@@ -1,6 +1,6 @@
 """Write small random Stable Diffusion models in the real file formats (a tool for tests and benchmarks).
 
-    python -m webui.models.tiny OUTDIR [--kind sd1 sd2-v sd1-inpaint sdxl diffusers] [--full] [--ckpt]
+    python -m webui.models.tiny OUTDIR [--kind sd1 sd2-v sd1-inpaint sdxl sdxl-inpaint diffusers] [--full] [--ckpt]
 
 Tiny models are single files in A1111's layout with an LDM `.yaml` sidecar describing their small shapes, so the
 real loader runs on them; `--full` writes an SD1.5-sized checkpoint (random weights, no sidecar) for benchmarks.
@@ -21,7 +21,7 @@ from .architecture import Architecture, builtin_ldm_config, unet_config, vae_con
 from .ldm_export import to_ldm_state_dict
 from .tokenizer import clip_tokenizer
 
-KINDS = ("sd1", "sd2-v", "sd1-inpaint", "sdxl")
+KINDS = ("sd1", "sd2-v", "sd1-inpaint", "sdxl", "sdxl-inpaint")
 TEXT_WIDTH = 64  # one attention head of 64, as CLIP sizes are derived (heads = width / 64)
 
 _TINY_VAE = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
@@ -30,7 +30,7 @@ _TINY_VAE = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels":
 
 def tiny_ldm_config(kind: str) -> dict:
     """An LDM inference config (the sidecar .yaml) with tiny shapes for the given kind."""
-    family = "sdxl" if kind == "sdxl" else ("sd2" if kind.startswith("sd2") else "sd1")
+    family = "sdxl" if kind.startswith("sdxl") else ("sd2" if kind.startswith("sd2") else "sd1")
     config = builtin_ldm_config(family, kind.endswith("inpaint"), v_prediction=kind.endswith("-v"))
     params = config["model"]["params"]
     unet = (params.get("unet_config") or params.get("network_config"))["params"]
@@ -72,7 +72,7 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
 
 def build_modules(kind: str, full: bool = False, seed: int = 0):
     """(family, ldm_config, unet, vae, text_encoders) with random weights."""
-    family = "sdxl" if kind == "sdxl" else ("sd2" if kind.startswith("sd2") else "sd1")
+    family = "sdxl" if kind.startswith("sdxl") else ("sd2" if kind.startswith("sd2") else "sd1")
     if full:
         ldm = builtin_ldm_config(family, kind.endswith("inpaint"), kind.endswith("-v"))
     else:

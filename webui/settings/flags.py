@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="protect the web UI with these logins")
     server.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER:PASS]",
                         help="protect /sdapi with HTTP Basic auth")
+    server.add_argument("--hide-ui-dir-config", action="store_true",
+                        help="refuse server folder paths from users (img2img Batch from a folder, in the UI and API)")
 
     dev = p.add_argument_group("device and precision")
     dev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
