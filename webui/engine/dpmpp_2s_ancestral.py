@@ -56,7 +56,8 @@ class DPMPP2SAncestralScheduler(EulerDiscreteScheduler):
         return (sigma ** 2 + 1) ** 0.5
 
     def add_noise(self, original_samples, noise, timesteps):
-        return original_samples + noise * self._evals[0][0]
+        """Noise to the level of the next model evaluation (the first one before sampling starts)."""
+        return original_samples + noise * self._evals[min(self._cursor, len(self._evals) - 1)][0]
 
     def scale_model_input(self, sample, timestep=None):
         sigma = self._evals[self._cursor][0]

@@ -26,11 +26,14 @@ from ..prompts.schedule import strip_comments
 from . import images as imaging
 from . import samplers
 from .control import RunControl
+from .img2img import Img2ImgSetup, prepare_img2img
 from .networks import prepare_networks, ti_hashes
 from .request import GenerationRequest
 from .seeds import fix_seed, image_noise, make_generators
 
 log = logging.getLogger(__name__)
+
+_LAST = ("Lora hashes", "TI hashes")  # extra infotext keys A1111 writes after those of img2img, hires fix, ...
 
 
 class NaNOutputError(RuntimeError):
@@ -69,6 +72,9 @@ class Engine:
     def run(self, request: GenerationRequest, control: RunControl | None = None) -> GenerationResult:
         control = control or RunControl()
         request.validate()
+        if request.folder_batch is not None:
+            from .batch import run_folder_batch  # here: batch.py builds on this module
+            return run_folder_batch(self, request, control)
         started = time.perf_counter()
         info, model = self.models.get(request.checkpoint)
         sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
@@ -82,18 +88,23 @@ class Engine:
                                   model_hash=info.shorthash, job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"))
         control.report(job_count=request.n_iter, job_no=0, sampling_step=0, sampling_steps=self._steps_to_run(request),
                        started=time.monotonic(), textinfo="Encoding prompt")
+        setup = (prepare_img2img(request, seed, str(self.options.get("img2img_background_color")))
+                 if request.mode == "img2img" else None)
         prompt, negative, calls = self._prompt_texts(request)
         run = prepare_networks(self.models, model, info, calls, self.options.get("sd_vae"), [prompt, negative])
         result.warnings.extend(run.warnings)
         encoder = PromptEncoder(model, self.policy.device, run.embeddings, self.options.get("emphasis"),
                                 int(self.options.get("comma_padding_backtrack")))
         params = dict(run.params)
+        if setup is not None:
+            params.update(setup.params)
+        if model.inpainting:
+            params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
         with self._autocast():
             conditioning = build_conditioning(encoder, prompt, negative, self._schedule_steps(request, sampler),
                                               clip_skip)
             params["TI hashes"] = ti_hashes(encoder.info.embeddings)
             result.extra_params = params
-            extra_channels = self._inpaint_channels(model, request) if model.inpainting else None
             for batch in range(request.n_iter):
                 if control.interrupted:
                     result.interrupted = True
@@ -101,7 +112,7 @@ class Engine:
                 lo, hi = batch * request.batch_size, (batch + 1) * request.batch_size
                 control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
                 latents = self._sample(model, request, sampler, schedule, conditioning,
-                                       all_seeds[lo:hi], all_subseeds[lo:hi], control, extra_channels)
+                                       all_seeds[lo:hi], all_subseeds[lo:hi], control, setup, lo)
                 if latents is None:
                     if control.interrupted:
                         result.interrupted = True
@@ -110,6 +121,8 @@ class Engine:
                     continue
                 pictures = self._decode(model, latents, result)
                 for i, picture in enumerate(pictures):
+                    if setup is not None:
+                        picture = setup.paste_back(picture, lo + i)
                     self._finish_image(result, request, info, picture, sampler.name, schedule, clip_skip,
                                        all_seeds[lo + i], all_subseeds[lo + i], variation, params)
         result.warnings.extend(model.warnings)
@@ -146,21 +159,35 @@ class Engine:
         return contextlib.nullcontext()
 
     def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: PromptConditioning,
-                seeds: list[int], subseeds: list[int], control: RunControl, extra_channels: torch.Tensor | None = None):
-        """One batch from noise (or the init images) to latents; None when it was skipped or interrupted."""
+                seeds: list[int], subseeds: list[int], control: RunControl, setup: Img2ImgSetup | None = None,
+                first_item: int = 0):
+        """One batch from noise (or the init images) to latents; None when it was skipped or interrupted.
+        `first_item` is the index of the batch's first image in the whole run (which init image it starts from)."""
         device, dtype = self.policy.device, model.unet.dtype
         batch = len(seeds)
+        items = list(range(first_item, first_item + batch))
         scale = model.vae_scale_factor
-        shape = (4, request.height // scale, request.width // scale)
+        width, height = (setup.width, setup.height) if setup is not None else (request.width, request.height)
+        shape = (4, height // scale, width // scale)
         scheduler = samplers.make_scheduler(sampler, schedule, model.scheduler_config, seeds=seeds)
         scheduler.set_timesteps(request.steps, device=device)
         generators = make_generators(seeds, self.options.get("randn_source"), device)
         resize_from = (request.seed_resize_from_w, request.seed_resize_from_h)
 
-        if request.mode == "img2img":
-            init = self._init_latents(model, request, generators)
+        regenerate = None  # inpainting with an ordinary checkpoint: 1 where the latents are regenerated
+        if setup is not None:
+            init = self._init_latents(model, setup, items, generators)
             noise = image_noise(generators, subseeds, request.subseed_strength, shape, resize_from,
                                 self.options.get("randn_source"), device, scale).to(dtype)
+            noise = noise * request.initial_noise_multiplier
+            if setup.masked:
+                masks = setup.latent_masks(items, shape[1:], device, dtype)
+                if request.inpainting_fill == 2:  # latent noise
+                    init = init * (1 - masks) + noise * masks
+                elif request.inpainting_fill == 3:  # latent nothing
+                    init = init * (1 - masks)
+                if not model.inpainting:
+                    regenerate = masks
             timesteps = self._img2img_timesteps(scheduler, request)
             latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch)) if len(timesteps) else init
         else:
@@ -171,9 +198,11 @@ class Engine:
 
         do_cfg = request.cfg_scale > 1.0 or conditioning.composable
         copies = (1 if do_cfg else 0) + len(conditioning.parts)  # uncond, then each AND sub-prompt
-        if extra_channels is not None:  # one image's worth, the same for every image
-            extra_channels = extra_channels.repeat(batch * copies, 1, 1, 1)
-        inputs = _StepInputs(self, model, request, conditioning, batch, do_cfg)
+        extra_channels = None
+        if model.inpainting:
+            extra_channels = torch.cat([self._inpaint_channels(model, setup, item, width, height)
+                                        for item in items]).repeat(copies, 1, 1, 1).to(dtype)
+        inputs = _StepInputs(self, model, request, conditioning, batch, do_cfg, (width, height))
         step_kwargs = {}
         accepted = inspect.signature(scheduler.step).parameters
         if "generator" in accepted:
@@ -183,6 +212,8 @@ class Engine:
 
         evaluations, steps_shown = len(timesteps), self._steps_to_run(request)
         for index, t in enumerate(timesteps):
+            if regenerate is not None and index > 0:  # keep the unmasked part on the init image's noisy path
+                latents = scheduler.add_noise(init, noise, t.repeat(batch)) * (1 - regenerate) + latents * regenerate
             embeds, added = inputs.at(index)
             model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
             if extra_channels is not None:
@@ -194,6 +225,8 @@ class Engine:
             control.report(sampling_step=-(-(index + 1) * steps_shown // evaluations))
             if control.interrupted or control.take_skip():
                 return None
+        if regenerate is not None:
+            latents = init * (1 - regenerate) + latents * regenerate
         return latents
 
     @staticmethod
@@ -223,22 +256,22 @@ class Engine:
         vae = model.vae
         return vae.encode(pixels.to(self.policy.device, vae.dtype)).latent_dist
 
-    def _init_latents(self, model, request: GenerationRequest, generators) -> torch.Tensor:
-        sources = request.init_images
-        fitted = [imaging.fit(sources[i % len(sources)], request.width, request.height, request.resize_mode)
-                  for i in range(len(generators))]
-        pixels = imaging.to_tensor(fitted)
-        latents = [self._vae_encode(model, pixels[i:i + 1]).sample(generator=generators[i])
-                   for i in range(len(generators))]
+    def _init_latents(self, model, setup: Img2ImgSetup, items: list[int], generators) -> torch.Tensor:
+        latents = [self._vae_encode(model, imaging.to_tensor([setup.sources[setup.source_index(item)]]))
+                   .sample(generator=generator) for item, generator in zip(items, generators)]
         return (torch.cat(latents) * model.vae.config.scaling_factor).to(model.unet.dtype)
 
-    def _inpaint_channels(self, model, request: GenerationRequest) -> torch.Tensor:
-        """Extra UNet input of 9-channel inpainting models when nothing is masked: a full mask and the latents
-        of a neutral grey image (A1111's conditioning for txt2img/img2img with an inpainting checkpoint)."""
-        grey = torch.zeros(1, 3, request.height, request.width)
-        latent = self._vae_encode(model, grey).mode() * model.vae.config.scaling_factor
+    def _inpaint_channels(self, model, setup: Img2ImgSetup | None, item: int, width: int, height: int):
+        """The extra UNet input of a 9-channel inpainting checkpoint for one image: a mask and masked-image
+        latents. txt2img: a full mask over a neutral grey image (A1111's conditioning)."""
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            return self._vae_encode(model, pixels).mode() * model.vae.config.scaling_factor
+
+        if setup is not None:
+            return setup.conditioning(item, encode, float(self.options.get("inpainting_mask_weight")))
+        latent = encode(torch.zeros(1, 3, height, width))
         mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
-        return torch.cat([mask, latent], dim=1).to(model.unet.dtype)
+        return torch.cat([mask, latent], dim=1)
 
     @torch.no_grad()
     def _decode(self, model, latents: torch.Tensor, result: GenerationResult):
@@ -276,9 +309,10 @@ class Engine:
             "Clip skip": clip_skip if clip_skip > 1 else None,
             "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
             "Emphasis": self.options.get("emphasis") if self.options.get("emphasis") != "Original" else None,
-            "Lora hashes": extra_params.get("Lora hashes"), "TI hashes": extra_params.get("TI hashes"),
-            "Version": f"v{__version__}",
         }
+        params.update({key: value for key, value in extra_params.items() if key not in params and key not in _LAST})
+        params.update({key: extra_params.get(key) for key in _LAST})
+        params["Version"] = f"v{__version__}"
         infotext = build_infotext(request.prompt, request.negative_prompt, params)
         result.images.append(picture)
         result.seeds.append(seed)
@@ -300,8 +334,9 @@ class _StepInputs:
     batch, rebuilt only when prompt editing or alternation changes the schedule entry in force."""
 
     def __init__(self, engine: Engine, model, request: GenerationRequest, conditioning: PromptConditioning,
-                 batch: int, do_cfg: bool):
+                 batch: int, do_cfg: bool, size: tuple[int, int]):
         self.model, self.request, self.conditioning = model, request, conditioning
+        self.width, self.height = size
         self.batch, self.do_cfg = batch, do_cfg
         self.device = engine.policy.device
         self._key, self._value = None, None
@@ -319,8 +354,7 @@ class _StepInputs:
         embeds = torch.cat([c.embeds.to(self.device, dtype).repeat(batch, 1, 1) for c in used])
         if self.model.family != "sdxl":
             return embeds, None
-        request = self.request
         pooled = torch.cat([c.pooled.to(self.device, dtype).repeat(batch, 1) for c in used])
-        time_ids = torch.tensor([[request.height, request.width, 0, 0, request.height, request.width]],
+        time_ids = torch.tensor([[self.height, self.width, 0, 0, self.height, self.width]],
                                 dtype=dtype, device=self.device).repeat(len(used) * batch, 1)
         return embeds, {"text_embeds": pooled, "time_ids": time_ids}
