@@ -45,11 +45,37 @@ class Txt2ImgBody(_Lenient):
     infotext: str | None = None
 
 
+class OutpaintBody(_Lenient):
+    """Our addition: extend the fitted init image by these many pixels (multiples of 8) and inpaint the new area."""
+    left: int = 0
+    right: int = 0
+    up: int = 0
+    down: int = 0
+    fill: str = "edge"  # "edge" (stretch the border colours outwards) | "noise"
+    overlap: int = 8  # how far the mask reaches back into the original, in pixels
+
+
 class Img2ImgBody(Txt2ImgBody):
     init_images: list[str] | None = None
     resize_mode: int = 0
     denoising_strength: float | None = 0.75
-    include_init_images: bool = False
+    image_cfg_scale: float | None = None  # accepted for compatibility (instruct-pix2pix models only); unused
+    # inpainting: A1111's API fields and defaults
+    mask: str | None = None  # base64 image, white = inpaint
+    mask_blur: int | None = None  # when given, sets both mask_blur_x and mask_blur_y
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    inpainting_fill: int = 0  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = True  # "Only masked"
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0  # 1: inpaint what is not masked
+    initial_noise_multiplier: float | None = None  # None: 1.0
+    include_init_images: bool = False  # echo init_images and mask back in `parameters`
+    # our additions
+    outpaint: OutpaintBody | None = None
+    img2img_batch_input_dir: str = ""  # img2img over every image of this server folder
+    img2img_batch_output_dir: str = ""  # empty: the usual img2img output folder
+    img2img_batch_inpaint_mask_dir: str = ""  # masks matched by file name (or one mask for all)
 
 
 class ImagesResponse(BaseModel):

@@ -12,10 +12,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from PIL import Image
 
 from ..engine import samplers
 from ..engine.engine import GenerationResult
-from ..engine.request import GenerationRequest, RequestError
+from ..engine.request import FolderBatch, GenerationRequest, Outpaint, RequestError
 from ..jobs.queue import CANCELLED, DONE, FAILED
 from ..models.manager import ModelLoadError
 from ..models.registry import UnknownCheckpointError
@@ -27,6 +28,7 @@ from ..settings.options import OptionError
 from .library_routes import install_library_routes
 from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
                      SDModelItem, Txt2ImgBody)
+from .scripts import apply_script
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,9 @@ def _job_failure(job) -> ApiError:
     return ApiError(classified.status, classified.kind, job.error or classified.detail)
 
 
-def _request_from_body(body: Txt2ImgBody, mode: str) -> GenerationRequest:
+def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True) -> GenerationRequest:
+    """The GenerationRequest an API body asks for. `allow_folders` False (--hide-ui-dir-config) refuses the
+    folder-batch fields with a 403."""
     request = GenerationRequest(
         mode=mode, prompt=body.prompt, negative_prompt=body.negative_prompt,
         sampler_name=body.sampler_name or body.sampler_index or "Euler", scheduler=body.scheduler or "Automatic",
@@ -96,19 +100,73 @@ def _request_from_body(body: Txt2ImgBody, mode: str) -> GenerationRequest:
         extra={"override_settings": dict(body.override_settings or {})},
     )
     if isinstance(body, Img2ImgBody):
-        request.denoising_strength = 0.75 if body.denoising_strength is None else body.denoising_strength
-        request.resize_mode = body.resize_mode
-        images = []
-        for index, data in enumerate(body.init_images or []):
-            try:
-                images.append(decode_image_base64(data))
-            except ValueError as exc:
-                raise RequestError("init_images", f"init_images[{index}]: {exc}") from None
-        request.init_images = images
+        _apply_img2img_fields(body, request, allow_folders)
+    apply_script(body.script_name, body.script_args, request, mode)
     return request
 
 
-def _info_json(result: GenerationResult, request: GenerationRequest) -> str:
+def _decode_field(name: str, data: str) -> Image.Image:
+    try:
+        return decode_image_base64(data)
+    except ValueError as exc:
+        raise RequestError(name.split("[")[0], f"{name}: {exc}") from None
+
+
+def _apply_img2img_fields(body: Img2ImgBody, request: GenerationRequest, allow_folders: bool) -> None:
+    """init images, mask and the inpaint fields with A1111's meanings; outpaint and the batch folders (ours)."""
+    request.denoising_strength = 0.75 if body.denoising_strength is None else body.denoising_strength
+    request.resize_mode = body.resize_mode
+    request.init_images = [_decode_field(f"init_images[{index}]", data)
+                           for index, data in enumerate(body.init_images or [])]
+    request.mask = _decode_field("mask", body.mask) if body.mask else None
+    if body.mask_blur is not None:  # A1111: `mask_blur` sets both directions
+        request.mask_blur_x = request.mask_blur_y = body.mask_blur
+    else:
+        request.mask_blur_x, request.mask_blur_y = body.mask_blur_x, body.mask_blur_y
+    request.inpainting_fill = body.inpainting_fill
+    request.inpaint_full_res = body.inpaint_full_res
+    request.inpaint_full_res_padding = body.inpaint_full_res_padding
+    request.inpainting_mask_invert = body.inpainting_mask_invert
+    request.initial_noise_multiplier = 1.0 if body.initial_noise_multiplier is None \
+        else body.initial_noise_multiplier
+    if body.outpaint is not None:
+        request.outpaint = Outpaint(**body.outpaint.model_dump())
+    request.folder_batch = _folder_batch(body, allow_folders)
+
+
+_FOLDER_FIELDS = ("img2img_batch_input_dir", "img2img_batch_output_dir", "img2img_batch_inpaint_mask_dir")
+
+
+def _folder_batch(body: Img2ImgBody, allow_folders: bool) -> FolderBatch | None:
+    given = [name for name in _FOLDER_FIELDS if (getattr(body, name) or "").strip()]
+    if not given:
+        return None
+    if not allow_folders:
+        raise ApiError(403, "FolderBatchDisabled", f"{', '.join(given)}: this server runs with "
+                       "--hide-ui-dir-config, which refuses server folder paths (img2img batch from a folder)")
+    if "img2img_batch_input_dir" not in given:
+        raise RequestError("img2img_batch_input_dir", f"{', '.join(given)} need img2img_batch_input_dir, the "
+                           "folder of images to process")
+    return FolderBatch(input_dir=body.img2img_batch_input_dir, output_dir=body.img2img_batch_output_dir or "",
+                       mask_dir=body.img2img_batch_inpaint_mask_dir or "")
+
+
+def _uses_inpainting_conditioning(services, result: GenerationResult) -> bool:
+    """A1111's `is_using_inpainting_conditioning`: the checkpoint that made the images is an inpainting one
+    (9-channel UNet). Taken from the result when the engine says, else from the loaded model that made it."""
+    said = getattr(result, "is_using_inpainting_conditioning", None)
+    if said is not None:
+        return bool(said)
+    if "Conditional mask weight" in result.extra_params:  # the engine writes it for inpainting checkpoints only
+        return True
+    current = services.models.current
+    if current is None:
+        return False
+    info, model = current
+    return bool(model.inpainting) and (info.name_for_extra, info.shorthash) == (result.model_name, result.model_hash)
+
+
+def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_conditioning: bool = False) -> str:
     return json.dumps({
         "prompt": request.prompt, "all_prompts": result.prompts, "negative_prompt": request.negative_prompt,
         "all_negative_prompts": result.negative_prompts, "seed": result.seed, "all_seeds": result.seeds,
@@ -117,12 +175,13 @@ def _info_json(result: GenerationResult, request: GenerationRequest) -> str:
         "scheduler": request.scheduler, "cfg_scale": request.cfg_scale, "steps": request.steps,
         "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
-        "sd_vae_name": result.extra_params.get("VAE"), "sd_vae_hash": result.extra_params.get("VAE hash"), "seed_resize_from_w": request.seed_resize_from_w or -1,
-        "seed_resize_from_h": request.seed_resize_from_h or -1,
+        "sd_vae_name": result.extra_params.get("VAE"), "sd_vae_hash": result.extra_params.get("VAE hash"),
+        "seed_resize_from_w": request.seed_resize_from_w or -1, "seed_resize_from_h": request.seed_resize_from_h or -1,
         "denoising_strength": request.denoising_strength if request.mode == "img2img" else None,
-        "extra_generation_params": {k: v for k, v in result.extra_params.items() if v is not None}, "index_of_first_image": 0, "infotexts": result.infotexts,
+        "extra_generation_params": {k: v for k, v in result.extra_params.items() if v is not None},
+        "index_of_first_image": 0, "infotexts": result.infotexts,
         "styles": list(request.styles), "job_timestamp": result.job_timestamp, "clip_skip": request.clip_skip or 1,
-        "is_using_inpainting_conditioning": False, "version": None, "warnings": result.warnings,
+        "is_using_inpainting_conditioning": inpainting_conditioning, "version": None, "warnings": result.warnings,
         "interrupted": result.interrupted, "saved_paths": result.saved_paths,
     })
 
@@ -139,9 +198,11 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
         return JSONResponse(status_code=422, content=error_body("ValidationError", problems))
 
+    allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
+
     def generate(body: Txt2ImgBody, mode: str) -> dict:
         try:
-            request = _request_from_body(body, mode)
+            request = _request_from_body(body, mode, allow_folders)
             job = services.generate(request, task_id=body.force_task_id)
         except (ValueError, KeyError) as exc:
             raise _classify(exc) from None
@@ -150,10 +211,12 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
             raise _job_failure(job)
         result: GenerationResult = job.result
         params = body.model_dump()
-        params.pop("init_images", None)
+        if not getattr(body, "include_init_images", False):  # A1111 leaves the (large) inputs out of the echo
+            params.pop("init_images", None)
+            params.pop("mask", None)
         images = [encode_png_base64(image, text) for image, text in zip(result.images, result.infotexts)]
         return {"images": images if body.send_images else [], "parameters": params,
-                "info": _info_json(result, request)}
+                "info": _info_json(result, request, _uses_inpainting_conditioning(services, result))}
 
     @router.post("/txt2img", response_model=ImagesResponse)
     def txt2img(body: Txt2ImgBody):
@@ -171,7 +234,8 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         p = job.control.progress
         state = ProgressState(skipped=job.control.skip_requested, interrupted=job.control.interrupted, job=job.id,
                               job_count=p.job_count,
-                              job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or 0)), job_no=p.job_no,
+                              job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or 0)),
+                              job_no=p.job_no,
                               sampling_step=p.sampling_step, sampling_steps=p.sampling_steps)
         return ProgressResponse(progress=round(p.fraction, 4), eta_relative=round(p.eta_seconds, 2), state=state,
                                 current_image=None, textinfo=p.textinfo)

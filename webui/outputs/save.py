@@ -23,6 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 
 __all__ = [
     "save_image",
+    "save_image_as",
     "read_infotext",
     "encode_png_base64",
     "decode_image_base64",
@@ -132,6 +133,25 @@ def save_image(
         tmp.unlink(missing_ok=True)
         raise
     return final
+
+
+def save_image_as(image: Image.Image, path: str | Path, infotext: str) -> Path:
+    """Save ``image`` with ``infotext`` to exactly ``path`` (format from its extension), atomically: a
+    partial file never appears under that name. An existing file there is replaced."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower().lstrip("."))
+    if fmt is None:
+        raise ValueError(f"unsupported image extension: {path.suffix!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "xb") as fp:
+            _write_image(image, fp, fmt, infotext or "")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _decode_user_comment(raw: object) -> str | None:
