@@ -134,15 +134,21 @@ def test_bad_values_warn_instead_of_failing(services, values, message):
     assert out["state"]["job_id"] is None
 
 
+def run_img2img(services, image, denoising_strength, resize_mode) -> list[tuple]:
+    own = {"img2img_mode": "img2img", "image": image, "denoising_strength": denoising_strength,
+           "resize_mode": resize_mode}
+    return list(generation.generate(services, "img2img", None, *SMALL, img2img=own))
+
+
 def test_img2img_needs_an_image_and_generates_from_one(services):
-    with pytest.warns(UserWarning, match="init image"):
-        run(services, "img2img", SMALL + (None, 0.5, "Just resize"))
+    with pytest.warns(UserWarning, match="No image in the img2img tab"):
+        run_img2img(services, None, 0.5, "Just resize")
     init = Image.new("RGB", (80, 48), (200, 40, 40))
-    last = dict(zip(generation.OUTPUTS, run(services, "img2img", SMALL + (init, 0.5, "Crop and resize"))[-1]))
+    last = dict(zip(generation.OUTPUTS, run_img2img(services, init, 0.5, "Crop and resize")[-1]))
     assert last["gallery"][0].size == (64, 64)
     assert "Denoising strength: 0.5" in last["infotext"]
     with pytest.warns(UserWarning, match="resize mode"):
-        run(services, "img2img", SMALL + (init, 0.5, "Stretch"))
+        run_img2img(services, init, 0.5, "Stretch")
 
 
 def test_interrupt_stops_this_tabs_job_and_keeps_finished_images(services):

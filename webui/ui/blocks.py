@@ -86,11 +86,32 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab) 
     for tab, button in ((txt2img, to_txt2img), (img2img, to_img2img)):
         targets = [getattr(tab, name) for name in pnginfo.FIELDS]
         inputs = [text, tab.sampler, tab.scheduler]
-        if tab.mode == "img2img":
-            targets.append(tab.init_image)
+        if tab.img2img:
+            own = tab.img2img
+            targets += [own.image, *own.components(pnginfo.IMG2IMG_FIELDS), *own.switch_outputs()]
             inputs.append(image)
         button.click(_sender(tab.mode), inputs=inputs,
                      outputs=[*targets, tabs], show_progress="hidden", api_visibility="undocumented")
+
+
+def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: GenerationTab) -> None:
+    """"Send to img2img" / "Send to inpaint" under each gallery: the selected image into that img2img sub-tab,
+    with its prompts and settings."""
+    own = img2img.img2img
+    targets = [getattr(img2img, name) for name in pnginfo.FIELDS]
+
+    def sender(target: str):
+        def send(state, gallery, sampler, scheduler, outpaint_enabled):
+            return pnginfo.send_from_gallery(target, state, gallery, sampler, scheduler, outpaint_enabled)
+        return send
+
+    for source in sources:
+        for button, target, picture in ((source.send_to_img2img, "img2img", own.image),
+                                        (source.send_to_inpaint, "inpaint", own.inpaint)):
+            button.click(sender(target), inputs=[source.state, source.gallery, img2img.sampler, img2img.scheduler,
+                                                 own.outpaint_enable],
+                         outputs=[*targets, picture, *own.switch_outputs(), tabs], show_progress="hidden",
+                         api_visibility="undocumented")
 
 
 def build_ui(services) -> gr.Blocks:
@@ -100,12 +121,13 @@ def build_ui(services) -> gr.Blocks:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
                 txt2img = build_tab("txt2img")
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
-                img2img = build_tab("img2img")
+                img2img = build_tab("img2img", hide_dirs=bool(getattr(services.flags, "hide_ui_dir_config", False)))
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 _pnginfo_tab(tabs, txt2img, img2img)
         for tab in (txt2img, img2img):
             wire_tab(tab, services)
         _wire_style_saving([txt2img, img2img], services)
+        _wire_gallery_senders(tabs, [txt2img, img2img], img2img)
 
         def on_load():
             pickers = styles.styles_dropdown(services)

@@ -10,9 +10,10 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from ..engine.request import RESIZE_MODES, GenerationRequest, RequestError
+from ..engine.request import (INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, FolderBatch,
+                              GenerationRequest, Outpaint, RequestError)
 from ..jobs.queue import DONE, RUNNING
-from . import notices
+from . import canvas, notices
 from .progress import progress_html
 
 POLL_SECONDS = 0.2
@@ -34,26 +35,93 @@ def infotext_html(infotext: str, elapsed: float | None = None) -> str:
     return f'<div class="infotext"><p>{body}</p>{took}</div>'
 
 
-def resize_mode_index(value: Any) -> int:
+# The img2img tab's own values after the shared ones, in this order (`img2img_inputs.Img2ImgInputs` names them).
+IMG2IMG_FIELDS = ("img2img_mode", "image", "sketch", "inpaint", "inpaint_sketch", "inpaint_base", "inpaint_mask",
+                  "batch_input_dir", "batch_output_dir", "batch_mask_dir", "denoising_strength", "resize_mode",
+                  "mask_blur", "mask_mode", "inpainting_fill", "inpaint_area", "inpaint_padding", "outpaint_enable",
+                  "outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down", "outpaint_fill",
+                  "outpaint_overlap")
+
+
+def choice_index(field: str, label: str, value: Any, choices: tuple[str, ...], default: int = 0) -> int:
+    """A radio's choice as the request's index (an index passes through); `label` names the control."""
     if isinstance(value, str):
-        if value not in RESIZE_MODES:
-            raise RequestError("resize_mode", f"unknown resize mode {value!r} (one of: {', '.join(RESIZE_MODES)})")
-        return RESIZE_MODES.index(value)
-    return 0 if value is None else value
+        if value not in choices:
+            raise RequestError(field, f"unknown {label} {value!r} (one of: {', '.join(choices)})")
+        return choices.index(value)
+    return default if value is None else value
+
+
+def resize_mode_index(value: Any) -> int:
+    return choice_index("resize_mode", "resize mode", value, RESIZE_MODES)
+
+
+def _whole(value, default: int = 0) -> int:
+    return default if value is None else int(round(float(value)))
+
+
+def _outpaint(values: dict) -> Outpaint | None:
+    if not values.get("outpaint_enable"):
+        return None
+    outpaint = Outpaint(*(_whole(values.get(f"outpaint_{side}")) for side in ("left", "right", "up", "down")),
+                        fill=values.get("outpaint_fill") or "edge", overlap=_whole(values.get("outpaint_overlap"), 8))
+    if not outpaint.active:
+        raise RequestError("img2img_outpaint", "Outpainting is enabled but extends no side: set Left, Right, Up "
+                           "or Down (or untick Enable)")
+    return outpaint
+
+
+def _folder_batch(values: dict, allow_folders: bool) -> FolderBatch:
+    if not allow_folders:
+        raise RequestError("img2img_batch_input_dir", "Batch folders are disabled: this server was started with "
+                           "--hide-ui-dir-config")
+    folders = [str(values.get(f"batch_{name}_dir") or "").strip() for name in ("input", "output", "mask")]
+    if not folders[0]:
+        raise RequestError("img2img_batch_input_dir", "Batch: enter the input directory (a folder of images on the "
+                           "server)")
+    return FolderBatch(*folders)
+
+
+def apply_img2img(request: GenerationRequest, values: dict, allow_folders: bool = True) -> GenerationRequest:
+    """Fill the img2img part of `request` from the tab's values (named as IMG2IMG_FIELDS): the selected sub-tab's
+    picture and mask (see `canvas.init_and_mask`) or its batch folders, the shared denoising strength and resize
+    mode, the inpaint options and outpainting."""
+    mode = values.get("img2img_mode") or "img2img"
+    request.denoising_strength = values.get("denoising_strength", 0.75)
+    request.resize_mode = resize_mode_index(values.get("resize_mode"))
+    blur = _whole(values.get("mask_blur"), 4)
+    request.mask_blur_x = request.mask_blur_y = blur
+    request.inpainting_mask_invert = choice_index("inpainting_mask_invert", "mask mode", values.get("mask_mode"),
+                                                  MASK_MODES)
+    request.inpainting_fill = choice_index("inpainting_fill", "masked content", values.get("inpainting_fill"),
+                                           INPAINT_FILLS, 1)
+    request.inpaint_full_res = bool(choice_index("inpaint_full_res", "inpaint area", values.get("inpaint_area"),
+                                                 INPAINT_AREAS))
+    request.inpaint_full_res_padding = _whole(values.get("inpaint_padding"), 32)
+    request.outpaint = _outpaint(values)
+    if mode == "batch":
+        request.folder_batch = _folder_batch(values, allow_folders)
+        request.init_images = []
+        return request
+    sources = {name: values.get(name) for name in ("image", "sketch", "inpaint", "inpaint_sketch", "inpaint_base",
+                                                   "inpaint_mask")}
+    init, mask = canvas.init_and_mask(mode, **sources, invert=bool(request.inpainting_mask_invert),
+                                      allow_empty_mask=request.outpaint is not None)
+    request.init_images = [init]
+    request.mask = mask
+    return request
 
 
 def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps, width, height, batch_count,
-                  batch_size, cfg_scale, seed, init_image=None, denoising_strength=0.75,
-                  resize_mode="Just resize", *, styles=None) -> GenerationRequest:
+                  batch_size, cfg_scale, seed, *, img2img: dict | None = None, styles=None,
+                  allow_folders: bool = True) -> GenerationRequest:
     """The request for the tab's values (checked by `validate` when it is queued; the chosen `styles` are
-    applied into the prompts then)."""
+    applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS."""
     request = GenerationRequest(mode=mode, prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler,
                                 scheduler=scheduler, steps=steps, width=width, height=height, n_iter=batch_count,
                                 batch_size=batch_size, cfg_scale=cfg_scale, seed=seed, styles=list(styles or []))
     if mode == "img2img":
-        request.init_images = [init_image] if init_image is not None else []
-        request.denoising_strength = denoising_strength
-        request.resize_mode = resize_mode_index(resize_mode)
+        apply_img2img(request, img2img or {}, allow_folders)
     return request
 
 
@@ -68,12 +136,16 @@ def _with_infotext(image, infotext: str):
     return image
 
 
-def generate(services, mode: str, state: dict | None, *values, styles=None) -> Iterator[tuple]:
-    """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip)."""
+def generate(services, mode: str, state: dict | None, *values, img2img: dict | None = None,
+             styles=None) -> Iterator[tuple]:
+    """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip).
+    `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS."""
     state = dict(state or new_state())
     skip = gr.skip()
     try:
-        job = services.generate(build_request(mode, *values, styles=styles))
+        allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
+        job = services.generate(build_request(mode, *values, img2img=img2img, styles=styles,
+                                              allow_folders=allow_folders))
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
         yield (state, skip, skip, skip, *_buttons(False))

@@ -7,8 +7,9 @@ import gradio as gr
 
 from ..engine.request import RESIZE_MODES
 from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
-from . import generation, styles, token_counter
+from . import generation, img2img_inputs, styles, token_counter
 from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
+from .img2img_inputs import Img2ImgInputs
 
 
 @dataclass
@@ -44,21 +45,20 @@ class GenerationTab:
     style_apply: gr.Button
     style_name: gr.Textbox
     style_create: gr.Button
-    init_image: gr.Image | None = None
-    denoising_strength: gr.Slider | None = None
-    resize_mode: gr.Radio | None = None
+    send_to_img2img: gr.Button
+    send_to_inpaint: gr.Button
+    img2img: Img2ImgInputs | None = None  # the img2img tab's sub-tabs, inpaint options, outpainting
 
     def request_inputs(self) -> list:
-        """The components `generation.build_request` takes, in its order."""
-        inputs = [self.prompt, self.negative_prompt, self.sampler, self.scheduler, self.steps, self.width,
-                  self.height, self.batch_count, self.batch_size, self.cfg_scale, self.seed]
-        if self.mode == "img2img":
-            inputs += [self.init_image, self.denoising_strength, self.resize_mode]
-        return inputs
+        """The components of `generation.build_request`'s shared values, in its order."""
+        return [self.prompt, self.negative_prompt, self.sampler, self.scheduler, self.steps, self.width,
+                self.height, self.batch_count, self.batch_size, self.cfg_scale, self.seed]
 
     def generate_inputs(self) -> list:
-        """`generate`'s inputs: the tab's state, the request's values, and last the chosen styles."""
-        return [self.state, *self.request_inputs(), self.styles]
+        """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS), and last the
+        chosen styles."""
+        own = self.img2img.components(generation.IMG2IMG_FIELDS) if self.img2img else []
+        return [self.state, *self.request_inputs(), *own, self.styles]
 
     def generate_outputs(self) -> list:
         return [getattr(self, name) for name in generation.OUTPUTS]
@@ -95,10 +95,12 @@ def _tools(c: dict, p: str) -> None:
                                       min_width=40)
 
 
-def build_tab(mode: str) -> GenerationTab:
-    """Lay out the tab's components (inside the current gr.Tab); `wire_tab` connects them."""
+def build_tab(mode: str, hide_dirs: bool = False) -> GenerationTab:
+    """Lay out the tab's components (inside the current gr.Tab); `wire_tab` connects them. `hide_dirs`
+    (--hide-ui-dir-config) hides img2img's batch folders."""
     p = mode
     c = {}
+    own = {}  # img2img's own inputs
     with gr.Row(elem_id=f"{p}_toprow", equal_height=True):
         with gr.Column(scale=6, elem_classes="prompt-row"):
             _prompt_box(c, p, "prompt", "token_counter", label="Prompt", lines=3, elem_id=f"{p}_prompt",
@@ -115,10 +117,10 @@ def build_tab(mode: str) -> GenerationTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, elem_id=f"{p}_settings"):
             if mode == "img2img":
-                c["init_image"] = gr.Image(label="Image for img2img", type="pil", format="png",
-                                           elem_id="img2img_image", sources=["upload", "clipboard"], height=360)
-                c["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode",
-                                            elem_id="resize_mode")
+                own.update(img2img_inputs.build_sources(hide_dirs))
+                own["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode",
+                                              elem_id="resize_mode")
+                own.update(img2img_inputs.build_inpaint_controls())
             with gr.Row():
                 c["sampler"] = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method",
                                            elem_id=f"{p}_sampling")
@@ -136,29 +138,39 @@ def build_tab(mode: str) -> GenerationTab:
                                                 elem_id=f"{p}_batch_size")
             c["cfg_scale"] = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id=f"{p}_cfg_scale")
             if mode == "img2img":
-                c["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
-                                                    elem_id="img2img_denoising_strength")
+                own["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
+                                                      elem_id="img2img_denoising_strength")
             with gr.Row():
                 c["seed"] = gr.Number(value=-1, precision=0, label="Seed", elem_id=f"{p}_seed", scale=4)
                 c["random_seed"] = gr.Button("🎲", elem_id=f"{p}_random_seed", elem_classes="tool-button",
                                              scale=0, min_width=40)
                 c["reuse_seed"] = gr.Button("♻️", elem_id=f"{p}_reuse_seed", elem_classes="tool-button",
                                             scale=0, min_width=40)
+            if mode == "img2img":
+                own.update(img2img_inputs.build_outpaint())
         with gr.Column(scale=1, elem_id=f"{p}_results"):
             c["progress"] = gr.HTML(elem_id=f"{p}_progress")
             c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,
-                                      preview=True, object_fit="contain", interactive=False, height=560)
+                                      preview=True, object_fit="contain", interactive=False, height=560,
+                                      type="pil")
+            with gr.Row(elem_id=f"{p}_send_buttons"):
+                c["send_to_img2img"] = gr.Button("Send to img2img", elem_id=f"{p}_send_to_img2img", size="sm")
+                c["send_to_inpaint"] = gr.Button("Send to inpaint", elem_id=f"{p}_send_to_inpaint", size="sm")
             c["infotext"] = gr.HTML(elem_id=f"html_info_{p}")
     c["state"] = gr.State(generation.new_state())
+    if mode == "img2img":
+        c["img2img"] = Img2ImgInputs(**own)
     return GenerationTab(mode=mode, **c)
 
 
 def wire_tab(tab: GenerationTab, services) -> None:
     mode = tab.mode
+    shared = len(tab.request_inputs())
 
     def run(state, *values):
         *values, chosen_styles = values
-        yield from generation.generate(services, mode, state, *values, styles=chosen_styles)
+        own = dict(zip(generation.IMG2IMG_FIELDS, values[shared:])) if tab.img2img else None
+        yield from generation.generate(services, mode, state, *values[:shared], img2img=own, styles=chosen_styles)
 
     def select(state, event: gr.SelectData):
         return generation.select_image(state, event.index)
@@ -177,6 +189,8 @@ def wire_tab(tab: GenerationTab, services) -> None:
                        api_visibility="undocumented")
     _wire_prompt_tools(tab, services)
     wire_panel(tab.networks, tab.extra_networks, services)
+    if tab.img2img:
+        img2img_inputs.wire_inputs(tab.img2img)
 
 
 def _wire_prompt_tools(tab: GenerationTab, services) -> None:

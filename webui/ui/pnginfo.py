@@ -1,17 +1,25 @@
-"""PNG Info: read the parameters stored in an image and send them to txt2img or img2img."""
+"""PNG Info: read the parameters stored in an image and send them to txt2img or img2img; the galleries' "Send to
+img2img" / "Send to inpaint" buttons send a generated image the same way."""
 from __future__ import annotations
 
 import html
+import re
 
 import gradio as gr
 
 from ..engine import samplers
+from ..engine.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import read_infotext
-from . import notices
+from . import img2img_inputs, notices
 
-# What `send_to` returns, in this order (img2img adds "init_image").
+# The generation tab's controls `send_to` sets, in this order (names of `GenerationTab` fields).
 FIELDS = ("prompt", "negative_prompt", "steps", "sampler", "scheduler", "cfg_scale", "seed", "width", "height")
+# img2img's own controls it sets after the image (names of `Img2ImgInputs` fields).
+IMG2IMG_FIELDS = ("denoising_strength", "mask_blur", "mask_mode", "inpainting_fill", "inpaint_area",
+                  "inpaint_padding", "outpaint_enable", "outpaint_left", "outpaint_right", "outpaint_up",
+                  "outpaint_down", "outpaint_fill", "outpaint_overlap")
+_OUTPAINT_SIDE = re.compile(r"\b(left|right|up|down)\s+(\d+)")
 
 
 def parameters_html(text: str) -> str:
@@ -53,6 +61,12 @@ def _number(value, kind, low, high):
     return max(low, min(high, number))
 
 
+def _number_or(value, kind, low, high, default):
+    """Like `_number`, with `default` where the value is missing or not a number."""
+    number = _number(value, kind, low, high)
+    return default if isinstance(number, dict) else number
+
+
 def _sampler_and_schedule(params: dict, current_sampler, current_scheduler) -> tuple:
     """Sampler and schedule type from infotext; old names ("DPM++ 2M Karras") are split in two."""
     name = str(params.get("Sampler") or "").strip()
@@ -73,15 +87,11 @@ def _sampler_and_schedule(params: dict, current_sampler, current_scheduler) -> t
     return sampler.name, schedule
 
 
-def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, image=None) -> tuple:
-    """Values for the target tab's FIELDS (+ the init image for img2img) and the tab switch."""
-    fields = len(FIELDS) + (1 if mode == "img2img" else 0)
-    if not (text or "").strip():
-        notices.warn("No generation parameters to send: drop an image made by this web UI (or paste its text)")
-        return (gr.skip(),) * fields + (gr.skip(),)
+def generation_values(text: str, current_sampler=None, current_scheduler=None) -> tuple:
+    """Values for FIELDS from infotext (gr.skip() for what it lacks or what is unusable)."""
     params = parse_infotext(text)
     sampler, schedule = _sampler_and_schedule(params, current_sampler, current_scheduler)
-    values = (
+    return (
         params["Prompt"], params["Negative prompt"],
         _number(params.get("Steps"), int, 1, 150),
         sampler, schedule,
@@ -90,6 +100,64 @@ def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, 
         _number(params.get("Size-1"), int, 64, 2048),
         _number(params.get("Size-2"), int, 64, 2048),
     )
+
+
+def _choice(value, choices: tuple[str, ...], default: str) -> str:
+    match = next((choice for choice in choices if choice.lower() == str(value or "").strip().lower()), None)
+    return match or default
+
+
+def img2img_values(text: str) -> tuple:
+    """Values for IMG2IMG_FIELDS from infotext. A missing inpaint key takes A1111's default (mask blur 4, inpaint
+    masked, original, whole picture, padding 32); without an `Outpaint` key outpainting is off (sides 0, edge, 8).
+    A missing denoising strength keeps the slider as it is."""
+    params = parse_infotext(text)
+    outpaint = {side: int(pixels) for side, pixels in _OUTPAINT_SIDE.findall(str(params.get("Outpaint") or ""))}
+    sides = tuple(min(outpaint.get(side, 0), 512) // 8 * 8 for side in ("left", "right", "up", "down"))
+    return (
+        _number(params.get("Denoising strength"), float, 0.0, 1.0),
+        _number_or(params.get("Mask blur", params.get("Mask blur x")), int, 0, 64, 4),
+        _choice(params.get("Mask mode"), MASK_MODES, MASK_MODES[0]),
+        _choice(params.get("Masked content"), INPAINT_FILLS, "original"),
+        _choice(params.get("Inpaint area"), INPAINT_AREAS, INPAINT_AREAS[0]),
+        _number_or(params.get("Masked area padding"), int, 0, 256, 32),
+        any(sides),
+        *sides,
+        _choice(params.get("Outpaint fill"), OUTPAINT_FILLS, OUTPAINT_FILLS[0]),
+        _number_or(params.get("Outpaint overlap"), int, 0, 64, 8),
+    )
+
+
+def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, image=None) -> tuple:
+    """PNG Info's Send buttons: values for the target tab's FIELDS, then for img2img the picture (into the img2img
+    sub-tab), IMG2IMG_FIELDS and the sub-tab switch (`Img2ImgInputs.switch_outputs()`), and last the tab switch."""
+    extra = 1 + len(IMG2IMG_FIELDS) + 3 if mode == "img2img" else 0
+    if not (text or "").strip():
+        notices.warn("No generation parameters to send: drop an image made by this web UI (or paste its text)")
+        return (gr.skip(),) * (len(FIELDS) + extra + 1)
+    values = generation_values(text, current_sampler, current_scheduler)
     if mode == "img2img":
-        values += (image if image is not None else gr.skip(),)
+        own = img2img_values(text)
+        outpaint_enabled = own[IMG2IMG_FIELDS.index("outpaint_enable")]
+        values += (image if image is not None else gr.skip(), *own,
+                   *img2img_inputs.switch_to("img2img", outpaint_enabled))
     return values + (gr.Tabs(selected=mode),)
+
+
+def send_from_gallery(target: str, state: dict | None, gallery, current_sampler=None, current_scheduler=None,
+                      outpaint_enabled: bool = False) -> tuple:
+    """The galleries' "Send to img2img" (`target` "img2img") and "Send to inpaint" ("inpaint"): the selected image
+    into that sub-tab's picture, its prompts, seed, size, steps, sampler and CFG into the img2img tab's FIELDS, and
+    the switch to that tab and sub-tab. Returns FIELDS' values, the picture, the sub-tab switch
+    (`Img2ImgInputs.switch_outputs()`), and the tab switch."""
+    state = state or {}
+    texts, images = state.get("infotexts") or [], list(gallery or [])
+    index = state.get("selected") or 0
+    if not images:
+        notices.warn("No image to send: generate one first")
+        return (gr.skip(),) * (len(FIELDS) + 1 + 3 + 1)
+    index = index if 0 <= index < len(images) else 0
+    image = images[index][0] if isinstance(images[index], (tuple, list)) else images[index]
+    text = texts[index] if index < len(texts) else ""
+    values = generation_values(text, current_sampler, current_scheduler) if text.strip() else (gr.skip(),) * len(FIELDS)
+    return (*values, image, *img2img_inputs.switch_to(target, outpaint_enabled), gr.Tabs(selected="img2img"))
