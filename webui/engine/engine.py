@@ -199,9 +199,10 @@ class Engine:
         do_cfg = request.cfg_scale > 1.0 or conditioning.composable
         copies = (1 if do_cfg else 0) + len(conditioning.parts)  # uncond, then each AND sub-prompt
         extra_channels = None
-        if model.inpainting:
-            extra_channels = torch.cat([self._inpaint_channels(model, setup, item, width, height)
-                                        for item in items]).repeat(copies, 1, 1, 1).to(dtype)
+        if model.inpainting:  # txt2img: one grey conditioning for all; img2img: each image's own (cached)
+            per_image = ([self._inpaint_channels(model, setup, item, width, height) for item in items]
+                         if setup is not None else [self._inpaint_channels(model, None, 0, width, height)] * batch)
+            extra_channels = torch.cat(per_image).repeat(copies, 1, 1, 1).to(dtype)
         inputs = _StepInputs(self, model, request, conditioning, batch, do_cfg, (width, height))
         step_kwargs = {}
         accepted = inspect.signature(scheduler.step).parameters
