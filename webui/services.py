@@ -10,6 +10,8 @@ from .engine.request import GenerationRequest, RequestError
 from .engine.samplers import SamplerError
 from .jobs.queue import Job, JobQueue
 from .engine.engine import NaNOutputError
+from .control.preprocessors import PreprocessorError, PreprocessorRegistry, UnknownPreprocessorError
+from .models.controlnet_registry import ControlNetRegistry, UnknownControlNetError
 from .models.devices import DevicePolicy
 from .models.embeddings import EmbeddingDatabase
 from .models.hashing import BackgroundHasher, HashCache
@@ -29,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # Errors whose message is meant for the user: shown as is, no traceback.
 USER_ERRORS = (RequestError, SamplerError, ModelLoadError, UnknownCheckpointError, OptionError, StyleError,
-               UnknownVaeError, VaeLoadError, NaNOutputError)
+               UnknownVaeError, VaeLoadError, NaNOutputError, PreprocessorError, UnknownPreprocessorError,
+               UnknownControlNetError)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Services:
     engine: Engine
     queue: JobQueue
     styles: StyleDatabase
+    controlnets: ControlNetRegistry
+    preprocessors: PreprocessorRegistry
 
     def generate(self, request: GenerationRequest, task_id: str | None = None) -> Job:
         """Queue a generation (validated first, so bad input fails at once with a clear message). Chosen styles
@@ -123,10 +128,13 @@ def build_services(flags: argparse.Namespace) -> Services:
     embeddings = EmbeddingDatabase(paths.embeddings, hashes)
     vaes = VaeRegistry(paths.vae, hashes, checkpoint_roots=[paths.checkpoints])
     models = ModelManager(registry, policy, paths.cache_dir, options, loras=loras, embeddings=embeddings, vaes=vaes)
-    engine = Engine(models, options, paths.outputs, policy)
+    controlnets = ControlNetRegistry([paths.controlnet])
+    controlnets.refresh()
+    preprocessors = PreprocessorRegistry(paths.annotators, str(policy.device))
+    engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors)
     queue = JobQueue(user_errors=USER_ERRORS)
     services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue,
-                        StyleDatabase(paths.styles_file))
+                        StyleDatabase(paths.styles_file), controlnets, preprocessors)
     queue.register("generate", lambda job: _run_generation(services, job))
     queue.register("load_checkpoint", lambda job: _run_load(services, job))
     queue.start()

@@ -59,11 +59,14 @@ class GenerationResult:
     job_timestamp: str = ""
     elapsed: float = 0.0
     extra_params: dict = field(default_factory=dict)  # infotext additions: VAE, Lora hashes, TI hashes
+    control_maps: list = field(default_factory=list)  # ControlNet units' detected maps (PIL), in unit order
 
 
 class Engine:
-    def __init__(self, models, options, outputs_dir: Path, policy):
+    def __init__(self, models, options, outputs_dir: Path, policy, controlnets=None, preprocessors=None):
         self.models = models
+        self.controlnets = controlnets  # webui.models.controlnet_registry.ControlNetRegistry
+        self.preprocessors = preprocessors  # webui.control.preprocessors.PreprocessorRegistry
         self.options = options
         self.outputs_dir = Path(outputs_dir)
         self.policy = policy

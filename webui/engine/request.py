@@ -84,6 +84,7 @@ class GenerationRequest:
     initial_noise_multiplier: float = 1.0
     outpaint: Outpaint | None = None
     folder_batch: FolderBatch | None = None
+    controlnet_units: list = field(default_factory=list)  # webui.control.units.ControlUnit, in unit order
     save_images: bool = True
     styles: list[str] = field(default_factory=list)  # applied into the prompts when the job is queued
     extra: dict[str, Any] = field(default_factory=dict)  # what later features add (kept in the API echo)
@@ -112,6 +113,13 @@ class GenerationRequest:
         except samplers.SamplerError as exc:
             raise RequestError("sampler_name", str(exc)) from None
         self.sampler_name, self.scheduler = sampler.name, schedule
+        if not isinstance(self.controlnet_units, (list, tuple)):
+            raise RequestError("controlnet_units", "controlnet_units must be a list of units")
+        for index, unit in enumerate(self.controlnet_units):
+            unit.validate(index)
+            if unit.enabled and unit.image is None and self.mode != "img2img":
+                raise RequestError(f"controlnet_units[{index}]", f"ControlNet unit {index} is enabled but has no "
+                                   "image (upload one, or disable the unit)")
         if self.mode == "img2img":
             self._validate_img2img()
         else:

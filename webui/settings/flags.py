@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--vae-dir", default=None, help="VAE folder (default: DATA/models/VAE)")
     paths.add_argument("--embeddings-dir", default=None, help="textual inversion folder (default: DATA/embeddings)")
     paths.add_argument("--controlnet-dir", default=None, help="ControlNet folder (default: DATA/models/ControlNet)")
+    paths.add_argument("--controlnet-annotator-models-path", default=None,
+                       help="ControlNet preprocessor weights folder (default: DATA/models/annotators)")
     paths.add_argument("--outdir", default=None, help="where images are saved (default: DATA/outputs)")
 
     server = p.add_argument_group("server")

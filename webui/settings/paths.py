@@ -55,7 +55,7 @@ class Paths:
             vae=pick(flags.vae_dir, data / "models" / "VAE"),
             embeddings=pick(flags.embeddings_dir, data / "embeddings"),
             controlnet=pick(flags.controlnet_dir, data / "models" / "ControlNet"),
-            annotators=data / "models" / "annotators",
+            annotators=pick(flags.controlnet_annotator_models_path, data / "models" / "annotators"),
             outputs=pick(getattr(flags, "outdir", None), data / "outputs"),
         )
 
