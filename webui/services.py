@@ -11,6 +11,7 @@ from .engine.samplers import SamplerError
 from .jobs.queue import Job, JobQueue
 from .engine.engine import NaNOutputError
 from .control.preprocessors import PreprocessorError, PreprocessorRegistry, UnknownPreprocessorError
+from .models.controlnet import ControlNetLoadError
 from .models.controlnet_registry import ControlNetRegistry, UnknownControlNetError
 from .models.devices import DevicePolicy
 from .models.embeddings import EmbeddingDatabase
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 # Errors whose message is meant for the user: shown as is, no traceback.
 USER_ERRORS = (RequestError, SamplerError, ModelLoadError, UnknownCheckpointError, OptionError, StyleError,
                UnknownVaeError, VaeLoadError, NaNOutputError, PreprocessorError, UnknownPreprocessorError,
-               UnknownControlNetError)
+               UnknownControlNetError, ControlNetLoadError)
 
 
 @dataclass
@@ -105,8 +106,10 @@ def _run_generation(services: "Services", job: Job) -> GenerationResult:
         request.clip_skip = int(overrides["CLIP_stop_at_last_layers"])
     engine = services.engine
     if overrides:
+        shared = engine
         engine = Engine(services.models, OptionsOverlay(services.options, overrides), engine.outputs_dir,
-                        services.policy)
+                        services.policy, controlnets=services.controlnets, preprocessors=services.preprocessors)
+        engine.controlnet_cache = shared.controlnet_cache  # loaded ControlNets stay loaded across overrides
     return engine.run(request, job.control)
 
 

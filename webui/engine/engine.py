@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..control.runner import ControlPlan, prepare_control
+from ..models.controlnet import ControlNetCache
 from ..outputs.infotext import build_infotext
 from ..outputs.save import save_image
 from ..prompts.conditioning import PromptConditioning, build_conditioning
@@ -34,6 +36,10 @@ from .seeds import fix_seed, image_noise, make_generators
 log = logging.getLogger(__name__)
 
 _LAST = ("Lora hashes", "TI hashes")  # extra infotext keys A1111 writes after those of img2img, hires fix, ...
+
+
+def _is_controlnet_key(key: str) -> bool:  # "ControlNet N" entries follow the hashes, as A1111's extension adds them
+    return key.startswith("ControlNet ")
 
 
 class NaNOutputError(RuntimeError):
@@ -67,6 +73,7 @@ class Engine:
         self.models = models
         self.controlnets = controlnets  # webui.models.controlnet_registry.ControlNetRegistry
         self.preprocessors = preprocessors  # webui.control.preprocessors.PreprocessorRegistry
+        self.controlnet_cache = ControlNetCache(policy)
         self.options = options
         self.outputs_dir = Path(outputs_dir)
         self.policy = policy
@@ -103,10 +110,17 @@ class Engine:
             params.update(setup.params)
         if model.inpainting:
             params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
+        width, height = (setup.width, setup.height) if setup is not None else (request.width, request.height)
+        control_plan = prepare_control(request, self.controlnets, self.controlnet_cache, self.preprocessors,
+                                       model.unet, width, height, setup, result.warnings)
+        if control_plan is not None:
+            result.control_maps = list(control_plan.maps)
         with self._autocast():
             conditioning = build_conditioning(encoder, prompt, negative, self._schedule_steps(request, sampler),
                                               clip_skip)
             params["TI hashes"] = ti_hashes(encoder.info.embeddings)
+            if control_plan is not None:
+                params.update(control_plan.params)
             result.extra_params = params
             for batch in range(request.n_iter):
                 if control.interrupted:
@@ -115,7 +129,7 @@ class Engine:
                 lo, hi = batch * request.batch_size, (batch + 1) * request.batch_size
                 control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
                 latents = self._sample(model, request, sampler, schedule, conditioning,
-                                       all_seeds[lo:hi], all_subseeds[lo:hi], control, setup, lo)
+                                       all_seeds[lo:hi], all_subseeds[lo:hi], control, setup, lo, control_plan)
                 if latents is None:
                     if control.interrupted:
                         result.interrupted = True
@@ -163,7 +177,7 @@ class Engine:
 
     def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: PromptConditioning,
                 seeds: list[int], subseeds: list[int], control: RunControl, setup: Img2ImgSetup | None = None,
-                first_item: int = 0):
+                first_item: int = 0, control_plan: ControlPlan | None = None):
         """One batch from noise (or the init images) to latents; None when it was skipped or interrupted.
         `first_item` is the index of the batch's first image in the whole run (which init image it starts from)."""
         device, dtype = self.policy.device, model.unet.dtype
@@ -215,15 +229,20 @@ class Engine:
             step_kwargs["eta"] = 0.0
 
         evaluations, steps_shown = len(timesteps), self._steps_to_run(request)
+        sources = [setup.source_index(item) if setup is not None else 0 for item in items]
         for index, t in enumerate(timesteps):
             if regenerate is not None and index > 0:  # keep the unmasked part on the init image's noisy path
                 latents = scheduler.add_noise(init, noise, t.repeat(batch)) * (1 - regenerate) + latents * regenerate
             embeds, added = inputs.at(index)
             model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
+            residuals = {}
+            if control_plan is not None:
+                residuals = control_plan.residuals(index / evaluations, model_input, t, embeds, added, sources, batch,
+                                                   do_cfg)
             if extra_channels is not None:
                 model_input = torch.cat([model_input, extra_channels], dim=1)
             prediction = model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
-                                    return_dict=False)[0]
+                                    return_dict=False, **residuals)[0]
             prediction = self._combine(prediction, request.cfg_scale, conditioning, do_cfg, batch)
             latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
             control.report(sampling_step=-(-(index + 1) * steps_shown // evaluations))
@@ -314,8 +333,10 @@ class Engine:
             "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
             "Emphasis": self.options.get("emphasis") if self.options.get("emphasis") != "Original" else None,
         }
-        params.update({key: value for key, value in extra_params.items() if key not in params and key not in _LAST})
+        params.update({key: value for key, value in extra_params.items()
+                       if key not in params and key not in _LAST and not _is_controlnet_key(key)})
         params.update({key: extra_params.get(key) for key in _LAST})
+        params.update({key: value for key, value in extra_params.items() if _is_controlnet_key(key)})
         params["Version"] = f"v{__version__}"
         infotext = build_infotext(request.prompt, request.negative_prompt, params)
         result.images.append(picture)

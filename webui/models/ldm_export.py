@@ -145,3 +145,36 @@ def to_ldm_state_dict(family: str, unet, vae, text_encoders: list) -> dict[str, 
     else:
         raise ValueError(f"unknown family {family!r}")
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def controlnet_to_ldm(controlnet) -> dict[str, torch.Tensor]:
+    """A diffusers ControlNetModel in the original ControlNet 1.0/1.1 file layout (`control_model.*` keys)."""
+    config = controlnet.config
+    table = {key: value for key, value in _UNET_FIXED.items() if not key.startswith(("conv_norm_out", "conv_out"))}
+    block = 1
+    levels, per_level = len(config["block_out_channels"]), config["layers_per_block"]
+    for i in range(levels):
+        for j in range(per_level):
+            table[f"down_blocks.{i}.resnets.{j}."] = f"input_blocks.{block}.0."
+            table[f"down_blocks.{i}.attentions.{j}."] = f"input_blocks.{block}.1."
+            block += 1
+        if i < levels - 1:
+            table[f"down_blocks.{i}.downsamplers.0.conv."] = f"input_blocks.{block}.0.op."
+            block += 1
+    for index in range(block):
+        table[f"controlnet_down_blocks.{index}."] = f"zero_convs.{index}.0."
+    table.update({"mid_block.resnets.0.": "middle_block.0.", "mid_block.attentions.0.": "middle_block.1.",
+                  "mid_block.resnets.1.": "middle_block.2.", "controlnet_mid_block.": "middle_block_out.0.",
+                  "controlnet_cond_embedding.conv_in.": "input_hint_block.0."})
+    hint_blocks = len(controlnet.controlnet_cond_embedding.blocks)
+    for index in range(hint_blocks):
+        table[f"controlnet_cond_embedding.blocks.{index}."] = f"input_hint_block.{2 * (index + 1)}."
+    table["controlnet_cond_embedding.conv_out."] = f"input_hint_block.{2 * (hint_blocks + 1)}."
+    out = {}
+    for key, value in controlnet.state_dict().items():
+        prefix, rest = _split(key, table)
+        if ".resnets." in prefix:
+            head, _, tail = rest.partition(".")
+            rest = f"{_UNET_RESNET.get(head, head)}.{tail}"
+        out["control_model." + table[prefix] + rest] = value.contiguous()
+    return out

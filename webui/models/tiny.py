@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 import yaml
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from .architecture import Architecture, builtin_ldm_config, unet_config, vae_config
-from .ldm_export import to_ldm_state_dict
+from .ldm_export import controlnet_to_ldm, to_ldm_state_dict
 from .tokenizer import clip_tokenizer
 
 KINDS = ("sd1", "sd2-v", "sd1-inpaint", "sdxl", "sdxl-inpaint")
@@ -138,6 +138,57 @@ def write_diffusers_folder(folder: Path, cache_dir: Path, seed: int = 0) -> Path
                                    requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def build_controlnet(kind: str = "sd1", seed: int = 0, full: bool = False) -> tuple[dict, ControlNetModel]:
+    """(LDM config with a control_stage_config, ControlNetModel) matching the tiny (or full-size) UNet of `kind`,
+    with random weights everywhere (zero convolutions included, so the residuals are visible)."""
+    family = "sdxl" if kind.startswith("sdxl") else ("sd2" if kind.startswith("sd2") else "sd1")
+    ldm = builtin_ldm_config(family, False, False) if full else tiny_ldm_config(kind.replace("-inpaint", ""))
+    arch = Architecture(family, False, "epsilon", True, ldm)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(unet_config(arch))
+    controlnet = ControlNetModel.from_unet(unet, load_weights_from_unet=False).eval()
+    if not full:
+        _randomise(controlnet, seed + 11)
+    else:  # random zero convolutions, small enough that full-size residuals stay in range
+        with torch.no_grad():
+            for name, param in controlnet.named_parameters():
+                if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                    param.normal_(0, 0.01)
+    params = copy.deepcopy(ldm["model"]["params"].get("unet_config") or ldm["model"]["params"]["network_config"])
+    params["params"]["hint_channels"] = 3
+    params["params"]["in_channels"] = 4
+    control_ldm = {"model": {"params": {"control_stage_config": {
+        "target": "cldm.cldm.ControlNet", "params": params["params"]}}}}
+    return control_ldm, controlnet
+
+
+def write_controlnet(path: Path, kind: str = "sd1", layout: str = "single", seed: int = 0,
+                     full: bool = False) -> Path:
+    """A random ControlNet for checkpoints of `kind`. layout "single": `path` (.safetensors or .pth) in the
+    original ControlNet layout (`control_model.*`), with an LDM `.yaml` sidecar for tiny shapes; "diffusers-file":
+    one .safetensors in diffusers' key layout (as SDXL ControlNets ship), no sidecar; "diffusers": a folder with
+    config.json and diffusion_pytorch_model.safetensors."""
+    control_ldm, controlnet = build_controlnet(kind, seed, full)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout == "diffusers":
+        controlnet.save_pretrained(path, safe_serialization=True)
+        return path
+    if layout == "diffusers-file":
+        save_file({k: v.contiguous() for k, v in controlnet.state_dict().items()}, str(path))
+        return path
+    if layout != "single":
+        raise ValueError(f"unknown layout {layout!r}")
+    state = controlnet_to_ldm(controlnet)
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    if not full:
+        path.with_suffix(".yaml").write_text(yaml.safe_dump(control_ldm, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def main(argv=None) -> None:
