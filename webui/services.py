@@ -106,10 +106,7 @@ def _run_generation(services: "Services", job: Job) -> GenerationResult:
         request.clip_skip = int(overrides["CLIP_stop_at_last_layers"])
     engine = services.engine
     if overrides:
-        shared = engine
-        engine = Engine(services.models, OptionsOverlay(services.options, overrides), engine.outputs_dir,
-                        services.policy, controlnets=services.controlnets, preprocessors=services.preprocessors)
-        engine.controlnet_cache = shared.controlnet_cache  # loaded ControlNets stay loaded across overrides
+        engine = engine.with_options(OptionsOverlay(services.options, overrides))
     return engine.run(request, job.control)
 
 

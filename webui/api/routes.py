@@ -25,6 +25,8 @@ from ..prompts.styles import StyleError
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import decode_image_base64, encode_png_base64, read_infotext
 from ..settings.options import OptionError
+from .controlnet import check_units_known, detected_maps, install_controlnet_routes, strip_unit_images, \
+    units_from_alwayson
 from .library_routes import install_library_routes
 from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
                      SDModelItem, Txt2ImgBody)
@@ -101,6 +103,7 @@ def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True)
     )
     if isinstance(body, Img2ImgBody):
         _apply_img2img_fields(body, request, allow_folders)
+    request.controlnet_units = units_from_alwayson(body.alwayson_scripts)
     apply_script(body.script_name, body.script_args, request, mode)
     return request
 
@@ -187,7 +190,8 @@ def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_
 
 
 def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = None) -> None:
-    router = APIRouter(prefix="/sdapi/v1", dependencies=_auth_dependency(logins or []), tags=["sdapi"])
+    auth = _auth_dependency(logins or [])
+    router = APIRouter(prefix="/sdapi/v1", dependencies=auth, tags=["sdapi"])
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):
@@ -203,6 +207,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
     def generate(body: Txt2ImgBody, mode: str) -> dict:
         try:
             request = _request_from_body(body, mode, allow_folders)
+            check_units_known(request.controlnet_units, services)
             job = services.generate(request, task_id=body.force_task_id)
         except (ValueError, KeyError) as exc:
             raise _classify(exc) from None
@@ -214,7 +219,9 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         if not getattr(body, "include_init_images", False):  # A1111 leaves the (large) inputs out of the echo
             params.pop("init_images", None)
             params.pop("mask", None)
+            strip_unit_images(params)
         images = [encode_png_base64(image, text) for image, text in zip(result.images, result.infotexts)]
+        images += detected_maps(result, services, request.extra.get("override_settings"))
         return {"images": images if body.send_images else [], "parameters": params,
                 "info": _info_json(result, request, _uses_inpainting_conditioning(services, result))}
 
@@ -306,3 +313,4 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
 
     install_library_routes(router, services)
     app.include_router(router)
+    install_controlnet_routes(app, services, auth)

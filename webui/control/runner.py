@@ -132,7 +132,7 @@ def residual_scales(weight: float, count: int, control_mode: str) -> list[float]
 
 
 def prepare_control(request: GenerationRequest, controlnets, cache, preprocessors, unet, width: int, height: int,
-                    setup=None, warnings: list | None = None) -> ControlPlan | None:
+                    setup=None, warnings: list | None = None, family: str | None = None) -> ControlPlan | None:
     """The run's enabled units, ready to apply; None when there are none. Units that cannot apply to this
     checkpoint (no model chosen, another architecture) are skipped with a warning; unknown modules and models
     and preprocessor failures raise, with the unit named."""
@@ -157,7 +157,7 @@ def prepare_control(request: GenerationRequest, controlnets, cache, preprocessor
         except KeyError as exc:  # UnknownControlNetError
             raise RequestError(where, f"ControlNet unit {index}: {exc}") from None
         loaded = cache.get(info)
-        problem = loaded.fits(unet)
+        problem = loaded.fits(unet, family)
         if problem:
             warnings.append(f"ControlNet unit {index} skipped: {problem}")
             continue

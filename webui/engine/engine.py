@@ -7,6 +7,7 @@ decodes, writes infotext and saves.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import logging
 import time
@@ -78,6 +79,12 @@ class Engine:
         self.outputs_dir = Path(outputs_dir)
         self.policy = policy
 
+    def with_options(self, options) -> "Engine":
+        """The same engine (models, caches, registries) reading other options: a job's override_settings."""
+        clone = copy.copy(self)
+        clone.options = options
+        return clone
+
     # --- entry point -------------------------------------------------------------------------------------------
     def run(self, request: GenerationRequest, control: RunControl | None = None) -> GenerationResult:
         control = control or RunControl()
@@ -112,7 +119,7 @@ class Engine:
             params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
         width, height = (setup.width, setup.height) if setup is not None else (request.width, request.height)
         control_plan = prepare_control(request, self.controlnets, self.controlnet_cache, self.preprocessors,
-                                       model.unet, width, height, setup, result.warnings)
+                                       model.unet, width, height, setup, result.warnings, model.family)
         if control_plan is not None:
             result.control_maps = list(control_plan.maps)
         with self._autocast():

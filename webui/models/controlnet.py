@@ -52,12 +52,14 @@ class LoadedControlNet:
             return "SDXL"
         return FAMILY_BY_CONTEXT.get(self.cross_attention_dim, f"{self.cross_attention_dim}-wide")
 
-    def fits(self, unet) -> str | None:
-        """None when the ControlNet fits the checkpoint's UNet, else why not (for the user)."""
+    def fits(self, unet, checkpoint_family: str | None = None) -> str | None:
+        """None when the ControlNet fits the checkpoint's UNet, else why not (for the user). `checkpoint_family`
+        ("sd1", "sd2", "sdxl") names the checkpoint in the message; else it is named from its UNet."""
         unet_xl = unet.config.addition_embed_type == "text_time"
         unet_width = int(unet.config.cross_attention_dim)
         if unet_xl != self.is_sdxl or unet_width != self.cross_attention_dim:
-            checkpoint = "SDXL" if unet_xl else FAMILY_BY_CONTEXT.get(unet_width, f"{unet_width}-wide")
+            checkpoint = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}.get(
+                checkpoint_family or "", "SDXL" if unet_xl else FAMILY_BY_CONTEXT.get(unet_width, f"{unet_width}-wide"))
             return f"{self.info.title} is a{'n' if self.family_label[0] in 'S' else ''} {self.family_label} " \
                    f"ControlNet and the checkpoint is {checkpoint}"
         levels = len(unet.config.block_out_channels)
