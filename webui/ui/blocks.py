@@ -69,7 +69,7 @@ def _sender(mode: str):
     return send
 
 
-def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab) -> None:
+def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, services) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
             image = gr.Image(label="Source", type="pil", image_mode=None, format="png", elem_id="pnginfo_image",
@@ -92,6 +92,15 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab) 
             inputs.append(image)
         button.click(_sender(tab.mode), inputs=inputs,
                      outputs=[*targets, tabs], show_progress="hidden", api_visibility="undocumented")
+        if tab.controlnet:
+            _wire_controlnet_paste(button, text, tab, services)
+
+
+def _wire_controlnet_paste(button: gr.Button, text: gr.Textbox, tab: GenerationTab, services) -> None:
+    """The same Send button restores the tab's ControlNet units from the `ControlNet N` entries."""
+    count = len(tab.controlnet.units)
+    button.click(lambda infotext: pnginfo.controlnet_values(services, infotext, count), inputs=[text],
+                 outputs=tab.controlnet.paste_outputs(), show_progress="hidden", api_visibility="undocumented")
 
 
 def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: GenerationTab) -> None:
@@ -119,11 +128,12 @@ def build_ui(services) -> gr.Blocks:
         dropdown, vae_dropdown = _checkpoint_row(services)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
-                txt2img = build_tab("txt2img")
+                txt2img = build_tab("txt2img", services=services)
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
-                img2img = build_tab("img2img", hide_dirs=bool(getattr(services.flags, "hide_ui_dir_config", False)))
+                img2img = build_tab("img2img", hide_dirs=bool(getattr(services.flags, "hide_ui_dir_config", False)),
+                                    services=services)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                _pnginfo_tab(tabs, txt2img, img2img)
+                _pnginfo_tab(tabs, txt2img, img2img, services)
         for tab in (txt2img, img2img):
             wire_tab(tab, services)
         _wire_style_saving([txt2img, img2img], services)

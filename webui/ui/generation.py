@@ -14,6 +14,7 @@ from ..engine.request import (INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_M
                               GenerationRequest, Outpaint, RequestError)
 from ..jobs.queue import DONE, RUNNING
 from . import canvas, notices
+from .controlnet import units_from_values
 from .progress import progress_html
 
 POLL_SECONDS = 0.2
@@ -24,7 +25,7 @@ OUTPUTS = ("state", "progress", "gallery", "infotext", "generate", "interrupt", 
 
 def new_state() -> dict:
     """A tab's memory within one browser session: its job and what the last run made."""
-    return {"job_id": None, "seeds": [], "infotexts": [], "selected": 0, "elapsed": 0.0}
+    return {"job_id": None, "seeds": [], "infotexts": [], "selected": 0, "elapsed": 0.0, "maps": 0}
 
 
 def infotext_html(infotext: str, elapsed: float | None = None) -> str:
@@ -114,14 +115,16 @@ def apply_img2img(request: GenerationRequest, values: dict, allow_folders: bool 
 
 def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps, width, height, batch_count,
                   batch_size, cfg_scale, seed, *, img2img: dict | None = None, styles=None,
-                  allow_folders: bool = True) -> GenerationRequest:
+                  allow_folders: bool = True, controlnet: list[dict] | None = None) -> GenerationRequest:
     """The request for the tab's values (checked by `validate` when it is queued; the chosen `styles` are
-    applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS."""
+    applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS; the ControlNet
+    units' as one dict per unit tab (`controlnet.REQUEST_FIELDS`)."""
     request = GenerationRequest(mode=mode, prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler,
                                 scheduler=scheduler, steps=steps, width=width, height=height, n_iter=batch_count,
                                 batch_size=batch_size, cfg_scale=cfg_scale, seed=seed, styles=list(styles or []))
     if mode == "img2img":
         apply_img2img(request, img2img or {}, allow_folders)
+    request.controlnet_units = units_from_values(mode, controlnet)
     return request
 
 
@@ -137,15 +140,17 @@ def _with_infotext(image, infotext: str):
 
 
 def generate(services, mode: str, state: dict | None, *values, img2img: dict | None = None,
-             styles=None) -> Iterator[tuple]:
+             styles=None, controlnet: list[dict] | None = None) -> Iterator[tuple]:
     """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip).
-    `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS."""
+    `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS, the
+    ControlNet units' as one dict per unit. The gallery shows the images, then the units' detected maps (unless
+    the option `control_net_no_detectmap` is set); only the images carry infotext."""
     state = dict(state or new_state())
     skip = gr.skip()
     try:
         allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
         job = services.generate(build_request(mode, *values, img2img=img2img, styles=styles,
-                                              allow_folders=allow_folders))
+                                              allow_folders=allow_folders, controlnet=controlnet))
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
         yield (state, skip, skip, skip, *_buttons(False))
@@ -170,14 +175,18 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
         if not result.images:
             yield (state, progress_html(job), skip, skip, *_buttons(False))
             return
+        maps = [] if services.options.get("control_net_no_detectmap") else list(result.control_maps or [])
         state = {**state, "seeds": list(result.seeds), "infotexts": list(result.infotexts), "selected": 0,
-                 "elapsed": result.elapsed}
-        gallery = [_with_infotext(image, text) for image, text in zip(result.images, result.infotexts)]
+                 "elapsed": result.elapsed, "maps": len(maps)}
+        gallery = [_with_infotext(image, text) for image, text in zip(result.images, result.infotexts)] + maps
         yield (state, progress_html(job), gallery, infotext_html(result.infotexts[0], result.elapsed),
                *_buttons(False))
     except Exception as exc:  # noqa: BLE001 - whatever happens, the tab must come back usable
         notices.report(exc)
         yield ({**state, "job_id": None}, skip, skip, skip, *_buttons(False))
+
+
+DETECTED_MAP_HTML = '<div class="infotext"><p>A ControlNet detected map (it carries no parameters)</p></div>'
 
 
 def _job_of(services, state: dict | None):
@@ -204,12 +213,15 @@ def skip_batch(services, state: dict | None) -> None:
 
 
 def select_image(state: dict | None, index: int | None) -> tuple[dict, str]:
-    """Gallery selection: show that image's infotext (and remember it for ♻️)."""
+    """Gallery selection: show that image's infotext (and remember it for ♻️ and the send buttons). The
+    ControlNet maps after the images have no parameters of their own."""
     state = dict(state or new_state())
     texts = state.get("infotexts") or []
-    if index is None or not 0 <= index < len(texts):
+    if index is None or not 0 <= index < len(texts) + (state.get("maps") or 0):
         return state, gr.skip()
     state["selected"] = index
+    if index >= len(texts):
+        return state, DETECTED_MAP_HTML
     return state, infotext_html(texts[index], state.get("elapsed"))
 
 

@@ -1,13 +1,15 @@
 """The layout of a txt2img / img2img tab (A1111's: prompts and Generate on top, settings left, gallery right)."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, fields
 
 import gradio as gr
 
 from ..engine.request import RESIZE_MODES
 from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
-from . import generation, img2img_inputs, styles, token_counter
+from . import controlnet, generation, img2img_inputs, styles, token_counter
+from .controlnet import ControlNetPanel
 from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
 from .img2img_inputs import Img2ImgInputs
 
@@ -48,6 +50,7 @@ class GenerationTab:
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
     img2img: Img2ImgInputs | None = None  # the img2img tab's sub-tabs, inpaint options, outpainting
+    controlnet: ControlNetPanel | None = None  # the ControlNet units' accordion
 
     def request_inputs(self) -> list:
         """The components of `generation.build_request`'s shared values, in its order."""
@@ -55,10 +58,11 @@ class GenerationTab:
                 self.height, self.batch_count, self.batch_size, self.cfg_scale, self.seed]
 
     def generate_inputs(self) -> list:
-        """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS), and last the
-        chosen styles."""
+        """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS), the ControlNet
+        units' values, and last the chosen styles."""
         own = self.img2img.components(generation.IMG2IMG_FIELDS) if self.img2img else []
-        return [self.state, *self.request_inputs(), *own, self.styles]
+        units = self.controlnet.request_inputs() if self.controlnet else []
+        return [self.state, *self.request_inputs(), *own, *units, self.styles]
 
     def generate_outputs(self) -> list:
         return [getattr(self, name) for name in generation.OUTPUTS]
@@ -95,9 +99,10 @@ def _tools(c: dict, p: str) -> None:
                                       min_width=40)
 
 
-def build_tab(mode: str, hide_dirs: bool = False) -> GenerationTab:
+def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTab:
     """Lay out the tab's components (inside the current gr.Tab); `wire_tab` connects them. `hide_dirs`
-    (--hide-ui-dir-config) hides img2img's batch folders."""
+    (--hide-ui-dir-config) hides img2img's batch folders. With `services`, the tab has the ControlNet accordion
+    (its unit count, preprocessors and models are read now)."""
     p = mode
     c = {}
     own = {}  # img2img's own inputs
@@ -148,6 +153,8 @@ def build_tab(mode: str, hide_dirs: bool = False) -> GenerationTab:
                                             scale=0, min_width=40)
             if mode == "img2img":
                 own.update(img2img_inputs.build_outpaint())
+            if services is not None:
+                c["controlnet"] = controlnet.build_panel(mode, services)
         with gr.Column(scale=1, elem_id=f"{p}_results"):
             c["progress"] = gr.HTML(elem_id=f"{p}_progress")
             c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,
@@ -166,11 +173,16 @@ def build_tab(mode: str, hide_dirs: bool = False) -> GenerationTab:
 def wire_tab(tab: GenerationTab, services) -> None:
     mode = tab.mode
     shared = len(tab.request_inputs())
+    own_count = len(generation.IMG2IMG_FIELDS) if tab.img2img else 0
 
     def run(state, *values):
         *values, chosen_styles = values
-        own = dict(zip(generation.IMG2IMG_FIELDS, values[shared:])) if tab.img2img else None
-        yield from generation.generate(services, mode, state, *values[:shared], img2img=own, styles=chosen_styles)
+        own = dict(zip(generation.IMG2IMG_FIELDS, values[shared:shared + own_count])) if tab.img2img else None
+        units = tab.controlnet.split_values(values[shared + own_count:]) if tab.controlnet else None
+        yield from generation.generate(services, mode, state, *values[:shared], img2img=own, styles=chosen_styles,
+                                       controlnet=units)
+
+    run.__signature__ = _generate_signature(tab)
 
     def select(state, event: gr.SelectData):
         return generation.select_image(state, event.index)
@@ -191,6 +203,27 @@ def wire_tab(tab: GenerationTab, services) -> None:
     wire_panel(tab.networks, tab.extra_networks, services)
     if tab.img2img:
         img2img_inputs.wire_inputs(tab.img2img)
+    if tab.controlnet:
+        controlnet.wire_panel(tab.controlnet, services, tab.width, tab.height, tab.img2img)
+
+
+# Names of `generation.build_request`'s shared values (GenerationTab.request_inputs' order).
+REQUEST_NAMES = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "width", "height", "batch_count",
+                 "batch_size", "cfg_scale", "seed")
+
+
+def _generate_signature(tab: GenerationTab) -> inspect.Signature:
+    """Generate's parameters as Gradio's API shows them (`/txt2img`, `/img2img`): named after the request's
+    fields, the ControlNet units' optional (left out: the unit is disabled), so a client passing only the prompt
+    and settings keeps working."""
+    def parameter(name: str, **default) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, **default)
+
+    own = generation.IMG2IMG_FIELDS if tab.img2img else ()
+    units = [f"controlnet_{unit.index}_{name}" for unit in (tab.controlnet.units if tab.controlnet else [])
+             for name in unit.request_fields()]
+    return inspect.Signature([parameter("state"), *map(parameter, (*REQUEST_NAMES, *own)),
+                              *(parameter(name, default=None) for name in units), parameter("styles", default=None)])
 
 
 def _wire_prompt_tools(tab: GenerationTab, services) -> None:

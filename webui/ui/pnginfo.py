@@ -7,11 +7,12 @@ import re
 
 import gradio as gr
 
+from ..control.units import INFOTEXT_KEY, parse_unit_infotext
 from ..engine import samplers
 from ..engine.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import read_infotext
-from . import img2img_inputs, notices
+from . import controlnet, img2img_inputs, notices
 
 # The generation tab's controls `send_to` sets, in this order (names of `GenerationTab` fields).
 FIELDS = ("prompt", "negative_prompt", "steps", "sampler", "scheduler", "cfg_scale", "seed", "width", "height")
@@ -142,6 +143,25 @@ def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, 
         values += (image if image is not None else gr.skip(), *own,
                    *img2img_inputs.switch_to("img2img", outpaint_enabled))
     return values + (gr.Tabs(selected=mode),)
+
+
+def controlnet_values(services, text: str, unit_count: int) -> tuple:
+    """The ControlNet units' values for pasted infotext: `ControlNet N` entries restore unit N's settings
+    (`controlnet.PASTE_FIELDS`, unit after unit); units without an entry are disabled. Nothing changes when
+    there is no text (`send_to` says so)."""
+    if not (text or "").strip():
+        return (gr.skip(),) * (len(controlnet.PASTE_FIELDS) * unit_count)
+    units = {}
+    for key, value in parse_infotext(text).items():
+        match = INFOTEXT_KEY.match(key)
+        if match:
+            units[int(match.group(1))] = parse_unit_infotext(str(value))
+    beyond = sorted(index for index in units if index >= unit_count)
+    if beyond:
+        notices.warn(f"ControlNet {', '.join(map(str, beyond))} not pasted: this UI has {unit_count} units (raise "
+                     "the setting \"ControlNet units\" and restart the UI to have more)")
+    return tuple(value for index in range(unit_count) for value in controlnet.pasted_unit(services, index,
+                                                                                           units.get(index)))
 
 
 def send_from_gallery(target: str, state: dict | None, gallery, current_sampler=None, current_scheduler=None,
