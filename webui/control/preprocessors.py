@@ -7,6 +7,7 @@ and cached. Running is thread-safe and never happens on the UI's event loop (cal
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from . import annotators
+from .annotators import AnnotatorCache, AnnotatorError
 from .types import TYPE_NAMES
+
+log = logging.getLogger(__name__)
 
 
 class UnknownPreprocessorError(KeyError):
@@ -31,8 +36,8 @@ class UnknownPreprocessorError(KeyError):
 
 
 class PreprocessorError(RuntimeError):
-    """A preprocessor could not run (a missing weight file, a broken one, an unreadable image); the message says
-    what to do."""
+    """A preprocessor could not run (a missing weight file, a broken one, a missing mask, an unreadable image); the
+    message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class Preprocessor:
 
 # A runner gets (image HWC uint8 RGB, resolution, threshold_a, threshold_b, mask HW uint8 or None, annotators)
 # and returns the map as HWC uint8 (any size: the engine resizes it to the generation size).
-Runner = Callable[[np.ndarray, int, float, float, "np.ndarray | None", "AnnotatorCache"], np.ndarray]
+Runner = Callable[[np.ndarray, int, float, float, "np.ndarray | None", AnnotatorCache], np.ndarray]
 
 
 def resize_to_resolution(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -104,17 +109,63 @@ def resize_to_resolution(image: np.ndarray, resolution: int) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 
-def _none(image, res, a, b, mask, annotators):
+def _none(image, res, a, b, mask, cache):
     return image
 
 
-def _invert(image, res, a, b, mask, annotators):
+def _invert(image, res, a, b, mask, cache):
     return 255 - resize_to_resolution(image, res)
 
 
-def _canny(image, res, low, high, mask, annotators):
+def _canny(image, res, low, high, mask, cache):
     edges = cv2.Canny(resize_to_resolution(image, res), int(low), int(high))
-    return np.repeat(edges[:, :, None], 3, axis=2)
+    return cv2.cvtColor(edges, cv2.COLOR_GRAY2RGB)
+
+
+def _scribble_xdog(image, res, threshold, b, mask, cache):
+    """Difference of a fine (sigma 0.5) and a coarse (sigma 5) blur; pixels whose darkest channel difference
+    exceeds the XDoG threshold become white lines on black."""
+    pixels = resize_to_resolution(image, res).astype(np.float32)
+    fine = cv2.GaussianBlur(pixels, (0, 0), 0.5)
+    coarse = cv2.GaussianBlur(pixels, (0, 0), 5.0)
+    darkening = np.clip(np.min(coarse - fine, axis=2), 0, 255)  # how much a pixel is darker than its surroundings
+    lines = np.where(2.0 * darkening > threshold, 255, 0).astype(np.uint8)
+    return np.repeat(lines[:, :, None], 3, axis=2)
+
+
+def _tile_resample(image, res, rate, b, mask, cache):
+    """The picture made smaller by the down sampling rate (rates under 1.1 keep it as it is)."""
+    if rate < 1.1:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, int(width / rate)), max(1, int(height / rate)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _shuffle(image, res, a, b, mask, cache):
+    return annotators.content_shuffle(image, res)
+
+
+def _lineart_standard(image, res, a, b, mask, cache):
+    return annotators.lineart_standard(resize_to_resolution(image, res))
+
+
+def _inpaint_only(image, res, a, b, mask, cache):
+    """RGBA: the picture, with alpha 0 where the mask is white (to repaint) and 255 elsewhere."""
+    height, width = image.shape[:2]
+    if mask.shape[:2] != (height, width):
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    alpha = np.where(mask > 127, 0, 255).astype(np.uint8)
+    return np.dstack([image, alpha])
+
+
+RESAMPLE = Slider("Down Sampling Rate", 1.0, 1.0, 8.0, 0.01)
+REMOVE_NEAR = Slider("Remove Near %", 0, 0, 100, 0.1)
+REMOVE_BACKGROUND = Slider("Remove Background %", 0, 0, 100, 0.1)
+
+
+def _neural(name: str, control_type: str, **fields) -> Preprocessor:
+    return Preprocessor(name, control_type, weight_files=annotators.module_files(name), **fields)
 
 
 CATALOGUE: tuple[Preprocessor, ...] = (
@@ -122,36 +173,55 @@ CATALOGUE: tuple[Preprocessor, ...] = (
     Preprocessor("invert", "All", aliases=("invert (from white bg & black line)",)),
     Preprocessor("canny", "Canny", threshold_a=Slider("Canny Low Threshold", 100, 1, 255, 1),
                  threshold_b=Slider("Canny High Threshold", 200, 1, 255, 1)),
+    _neural("depth_midas", "Depth", aliases=("depth",)),
+    _neural("depth_leres", "Depth", threshold_a=REMOVE_NEAR, threshold_b=REMOVE_BACKGROUND),
+    _neural("depth_leres++", "Depth", threshold_a=REMOVE_NEAR, threshold_b=REMOVE_BACKGROUND),
+    _neural("depth_zoe", "Depth"),
+    _neural("normal_bae", "NormalMap"),
+    _neural("openpose", "OpenPose"),
+    _neural("openpose_hand", "OpenPose"),
+    _neural("openpose_face", "OpenPose"),
+    _neural("openpose_faceonly", "OpenPose"),
+    _neural("openpose_full", "OpenPose"),
+    _neural("mlsd", "MLSD", threshold_a=Slider("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
+            threshold_b=Slider("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01)),
+    Preprocessor("lineart_standard", "Lineart", aliases=("lineart_standard (from white bg & black line)",)),
+    _neural("lineart_realistic", "Lineart", aliases=("lineart",)),
+    _neural("lineart_coarse", "Lineart"),
+    _neural("lineart_anime", "Lineart"),
+    _neural("softedge_hed", "SoftEdge", aliases=("hed",)),
+    _neural("softedge_hedsafe", "SoftEdge", aliases=("hed_safe",)),
+    _neural("softedge_pidinet", "SoftEdge", aliases=("pidinet",)),
+    _neural("softedge_pidisafe", "SoftEdge", aliases=("pidinet_safe",)),
+    _neural("scribble_hed", "Scribble"),
+    _neural("scribble_pidinet", "Scribble", aliases=("pidinet_scribble",)),
+    Preprocessor("scribble_xdog", "Scribble", threshold_a=Slider("XDoG Threshold", 32, 1, 64, 1)),
+    Preprocessor("shuffle", "Shuffle"),
+    Preprocessor("tile_resample", "Tile", resolution=None, threshold_a=RESAMPLE),
+    Preprocessor("inpaint_only", "Inpaint", resolution=None, aliases=("inpaint",), uses_mask=True),
 )
-RUNNERS: dict[str, Runner] = {"none": _none, "invert": _invert, "canny": _canny}
-
-
-class AnnotatorCache:
-    """Loaded neural annotators, by key, each loaded once (under a lock) from `folder`."""
-
-    def __init__(self, folder: Path, device: str = "cpu"):
-        self.folder = Path(folder)
-        self.device = device
-        self._loaded: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: str, load: Callable[[Path], Any]) -> Any:
-        with self._lock:
-            if key not in self._loaded:
-                self._loaded[key] = load(self.folder)
-            return self._loaded[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._loaded.clear()
+RUNNERS: dict[str, Runner] = {
+    "none": _none, "invert": _invert, "canny": _canny, "scribble_xdog": _scribble_xdog,
+    "tile_resample": _tile_resample, "shuffle": _shuffle, "lineart_standard": _lineart_standard,
+    "inpaint_only": _inpaint_only, **annotators.NEURAL_RUNNERS,
+}
+# A1111 offers "invert" under these types too (line pictures drawn black on white)
+INVERT_TYPES = ("Canny", "Lineart", "Scribble", "MLSD")
 
 
 class PreprocessorRegistry:
+    """Names, sliders and running of every preprocessor; neural annotators load from `annotator_dir` on first use.
+
+    `run` is thread-safe: model-free modules run side by side, neural ones one at a time (they are large and some
+    keep per-call state), and each network is loaded once.
+    """
+
     def __init__(self, annotator_dir: Path, device: str = "cpu"):
         self.annotators = AnnotatorCache(annotator_dir, device)
         self._by_name: dict[str, Preprocessor] = {}
         for entry in CATALOGUE:
             assert entry.control_type in TYPE_NAMES, entry
+            assert entry.name in RUNNERS, entry
             for name in (entry.name, *entry.aliases):
                 self._by_name[name.lower()] = entry
         self._run_lock = threading.Lock()
@@ -172,17 +242,52 @@ class PreprocessorRegistry:
         """Module names under a control type: "none" first, then the type's own (every module for "All")."""
         if type_name == "All":
             return self.names()
-        return ["none", *[e.name for e in CATALOGUE if e.control_type == type_name]]
+        extra = ["invert"] if type_name in INVERT_TYPES else []
+        return ["none", *[e.name for e in CATALOGUE if e.control_type == type_name], *extra]
+
+    def missing_files(self, name: str) -> list[str]:
+        """Weight files module `name` needs that are not in the annotator folder."""
+        return annotators.missing_files(self.get(name).name, self.annotators.folder)
 
     def run(self, name: str, image: Image.Image, processor_res: float = -1, threshold_a: float = -1,
             threshold_b: float = -1, mask: Image.Image | None = None) -> Image.Image:
-        """The map for `image` (RGB; any mode is converted), at about `processor_res` on the shorter side."""
+        """The map for `image` (RGB; any mode is converted), at about `processor_res` on the shorter side.
+
+        Modules that use a mask (inpaint_only) return RGBA and raise PreprocessorError without one."""
         entry = self.get(name)
         res, a, b = entry.resolve(processor_res, threshold_a, threshold_b)
-        pixels = np.asarray(image.convert("RGB"))
-        mask_pixels = np.asarray(mask.convert("L")) if mask is not None else None
-        with self._run_lock:  # one annotator at a time: they are large and not all thread-safe
-            result = RUNNERS[entry.name](pixels, res, a, b, mask_pixels, self.annotators)
-        if result.ndim == 2:
-            result = np.repeat(result[:, :, None], 3, axis=2)
-        return Image.fromarray(np.ascontiguousarray(result[:, :, :3]).astype(np.uint8), "RGB")
+        if entry.uses_mask and mask is None:
+            raise PreprocessorError(f"ControlNet preprocessor {entry.name!r} needs a mask: paint one on the unit's "
+                                    f"image or send the unit's `mask`")
+        try:
+            pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            mask_pixels = np.asarray(mask.convert("L")) if mask is not None else None
+        except Exception as error:  # noqa: BLE001 - a broken upload is the caller's input, not our crash
+            raise PreprocessorError(f"ControlNet preprocessor {entry.name!r} could not read its image: {error}") \
+                from error
+        if min(pixels.shape[:2]) < 1:
+            raise PreprocessorError(f"ControlNet preprocessor {entry.name!r} got an empty image")
+        runner = RUNNERS[entry.name]
+        try:
+            if entry.weight_files:
+                with self._run_lock:  # one annotator at a time: they are large and not all thread-safe
+                    result = runner(pixels, res, a, b, mask_pixels, self.annotators)
+            else:
+                result = runner(pixels, res, a, b, mask_pixels, self.annotators)
+        except AnnotatorError as error:
+            raise PreprocessorError(str(error)) from error
+        except PreprocessorError:
+            raise
+        except Exception as error:  # noqa: BLE001 - reported to the user; the traceback goes to the log
+            log.exception("ControlNet preprocessor %s failed", entry.name)
+            raise PreprocessorError(f"ControlNet preprocessor {entry.name!r} failed on this image "
+                                    f"({type(error).__name__}: {str(error)[:200]})") from error
+        return _as_image(result, keep_alpha=entry.uses_mask)
+
+
+def _as_image(result: np.ndarray, keep_alpha: bool) -> Image.Image:
+    if result.ndim == 2:
+        result = np.repeat(result[:, :, None], 3, axis=2)
+    if keep_alpha and result.shape[2] == 4:
+        return Image.fromarray(np.ascontiguousarray(result).astype(np.uint8, copy=False), "RGBA")
+    return Image.fromarray(np.ascontiguousarray(result[:, :, :3]).astype(np.uint8, copy=False), "RGB")
