@@ -257,3 +257,26 @@ def test_prepare_control_without_enabled_units_is_none(services):
     request = GenerationRequest(controlnet_units=[ControlUnit()]).validate()
     assert prepare_control(request, services.controlnets, services.engine.controlnet_cache, services.preprocessors,
                            None, 64, 64) is None
+
+
+def test_inpaint_unit_uses_the_request_mask(services):
+    from webui.engine.img2img import prepare_img2img
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (8, 8, 40, 40))
+    unit = ControlUnit(enabled=True, module="inpaint_only", model="control_tiny_canny")
+    request = GenerationRequest(mode="img2img", init_images=[_picture(1)], mask=mask, width=64, height=64,
+                                mask_blur_x=0, mask_blur_y=0, controlnet_units=[unit]).validate()
+    setup = prepare_img2img(request, 5, "#ffffff")
+    _, model = services.models.get("tiny-sd1.safetensors")
+    plan = prepare_control(request, services.controlnets, services.engine.controlnet_cache, services.preprocessors,
+                           model.unet, 64, 64, setup)
+    cond = plan.units[0].conds[0][0]
+    assert torch.all(cond[:, 8:40, 8:40] == -1)  # to be filled: -1, as inpaint ControlNets read it
+    expected = torch.from_numpy(np.asarray(setup.sources[0], np.float32) / 255).permute(2, 0, 1)
+    assert torch.allclose(cond[:, 44:, 44:], expected[:, 44:, 44:], atol=1e-6)
+    result = _run(services, mode="img2img", init_images=[_picture(1)], mask=mask, units=[unit],
+                  checkpoint="tiny-sd1-inpaint.safetensors")
+    assert 'Module: inpaint_only' in result.infotexts[0]
+    with pytest.raises(Exception, match="ControlNet unit 0: .*needs a mask"):
+        _run(services, units=[ControlUnit(enabled=True, module="inpaint_only", model="control_tiny_canny",
+                                          image=_picture(1))])

@@ -366,8 +366,8 @@ def missing_files(module: str, folder: Path) -> list[str]:
 def missing_message(module: str, folder: Path, missing: list[str]) -> str:
     files = ", ".join(missing)
     return (f"ControlNet preprocessor {module!r} needs {files} in {Path(folder)}: put the file"
-            f"{'s' if len(missing) > 1 else ''} there (download from {ANNOTATOR_SOURCE}, or use the annotator "
-            f"download) and run it again")
+            f"{'s' if len(missing) > 1 else ''} there (download from {ANNOTATOR_SOURCE}, or run "
+            f"`.venv/bin/python -m webui.control.download {module}`) and run it again")
 
 
 def load_annotator(key: str, folder: Path, device: str = "cpu") -> Any:
