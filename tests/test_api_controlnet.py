@@ -273,9 +273,17 @@ def test_no_controlnet_key_or_empty_args_gives_no_units():
     assert units_of(**cn()) == []
 
 
+def test_a_unit_naming_a_model_is_on_unless_it_says_otherwise():
+    """The extension's units default to enabled, and webuiapi's ControlNetUnit.to_dict() never sends the key."""
+    (unit,) = units_of(**cn({"image": PICTURE_B64, "module": "canny", "model": CANNY}))
+    assert unit.enabled is True
+    (unit,) = units_of(**cn({"enabled": False, "image": PICTURE_B64, "module": "canny", "model": CANNY}))
+    assert unit.enabled is False
+
+
 def test_unit_defaults_are_a1111s_and_unknown_keys_are_ignored():
     (unit,) = units_of(**cn({"image": PICTURE_B64, "hr_option": "Both", "is_ui": False, "something_new": [1]}))
-    assert unit.enabled is False  # A1111: a unit is off unless it says enabled
+    assert unit.enabled is False  # no "enabled" key and no model: a placeholder unit, off
     assert (unit.module, unit.model, unit.weight) == ("none", "None", 1.0)
     assert (unit.resize_mode, unit.control_mode) == ("Crop and Resize", "Balanced")
     assert (unit.processor_res, unit.threshold_a, unit.threshold_b) == (-1, -1.0, -1.0)
@@ -423,17 +431,13 @@ def test_two_units_give_two_maps_in_unit_order(api, client):
     assert params["ControlNet 2"].startswith(f"Module: invert, Model: {title_of(api, DEPTH_FOLDER)}, Weight: 0.6")
 
 
-def test_sdxl_controlnet_on_sd1_warns_or_fails_clearly(api, client, plain):
+def test_sdxl_controlnet_on_sd1_is_skipped_with_a_warning(api, client, plain):
     response = post(client, cn(canny_unit(model=SDXL_CANNY)))
-    assert response.status_code in (200, 400, 422), response.text
-    if response.status_code == 200:  # the unit is skipped with a warning naming the mismatch
-        payload = response.json()
-        warnings = " ".join(json.loads(payload["info"])["warnings"])
-        assert "SDXL" in warnings and "ControlNet" in warnings, warnings
-        assert np.array_equal(decode(payload["images"][0]), decode(plain["images"][0]))
-    else:
-        detail = response.json()["detail"]
-        assert "SDXL" in detail and SDXL_CANNY in detail, detail
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    warnings = " ".join(json.loads(payload["info"])["warnings"])
+    assert "ControlNet unit 0 skipped" in warnings and "is an SDXL ControlNet and the checkpoint is SD1.x" in warnings
+    assert np.array_equal(decode(payload["images"][0]), decode(plain["images"][0]))
 
 
 def test_enabled_unit_without_a_model_is_skipped_with_a_warning(client, plain):

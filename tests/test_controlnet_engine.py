@@ -83,7 +83,8 @@ def test_residual_per_block_follows_the_control_mode(services, mode):
     ours = [*got["down_block_additional_residuals"], got["mid_block_additional_residual"]]
     assert len(ours) == len(raw) == count == 5  # the tiny net: 4 skips + middle (SD1.5's: 12 + middle)
     for i, (residual, reference) in enumerate(zip(ours, raw)):
-        expected_scale = weight if mode == "Balanced" else weight * 0.825 ** (count - 1 - i)
+        # A1111: 13 soft weights weight x 0.825^(12-i); a net with fewer residuals takes the first ones
+        expected_scale = weight if mode == "Balanced" else weight * 0.825 ** (12 - i)
         if mode == "ControlNet is more important":
             assert torch.count_nonzero(residual[:1]) == 0  # the unconditional half gets nothing
             # the conditional half alone through the net: same numbers (the net sees only those rows)
@@ -94,11 +95,13 @@ def test_residual_per_block_follows_the_control_mode(services, mode):
             assert torch.allclose(residual, reference * expected_scale, atol=1e-5)
 
 
-def test_soft_weights_on_the_full_size_block_count():
-    scales = residual_scales(0.6, 13, "My prompt is more important")
+def test_soft_weights_on_the_full_size_block_counts():
+    scales = residual_scales(0.6, 13, "My prompt is more important")  # SD1.x / SD2.x: 12 skips + middle
     assert scales[12] == pytest.approx(0.6) and scales[0] == pytest.approx(0.6 * 0.825 ** 12)
     assert scales == residual_scales(0.6, 13, "ControlNet is more important")
     assert residual_scales(0.6, 13, "Balanced") == [0.6] * 13
+    sdxl = residual_scales(0.6, 10, "My prompt is more important")  # SDXL: 9 skips + middle, A1111's first 10
+    assert sdxl == pytest.approx(scales[:10]) and sdxl[9] == pytest.approx(0.6 * 0.825 ** 3)
 
 
 def test_start_and_end_switch_the_unit_off_at_the_right_steps(services, monkeypatch):
@@ -280,3 +283,37 @@ def test_inpaint_unit_uses_the_request_mask(services):
     with pytest.raises(Exception, match="ControlNet unit 0: .*needs a mask"):
         _run(services, units=[ControlUnit(enabled=True, module="inpaint_only", model="control_tiny_canny",
                                           image=_picture(1))])
+
+
+def test_resize_and_fill_pads_with_the_border_colour_not_smeared_lines():
+    from webui.control.runner import fit_map
+    detected = np.zeros((64, 32, 3), np.float32)
+    detected[30, :] = 1.0  # a line that touches both side borders
+    fitted = fit_map(detected, 64, 32, "Resize and Fill")  # fits as 16 wide x 32 tall, bands left and right
+    assert fitted.shape == (32, 64, 3)
+    assert fitted[:, :24].max() == 0 and fitted[:, 40:].max() == 0  # the bands stay the border's colour (black)
+    assert fitted[:, 24:40].max() >= 0.4  # the line is there inside (area-averaged at half size)
+    cropped = fit_map(detected, 64, 32, "Crop and Resize")
+    assert cropped.shape == (32, 64, 3) and cropped[:, :, 0].max() >= 0.4  # covers: the middle rows, line included
+    stretched = fit_map(detected, 64, 32, "Just Resize")
+    assert stretched.shape == (32, 64, 3) and stretched[15, :].min() > 0.3  # the line spans the whole width
+
+
+def test_only_masked_crops_the_units_own_image_to_the_generated_region(services):
+    from webui.engine.img2img import prepare_img2img
+    init = _picture(2, (128, 128))
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (80, 80, 112, 112))
+    own = Image.new("RGB", (256, 256), (0, 0, 0))
+    own.paste((255, 255, 255), (160, 160, 224, 224))  # white exactly where the mask is, at twice the size
+    unit = ControlUnit(enabled=True, module="none", model="control_tiny_canny", image=own, resize_mode="Just Resize")
+    request = GenerationRequest(mode="img2img", init_images=[init], mask=mask, width=64, height=64,
+                                inpaint_full_res=True, inpaint_full_res_padding=0, mask_blur_x=0, mask_blur_y=0,
+                                controlnet_units=[unit]).validate()
+    setup = prepare_img2img(request, 5, "#ffffff")
+    _, model = services.models.get("tiny-sd1.safetensors")
+    plan = prepare_control(request, services.controlnets, services.engine.controlnet_cache, services.preprocessors,
+                           model.unet, 64, 64, setup)
+    cond = plan.units[0].conds[0][0]
+    assert cond.shape == (3, 64, 64)
+    assert cond.mean() > 0.9  # the crop is the white square: the map covers what is generated, not the whole image

@@ -70,6 +70,8 @@ def unit_from_json(index: int, data: Any) -> ControlUnit:
         unit.mask = _decode(index, "mask", data["mask"])
     if str(unit.model or "").strip().lower() == NO_MODEL.lower():
         unit.model = NO_MODEL
+    if "enabled" not in data:  # the extension's units default to enabled, and clients such as webuiapi never send
+        unit.enabled = unit.model != NO_MODEL  # the key; a unit naming no model could not act anyway
     return unit.validate(index)
 
 

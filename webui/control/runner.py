@@ -52,8 +52,16 @@ def fit_map(detected: np.ndarray, width: int, height: int, resize_mode: str) -> 
     k = min(width / raw_w, height / raw_h)
     scaled = resize(detected, min(width, int(round(raw_w * k))), min(height, int(round(raw_h * k))))
     top, left = (height - scaled.shape[0]) // 2, (width - scaled.shape[1]) // 2
-    pad = ((top, height - scaled.shape[0] - top), (left, width - scaled.shape[1] - left), (0, 0))
-    return np.pad(scaled, pad, mode="edge")
+    # The bands take the median colour of the map's border (as A1111), never a smear of edge pixels: a line that
+    # touches the border must not become a band-wide line the ControlNet would follow.
+    border = np.concatenate([scaled[0], scaled[-1], scaled[:, 0], scaled[:, -1]])
+    fill = np.median(border, axis=0).astype(scaled.dtype)
+    if scaled.shape[2] == 4:
+        fill[3] = scaled.dtype.type(1.0 if scaled.dtype.kind == "f" else 255)
+    canvas = np.empty((height, width, scaled.shape[2]), scaled.dtype)
+    canvas[:] = fill
+    canvas[top:top + scaled.shape[0], left:left + scaled.shape[1]] = scaled
+    return canvas
 
 
 def map_tensor(detected: Image.Image, width: int, height: int, resize_mode: str) -> torch.Tensor:
@@ -76,6 +84,9 @@ class PreparedUnit:
     scales: list[float]  # per residual, the middle block's last
     cond_only: bool  # "ControlNet is more important": no residual on the unconditional half
 
+    def to(self, device) -> None:
+        self.conds = [cond.to(device) for cond in self.conds]
+
     def applies_at(self, fraction: float) -> bool:
         return self.unit.guidance_start <= fraction <= self.unit.guidance_end
 
@@ -88,6 +99,15 @@ class ControlPlan:
     units: list[PreparedUnit]
     maps: list[Image.Image] = field(default_factory=list)  # detected maps of units that keep theirs
     params: dict = field(default_factory=dict)  # "ControlNet N" infotext entries
+
+    def to(self, device) -> "ControlPlan":
+        """The control maps on the sampling device, once per run rather than at every step."""
+        for prepared in self.units:
+            prepared.to(device)
+        return self
+
+    def nets(self) -> list:
+        return [prepared.net.model for prepared in self.units]
 
     def residuals(self, fraction: float, sample: torch.Tensor, timestep, embeds: torch.Tensor, added, sources,
                   batch: int, do_cfg: bool) -> dict:
@@ -125,10 +145,25 @@ class ControlPlan:
         return {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": middle}
 
 
+def _crop_like(picture: Image.Image | None, setup) -> Image.Image | None:
+    """A unit's own picture (or mask) cut to the region an "only masked" inpaint generates, in the picture's own
+    coordinates (it may be of another size than the init image), so map, mask and latents cover the same area."""
+    if picture is None or setup is None or not setup.plans or setup.plans[0].paste_to is None:
+        return picture
+    x, y, w, h = setup.plans[0].paste_to
+    full_w, full_h = setup.plans[0].overlay.size
+    sx, sy = picture.width / full_w, picture.height / full_h
+    box = (round(x * sx), round(y * sy), round((x + w) * sx), round((y + h) * sy))
+    return picture.crop(box)
+
+
 def residual_scales(weight: float, count: int, control_mode: str) -> list[float]:
+    """Per residual (the middle block's last): the weight, or for the soft modes A1111's 13 weights
+    weight x 0.825^(12-i), of which a net with fewer residuals (SDXL: 10) takes the first `count`."""
     if control_mode == CONTROL_MODES[0]:
         return [weight] * count
-    return [weight * SOFT_BASE ** (count - 1 - i) for i in range(count)]
+    soft = [weight * SOFT_BASE ** (12 - i) for i in range(max(13, count))]
+    return soft[:count]
 
 
 def prepare_control(request: GenerationRequest, controlnets, cache, preprocessors, unet, width: int, height: int,
@@ -161,10 +196,13 @@ def prepare_control(request: GenerationRequest, controlnets, cache, preprocessor
         if problem:
             warnings.append(f"ControlNet unit {index} skipped: {problem}")
             continue
-        pictures = [unit.image] if unit.image is not None else list(setup.sources)
-        masks = [unit.mask] * len(pictures) if unit.mask is not None else \
-            ([setup.plans[i].mask for i in range(len(pictures))] if setup is not None and setup.plans else
-             [None] * len(pictures))
+        if unit.image is not None:
+            pictures, masks = [_crop_like(unit.image, setup)], [_crop_like(unit.mask, setup)]
+        else:
+            pictures, masks = list(setup.sources), [_crop_like(unit.mask, setup)] * len(setup.sources)
+        if unit.mask is None:  # the inpaint modules fall back to the request's mask, as generated
+            masks = [setup.plans[i % len(setup.plans)].mask if setup is not None and setup.plans else None
+                     for i in range(len(pictures))]
         conds = []
         used = None
         for picture, mask in zip(pictures, masks):

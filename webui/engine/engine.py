@@ -118,11 +118,14 @@ class Engine:
         if model.inpainting:
             params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
         width, height = (setup.width, setup.height) if setup is not None else (request.width, request.height)
+        if any(unit.enabled for unit in request.controlnet_units):
+            control.report(textinfo="ControlNet: preprocessing and loading models")
         control_plan = prepare_control(request, self.controlnets, self.controlnet_cache, self.preprocessors,
                                        model.unet, width, height, setup, result.warnings, model.family)
         if control_plan is not None:
             result.control_maps = list(control_plan.maps)
-        with self._autocast():
+            control_plan.to(self.policy.device)
+        with self._autocast(), self._controlnets_on_device(control_plan):
             conditioning = build_conditioning(encoder, prompt, negative, self._schedule_steps(request, sampler),
                                               clip_skip)
             params["TI hashes"] = ti_hashes(encoder.info.embeddings)
@@ -176,6 +179,20 @@ class Engine:
         if request.mode == "img2img":
             return min(int(request.steps * request.denoising_strength), request.steps)
         return request.steps
+
+    @contextlib.contextmanager
+    def _controlnets_on_device(self, plan: ControlPlan | None):
+        """Under --medvram/--lowvram the run's ControlNets come to the GPU for the run only, then back to RAM."""
+        offloaded = plan is not None and self.policy.offload != "none" and self.policy.device.type != "cpu"
+        if offloaded:
+            for net in plan.nets():
+                net.to(self.policy.device)
+        try:
+            yield
+        finally:
+            if offloaded:
+                for net in plan.nets():
+                    net.to("cpu")
 
     def _autocast(self):
         if self.policy.autocast and self.policy.device.type == "cuda":

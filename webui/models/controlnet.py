@@ -179,7 +179,8 @@ def load_controlnet(info: ControlNetInfo, policy: DevicePolicy) -> LoadedControl
             model = _build(ControlNetModel, config, state, "ControlNet", name)
         except CheckpointFormatError as exc:
             raise ControlNetLoadError(f"ControlNet {exc}") from None
-    model = model.eval().requires_grad_(False).to(policy.device)
+    # Under --medvram/--lowvram a ControlNet waits in RAM and goes to the GPU only while a run uses it (the engine).
+    model = model.eval().requires_grad_(False).to("cpu" if policy.offload != "none" else policy.device)
     return LoadedControlNet(info, model, time.perf_counter() - started)
 
 
