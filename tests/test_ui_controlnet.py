@@ -449,3 +449,21 @@ def test_the_tabs_events_carry_the_units_values(services):
     res, a, b, mask, model = call_event(blocks, by_id[f"{q}_controlnet_preprocessor_dropdown"],
                                         {f"{q}_controlnet_preprocessor_dropdown": "canny"}, event="input")
     assert (a["label"], a["value"], b["value"]) == ("Canny Low Threshold", 100, 200)
+
+
+def test_sending_a_gallery_image_to_img2img_restores_its_units(services):
+    blocks = build_ui(services)
+    by_id = {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+    button = by_id["txt2img_send_to_img2img"]
+    unit_outputs = {by_id[f"{unit_prefix('img2img', 0)}_controlnet_enable_checkbox"]._id}
+    fn = next(fn for fn in blocks.fns.values() if any(t[0] == button._id for t in fn.targets)
+              and unit_outputs & {c._id for c in fn.outputs})
+    canny = ControlUnit(enabled=True, module="canny", weight=0.4)
+    text = infotext(services, (0, canny, title(services, CANNY_MODEL)))
+    state = {"infotexts": [text], "selected": 0}
+    values = fn.fn(state)
+    first = dict(zip(PASTE_FIELDS, values[:len(PASTE_FIELDS)]))
+    assert first["enabled"] is True and first["weight"] == 0.4 and first["module"]["value"] == "canny"
+    assert first["model"]["value"] == title(services, CANNY_MODEL)
+    # a detected map is selected (no infotext): the units are left as they are
+    assert all(value == gr.skip() for value in fn.fn({"infotexts": [text], "selected": 1}))

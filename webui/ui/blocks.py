@@ -103,9 +103,11 @@ def _wire_controlnet_paste(button: gr.Button, text: gr.Textbox, tab: GenerationT
                  outputs=tab.controlnet.paste_outputs(), show_progress="hidden", api_visibility="undocumented")
 
 
-def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: GenerationTab) -> None:
+def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: GenerationTab,
+                          services=None) -> None:
     """"Send to img2img" / "Send to inpaint" under each gallery: the selected image into that img2img sub-tab,
-    with its prompts and settings."""
+    with its prompts and settings, and its `ControlNet N` entries into img2img's units (as pasting the infotext
+    would)."""
     own = img2img.img2img
     targets = [getattr(img2img, name) for name in pnginfo.FIELDS]
 
@@ -121,6 +123,11 @@ def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: 
                                                  own.outpaint_enable],
                          outputs=[*targets, picture, *own.switch_outputs(), tabs], show_progress="hidden",
                          api_visibility="undocumented")
+            if img2img.controlnet and services is not None:
+                count = len(img2img.controlnet.units)
+                button.click(lambda state: pnginfo.controlnet_values(services, pnginfo.selected_infotext(state), count),
+                             inputs=[source.state], outputs=img2img.controlnet.paste_outputs(),
+                             show_progress="hidden", api_visibility="undocumented")
 
 
 def build_ui(services) -> gr.Blocks:
@@ -137,7 +144,7 @@ def build_ui(services) -> gr.Blocks:
         for tab in (txt2img, img2img):
             wire_tab(tab, services)
         _wire_style_saving([txt2img, img2img], services)
-        _wire_gallery_senders(tabs, [txt2img, img2img], img2img)
+        _wire_gallery_senders(tabs, [txt2img, img2img], img2img, services)
 
         def on_load():
             pickers = styles.styles_dropdown(services)

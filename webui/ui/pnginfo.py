@@ -164,6 +164,13 @@ def controlnet_values(services, text: str, unit_count: int) -> tuple:
                                                                                            units.get(index)))
 
 
+def selected_infotext(state: dict | None) -> str:
+    """The infotext of the gallery's selected image ("" for a detected map, or when nothing is there)."""
+    state = state or {}
+    texts, index = state.get("infotexts") or [], state.get("selected") or 0
+    return texts[index] if 0 <= index < len(texts) else ""
+
+
 def send_from_gallery(target: str, state: dict | None, gallery, current_sampler=None, current_scheduler=None,
                       outpaint_enabled: bool = False) -> tuple:
     """The galleries' "Send to img2img" (`target` "img2img") and "Send to inpaint" ("inpaint"): the selected image
