@@ -18,9 +18,13 @@ _UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj":
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
-def _unet_prefixes(config) -> dict[str, str]:
+_MIDDLE = {"mid_block.resnets.0.": "middle_block.0.", "mid_block.attentions.0.": "middle_block.1.",
+           "mid_block.resnets.1.": "middle_block.2."}
+
+
+def _down_prefixes(config, table: dict[str, str]) -> int:
+    """Add the down blocks' names (UNet and ControlNet alike) to `table`; returns the number of input blocks."""
     levels, per_level = len(config["block_out_channels"]), config["layers_per_block"]
-    table = dict(_UNET_FIXED)
     block = 1
     for i in range(levels):
         for j in range(per_level):
@@ -30,8 +34,14 @@ def _unet_prefixes(config) -> dict[str, str]:
         if i < levels - 1:
             table[f"down_blocks.{i}.downsamplers.0.conv."] = f"input_blocks.{block}.0.op."
             block += 1
-    table.update({"mid_block.resnets.0.": "middle_block.0.", "mid_block.attentions.0.": "middle_block.1.",
-                  "mid_block.resnets.1.": "middle_block.2."})
+    return block
+
+
+def _unet_prefixes(config) -> dict[str, str]:
+    levels, per_level = len(config["block_out_channels"]), config["layers_per_block"]
+    table = dict(_UNET_FIXED)
+    _down_prefixes(config, table)
+    table.update(_MIDDLE)
     block = 0
     for i in range(levels):
         has_attention = config["up_block_types"][i].startswith("CrossAttn")
@@ -52,16 +62,20 @@ def _split(key: str, table: dict[str, str]) -> tuple[str, str]:
     raise KeyError(f"no LDM name for {key}")
 
 
-def unet_to_ldm(unet) -> dict[str, torch.Tensor]:
-    table = _unet_prefixes(unet.config)
+def _renamed(module, table: dict[str, str], prefix_out: str) -> dict[str, torch.Tensor]:
+    """`module`'s weights under their LDM names (`table` maps diffusers module prefixes to LDM ones)."""
     out = {}
-    for key, value in unet.state_dict().items():
+    for key, value in module.state_dict().items():
         prefix, rest = _split(key, table)
         if ".resnets." in prefix:
             head, _, tail = rest.partition(".")
             rest = f"{_UNET_RESNET.get(head, head)}.{tail}"
-        out[UNET_PREFIX + table[prefix] + rest] = value
+        out[prefix_out + table[prefix] + rest] = value
     return out
+
+
+def unet_to_ldm(unet) -> dict[str, torch.Tensor]:
+    return _renamed(unet, _unet_prefixes(unet.config), UNET_PREFIX)
 
 
 def vae_to_ldm(vae) -> dict[str, torch.Tensor]:
@@ -151,30 +165,14 @@ def controlnet_to_ldm(controlnet) -> dict[str, torch.Tensor]:
     """A diffusers ControlNetModel in the original ControlNet 1.0/1.1 file layout (`control_model.*` keys)."""
     config = controlnet.config
     table = {key: value for key, value in _UNET_FIXED.items() if not key.startswith(("conv_norm_out", "conv_out"))}
-    block = 1
-    levels, per_level = len(config["block_out_channels"]), config["layers_per_block"]
-    for i in range(levels):
-        for j in range(per_level):
-            table[f"down_blocks.{i}.resnets.{j}."] = f"input_blocks.{block}.0."
-            table[f"down_blocks.{i}.attentions.{j}."] = f"input_blocks.{block}.1."
-            block += 1
-        if i < levels - 1:
-            table[f"down_blocks.{i}.downsamplers.0.conv."] = f"input_blocks.{block}.0.op."
-            block += 1
-    for index in range(block):
+    blocks = _down_prefixes(config, table)
+    for index in range(blocks):
         table[f"controlnet_down_blocks.{index}."] = f"zero_convs.{index}.0."
-    table.update({"mid_block.resnets.0.": "middle_block.0.", "mid_block.attentions.0.": "middle_block.1.",
-                  "mid_block.resnets.1.": "middle_block.2.", "controlnet_mid_block.": "middle_block_out.0.",
+    table.update(_MIDDLE)
+    table.update({"controlnet_mid_block.": "middle_block_out.0.",
                   "controlnet_cond_embedding.conv_in.": "input_hint_block.0."})
     hint_blocks = len(controlnet.controlnet_cond_embedding.blocks)
     for index in range(hint_blocks):
         table[f"controlnet_cond_embedding.blocks.{index}."] = f"input_hint_block.{2 * (index + 1)}."
     table["controlnet_cond_embedding.conv_out."] = f"input_hint_block.{2 * (hint_blocks + 1)}."
-    out = {}
-    for key, value in controlnet.state_dict().items():
-        prefix, rest = _split(key, table)
-        if ".resnets." in prefix:
-            head, _, tail = rest.partition(".")
-            rest = f"{_UNET_RESNET.get(head, head)}.{tail}"
-        out["control_model." + table[prefix] + rest] = value.contiguous()
-    return out
+    return {key: value.contiguous() for key, value in _renamed(controlnet, table, "control_model.").items()}
