@@ -157,7 +157,8 @@ def test_balanced_two_units_equal_diffusers_multi_controlnet(services):
 
 def test_disabled_and_zero_weight_units_cost_nothing(services):
     plain = _run(services)
-    disabled = _run(services, units=[ControlUnit(enabled=False, module="canny", model="control_tiny_canny")])
+    disabled = _run(services, units=[ControlUnit(enabled=False, module="canny", model="control_tiny_canny"),
+                                     ControlUnit(enabled=False, weight=9, control_mode="Loud")])  # never read
     zero = _run(services, units=[_unit(weight=0.0)])
     assert np.array_equal(pixels(plain.images[0]), pixels(disabled.images[0]))
     assert np.array_equal(pixels(plain.images[0]), pixels(zero.images[0]))

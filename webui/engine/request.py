@@ -116,7 +116,11 @@ class GenerationRequest:
         if not isinstance(self.controlnet_units, (list, tuple)):
             raise RequestError("controlnet_units", "controlnet_units must be a list of units")
         for index, unit in enumerate(self.controlnet_units):
-            unit.validate(index)
+            try:
+                unit.validate(index)  # sets `enabled` (a bool) before checking anything else
+            except RequestError:
+                if unit.enabled:
+                    raise  # a disabled unit's settings do not matter, as in A1111
             if unit.enabled and unit.image is None and self.mode != "img2img":
                 raise RequestError(f"controlnet_units[{index}]", f"ControlNet unit {index} is enabled but has no "
                                    "image (upload one, or disable the unit)")
