@@ -83,15 +83,23 @@ class PreparedUnit:
     conds: list[torch.Tensor]  # per source picture (one when the unit has its own image)
     scales: list[float]  # per residual, the middle block's last
     cond_only: bool  # "ControlNet is more important": no residual on the unconditional half
+    _batch: tuple | None = field(default=None, repr=False)  # (key, tensor) of batch_cond's last answer
 
     def to(self, device) -> None:
         self.conds = [cond.to(device) for cond in self.conds]
+        self._batch = None
 
     def applies_at(self, fraction: float) -> bool:
         return self.unit.guidance_start <= fraction <= self.unit.guidance_end
 
-    def cond_for(self, source_index: int) -> torch.Tensor:
-        return self.conds[source_index % len(self.conds)]
+    def batch_cond(self, sources: list[int], copies: int, device, dtype) -> torch.Tensor:
+        """The control maps for a batch (each item's source picture), repeated for the CFG copies the net sees;
+        built once per batch and reused at every evaluation."""
+        key = (tuple(sources), copies, device, dtype)
+        if self._batch is None or self._batch[0] != key:
+            cond = torch.cat([self.conds[s % len(self.conds)] for s in sources]).to(device, dtype)
+            self._batch = (key, cond.repeat(copies, 1, 1, 1))
+        return self._batch[1]
 
 
 @dataclass
@@ -120,8 +128,7 @@ class ControlPlan:
             net = prepared.net.model
             rows = sample.shape[0]
             skip = batch if (prepared.cond_only and do_cfg) else 0  # rows of the unconditional half left out
-            cond = torch.cat([prepared.cond_for(s) for s in sources]).to(sample.device, net.dtype)
-            cond = cond.repeat((rows - skip) // batch, 1, 1, 1)
+            cond = prepared.batch_cond(sources, (rows - skip) // batch, sample.device, net.dtype)
             extra = None
             if added is not None:
                 extra = {key: value[skip:] for key, value in added.items()}
@@ -148,10 +155,10 @@ class ControlPlan:
 def _crop_like(picture: Image.Image | None, setup) -> Image.Image | None:
     """A unit's own picture (or mask) cut to the region an "only masked" inpaint generates, in the picture's own
     coordinates (it may be of another size than the init image), so map, mask and latents cover the same area."""
-    if picture is None or setup is None or not setup.plans or setup.plans[0].paste_to is None:
+    region = setup.generated_region() if setup is not None and picture is not None else None
+    if region is None:
         return picture
-    x, y, w, h = setup.plans[0].paste_to
-    full_w, full_h = setup.plans[0].overlay.size
+    (x, y, w, h), (full_w, full_h) = region
     sx, sy = picture.width / full_w, picture.height / full_h
     box = (round(x * sx), round(y * sy), round((x + w) * sx), round((y + h) * sy))
     return picture.crop(box)

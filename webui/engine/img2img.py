@@ -36,6 +36,12 @@ class Img2ImgSetup:
         scaled = F.interpolate(torch.cat(masks), size=latent_size, mode="bilinear", antialias=True)
         return scaled.round().to(device, dtype)
 
+    def generated_region(self) -> tuple[tuple[int, int, int, int], tuple[int, int]] | None:
+        """For "only masked": ((x, y, w, h) of the region generated, the init image's size); else None."""
+        if not self.plans or self.plans[0].paste_to is None:
+            return None
+        return self.plans[0].paste_to, self.plans[0].overlay.size
+
     def paste_back(self, picture: Image.Image, item: int) -> Image.Image:
         return self.plans[self.source_index(item)].paste_back(picture) if self.plans else picture
 
