@@ -22,7 +22,8 @@ from ..control.runner import ControlPlan, prepare_control
 from ..models.controlnet import ControlNetCache
 from ..outputs.infotext import build_infotext
 from ..outputs.save import save_image
-from ..prompts.conditioning import PromptConditioning, build_conditioning
+from ..extensions.hooks import DenoiserEvent, ImageEvent, ProcessingHooks, ProcessingRun, SaveEvent
+from ..prompts.conditioning import BatchConditioning, PromptConditioning, build_conditioning
 from ..prompts.encoder import PromptEncoder
 from ..prompts.extra_networks import extract_extra_networks
 from ..prompts.schedule import strip_comments
@@ -70,7 +71,7 @@ class GenerationResult:
 
 
 class Engine:
-    def __init__(self, models, options, outputs_dir: Path, policy, controlnets=None, preprocessors=None):
+    def __init__(self, models, options, outputs_dir: Path, policy, controlnets=None, preprocessors=None, hooks=None):
         self.models = models
         self.controlnets = controlnets  # webui.models.controlnet_registry.ControlNetRegistry
         self.preprocessors = preprocessors  # webui.control.preprocessors.PreprocessorRegistry
@@ -78,6 +79,7 @@ class Engine:
         self.options = options
         self.outputs_dir = Path(outputs_dir)
         self.policy = policy
+        self.hooks = hooks or ProcessingHooks()  # extensions (webui.extensions.hooks); none: does nothing
 
     def with_options(self, options) -> "Engine":
         """The same engine (models, caches, registries) reading other options: a job's override_settings."""
@@ -93,30 +95,31 @@ class Engine:
             from .batch import run_folder_batch  # here: batch.py builds on this module
             return run_folder_batch(self, request, control)
         started = time.perf_counter()
+        run = ProcessingRun(request=request, control=control, options=self.options)
+        self.hooks.before_process(run)  # may change the request (A1111's before_process)
+        request.validate()
         info, model = self.models.get(request.checkpoint)
         sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
         clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))
         total = request.batch_size * request.n_iter
         seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
         variation = request.subseed_strength > 0
-        all_seeds = [seed if variation else seed + i for i in range(total)]
-        all_subseeds = [subseed + i if variation else subseed for i in range(total)]
         result = GenerationResult(seed=seed, subseed=subseed, model_name=info.name_for_extra,
                                   model_hash=info.shorthash, job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"))
+        run.all_prompts, run.all_negative_prompts = [request.prompt] * total, [request.negative_prompt] * total
+        run.all_seeds = [seed if variation else seed + i for i in range(total)]
+        run.all_subseeds = [subseed + i if variation else subseed for i in range(total)]
+        run.model_info, run.model, run.result = info, model, result
+        self.hooks.process(run)  # may rewrite the per-image prompts and seeds (A1111's process)
+        _fit_lists(run, total)
         control.report(job_count=request.n_iter, job_no=0, sampling_step=0, sampling_steps=self._steps_to_run(request),
                        started=time.monotonic(), textinfo="Encoding prompt")
         setup = (prepare_img2img(request, seed, str(self.options.get("img2img_background_color")))
                  if request.mode == "img2img" else None)
-        prompt, negative, calls = self._prompt_texts(request)
-        run = prepare_networks(self.models, model, info, calls, self.options.get("sd_vae"), [prompt, negative])
-        result.warnings.extend(run.warnings)
-        encoder = PromptEncoder(model, self.policy.device, run.embeddings, self.options.get("emphasis"),
-                                int(self.options.get("comma_padding_backtrack")))
-        params = dict(run.params)
-        if setup is not None:
-            params.update(setup.params)
+        prompts = _RunPrompts(self, model, info, clip_skip, self._schedule_steps(request, sampler), result)
+        base_params = dict(setup.params) if setup is not None else {}
         if model.inpainting:
-            params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
+            base_params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
         width, height = (setup.width, setup.height) if setup is not None else (request.width, request.height)
         if any(unit.enabled for unit in request.controlnet_units):
             control.report(textinfo="ControlNet: preprocessing and loading models")
@@ -125,21 +128,24 @@ class Engine:
         if control_plan is not None:
             result.control_maps = list(control_plan.maps)
             control_plan.to(self.policy.device)
+            base_params.update(control_plan.params)
         with self._autocast(), self._controlnets_on_device(control_plan):
-            conditioning = build_conditioning(encoder, prompt, negative, self._schedule_steps(request, sampler),
-                                              clip_skip)
-            params["TI hashes"] = ti_hashes(encoder.info.embeddings)
-            if control_plan is not None:
-                params.update(control_plan.params)
-            result.extra_params = params
             for batch in range(request.n_iter):
                 if control.interrupted:
                     result.interrupted = True
                     break
-                lo, hi = batch * request.batch_size, (batch + 1) * request.batch_size
+                items = run.batch_range(batch)
+                run.batch_number = batch
+                run.prompts = run.all_prompts[items.start:items.stop]
+                run.negative_prompts = run.all_negative_prompts[items.start:items.stop]
+                run.seeds = run.all_seeds[items.start:items.stop]
+                run.subseeds = run.all_subseeds[items.start:items.stop]
+                self.hooks.before_batch(run)  # may change this batch's prompts
                 control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
-                latents = self._sample(model, request, sampler, schedule, conditioning,
-                                       all_seeds[lo:hi], all_subseeds[lo:hi], control, setup, lo, control_plan)
+                conditioning, params = prompts.for_batch(run.prompts, run.negative_prompts, base_params)
+                self.hooks.process_batch(run)
+                latents = self._sample(model, request, sampler, schedule, conditioning, run.seeds, run.subseeds,
+                                       control, setup, items.start, control_plan, run)
                 if latents is None:
                     if control.interrupted:
                         result.interrupted = True
@@ -147,26 +153,23 @@ class Engine:
                     result.skipped_batches += 1
                     continue
                 pictures = self._decode(model, latents, result)
+                if setup is not None:
+                    pictures = [setup.paste_back(picture, items.start + i) for i, picture in enumerate(pictures)]
+                self.hooks.after_batch(run, pictures)
                 for i, picture in enumerate(pictures):
-                    if setup is not None:
-                        picture = setup.paste_back(picture, lo + i)
-                    self._finish_image(result, request, info, picture, sampler.name, schedule, clip_skip,
-                                       all_seeds[lo + i], all_subseeds[lo + i], variation, params)
+                    event = ImageEvent(picture, items.start + i, batch, i, run.seeds[i], run.prompts[i],
+                                       run.negative_prompts[i])
+                    self.hooks.image(run, event)
+                    self._finish_image(result, request, info, event, sampler.name, schedule, clip_skip,
+                                       run.subseeds[i], variation, params, run)
+            result.extra_params = {**prompts.params(base_params), **run.extra_params}
         result.warnings.extend(model.warnings)
+        result.warnings.extend(run.warnings)
         if result.interrupted:
             result.warnings.append(f"Interrupted: {len(result.images)} of {total} images were finished")
+        self.hooks.after_process(run)
         result.elapsed = time.perf_counter() - started
         return result
-
-    def _prompt_texts(self, request: GenerationRequest) -> tuple[str, str, list]:
-        """The prompt and negative prompt as the text encoder sees them (comments and extra-network tags
-        removed), and the extra networks the tags asked for."""
-        prompt, negative = request.prompt, request.negative_prompt
-        if self.options.get("enable_prompt_comments"):
-            prompt, negative = strip_comments(prompt), strip_comments(negative)
-        prompt, calls = extract_extra_networks(prompt)
-        negative, negative_calls = extract_extra_networks(negative)
-        return prompt, negative, calls + negative_calls
 
     def _schedule_steps(self, request: GenerationRequest, sampler) -> int:
         """Steps that prompt editing counts: A1111 counts model evaluations, so second-order samplers (two
@@ -199,9 +202,9 @@ class Engine:
             return torch.autocast("cuda", dtype=self.policy.dtype)
         return contextlib.nullcontext()
 
-    def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: PromptConditioning,
+    def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: BatchConditioning,
                 seeds: list[int], subseeds: list[int], control: RunControl, setup: Img2ImgSetup | None = None,
-                first_item: int = 0, control_plan: ControlPlan | None = None):
+                first_item: int = 0, control_plan: ControlPlan | None = None, run: ProcessingRun | None = None):
         """One batch from noise (or the init images) to latents; None when it was skipped or interrupted.
         `first_item` is the index of the batch's first image in the whole run (which init image it starts from)."""
         device, dtype = self.policy.device, model.unet.dtype
@@ -238,13 +241,14 @@ class Engine:
             latents = noise * scheduler.init_noise_sigma
 
         do_cfg = request.cfg_scale > 1.0 or conditioning.composable
-        copies = (1 if do_cfg else 0) + len(conditioning.parts)  # uncond, then each AND sub-prompt
+        copies = (1 if do_cfg else 0) + conditioning.part_count  # uncond, then each AND sub-prompt
         extra_channels = None
         if model.inpainting:  # txt2img: one grey conditioning for all; img2img: each image's own (cached)
             per_image = ([self._inpaint_channels(model, setup, item, width, height) for item in items]
                          if setup is not None else [self._inpaint_channels(model, None, 0, width, height)] * batch)
             extra_channels = torch.cat(per_image).repeat(copies, 1, 1, 1).to(dtype)
-        inputs = _StepInputs(self, model, request, conditioning, batch, do_cfg, (width, height))
+        inputs = _StepInputs(self, model, conditioning, do_cfg, (width, height))
+        denoiser = run is not None and self.hooks.wants_denoiser
         step_kwargs = {}
         accepted = inspect.signature(scheduler.step).parameters
         if "generator" in accepted:
@@ -259,6 +263,9 @@ class Engine:
                 latents = scheduler.add_noise(init, noise, t.repeat(batch)) * (1 - regenerate) + latents * regenerate
             embeds, added = inputs.at(index)
             model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
+            if denoiser:
+                model_input, embeds = self._denoiser_hook(run, model_input, extra_channels, t, index, evaluations,
+                                                          embeds, batch if do_cfg else 0)
             residuals = {}
             if control_plan is not None:
                 residuals = control_plan.residuals(index / evaluations, model_input, t, embeds, added, sources, batch,
@@ -276,16 +283,30 @@ class Engine:
             latents = init * (1 - regenerate) + latents * regenerate
         return latents
 
+    def _denoiser_hook(self, run: ProcessingRun, model_input, image_cond, t, index: int, evaluations: int,
+                       embeds, uncond_rows: int):
+        """Extensions' cfg_denoiser: they may replace the UNet input and the text conditioning."""
+        event = DenoiserEvent(model_input, image_cond, t, index, evaluations, embeds[uncond_rows:],
+                              embeds[:uncond_rows] if uncond_rows else None)
+        self.hooks.denoiser(run, event)
+        text = event.text_cond if event.text_uncond is None else torch.cat([event.text_uncond, event.text_cond])
+        if event.x.shape != model_input.shape or text.shape[0] != embeds.shape[0]:
+            run.warnings.append("A cfg_denoiser callback changed the batch's shape: its changes were ignored")
+            return model_input, embeds
+        return event.x, text
+
     @staticmethod
-    def _combine(prediction: torch.Tensor, cfg_scale: float, conditioning: PromptConditioning, do_cfg: bool,
+    def _combine(prediction: torch.Tensor, cfg_scale: float, conditioning: BatchConditioning, do_cfg: bool,
                  batch: int) -> torch.Tensor:
-        """Classifier-free guidance; with AND, composable diffusion: uncond + cfg * sum(w_i * (cond_i - uncond))."""
+        """Classifier-free guidance; with AND, composable diffusion: uncond + cfg * sum(w_i * (cond_i - uncond)),
+        with each image's own weights."""
         if not do_cfg:
             return prediction
         uncond, *conds = prediction.split(batch)
         if not conditioning.composable:
             return uncond + cfg_scale * (conds[0] - uncond)
-        guidance = sum(weight * (cond - uncond) for weight, cond in zip(conditioning.weights, conds))
+        weights = torch.tensor(conditioning.weights(), dtype=prediction.dtype, device=prediction.device)
+        guidance = sum(w.view(-1, 1, 1, 1) * (cond - uncond) for w, cond in zip(weights, conds))
         return uncond + cfg_scale * guidance
 
     def _img2img_timesteps(self, scheduler, request: GenerationRequest):
@@ -341,8 +362,10 @@ class Engine:
                                    "(start with --no-half-vae to always decode in full precision)")
         return imaging.to_pil(decoded)
 
-    def _finish_image(self, result: GenerationResult, request: GenerationRequest, info, picture, sampler_name,
-                      schedule, clip_skip, seed, subseed, variation, extra_params: dict) -> None:
+    def _finish_image(self, result: GenerationResult, request: GenerationRequest, info, image: ImageEvent,
+                      sampler_name, schedule, clip_skip, subseed, variation, extra_params: dict,
+                      run: ProcessingRun) -> None:
+        seed = image.seed
         params = {
             "Steps": request.steps, "Sampler": sampler_name, "Schedule type": schedule,
             "CFG scale": f"{request.cfg_scale:g}", "Seed": seed, "Size": f"{request.width}x{request.height}",
@@ -361,32 +384,104 @@ class Engine:
                        if key not in params and key not in _LAST and not _is_controlnet_key(key)})
         params.update({key: extra_params.get(key) for key in _LAST})
         params.update({key: value for key, value in extra_params.items() if _is_controlnet_key(key)})
+        params.update({key: value for key, value in run.extra_params.items() if key not in params})  # extensions'
         params["Version"] = f"v{__version__}"
-        infotext = build_infotext(request.prompt, request.negative_prompt, params)
+        infotext = build_infotext(image.prompt, image.negative_prompt, params)
+        picture = image.image
         result.images.append(picture)
         result.seeds.append(seed)
         result.subseeds.append(subseed)
-        result.prompts.append(request.prompt)
-        result.negative_prompts.append(request.negative_prompt)
+        result.prompts.append(image.prompt)
+        result.negative_prompts.append(image.negative_prompt)
         result.infotexts.append(infotext)
         if request.save_images and self.options.get("samples_save"):
             folder = self.options.get(f"outdir_{request.mode}_samples") or self.outputs_dir / f"{request.mode}-images"
+            save = SaveEvent(picture, infotext, str(folder))
+            self.hooks.before_save(run, save)
             try:
-                path = save_image(picture, folder, seed, infotext, extension=self.options.get("samples_format"))
+                path = save_image(save.image, folder, seed, save.infotext, extension=self.options.get("samples_format"))
                 result.saved_paths.append(str(path))
             except OSError as exc:  # a full disk must not lose the images already in memory
                 result.warnings.append(f"Could not save an image to {folder}: {exc}")
+            else:
+                save.path = str(path)
+                self.hooks.saved(run, save)
+
+
+def _fit_lists(run: ProcessingRun, total: int) -> None:
+    """An extension that left a per-image list shorter or longer than the run has images: repeated (or cut) to
+    fit, with a warning, rather than failing the run."""
+    for name in ("all_prompts", "all_negative_prompts", "all_seeds", "all_subseeds"):
+        values = list(getattr(run, name) or [])
+        if len(values) == total:
+            continue
+        run.warnings.append(f"An extension left {name} with {len(values)} entries for {total} images: "
+                            + ("cut to fit" if len(values) > total else "repeated to fit"))
+        if not values:
+            values = {"all_prompts": [run.request.prompt], "all_negative_prompts": [run.request.negative_prompt],
+                      "all_seeds": [fix_seed(run.request.seed)], "all_subseeds": [fix_seed(run.request.subseed)]}[name]
+        setattr(run, name, [values[i % len(values)] for i in range(total)])
+    run.all_prompts = ["" if p is None else str(p) for p in run.all_prompts]
+    run.all_negative_prompts = ["" if p is None else str(p) for p in run.all_negative_prompts]
+    run.all_seeds = [int(s) for s in run.all_seeds]
+    run.all_subseeds = [int(s) for s in run.all_subseeds]
+
+
+class _RunPrompts:
+    """A run's prompt work, batch by batch. Extra-network tags come from the batch's first prompt and negative
+    prompt (as A1111 does) and are applied again only when they differ from the previous batch's; each distinct
+    (prompt, negative prompt) pair is encoded once per run."""
+
+    def __init__(self, engine: Engine, model, info, clip_skip: int, steps: int, result: GenerationResult):
+        self.engine, self.model, self.info = engine, model, info
+        self.clip_skip, self.steps, self.result = clip_skip, steps, result
+        self._applied = None
+        self._network_params: dict = {}
+        self._encoder: PromptEncoder | None = None
+        self._encoded: dict[tuple[str, str], PromptConditioning] = {}
+
+    def _clean(self, text: str) -> tuple[str, list]:
+        if self.engine.options.get("enable_prompt_comments"):
+            text = strip_comments(text)
+        return extract_extra_networks(text)
+
+    def for_batch(self, prompts: list[str], negatives: list[str], base_params: dict):
+        """(BatchConditioning, infotext additions) for a batch with these per-image prompts."""
+        cleaned = [(self._clean(p), self._clean(n)) for p, n in zip(prompts, negatives)]
+        (_, calls), (_, negative_calls) = cleaned[0]
+        key = repr(calls + negative_calls)
+        if key != self._applied:
+            texts = [text for pair in cleaned for text, _ in pair]
+            networks = prepare_networks(self.engine.models, self.model, self.info, calls + negative_calls,
+                                        self.engine.options.get("sd_vae"), texts)
+            self.result.warnings.extend(w for w in networks.warnings if w not in self.result.warnings)
+            self._network_params, self._applied = dict(networks.params), key
+            if self._encoder is None:
+                options = self.engine.options
+                self._encoder = PromptEncoder(self.model, self.engine.policy.device, networks.embeddings,
+                                              options.get("emphasis"), int(options.get("comma_padding_backtrack")))
+        items = []
+        for (prompt, _), (negative, _) in cleaned:
+            if (prompt, negative) not in self._encoded:
+                self._encoded[prompt, negative] = build_conditioning(self._encoder, prompt, negative, self.steps,
+                                                                     self.clip_skip)
+            items.append(self._encoded[prompt, negative])
+        return BatchConditioning(items), self.params(base_params)
+
+    def params(self, base_params: dict) -> dict:
+        params = {**self._network_params, **base_params}
+        params["TI hashes"] = ti_hashes(self._encoder.info.embeddings) if self._encoder is not None else None
+        return params
 
 
 class _StepInputs:
-    """The UNet's text inputs at each step: [uncond, sub-prompt 1, sub-prompt 2, ...] each repeated for the
-    batch, rebuilt only when prompt editing or alternation changes the schedule entry in force."""
+    """The UNet's text inputs at each step: [uncond rows, sub-prompt 1 rows, ...], one row per image of the batch,
+    rebuilt only when prompt editing or alternation changes the schedule entry in force."""
 
-    def __init__(self, engine: Engine, model, request: GenerationRequest, conditioning: PromptConditioning,
-                 batch: int, do_cfg: bool, size: tuple[int, int]):
-        self.model, self.request, self.conditioning = model, request, conditioning
+    def __init__(self, engine: Engine, model, conditioning: BatchConditioning, do_cfg: bool, size: tuple[int, int]):
+        self.model, self.conditioning = model, conditioning
         self.width, self.height = size
-        self.batch, self.do_cfg = batch, do_cfg
+        self.do_cfg = do_cfg
         self.device = engine.policy.device
         self._key, self._value = None, None
 
@@ -397,13 +492,13 @@ class _StepInputs:
         return self._value
 
     def _build(self, step: int):
-        dtype, batch = self.model.unet.dtype, self.batch
-        uncond, conds = self.conditioning.at_step(step)
-        used = ([uncond] if self.do_cfg else []) + conds
-        embeds = torch.cat([c.embeds.to(self.device, dtype).repeat(batch, 1, 1) for c in used])
+        dtype = self.model.unet.dtype
+        unconds, parts = self.conditioning.at_step(step)
+        rows = [c for row in ([unconds] if self.do_cfg else []) + parts for c in row]
+        embeds = torch.cat([c.embeds.to(self.device, dtype) for c in rows])
         if self.model.family != "sdxl":
             return embeds, None
-        pooled = torch.cat([c.pooled.to(self.device, dtype).repeat(batch, 1) for c in used])
+        pooled = torch.cat([c.pooled.to(self.device, dtype) for c in rows])
         time_ids = torch.tensor([[self.height, self.width, 0, 0, self.height, self.width]],
-                                dtype=dtype, device=self.device).repeat(len(used) * batch, 1)
+                                dtype=dtype, device=self.device).repeat(len(rows), 1)
         return embeds, {"text_embeds": pooled, "time_ids": time_ids}

@@ -72,3 +72,42 @@ def count_tokens(encoder: PromptEncoder, text: str, steps: int) -> tuple[int, in
     texts = [entry.text for part, _ in split_and(text) for entry in prompt_schedule(part, steps)]
     count = max(encoder.count_tokens(t) for t in texts) if texts else 0
     return count, max(1, -(-count // 75)) * 75
+
+
+class BatchConditioning:
+    """The conditionings of a batch's images, one per image (images with the same prompts share one), laid out as
+    the UNet batch wants them: the uncond rows, then each AND sub-prompt's rows, every row padded to the same
+    number of chunks. An image with fewer sub-prompts than another fills the missing ones with its uncond at
+    weight 0, so it is guided only by its own."""
+
+    def __init__(self, items: list[PromptConditioning]):
+        self.items = items
+        self._distinct = list({id(c): c for c in items}.values())
+        self.part_count = max(len(c.parts) for c in items)
+
+    @property
+    def composable(self) -> bool:
+        return any(c.composable for c in self._distinct) or any(len(c.parts) != self.part_count
+                                                               for c in self._distinct)
+
+    def weights(self) -> list[list[float]]:
+        """[sub-prompt][image] guidance weights."""
+        return [[c.parts[k][0] if k < len(c.parts) else 0.0 for c in self.items] for k in range(self.part_count)]
+
+    def key(self, step: int) -> tuple:
+        return tuple(c.key(step) for c in self._distinct)
+
+    def at_step(self, step: int) -> tuple[list[Conditioning], list[list[Conditioning]]]:
+        """([uncond per image], [[cond per image] per sub-prompt]) at `step`, all padded to the same chunks."""
+        per_item = {id(c): c.at_step(step) for c in self._distinct}
+        count = max(x.chunks for uncond, conds in per_item.values() for x in [uncond, *conds])
+        empty = self.items[0].empty
+        unconds = [per_item[id(c)][0].padded(count, empty) for c in self.items]
+        parts = []
+        for k in range(self.part_count):
+            row = []
+            for item, c in enumerate(self.items):
+                conds = per_item[id(c)][1]
+                row.append((conds[k] if k < len(conds) else per_item[id(c)][0]).padded(count, empty))
+            parts.append(row)
+        return unconds, parts

@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--controlnet-dir", default=None, help="ControlNet folder (default: DATA/models/ControlNet)")
     paths.add_argument("--controlnet-annotator-models-path", default=None,
                        help="ControlNet preprocessor weights folder (default: DATA/models/annotators)")
+    paths.add_argument("--extensions-dir", default=None, help="installed extensions (default: DATA/extensions)")
     paths.add_argument("--outdir", default=None, help="where images are saved (default: DATA/outputs)")
 
     server = p.add_argument_group("server")
@@ -31,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="protect /sdapi with HTTP Basic auth")
     server.add_argument("--hide-ui-dir-config", action="store_true",
                         help="refuse server folder paths from users (img2img Batch from a folder, in the UI and API)")
+
+    ext = p.add_argument_group("extensions")
+    ext.add_argument("--enable-insecure-extension-access", action="store_true",
+                     help="allow installing, updating and removing extensions from the UI even with --listen")
+    ext.add_argument("--skip-install", action="store_true", help="do not run extensions' install.py at start-up")
+    ext.add_argument("--disable-all-extensions", action="store_true", help="load no extension (they stay installed)")
 
     dev = p.add_argument_group("device and precision")
     dev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",

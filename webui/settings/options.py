@@ -21,6 +21,11 @@ class Option:
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    section: tuple[str, str] | None = None  # (id, title) of the Settings section; None: "Other"
+    info: str = ""  # a hint shown under the setting
+    component: Any = None  # a Gradio component class for the Settings tab (extension options); None: by kind
+    component_args: Any = None  # its keyword arguments, or a callable returning them
+    restart: bool = False  # the change needs a restart of the UI to take effect
 
 
 # Keys are A1111's option names, so `/sdapi/v1/options` clients keep working.
@@ -41,6 +46,7 @@ OPTIONS: dict[str, Option] = {
     "control_net_unit_count": Option(3, "ControlNet units (tabs in txt2img and img2img; restart the UI)", int,
                                      minimum=1, maximum=10),
     "control_net_no_detectmap": Option(False, "Do not append ControlNet detected maps to the output", bool),
+    "disabled_extensions": Option([], "Disabled extensions (folder names)", list),
     "samples_save": Option(True, "Always save all generated images", bool),
     "samples_format": Option("png", "File format for images", str, choices=("png", "jpg", "webp")),
     "outdir_txt2img_samples": Option("", "Output folder for txt2img (empty: outputs/txt2img-images)", str),
@@ -53,12 +59,15 @@ class OptionError(ValueError):
 
 
 class Options:
-    """Values of OPTIONS, loaded from and saved to a JSON file. Unknown keys are kept as-is."""
+    """Values of OPTIONS (and of the options extensions add), loaded from and saved to a JSON file. Unknown keys
+    are kept as-is (an extension's option stays stored while the extension is disabled)."""
 
     def __init__(self, path: Path | None):
         self._path = path
         self._lock = threading.RLock()
+        self.specs: dict[str, Option] = dict(OPTIONS)
         self._values: dict[str, Any] = {k: o.default for k, o in OPTIONS.items()}
+        self._listeners: dict[str, list] = {}
         if path is not None and path.exists():
             try:
                 stored = json.loads(path.read_text(encoding="utf-8"))
@@ -71,12 +80,39 @@ class Options:
             except (OSError, ValueError) as exc:
                 log.warning("could not read %s (%s); using defaults", path, exc)
 
+    def add_option(self, key: str, option: Option) -> None:
+        """Declare an option (an extension's): a stored value is kept when it passes the option's checks."""
+        with self._lock:
+            self.specs[key] = option
+            stored = self._values.get(key, option.default)
+            try:
+                self._values[key] = self._check(key, stored)
+            except OptionError as exc:
+                log.warning("ignoring stored option: %s", exc)
+                self._values[key] = option.default
+
+    def default(self, key: str) -> Any:
+        spec = self.specs.get(key)
+        if spec is None:
+            raise KeyError(key)
+        return spec.default
+
+    def on_change(self, key: str, listener) -> None:
+        """Call `listener()` after `key` changes through `update` (A1111's `opts.onchange`)."""
+        self._listeners.setdefault(key, []).append(listener)
+
     def _check(self, key: str, value: Any) -> Any:
-        spec = OPTIONS.get(key)
+        spec = self.specs.get(key)
         if spec is None:
             return value
         try:
-            if spec.kind is bool:
+            if spec.kind is object:  # an extension's option of no declared type: stored as given
+                return value
+            if spec.kind is list:
+                if not isinstance(value, (list, tuple)):
+                    raise TypeError
+                value = list(value)
+            elif spec.kind is bool:
                 if not isinstance(value, bool):
                     raise TypeError
             elif spec.kind in (int, float):
@@ -90,7 +126,7 @@ class Options:
                 value = spec.kind(value)
         except (TypeError, ValueError):
             raise OptionError(f"option {key!r} must be {spec.kind.__name__}, got {value!r}") from None
-        if spec.choices and value not in spec.choices:
+        if spec.choices and not callable(spec.choices) and value not in spec.choices:
             raise OptionError(f"option {key!r} must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
         if spec.minimum is not None and value < spec.minimum:
             raise OptionError(f"option {key!r} must be at least {spec.minimum}, got {value!r}")
@@ -118,9 +154,16 @@ class Options:
     def update(self, changes: dict[str, Any], save: bool = True) -> None:
         checked = self.validate(changes)
         with self._lock:
+            changed = [key for key, value in checked.items() if self._values.get(key) != value]
             self._values.update(checked)
             if save:
                 self.save()
+        for key in changed:
+            for listener in self._listeners.get(key, []):
+                try:
+                    listener()
+                except Exception:  # an extension's listener must not undo a saved change
+                    log.exception("a listener of option %r failed", key)
 
     def save(self) -> None:
         if self._path is None:

@@ -18,6 +18,7 @@ class Paths:
     controlnet: Path
     annotators: Path
     outputs: Path
+    extensions: Path
 
     @property
     def config_file(self) -> Path:
@@ -57,10 +58,11 @@ class Paths:
             controlnet=pick(flags.controlnet_dir, data / "models" / "ControlNet"),
             annotators=pick(flags.controlnet_annotator_models_path, data / "models" / "annotators"),
             outputs=pick(getattr(flags, "outdir", None), data / "outputs"),
+            extensions=pick(getattr(flags, "extensions_dir", None), data / "extensions"),
         )
 
     def ensure(self) -> None:
         """Create the folders a user is expected to drop files into."""
         for folder in (self.checkpoints, self.lora, self.vae, self.embeddings, self.controlnet,
-                       self.annotators, self.outputs):
+                       self.annotators, self.outputs, self.extensions):
             folder.mkdir(parents=True, exist_ok=True)
