@@ -1,0 +1,72 @@
+"""The compat layer's binding to the running server: the one place where the `modules` shim finds our objects.
+
+A1111 extensions expect module globals (`shared.opts`, `shared.state`, ...); those are views that read from the
+`Runtime` bound here once the services are built (`bind`). Everything else in the server receives its objects
+explicitly; only this shim looks them up.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Loading:
+    extension: str  # folder name
+    basedir: Path  # the extension's folder (what scripts.basedir() returns while it imports)
+    script_path: Path | None = None
+
+
+class Runtime:
+    def __init__(self):
+        self.services: Any = None  # webui.services.Services
+        self.host: Any = None  # webui.extensions.host.ExtensionHost
+        self._local = threading.local()
+
+    def bind(self, services, host) -> None:
+        self.services, self.host = services, host
+
+    def require(self):
+        if self.services is None:
+            raise RuntimeError("the web UI is not running: A1111's modules are only usable from an extension loaded "
+                               "by the server")
+        return self.services
+
+    # --- which extension is importing / calling ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def loading(self, extension: str, basedir: Path, script_path: Path | None = None):
+        previous = getattr(self._local, "loading", None)
+        self._local.loading = Loading(extension, Path(basedir), script_path)
+        try:
+            yield
+        finally:
+            self._local.loading = previous
+
+    @property
+    def current(self) -> Loading | None:
+        return getattr(self._local, "loading", None)
+
+    def current_extension(self) -> str:
+        current = self.current
+        return current.extension if current else ""
+
+    # --- the job being run on this thread (nested process_images runs in it, not through the queue) ---------------
+    @contextlib.contextmanager
+    def in_job(self, control):
+        previous = getattr(self._local, "control", None)
+        self._local.control = control
+        try:
+            yield
+        finally:
+            self._local.control = previous
+
+    @property
+    def job_control(self):
+        """The RunControl of the job this thread is running, or None outside a job."""
+        return getattr(self._local, "control", None)
+
+
+RUNTIME = Runtime()
