@@ -7,19 +7,23 @@ import sys
 from fastapi import FastAPI
 
 from webui import __version__
-from webui.settings.flags import parse_flags, parse_logins
+from webui.settings.flags import parse_logins
 
 log = logging.getLogger("webui")
 
 
 def create_app(flags, services=None) -> tuple[FastAPI, object]:
-    """The FastAPI app with the API routes and (unless --nowebui) the Gradio UI mounted at /."""
+    """The FastAPI app with the API routes and (unless --nowebui) the Gradio UI mounted at /. Extensions' routes
+    come after ours, their on_app_started callbacks last."""
     from webui.api.routes import install_api
+    from webui.extensions.routes import install_extension_routes, start_extensions
     from webui.services import build_services
 
     services = services or build_services(flags)
     app = FastAPI(title="Stable Diffusion web UI", version=__version__, docs_url="/docs", redoc_url=None)
     install_api(app, services, logins=parse_logins(flags.api_auth))
+    install_extension_routes(app, services.extension_host)
+    blocks = None
     if not flags.nowebui:
         import gradio as gr
 
@@ -28,25 +32,31 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
         install_thumb_route(app, services)  # before the UI takes "/"
         blocks = build_ui(services)
         app = gr.mount_gradio_app(app, blocks, path="/", auth=parse_logins(flags.gradio_auth) or None,
-                                  footer_links=["api", "settings"], **blocks_assets())
+                                  footer_links=["api", "settings"], **blocks_assets(services.extension_host))
+    start_extensions(app, blocks, services.extension_host)
     app.router.on_shutdown.append(services.stop)
     return app, services
 
 
-def blocks_assets() -> dict:
+def blocks_assets(host=None) -> dict:
+    """The page's CSS and on-load script, with enabled extensions' style.css and javascript/ files."""
+    from webui.extensions.routes import extension_assets
     from webui.ui.blocks import CSS, JS
-    return {"css": CSS, "js": JS}
+    css, head = extension_assets(host)
+    return {"css": CSS + css, "js": JS, "head": head}
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    flags = parse_flags(argv)
+    from webui.extensions.host import parse_flags_with_extensions
+    flags, host = parse_flags_with_extensions(argv)
     try:
         parse_logins(flags.api_auth)
         parse_logins(flags.gradio_auth)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    app, _ = create_app(flags)
+    from webui.services import build_services
+    app, _ = create_app(flags, build_services(flags, host))
     host = "0.0.0.0" if flags.listen else "127.0.0.1"
     import uvicorn
     log.info("Running on http://%s:%d", host, flags.port)

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from app import create_app
 from conftest import install_model
 from webui.api.models import Img2ImgBody, Txt2ImgBody
+from webui.api.controlnet import units_from_alwayson
 from webui.api.routes import _request_from_body
 from webui.control.types import TYPE_NAMES
 from webui.control.units import CONTROL_MODES, CONTROL_RESIZE_MODES
@@ -269,7 +270,9 @@ def test_alwayson_key_matches_in_any_case(key):
 
 def test_no_controlnet_key_or_empty_args_gives_no_units():
     assert units_of() == []
-    assert units_of(alwayson_scripts={"some other script": {"args": [1, 2]}}) == []
+    assert units_from_alwayson({"some other script": {"args": [1, 2]}}) == []
+    with pytest.raises(RequestError, match="always-on script 'some other script' not found"):
+        units_of(alwayson_scripts={"some other script": {"args": [1, 2]}})  # A1111's API refuses unknown titles
     assert units_of(**cn()) == []
 
 

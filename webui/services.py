@@ -3,11 +3,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from .engine.engine import Engine, GenerationResult
 from .engine.request import GenerationRequest, RequestError
 from .engine.samplers import SamplerError
+from .extensions.host import ExtensionHost
+from .extensions.manager import ExtensionError, ExtensionManager
 from .jobs.queue import Job, JobQueue
 from .engine.engine import NaNOutputError
 from .control.preprocessors import PreprocessorError, PreprocessorRegistry, UnknownPreprocessorError
@@ -50,11 +57,44 @@ class Services:
     styles: StyleDatabase
     controlnets: ControlNetRegistry
     preprocessors: PreprocessorRegistry
+    extension_host: ExtensionHost = None  # the loaded extensions: hooks, scripts, callbacks, problems
+    extensions: object = None  # webui.extensions.manager.ExtensionManager: install, update, remove
+    restarter: Callable[[], None] | None = None  # how `restart` restarts (tests replace it)
+
+    @property
+    def extension_problems(self):
+        return self.extension_host.problems
+
+    def restart(self) -> None:
+        """Restart the server process (the Extensions tab's "Apply and restart UI"): the queue stops first."""
+        (self.restarter or _restart_process)(self)
+
+    def run_request(self, request: GenerationRequest, control) -> GenerationResult:
+        """Run a generation on this thread (the queue's worker, or a script's nested process_images): with the
+        request's override_settings in force and, when it names one, an extension's selectable script."""
+        overrides = self.options.validate(dict(request.extra.get("override_settings") or {}))
+        checkpoint = overrides.pop("sd_model_checkpoint", None)
+        if checkpoint and not request.checkpoint:
+            request.checkpoint = checkpoint
+        if "CLIP_stop_at_last_layers" in overrides and request.clip_skip is None:
+            request.clip_skip = int(overrides["CLIP_stop_at_last_layers"])
+        engine = self.engine
+        if overrides:
+            engine = engine.with_options(OptionsOverlay(self.options, overrides))
+        if request.script_name:
+            from .extensions.a1111.script_hooks import run_selectable
+            request.validate()
+            return run_selectable(self.extension_host, request, control, lambda r: engine.run(r, control))
+        return engine.run(request, control)
 
     def generate(self, request: GenerationRequest, task_id: str | None = None) -> Job:
         """Queue a generation (validated first, so bad input fails at once with a clear message). Chosen styles
         are applied into the prompts here, so the infotext shows what was really generated."""
         request.validate()
+        if request.script_name and request.script_name not in self.extension_host.selectable_titles(request.mode):
+            raise RequestError("script_name", f"Script '{request.script_name}' not found (the {request.mode} "
+                               "scripts are: " + (", ".join(self.extension_host.selectable_titles(request.mode))
+                                                  or "none") + ")")
         if request.styles:
             request.prompt, request.negative_prompt = self.styles.apply(request.prompt, request.negative_prompt,
                                                                         list(request.styles))
@@ -86,6 +126,8 @@ class Services:
 
     def stop(self) -> None:
         self.queue.stop()
+        if self.extension_host is not None:
+            self.extension_host.shutdown()
 
 
 class _TokenizerOnly:
@@ -97,17 +139,19 @@ class _TokenizerOnly:
 
 
 def _run_generation(services: "Services", job: Job) -> GenerationResult:
-    request: GenerationRequest = job.payload
-    overrides = services.options.validate(dict(request.extra.get("override_settings") or {}))
-    checkpoint = overrides.pop("sd_model_checkpoint", None)
-    if checkpoint and not request.checkpoint:
-        request.checkpoint = checkpoint
-    if "CLIP_stop_at_last_layers" in overrides and request.clip_skip is None:
-        request.clip_skip = int(overrides["CLIP_stop_at_last_layers"])
-    engine = services.engine
-    if overrides:
-        engine = engine.with_options(OptionsOverlay(services.options, overrides))
-    return engine.run(request, job.control)
+    return services.run_request(job.payload, job.control)
+
+
+def _restart_process(services: "Services") -> None:
+    """Replace this process with a fresh one started the same way, after a moment (so the answer to the click
+    reaches the browser, which reconnects when the server is back)."""
+    def later():
+        time.sleep(1.0)
+        services.stop()
+        log.info("restarting: %s %s", sys.executable, " ".join(sys.argv))
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+    threading.Thread(target=later, name="restart", daemon=True).start()
 
 
 def _run_load(services: "Services", job: Job) -> str:
@@ -115,10 +159,34 @@ def _run_load(services: "Services", job: Job) -> str:
     return info.title
 
 
-def build_services(flags: argparse.Namespace) -> Services:
+def _load_extensions(services: Services) -> None:
+    """install.py of every enabled extension (unless --skip-install, as A1111), then their scripts and hooks."""
+    host = services.extension_host
+    if not getattr(services.flags, "skip_install", False):
+        for extension in host.enabled():
+            if (extension.path / "install.py").is_file():
+                try:
+                    services.extensions.run_install_script(extension.name)
+                except ExtensionError as exc:
+                    host.problems.report(extension.name, "install.py", exc)
+    host.load(services)
+    if host.runners and any(r.scripts for r in host.runners.values()) or host.apis():
+        from .ui.extension_scripts import record_defaults_offscreen
+        record_defaults_offscreen(host)  # scripts' default args, for requests that leave them out
+    services.engine.hooks = host.hooks
+    if host.extensions:
+        log.info("extensions: %s", ", ".join(e.name + ("" if e.enabled else " (disabled)") for e in host.extensions))
+
+
+def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None) -> Services:
+    """Every service, once. `host`: the extensions found (and preloaded) while parsing the flags
+    (`webui.extensions.host.parse_flags_with_extensions`); None: found now, without preloads."""
     paths = Paths.from_flags(flags)
     paths.ensure()
     options = Options(paths.config_file)
+    if host is None:
+        host = ExtensionHost(paths.extensions, options.get("disabled_extensions"),
+                             disable_all=getattr(flags, "disable_all_extensions", False))
     policy = DevicePolicy.from_flags(flags)
     hashes = HashCache(paths.hash_cache_file)
     hasher = BackgroundHasher(hashes)
@@ -134,7 +202,9 @@ def build_services(flags: argparse.Namespace) -> Services:
     engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors)
     queue = JobQueue(user_errors=USER_ERRORS)
     services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue,
-                        StyleDatabase(paths.styles_file), controlnets, preprocessors)
+                        StyleDatabase(paths.styles_file), controlnets, preprocessors, extension_host=host,
+                        extensions=ExtensionManager(paths.extensions, options, flags))
+    _load_extensions(services)
     queue.register("generate", lambda job: _run_generation(services, job))
     queue.register("load_checkpoint", lambda job: _run_load(services, job))
     queue.start()

@@ -27,10 +27,11 @@ from ..outputs.save import decode_image_base64, encode_png_base64, read_infotext
 from ..settings.options import OptionError
 from .controlnet import check_units_known, detected_maps, install_controlnet_routes, strip_unit_images, \
     units_from_alwayson
+from .extension_routes import install_extension_api_routes
 from .library_routes import install_library_routes
 from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
                      SDModelItem, Txt2ImgBody)
-from .scripts import apply_script
+from .scripts import apply_alwayson, apply_script
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def _job_failure(job) -> ApiError:
     return ApiError(classified.status, classified.kind, job.error or classified.detail)
 
 
-def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True) -> GenerationRequest:
+def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True, host=None) -> GenerationRequest:
     """The GenerationRequest an API body asks for. `allow_folders` False (--hide-ui-dir-config) refuses the
     folder-batch fields with a 403."""
     request = GenerationRequest(
@@ -104,7 +105,8 @@ def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True)
     if isinstance(body, Img2ImgBody):
         _apply_img2img_fields(body, request, allow_folders)
     request.controlnet_units = units_from_alwayson(body.alwayson_scripts)
-    apply_script(body.script_name, body.script_args, request, mode)
+    apply_alwayson(body.alwayson_scripts, request, mode, host)
+    apply_script(body.script_name, body.script_args, request, mode, host)
     return request
 
 
@@ -206,7 +208,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
 
     def generate(body: Txt2ImgBody, mode: str) -> dict:
         try:
-            request = _request_from_body(body, mode, allow_folders)
+            request = _request_from_body(body, mode, allow_folders, services.extension_host)
             check_units_known(request.controlnet_units, services)
             job = services.generate(request, task_id=body.force_task_id)
         except (ValueError, KeyError) as exc:
@@ -312,5 +314,6 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         return PNGInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
 
     install_library_routes(router, services)
+    install_extension_api_routes(router, services)
     app.include_router(router)
     install_controlnet_routes(app, services, auth)

@@ -57,14 +57,23 @@ IMG2IMG_SCRIPTS = {script.title.lower(): script for script in (
 SCRIPTS = {"txt2img": {}, "img2img": IMG2IMG_SCRIPTS}
 
 
-def apply_script(script_name: str | None, script_args: list | None, request: GenerationRequest, mode: str) -> None:
-    """Apply the selectable script `script_name` (none when empty) with `script_args` to `request`."""
+def apply_script(script_name: str | None, script_args: list | None, request: GenerationRequest, mode: str,
+                 host=None) -> None:
+    """Apply the selectable script `script_name` (none when empty) with `script_args` to `request`: one of ours
+    (outpainting), else an extension's (run by the job in place of a plain generation)."""
     name = (script_name or "").strip()
     if not name:
         return
     script = SCRIPTS.get(mode, {}).get(name.lower())
+    if script is None and host is not None:
+        titles = {title.lower(): title for title in host.selectable_titles(mode)}
+        if name.lower() in titles:
+            if script_args is not None and not isinstance(script_args, list):
+                raise RequestError("script_args", f"script_args must be a list, got {type(script_args).__name__}")
+            request.script_name, request.script_run_args = titles[name.lower()], list(script_args or [])
+            return
     if script is None:
-        raise RequestError("script_name", _not_found(name, mode))
+        raise RequestError("script_name", _not_found(name, mode, host))
     args = list(script_args or [])
     if len(args) > len(script.defaults):
         raise RequestError("script_args", f"{script.title} takes at most {len(script.defaults)} script_args "
@@ -75,10 +84,37 @@ def apply_script(script_name: str | None, script_args: list | None, request: Gen
     script.apply(request, script.title, *args)
 
 
-def _not_found(name: str, mode: str) -> str:
+def apply_alwayson(alwayson_scripts: dict | None, request: GenerationRequest, mode: str, host=None) -> None:
+    """Extensions' always-on scripts in `alwayson_scripts` (`{"<title>": {"args": [...]}}`, titles matched
+    case-insensitively) into `request.script_args`. "controlnet" is ours (see api/controlnet.py); any other
+    title that no loaded extension has is refused, as A1111 does."""
+    if not alwayson_scripts:
+        return
+    if not isinstance(alwayson_scripts, dict):
+        raise RequestError("alwayson_scripts", "alwayson_scripts must be an object: {\"<script title>\": "
+                           "{\"args\": [...]}}")
+    titles = host.alwayson_titles(mode) if host is not None else {}
+    for title, value in alwayson_scripts.items():
+        key = str(title).strip().lower()
+        if key == "controlnet":
+            continue
+        if key not in titles:
+            known = ", ".join(["ControlNet", *titles.values()])
+            raise RequestError("alwayson_scripts", f"always-on script {title!r} not found ({mode} has: {known})")
+        args = value.get("args", []) if isinstance(value, dict) else value
+        if not isinstance(args, list):
+            raise RequestError("alwayson_scripts", f"alwayson_scripts.{title} must be {{\"args\": [...]}}, "
+                               f"got {type(value).__name__}")
+        request.script_args[key] = list(args)
+
+
+def _not_found(name: str, mode: str, host=None) -> str:
     here = [script.title for script in SCRIPTS.get(mode, {}).values()]
+    if host is not None:
+        here += host.selectable_titles(mode)
     other = "img2img" if mode == "txt2img" else "txt2img"
-    if name.lower() in SCRIPTS.get(other, {}):
+    if name.lower() in SCRIPTS.get(other, {}) or (host is not None and name.lower() in
+                                                   {t.lower() for t in host.selectable_titles(other)}):
         return f"Script '{name}' not found: it is a script for {other}, not {mode}"
     if here:
         return f"Script '{name}' not found ({mode} scripts: {', '.join(here)})"

@@ -95,7 +95,7 @@ class Engine:
             from .batch import run_folder_batch  # here: batch.py builds on this module
             return run_folder_batch(self, request, control)
         started = time.perf_counter()
-        run = ProcessingRun(request=request, control=control, options=self.options)
+        run = ProcessingRun(request=request, control=control, options=self.options, state=dict(request.context))
         self.hooks.before_process(run)  # may change the request (A1111's before_process)
         request.validate()
         info, model = self.models.get(request.checkpoint)

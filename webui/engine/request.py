@@ -88,6 +88,12 @@ class GenerationRequest:
     save_images: bool = True
     styles: list[str] = field(default_factory=list)  # applied into the prompts when the job is queued
     extra: dict[str, Any] = field(default_factory=dict)  # what later features add (kept in the API echo)
+    # extensions: the values of always-on scripts' and sections' controls, by lower-cased title (UI or API
+    # alwayson_scripts); a selectable extension script to run instead of a plain generation, and its values
+    script_args: dict[str, list] = field(default_factory=dict)
+    script_name: str = ""
+    script_run_args: list = field(default_factory=list)
+    context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # opaque: for extension hooks
 
     def validate(self) -> "GenerationRequest":
         """Normalise in place (A1111 rounds sizes down to a multiple of 8) and reject what cannot run."""

@@ -72,6 +72,16 @@ class CallbackRegistry:
             for event, items in self._lists.items():
                 self._lists[event] = [c for c in items if c.extension != extension]
 
+    def remove_function(self, function: Callable) -> int:
+        """Drop every registration of `function` (A1111's `remove_callbacks_for_function`); returns how many."""
+        with self._lock:
+            removed = 0
+            for event, items in self._lists.items():
+                kept = [c for c in items if c.function != function]
+                removed += len(items) - len(kept)
+                self._lists[event] = kept
+        return removed
+
     def clear(self) -> None:
         with self._lock:
             for items in self._lists.values():

@@ -38,6 +38,7 @@ class ModelManager:
         self._loaded: OrderedDict[str, tuple[CheckpointInfo, LoadedModel]] = OrderedDict()
         self._current: str | None = None
         self._lock = threading.RLock()
+        self.on_loaded: list = []  # listeners called with (info, model) after a checkpoint loads (extensions)
 
     # --- listings ---------------------------------------------------------------------------------------------
     def checkpoints(self) -> list[CheckpointInfo]:
@@ -118,6 +119,11 @@ class ModelManager:
             self._current = str(info.path)
         self._evict(reserve=0)
         log.info("loaded %s (%s) in %.1fs", info.name, model.label, model.load_seconds)
+        for listener in list(self.on_loaded):
+            try:
+                listener(info, model)
+            except Exception:  # a listener (an extension's callback) never undoes a load
+                log.exception("a model-loaded listener failed")
         return info, model
 
     def _evict(self, reserve: int) -> None:

@@ -44,7 +44,7 @@ OPTIONS: dict[str, Option] = {
                                      minimum=0.0, maximum=1.0),
     "img2img_background_color": Option("#ffffff", "Colour behind transparent parts of init images", str),
     "control_net_unit_count": Option(3, "ControlNet units (tabs in txt2img and img2img; restart the UI)", int,
-                                     minimum=1, maximum=10),
+                                     minimum=1, maximum=10, restart=True),
     "control_net_no_detectmap": Option(False, "Do not append ControlNet detected maps to the output", bool),
     "disabled_extensions": Option([], "Disabled extensions (folder names)", list),
     "samples_save": Option(True, "Always save all generated images", bool),
@@ -126,8 +126,11 @@ class Options:
                 value = spec.kind(value)
         except (TypeError, ValueError):
             raise OptionError(f"option {key!r} must be {spec.kind.__name__}, got {value!r}") from None
-        if spec.choices and not callable(spec.choices) and value not in spec.choices:
-            raise OptionError(f"option {key!r} must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
+        if spec.choices and not callable(spec.choices):
+            for item in value if spec.kind is list else [value]:  # a list option: each item is one of the choices
+                if item not in spec.choices:
+                    raise OptionError(f"option {key!r} must be one of {', '.join(map(str, spec.choices))}, "
+                                      f"got {item!r}")
         if spec.minimum is not None and value < spec.minimum:
             raise OptionError(f"option {key!r} must be at least {spec.minimum}, got {value!r}")
         if spec.maximum is not None and value > spec.maximum:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import checkpoints, pnginfo, styles, vae
-from .assets import CSS, JS
+from . import checkpoints, extensions_tab, pnginfo, settings_tab, styles, vae
+from .assets import CSS as PAGE_CSS, JS
+from .extension_scripts import ComponentCallbacks
+
+CSS = PAGE_CSS + extensions_tab.CSS
 from .generation_tab import GenerationTab, build_tab, wire_tab
 
 __all__ = ["build_ui", "CSS", "JS"]
@@ -130,17 +133,67 @@ def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: 
                              show_progress="hidden", api_visibility="undocumented")
 
 
+def _extension_tabs(services, announced: list) -> None:
+    """Tabs extensions add: A1111's on_ui_tabs results (Blocks built beforehand, rendered here) and our API's
+    `add_tab` (built in place). One that fails to build is reported and left out."""
+    host = services.extension_host
+    for extension_name, interface, title, elem_id in announced:
+        try:
+            with gr.Tab(title, id=elem_id, elem_id=f"tab_{elem_id}"):
+                interface.render()
+        except Exception as exc:  # noqa: BLE001
+            host.problems.report(extension_name, f"rendering tab {title!r}", exc)
+    for api in host.apis():
+        for tab in api.tabs:
+            try:
+                with gr.Tab(tab.title, id=tab.elem_id, elem_id=tab.elem_id):
+                    tab.build()
+            except Exception as exc:  # noqa: BLE001
+                host.problems.report(api.name, f"building tab {tab.title!r}", exc)
+
+
+def _announced_tabs(host) -> list[tuple[str, gr.Blocks, str, str]]:
+    """Call A1111's on_ui_tabs callbacks (each builds its own Blocks): (extension, blocks, title, elem_id)."""
+    found = []
+    for callback in host.callbacks.callbacks("ui_tabs"):
+        try:
+            made = callback.function() or []
+            for interface, title, elem_id in made:
+                if not isinstance(interface, gr.Blocks):
+                    raise TypeError(f"on_ui_tabs must return (gr.Blocks, title, elem_id) tuples, got {interface!r}")
+                found.append((callback.extension, interface, str(title), str(elem_id)))
+        except Exception as exc:  # noqa: BLE001
+            host.problems.report(callback.extension, "ui_tabs callback", exc)
+    return found
+
+
 def build_ui(services) -> gr.Blocks:
+    host = services.extension_host
+    host.callbacks.call("before_ui")
+    host.callbacks.call("ui_settings")  # extensions add their options before the Settings tab lists them
+    announcer = ComponentCallbacks(host)
+    with announcer.installed():
+        announced = _announced_tabs(host)
+        blocks = _build_blocks(services, announcer, announced)
+    return blocks
+
+
+def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> gr.Blocks:
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
         dropdown, vae_dropdown = _checkpoint_row(services)
         with gr.Tabs(elem_id="tabs") as tabs:
-            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"), announcer.tab("txt2img"):
                 txt2img = build_tab("txt2img", services=services)
-            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"), announcer.tab("img2img"):
                 img2img = build_tab("img2img", hide_dirs=bool(getattr(services.flags, "hide_ui_dir_config", False)),
                                     services=services)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 _pnginfo_tab(tabs, txt2img, img2img, services)
+            _extension_tabs(services, announced)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings = settings_tab.build_settings_tab(services)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
+                extensions_tab.build_extensions_tab(services)
         for tab in (txt2img, img2img):
             wire_tab(tab, services)
         _wire_style_saving([txt2img, img2img], services)
@@ -148,8 +201,9 @@ def build_ui(services) -> gr.Blocks:
 
         def on_load():
             pickers = styles.styles_dropdown(services)
-            return checkpoints.show_current(services), vae.show_current(services), pickers, pickers
+            return (checkpoints.show_current(services), vae.show_current(services), pickers, pickers,
+                    *settings_tab.current_values(services, settings))
 
-        blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles],
+        blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles, *settings.components],
                     show_progress="hidden", api_visibility="undocumented")
     return blocks

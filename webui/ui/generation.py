@@ -115,7 +115,8 @@ def apply_img2img(request: GenerationRequest, values: dict, allow_folders: bool 
 
 def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps, width, height, batch_count,
                   batch_size, cfg_scale, seed, *, img2img: dict | None = None, styles=None,
-                  allow_folders: bool = True, controlnet: list[dict] | None = None) -> GenerationRequest:
+                  allow_folders: bool = True, controlnet: list[dict] | None = None,
+                  scripts: dict | None = None) -> GenerationRequest:
     """The request for the tab's values (checked by `validate` when it is queued; the chosen `styles` are
     applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS; the ControlNet
     units' as one dict per unit tab (`controlnet.REQUEST_FIELDS`)."""
@@ -125,6 +126,10 @@ def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps,
     if mode == "img2img":
         apply_img2img(request, img2img or {}, allow_folders)
     request.controlnet_units = units_from_values(mode, controlnet)
+    if scripts:  # extensions' controls (extension_scripts.ScriptsPanel.values)
+        request.script_args = dict(scripts.get("script_args") or {})
+        request.script_name = scripts.get("script_name") or ""
+        request.script_run_args = list(scripts.get("script_run_args") or [])
     return request
 
 
@@ -140,7 +145,7 @@ def _with_infotext(image, infotext: str):
 
 
 def generate(services, mode: str, state: dict | None, *values, img2img: dict | None = None,
-             styles=None, controlnet: list[dict] | None = None) -> Iterator[tuple]:
+             styles=None, controlnet: list[dict] | None = None, scripts: dict | None = None) -> Iterator[tuple]:
     """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip).
     `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS, the
     ControlNet units' as one dict per unit. The gallery shows the images, then the units' detected maps (unless
@@ -150,7 +155,7 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
     try:
         allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
         job = services.generate(build_request(mode, *values, img2img=img2img, styles=styles,
-                                              allow_folders=allow_folders, controlnet=controlnet))
+                                              allow_folders=allow_folders, controlnet=controlnet, scripts=scripts))
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
         yield (state, skip, skip, skip, *_buttons(False))

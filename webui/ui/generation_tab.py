@@ -8,8 +8,9 @@ import gradio as gr
 
 from ..engine.request import RESIZE_MODES
 from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
-from . import controlnet, generation, img2img_inputs, styles, token_counter
+from . import controlnet, extension_scripts, generation, img2img_inputs, styles, token_counter
 from .controlnet import ControlNetPanel
+from .extension_scripts import ScriptsPanel
 from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
 from .img2img_inputs import Img2ImgInputs
 
@@ -51,6 +52,7 @@ class GenerationTab:
     send_to_inpaint: gr.Button
     img2img: Img2ImgInputs | None = None  # the img2img tab's sub-tabs, inpaint options, outpainting
     controlnet: ControlNetPanel | None = None  # the ControlNet units' accordion
+    scripts: ScriptsPanel | None = None  # extensions' controls and the Script dropdown
 
     def request_inputs(self) -> list:
         """The components of `generation.build_request`'s shared values, in its order."""
@@ -59,10 +61,11 @@ class GenerationTab:
 
     def generate_inputs(self) -> list:
         """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS), the ControlNet
-        units' values, and last the chosen styles."""
+        units' values, the extensions' controls (and Script dropdown), and last the chosen styles."""
         own = self.img2img.components(generation.IMG2IMG_FIELDS) if self.img2img else []
         units = self.controlnet.request_inputs() if self.controlnet else []
-        return [self.state, *self.request_inputs(), *own, *units, self.styles]
+        scripts = self.scripts.request_inputs() if self.scripts else []
+        return [self.state, *self.request_inputs(), *own, *units, *scripts, self.styles]
 
     def generate_outputs(self) -> list:
         return [getattr(self, name) for name in generation.OUTPUTS]
@@ -155,6 +158,7 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                 own.update(img2img_inputs.build_outpaint())
             if services is not None:
                 c["controlnet"] = controlnet.build_panel(mode, services)
+                c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None))
         with gr.Column(scale=1, elem_id=f"{p}_results"):
             c["progress"] = gr.HTML(elem_id=f"{p}_progress")
             c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,
@@ -175,12 +179,16 @@ def wire_tab(tab: GenerationTab, services) -> None:
     shared = len(tab.request_inputs())
     own_count = len(generation.IMG2IMG_FIELDS) if tab.img2img else 0
 
+    unit_count = len(tab.controlnet.request_inputs()) if tab.controlnet else 0
+
     def run(state, *values):
         *values, chosen_styles = values
         own = dict(zip(generation.IMG2IMG_FIELDS, values[shared:shared + own_count])) if tab.img2img else None
-        units = tab.controlnet.split_values(values[shared + own_count:]) if tab.controlnet else None
+        rest = values[shared + own_count:]
+        units = tab.controlnet.split_values(rest[:unit_count]) if tab.controlnet else None
+        scripts = tab.scripts.values(rest[unit_count:]) if tab.scripts else None
         yield from generation.generate(services, mode, state, *values[:shared], img2img=own, styles=chosen_styles,
-                                       controlnet=units)
+                                       controlnet=units, scripts=scripts)
 
     run.__signature__ = _generate_signature(tab)
 
@@ -205,6 +213,8 @@ def wire_tab(tab: GenerationTab, services) -> None:
         img2img_inputs.wire_inputs(tab.img2img)
     if tab.controlnet:
         controlnet.wire_panel(tab.controlnet, services, tab.width, tab.height, tab.img2img)
+    if tab.scripts:
+        extension_scripts.wire_scripts(tab.scripts)
 
 
 # Names of `generation.build_request`'s shared values (GenerationTab.request_inputs' order).
@@ -222,8 +232,10 @@ def _generate_signature(tab: GenerationTab) -> inspect.Signature:
     own = generation.IMG2IMG_FIELDS if tab.img2img else ()
     units = [f"controlnet_{unit.index}_{name}" for unit in (tab.controlnet.units if tab.controlnet else [])
              for name in unit.request_fields()]
+    scripts = [f"script_arg_{i}" for i in range(len(tab.scripts.request_inputs()))] if tab.scripts else []
     return inspect.Signature([parameter("state"), *map(parameter, (*REQUEST_NAMES, *own)),
-                              *(parameter(name, default=None) for name in units), parameter("styles", default=None)])
+                              *(parameter(name, default=None) for name in units + scripts),
+                              parameter("styles", default=None)])
 
 
 def _wire_prompt_tools(tab: GenerationTab, services) -> None:

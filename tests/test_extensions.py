@@ -1,0 +1,202 @@
+"""Extensions end to end: installed from local git repositories through the manager the Extensions tab uses,
+loaded at start-up, hooking real generations on a tiny checkpoint."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app import create_app
+from tests.conftest import install_model
+from tests.extension_repos import make_extension_repo
+from tests.extension_sources import BROKEN_HOOK, FAILING_INSTALL, OWN_API, ROUTE_AND_FLAG, SELECTABLE, WILDCARDS
+from webui.engine.request import GenerationRequest
+from webui.extensions.host import parse_flags_with_extensions
+from webui.extensions.manager import ExtensionAccessError, ExtensionInstallError
+from webui.outputs.infotext import parse_infotext
+from webui.services import build_services
+from webui.settings.flags import parse_flags
+
+
+@pytest.fixture
+def data_dir(tmp_path, tiny_models):
+    data = tmp_path / "data"
+    install_model(data, tiny_models["sd1"])
+    return data
+
+
+@pytest.fixture
+def started(data_dir):
+    """started(*extra_flags) -> services over data_dir, stopped at the end (a "restart" is another call)."""
+    made = []
+
+    def start(*extra: str):
+        flags, host = parse_flags_with_extensions(["--data-dir", str(data_dir), *extra])
+        services = build_services(flags, host)
+        made.append(services)
+        return services
+
+    yield start
+    for services in made:
+        services.stop()
+    from webui.extensions.a1111.runtime import RUNTIME
+    RUNTIME.bind(None, None)
+
+
+def install(services, tmp_path, name: str, files: dict[str, str]) -> str:
+    repo = make_extension_repo(tmp_path / "repos", name, files)
+    return services.extensions.install(str(repo)).name
+
+
+def request(**fields) -> GenerationRequest:
+    base = dict(prompt="a __color__ fox", negative_prompt="", sampler_name="Euler", steps=2, width=64, height=64,
+                seed=11, save_images=False)
+    base.update(fields)
+    return GenerationRequest(**base)
+
+
+def run(services, req: GenerationRequest):
+    job = services.generate(req)
+    assert job.wait(120)
+    assert job.error is None, job.error
+    return job.result
+
+
+def test_a1111_wildcards_extension_rewrites_prompts_and_infotext(started, tmp_path):
+    services = started()
+    assert install(services, tmp_path, "sd-test-wildcards", WILDCARDS) == "sd-test-wildcards"
+    services.stop()
+    services = started()  # "Apply and restart UI"
+    assert not services.extension_problems.all(), services.extension_problems.all()
+    result = run(services, request(batch_size=2, n_iter=2))
+    assert result.prompts == ["a red fox", "a green fox", "a blue fox", "a red fox"]
+    for index, text in enumerate(result.infotexts):
+        params = parse_infotext(text)
+        assert params["Prompt"] == result.prompts[index]
+        assert params["Wildcard prompt"] == "a __color__ fox"
+        assert params["Wildcards dir"] == "sd-test-wildcards"  # scripts.basedir() while importing
+        assert params["Seed"] == str(11 + index)
+    # the image of "a green fox" is what the plain engine makes for that prompt and seed
+    plain = services.engine.run(request(prompt="a green fox", seed=12))
+    assert np.array_equal(np.asarray(plain.images[0]), np.asarray(result.images[1]))
+
+
+def test_wildcards_off_through_api_alwayson_scripts(started, tmp_path):
+    services = started()
+    install(services, tmp_path, "sd-test-wildcards", WILDCARDS)
+    services.stop()
+    app, services = create_app(parse_flags(["--data-dir", str(services.paths.data_dir), "--nowebui"]),
+                               started())
+    with TestClient(app) as client:
+        off = client.post("/sdapi/v1/txt2img", json={
+            "prompt": "a __color__ fox", "steps": 2, "width": 64, "height": 64, "seed": 3,
+            "alwayson_scripts": {"TEST WILDCARDS": {"args": [False]}}})
+        assert off.status_code == 200, off.text
+        assert json.loads(off.json()["info"])["all_prompts"] == ["a __color__ fox"]
+        on = client.post("/sdapi/v1/txt2img", json={"prompt": "a __color__ fox", "steps": 2, "width": 64,
+                                                      "height": 64, "seed": 3})  # defaults: the checkbox's True
+        info = json.loads(on.json()["info"])
+        assert info["all_prompts"] == ["a red fox"]
+        assert info["extra_generation_params"]["Wildcard prompt"] == "a __color__ fox"
+        unknown = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64,
+                                                           "alwayson_scripts": {"no such script": {"args": []}}})
+        assert unknown.status_code == 422
+        assert "no such script" in unknown.json()["detail"]
+        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == []
+        listed = client.get("/sdapi/v1/extensions").json()
+        assert [e["name"] for e in listed] == ["sd-test-wildcards"] and listed[0]["enabled"]
+
+
+def test_our_api_extension_section_setting_route_and_image_hook(started, tmp_path):
+    services = started()
+    install(services, tmp_path, "shout", OWN_API)
+    services.stop()
+    app, services = create_app(parse_flags(["--data-dir", str(services.paths.data_dir), "--nowebui"]), started())
+    assert services.options.get("shout_suffix") == "loudly"
+    quiet = run(services, request(prompt="a fox"))
+    assert quiet.prompts == ["a fox"] and "Shout" not in parse_infotext(quiet.infotexts[0])
+    loud = run(services, request(prompt="a fox", script_args={"shout": [True]}))
+    assert loud.prompts == ["a fox, loudly"]
+    assert parse_infotext(loud.infotexts[0])["Shout"] == "loudly"
+    assert loud.images[0].getpixel((0, 0)) == (255, 0, 0)
+    with TestClient(app) as client:
+        client.post("/sdapi/v1/options", json={"shout_suffix": "at once"})
+        answer = client.post("/sdapi/v1/txt2img", json={"prompt": "a fox", "steps": 2, "width": 64, "height": 64,
+                                                         "alwayson_scripts": {"Shout": {"args": [True]}}})
+        assert json.loads(answer.json()["info"])["all_prompts"] == ["a fox, at once"]
+        assert client.get("/shout/model").json() == {"model": "tiny-sd1.safetensors", "extension": "shout"}
+
+
+def test_a_hook_that_raises_is_reported_and_generation_goes_on(started, tmp_path):
+    services = started()
+    install(services, tmp_path, "broken-ext", BROKEN_HOOK)
+    services.stop()
+    services = started()
+    result = run(services, request(prompt="a fox"))
+    assert len(result.images) == 1
+    assert parse_infotext(result.infotexts[0])["Broken survived"] == "yes"  # its other hook still ran
+    assert any("broken-ext" in w and "process" in w for w in result.warnings)
+    problems = services.extension_problems.for_extension("broken-ext")
+    assert problems and "broke on purpose" in problems[0].message and "Traceback" in problems[0].traceback
+
+
+def test_failing_install_leaves_nothing_and_says_why(started, tmp_path):
+    services = started()
+    with pytest.raises(ExtensionInstallError) as failure:
+        install(services, tmp_path, "bad-install", FAILING_INSTALL)
+    assert "pip could not install foo" in str(failure.value)
+    assert not (services.paths.extensions / "bad-install").exists()
+    assert [p.name for p in services.paths.extensions.iterdir()] == []
+
+
+def test_install_refused_when_listening_publicly(started, tmp_path):
+    services = started("--listen")
+    with pytest.raises(ExtensionAccessError, match="--enable-insecure-extension-access"):
+        install(services, tmp_path, "shout", OWN_API)
+    services = started("--listen", "--enable-insecure-extension-access")
+    assert install(services, tmp_path / "again", "shout", OWN_API) == "shout"
+
+
+def test_preload_flag_and_app_started_route(started, tmp_path, data_dir):
+    services = started()
+    install(services, tmp_path, "route-ext", ROUTE_AND_FLAG)
+    services.stop()
+    flags, host = parse_flags_with_extensions(["--data-dir", str(data_dir), "--nowebui", "--route-greeting", "hi"])
+    assert flags.route_greeting == "hi"
+    app, services = create_app(flags, build_services(flags, host))
+    try:
+        with TestClient(app) as client:
+            assert client.get("/route-ext/greet").json() == {"greeting": "hi", "ui": False}
+    finally:
+        services.stop()
+
+
+def test_selectable_script_runs_nested_process_images(started, tmp_path):
+    services = started()
+    install(services, tmp_path, "twice", SELECTABLE)
+    services.stop()
+    app, services = create_app(parse_flags(["--data-dir", str(services.paths.data_dir), "--nowebui"]), started())
+    with TestClient(app) as client:
+        answer = client.post("/sdapi/v1/txt2img", json={"prompt": "a fox", "steps": 2, "width": 64, "height": 64,
+                                                         "seed": 40, "script_name": "run twice",
+                                                         "script_args": [7]})
+        assert answer.status_code == 200, answer.text
+        info = json.loads(answer.json()["info"])
+        assert info["all_seeds"] == [40, 47]
+        assert [parse_infotext(t)["Seed"] for t in info["infotexts"]] == ["40", "47"]
+        assert len(answer.json()["images"]) == 2
+        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == ["Run twice"]
+        missing = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "script_name": "nope"})
+        assert missing.status_code == 422 and "nope" in missing.json()["detail"]
+
+
+def test_disabled_extension_is_not_loaded(started, tmp_path):
+    services = started()
+    install(services, tmp_path, "sd-test-wildcards", WILDCARDS)
+    services.options.update({"disabled_extensions": ["sd-test-wildcards"]})
+    services.stop()
+    services = started()
+    assert services.extension_host.runners["txt2img"].alwayson_scripts == []
+    assert run(services, request()).prompts == ["a __color__ fox"]
