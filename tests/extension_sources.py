@@ -199,3 +199,32 @@ class Besides(scripts.Script):
             self.extra = gr.Button("extension button", elem_id="ui_hooks_button")
 ''',
 }
+
+# Callbacks around the generation: cfg_denoiser (counts evaluations, can read the text conditioning),
+# model_loaded, infotext_pasted (turns a pasted "Steps" into 9).
+CALLBACKS = {
+    "scripts/callbacks.py": '''
+from modules import script_callbacks
+
+CALLS = {"denoiser": 0, "total": None, "cond_rows": None, "loaded": []}
+
+
+def denoiser(params):
+    CALLS["denoiser"] += 1
+    CALLS["total"] = params.total_sampling_steps
+    CALLS["cond_rows"] = params.text_cond.shape[0]
+
+
+def loaded(sd_model):
+    CALLS["loaded"].append(sd_model.sd_checkpoint_info.title)
+
+
+def pasted(infotext, params):
+    params["Steps"] = "9"
+
+
+script_callbacks.on_cfg_denoiser(denoiser)
+script_callbacks.on_model_loaded(loaded)
+script_callbacks.on_infotext_pasted(pasted)
+''',
+}

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app import create_app
 from tests.conftest import install_model
 from tests.extension_repos import make_extension_repo
-from tests.extension_sources import BROKEN_HOOK, FAILING_INSTALL, OWN_API, ROUTE_AND_FLAG, SELECTABLE, WILDCARDS
+from tests.extension_sources import BROKEN_HOOK, CALLBACKS, FAILING_INSTALL, OWN_API, ROUTE_AND_FLAG, SELECTABLE, WILDCARDS
 from webui.engine.request import GenerationRequest
 from webui.extensions.host import parse_flags_with_extensions
 from webui.extensions.manager import ExtensionAccessError, ExtensionInstallError
@@ -200,3 +200,18 @@ def test_disabled_extension_is_not_loaded(started, tmp_path):
     services = started()
     assert services.extension_host.runners["txt2img"].alwayson_scripts == []
     assert run(services, request()).prompts == ["a __color__ fox"]
+
+
+def test_denoiser_model_loaded_and_infotext_pasted_callbacks(started, tmp_path):
+    from webui.ui.blocks import _sender
+    services = started()
+    install(services, tmp_path, "callbacks-ext", CALLBACKS)
+    services.stop()
+    services = started()
+    calls = services.extension_host.get("callbacks-ext").modules[0].CALLS
+    result = run(services, request(prompt="a fox", batch_size=2, steps=3))
+    assert calls["denoiser"] == 3 and calls["total"] == 3  # Euler: one evaluation per step
+    assert calls["cond_rows"] == 2  # the conditional rows of a batch of 2
+    assert calls["loaded"] == [services.models.current_title()]
+    values = _sender("txt2img", services)(result.infotexts[0], "Euler", "Automatic")
+    assert values[2] == 9  # Steps, as the callback amended it

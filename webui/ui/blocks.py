@@ -66,9 +66,14 @@ def _wire_style_saving(tabs: list[GenerationTab], services) -> None:
                                api_visibility="undocumented")
 
 
-def _sender(mode: str):
+def _sender(mode: str, services=None):
+    host = getattr(services, "extension_host", None)
+
+    def pasted(text: str, params: dict) -> None:
+        host.callbacks.call("infotext_pasted", text, params)
+
     def send(*values):
-        return pnginfo.send_to(mode, *values)
+        return pnginfo.send_to(mode, *values, on_pasted=pasted if host is not None else None)
     return send
 
 
@@ -93,7 +98,7 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, 
             own = tab.img2img
             targets += [own.image, *own.components(pnginfo.IMG2IMG_FIELDS), *own.switch_outputs()]
             inputs.append(image)
-        button.click(_sender(tab.mode), inputs=inputs,
+        button.click(_sender(tab.mode, services), inputs=inputs,
                      outputs=[*targets, tabs], show_progress="hidden", api_visibility="undocumented")
         if tab.controlnet:
             _wire_controlnet_paste(button, text, tab, services)

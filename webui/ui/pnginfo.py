@@ -88,9 +88,10 @@ def _sampler_and_schedule(params: dict, current_sampler, current_scheduler) -> t
     return sampler.name, schedule
 
 
-def generation_values(text: str, current_sampler=None, current_scheduler=None) -> tuple:
-    """Values for FIELDS from infotext (gr.skip() for what it lacks or what is unusable)."""
-    params = parse_infotext(text)
+def generation_values(text: str, current_sampler=None, current_scheduler=None, params: dict | None = None) -> tuple:
+    """Values for FIELDS from infotext (gr.skip() for what it lacks or what is unusable). `params`: the infotext
+    already parsed (and perhaps amended by extensions' infotext_pasted callbacks)."""
+    params = parse_infotext(text) if params is None else params
     sampler, schedule = _sampler_and_schedule(params, current_sampler, current_scheduler)
     return (
         params["Prompt"], params["Negative prompt"],
@@ -108,11 +109,11 @@ def _choice(value, choices: tuple[str, ...], default: str) -> str:
     return match or default
 
 
-def img2img_values(text: str) -> tuple:
+def img2img_values(text: str, params: dict | None = None) -> tuple:
     """Values for IMG2IMG_FIELDS from infotext. A missing inpaint key takes A1111's default (mask blur 4, inpaint
     masked, original, whole picture, padding 32); without an `Outpaint` key outpainting is off (sides 0, edge, 8).
     A missing denoising strength keeps the slider as it is."""
-    params = parse_infotext(text)
+    params = parse_infotext(text) if params is None else params
     outpaint = {side: int(pixels) for side, pixels in _OUTPAINT_SIDE.findall(str(params.get("Outpaint") or ""))}
     sides = tuple(min(outpaint.get(side, 0), 512) // 8 * 8 for side in ("left", "right", "up", "down"))
     return (
@@ -129,16 +130,20 @@ def img2img_values(text: str) -> tuple:
     )
 
 
-def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, image=None) -> tuple:
+def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, image=None,
+            on_pasted=None) -> tuple:
     """PNG Info's Send buttons: values for the target tab's FIELDS, then for img2img the picture (into the img2img
     sub-tab), IMG2IMG_FIELDS and the sub-tab switch (`Img2ImgInputs.switch_outputs()`), and last the tab switch."""
     extra = 1 + len(IMG2IMG_FIELDS) + 3 if mode == "img2img" else 0
     if not (text or "").strip():
         notices.warn("No generation parameters to send: drop an image made by this web UI (or paste its text)")
         return (gr.skip(),) * (len(FIELDS) + extra + 1)
-    values = generation_values(text, current_sampler, current_scheduler)
+    params = parse_infotext(text)
+    if on_pasted is not None:  # extensions' infotext_pasted callbacks may amend the parsed values
+        on_pasted(text, params)
+    values = generation_values(text, current_sampler, current_scheduler, params)
     if mode == "img2img":
-        own = img2img_values(text)
+        own = img2img_values(text, params)
         outpaint_enabled = own[IMG2IMG_FIELDS.index("outpaint_enable")]
         values += (image if image is not None else gr.skip(), *own,
                    *img2img_inputs.switch_to("img2img", outpaint_enabled))
