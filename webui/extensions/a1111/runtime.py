@@ -70,3 +70,19 @@ class Runtime:
 
 
 RUNTIME = Runtime()
+
+
+def lazy_attributes(module_globals: dict, table: dict):
+    """PEP 562 `__getattr__` and `__dir__` for a shim module whose `table` entries (name -> function) are read when
+    asked, so that they follow the running server (A1111's modules have plain globals there)."""
+    module = module_globals["__name__"]
+
+    def __getattr__(name: str):
+        if name in table:
+            return table[name]()
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    def __dir__():
+        return sorted([*module_globals, *table])
+
+    return __getattr__, __dir__

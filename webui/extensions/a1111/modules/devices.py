@@ -10,7 +10,7 @@ import gc
 
 import torch
 
-from webui.extensions.a1111.runtime import RUNTIME
+from webui.extensions.a1111.runtime import RUNTIME, lazy_attributes
 
 cpu = torch.device("cpu")
 
@@ -89,11 +89,4 @@ _DYNAMIC = {
 }
 
 
-def __getattr__(name: str):
-    if name in _DYNAMIC:
-        return _DYNAMIC[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_DYNAMIC])
+__getattr__, __dir__ = lazy_attributes(globals(), _DYNAMIC)  # names read when asked (they follow the server)

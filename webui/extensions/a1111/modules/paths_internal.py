@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from webui.extensions.a1111.runtime import RUNTIME
+from webui.extensions.a1111.runtime import RUNTIME, lazy_attributes
 from webui.settings.paths import PROJECT_DIR
 
 script_path = str(PROJECT_DIR)
@@ -36,12 +36,4 @@ def _extensions_dir() -> str:
 _DYNAMIC = {"data_path": _data_path, "models_path": _models_path, "extensions_dir": _extensions_dir}
 
 
-def __getattr__(name: str):
-    """`data_path`, `models_path` and `extensions_dir`, read when asked (they follow the server's folders)."""
-    if name in _DYNAMIC:
-        return _DYNAMIC[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_DYNAMIC])
+__getattr__, __dir__ = lazy_attributes(globals(), _DYNAMIC)  # names read when asked (they follow the server)

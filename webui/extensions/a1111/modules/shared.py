@@ -9,7 +9,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from webui.extensions.a1111.runtime import RUNTIME
+from webui.extensions.a1111.runtime import RUNTIME, lazy_attributes
 
 from . import paths_internal
 from .options import OptionHTML, OptionInfo, Options, options_section  # noqa: F401 - A1111 exports them here
@@ -118,11 +118,4 @@ _DYNAMIC = {
 }
 
 
-def __getattr__(name: str):
-    if name in _DYNAMIC:
-        return _DYNAMIC[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted([*globals(), *_DYNAMIC])
+__getattr__, __dir__ = lazy_attributes(globals(), _DYNAMIC)  # names read when asked (they follow the server)
