@@ -228,3 +228,31 @@ script_callbacks.on_model_loaded(loaded)
 script_callbacks.on_infotext_pasted(pasted)
 ''',
 }
+
+# An always-on script that changes settings in process() and makes an image of its own inside a normal job
+# (as face detailers do), guarding the inner call so it does not recurse.
+NESTED = {
+    "scripts/nested.py": '''
+import modules.scripts as scripts
+from modules.processing import StableDiffusionProcessingTxt2Img, process_images
+
+
+class Nested(scripts.Script):
+    def title(self):
+        return "Nested"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process(self, p, *args):
+        if getattr(p, "inner", False):
+            return
+        p.steps, p.cfg_scale = 3, 5.0
+        inner = StableDiffusionProcessingTxt2Img(prompt="inner", steps=1, width=64, height=64, seed=1,
+                                                 sampler_name="Euler", do_not_save_samples=True)
+        inner.inner = True
+        made = process_images(inner)
+        p.extra_generation_params["Inner seed"] = made.seed
+        p.extra_generation_params["Inner images"] = len(made.images)
+''',
+}

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app import create_app
 from tests.conftest import install_model
 from tests.extension_repos import make_extension_repo
-from tests.extension_sources import BROKEN_HOOK, CALLBACKS, FAILING_INSTALL, OWN_API, ROUTE_AND_FLAG, SELECTABLE, WILDCARDS
+from tests.extension_sources import BROKEN_HOOK, CALLBACKS, NESTED, FAILING_INSTALL, OWN_API, ROUTE_AND_FLAG, SELECTABLE, WILDCARDS
 from webui.engine.request import GenerationRequest
 from webui.extensions.host import parse_flags_with_extensions
 from webui.extensions.manager import ExtensionAccessError, ExtensionInstallError
@@ -215,3 +215,15 @@ def test_denoiser_model_loaded_and_infotext_pasted_callbacks(started, tmp_path):
     assert calls["loaded"] == [services.models.current_title()]
     values = _sender("txt2img", services)(result.infotexts[0], "Euler", "Automatic")
     assert values[2] == 9  # Steps, as the callback amended it
+
+
+def test_hook_settings_and_nested_process_images_inside_a_normal_job(started, tmp_path):
+    services = started()
+    install(services, tmp_path, "nested", NESTED)
+    services.stop()
+    services = started()
+    result = run(services, request(prompt="a fox", steps=2, cfg_scale=7))  # would hang if it went to the queue
+    params = parse_infotext(result.infotexts[0])
+    assert (params["Steps"], params["CFG scale"]) == ("3", "5")  # set by the script in process()
+    assert (params["Inner seed"], params["Inner images"]) == ("1", "1")
+    assert not services.extension_problems.all()

@@ -84,7 +84,7 @@ class Services:
         if request.script_name:
             from .extensions.a1111.script_hooks import run_selectable
             request.validate()
-            return run_selectable(self.extension_host, request, control, lambda r: engine.run(r, control))
+            return run_selectable(self.extension_host, request, control)
         return engine.run(request, control)
 
     def generate(self, request: GenerationRequest, task_id: str | None = None) -> Job:
@@ -139,7 +139,9 @@ class _TokenizerOnly:
 
 
 def _run_generation(services: "Services", job: Job) -> GenerationResult:
-    return services.run_request(job.payload, job.control)
+    from .extensions.a1111.runtime import RUNTIME
+    with RUNTIME.in_job(job.control):  # an extension's nested process_images runs here, not through the queue
+        return services.run_request(job.payload, job.control)
 
 
 def _restart_process(services: "Services") -> None:

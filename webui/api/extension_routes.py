@@ -5,19 +5,6 @@ from __future__ import annotations
 from .scripts import SCRIPTS
 
 
-def _arg_info(component) -> dict:
-    """A control as A1111's script-info describes it."""
-    info = {"label": getattr(component, "label", None), "value": getattr(component, "value", None)}
-    for name in ("minimum", "maximum", "step"):
-        value = getattr(component, name, None)
-        if value is not None:
-            info[name] = value
-    choices = getattr(component, "choices", None)
-    if choices:
-        info["choices"] = [c[0] if isinstance(c, (list, tuple)) else c for c in choices]
-    return info
-
-
 def install_extension_api_routes(router, services) -> None:
     host = services.extension_host
 

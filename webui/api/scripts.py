@@ -70,6 +70,11 @@ def apply_script(script_name: str | None, script_args: list | None, request: Gen
         if name.lower() in titles:
             if script_args is not None and not isinstance(script_args, list):
                 raise RequestError("script_args", f"script_args must be a list, got {type(script_args).__name__}")
+            runner = host.runners[mode]
+            takes = len(runner.defaults.get(id(runner.find_selectable(name)), []))
+            if len(script_args or []) > takes:
+                raise RequestError("script_args", f"{titles[name.lower()]} takes at most {takes} script_args, got "
+                                   f"{len(script_args)}")
             request.script_name, request.script_run_args = titles[name.lower()], list(script_args or [])
             return
     if script is None:
@@ -103,8 +108,8 @@ def apply_alwayson(alwayson_scripts: dict | None, request: GenerationRequest, mo
             raise RequestError("alwayson_scripts", f"always-on script {title!r} not found ({mode} has: {known})")
         args = value.get("args", []) if isinstance(value, dict) else value
         if not isinstance(args, list):
-            raise RequestError("alwayson_scripts", f"alwayson_scripts.{title} must be {{\"args\": [...]}}, "
-                               f"got {type(value).__name__}")
+            raise RequestError("alwayson_scripts", f"alwayson_scripts.{title}.args must be a list, "
+                               f"got {type(args).__name__}")
         request.script_args[key] = list(args)
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .. import __version__
 from ..control.runner import ControlPlan, prepare_control
@@ -99,8 +100,6 @@ class Engine:
         self.hooks.before_process(run)  # may change the request (A1111's before_process)
         request.validate()
         info, model = self.models.get(request.checkpoint)
-        sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
-        clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))
         total = request.batch_size * request.n_iter
         seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
         variation = request.subseed_strength > 0
@@ -110,8 +109,11 @@ class Engine:
         run.all_seeds = [seed if variation else seed + i for i in range(total)]
         run.all_subseeds = [subseed + i if variation else subseed for i in range(total)]
         run.model_info, run.model, run.result = info, model, result
-        self.hooks.process(run)  # may rewrite the per-image prompts and seeds (A1111's process)
+        self.hooks.process(run)  # may rewrite the per-image prompts and seeds, and settings (A1111's process)
+        _restore_shape(run, request, total)
         _fit_lists(run, total)
+        sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
+        clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))
         control.report(job_count=request.n_iter, job_no=0, sampling_step=0, sampling_steps=self._steps_to_run(request),
                        started=time.monotonic(), textinfo="Encoding prompt")
         setup = (prepare_img2img(request, seed, str(self.options.get("img2img_background_color")))
@@ -140,7 +142,9 @@ class Engine:
                 run.negative_prompts = run.all_negative_prompts[items.start:items.stop]
                 run.seeds = run.all_seeds[items.start:items.stop]
                 run.subseeds = run.all_subseeds[items.start:items.stop]
+                batch_lists = (list(run.prompts), list(run.negative_prompts), list(run.seeds), list(run.subseeds))
                 self.hooks.before_batch(run)  # may change this batch's prompts
+                _keep_batch_shape(run, batch_lists)
                 control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
                 conditioning, params = prompts.for_batch(run.prompts, run.negative_prompts, base_params)
                 self.hooks.process_batch(run)
@@ -155,11 +159,20 @@ class Engine:
                 pictures = self._decode(model, latents, result)
                 if setup is not None:
                     pictures = [setup.paste_back(picture, items.start + i) for i, picture in enumerate(pictures)]
+                decoded = list(pictures)
                 self.hooks.after_batch(run, pictures)
+                if len(pictures) != len(decoded) or not all(isinstance(p, Image.Image) for p in pictures):
+                    run.warnings.append("An extension's after_batch hook changed the batch's images into something "
+                                        "else: the decoded images were kept")
+                    pictures = decoded
                 for i, picture in enumerate(pictures):
                     event = ImageEvent(picture, items.start + i, batch, i, run.seeds[i], run.prompts[i],
                                        run.negative_prompts[i])
                     self.hooks.image(run, event)
+                    if not isinstance(event.image, Image.Image):
+                        run.warnings.append(f"An extension's image hook returned {type(event.image).__name__}, "
+                                            "not an image: the decoded image was kept")
+                        event.image = picture
                     self._finish_image(result, request, info, event, sampler.name, schedule, clip_skip,
                                        run.subseeds[i], variation, params, run)
             result.extra_params = {**prompts.params(base_params), **run.extra_params}
@@ -286,8 +299,8 @@ class Engine:
     def _denoiser_hook(self, run: ProcessingRun, model_input, image_cond, t, index: int, evaluations: int,
                        embeds, uncond_rows: int):
         """Extensions' cfg_denoiser: they may replace the UNet input and the text conditioning."""
-        event = DenoiserEvent(model_input, image_cond, t, index, evaluations, embeds[uncond_rows:],
-                              embeds[:uncond_rows] if uncond_rows else None)
+        event = DenoiserEvent(model_input, image_cond, t, index, evaluations, embeds[uncond_rows:].clone(),
+                              embeds[:uncond_rows].clone() if uncond_rows else None)  # copies: the cache stays
         self.hooks.denoiser(run, event)
         text = event.text_cond if event.text_uncond is None else torch.cat([event.text_uncond, event.text_cond])
         if event.x.shape != model_input.shape or text.shape[0] != embeds.shape[0]:
@@ -399,13 +412,44 @@ class Engine:
             save = SaveEvent(picture, infotext, str(folder))
             self.hooks.before_save(run, save)
             try:
-                path = save_image(save.image, folder, seed, save.infotext, extension=self.options.get("samples_format"))
+                path = save_image(save.image, folder, seed, str(save.infotext),
+                                  extension=self.options.get("samples_format"))
                 result.saved_paths.append(str(path))
-            except OSError as exc:  # a full disk must not lose the images already in memory
+            except Exception as exc:  # a full disk (or an extension's odd image) must not lose finished images
                 result.warnings.append(f"Could not save an image to {folder}: {exc}")
             else:
                 save.path = str(path)
                 self.hooks.saved(run, save)
+
+
+def _restore_shape(run: ProcessingRun, request: GenerationRequest, total: int) -> None:
+    """Settings a process hook changed are taken (validated); the batch's shape cannot change any more."""
+    size, count = request.batch_size, request.n_iter
+    try:
+        request.validate()
+    except ValueError as exc:
+        run.warnings.append(f"An extension set an invalid value ({exc}): ignored")
+        request.batch_size, request.n_iter = size, count
+    if (request.batch_size, request.n_iter) != (size, count):
+        run.warnings.append("An extension changed the batch size or count after the run started: ignored")
+        request.batch_size, request.n_iter = size, count
+
+
+def _keep_batch_shape(run: ProcessingRun, before: tuple[list, list, list, list]) -> None:
+    """A before_batch hook may change the batch's prompts, not how many images it has."""
+    names = ("prompts", "negative_prompts", "seeds", "subseeds")
+    for name, previous in zip(names, before):
+        values = getattr(run, name)
+        if not isinstance(values, list) or len(values) != len(previous):
+            run.warnings.append(f"An extension left the batch's {name} with the wrong length: kept the previous")
+            setattr(run, name, previous)
+    try:
+        run.prompts = [str(p) for p in run.prompts]
+        run.negative_prompts = [str(p) for p in run.negative_prompts]
+        run.seeds, run.subseeds = [int(s) for s in run.seeds], [int(s) for s in run.subseeds]
+    except (TypeError, ValueError):
+        run.warnings.append("An extension put values of the wrong type in the batch: kept the previous")
+        run.prompts, run.negative_prompts, run.seeds, run.subseeds = (list(v) for v in before)
 
 
 def _fit_lists(run: ProcessingRun, total: int) -> None:
@@ -423,8 +467,15 @@ def _fit_lists(run: ProcessingRun, total: int) -> None:
         setattr(run, name, [values[i % len(values)] for i in range(total)])
     run.all_prompts = ["" if p is None else str(p) for p in run.all_prompts]
     run.all_negative_prompts = ["" if p is None else str(p) for p in run.all_negative_prompts]
-    run.all_seeds = [int(s) for s in run.all_seeds]
-    run.all_subseeds = [int(s) for s in run.all_subseeds]
+    for name, fallback in (("all_seeds", fix_seed(run.request.seed)), ("all_subseeds", fix_seed(run.request.subseed))):
+        values = []
+        for value in getattr(run, name):
+            try:
+                values.append(int(value))
+            except (TypeError, ValueError):
+                run.warnings.append(f"An extension put {value!r} in {name}: replaced by {fallback}")
+                values.append(fallback)
+        setattr(run, name, values)
 
 
 class _RunPrompts:
@@ -438,7 +489,7 @@ class _RunPrompts:
         self._applied = None
         self._network_params: dict = {}
         self._encoder: PromptEncoder | None = None
-        self._encoded: dict[tuple[str, str], PromptConditioning] = {}
+        self._encoded: dict[tuple[str, str, str], PromptConditioning] = {}
 
     def _clean(self, text: str) -> tuple[str, list]:
         if self.engine.options.get("enable_prompt_comments"):
@@ -462,10 +513,10 @@ class _RunPrompts:
                                               options.get("emphasis"), int(options.get("comma_padding_backtrack")))
         items = []
         for (prompt, _), (negative, _) in cleaned:
-            if (prompt, negative) not in self._encoded:
-                self._encoded[prompt, negative] = build_conditioning(self._encoder, prompt, negative, self.steps,
-                                                                     self.clip_skip)
-            items.append(self._encoded[prompt, negative])
+            key = (self._applied, prompt, negative)  # LoRAs change the text encoder: their tags are in the key
+            if key not in self._encoded:
+                self._encoded[key] = build_conditioning(self._encoder, prompt, negative, self.steps, self.clip_skip)
+            items.append(self._encoded[key])
         return BatchConditioning(items), self.params(base_params)
 
     def params(self, base_params: dict) -> dict:

@@ -63,6 +63,19 @@ class Runtime:
         finally:
             self._local.control = previous
 
+    @contextlib.contextmanager
+    def nested(self):
+        """A process_images call inside a running job (counted, so endless recursion becomes an error)."""
+        self._local.nesting = self.nesting + 1
+        try:
+            yield
+        finally:
+            self._local.nesting -= 1
+
+    @property
+    def nesting(self) -> int:
+        return getattr(self._local, "nesting", 0)
+
     @property
     def job_control(self):
         """The RunControl of the job this thread is running, or None outside a job."""

@@ -116,8 +116,11 @@ class A1111Hooks(ProcessingHooks):
             else p.subseed
         p.main_prompt, p.main_negative_prompt = p.all_prompts[0], p.all_negative_prompts[0]
         self._each(run, "process", lambda f, args: f(p, *args))
-        run.all_prompts, run.all_negative_prompts = list(p.all_prompts), list(p.all_negative_prompts)
-        run.all_seeds, run.all_subseeds = list(p.all_seeds), list(p.all_subseeds)
+        run.all_prompts, run.all_negative_prompts = list(p.all_prompts or []), list(p.all_negative_prompts or [])
+        run.all_seeds, run.all_subseeds = list(p.all_seeds or []), list(p.all_subseeds or [])
+        seed, subseed = run.request.seed, run.request.subseed
+        p.write_to(run.request)  # steps, CFG, sampler, ... a script set in process() are used too
+        run.request.seed, run.request.subseed = seed, subseed  # the per-image seeds are all_seeds now
 
     def before_batch(self, run) -> None:
         p = self._p(run)
@@ -201,9 +204,9 @@ class A1111Hooks(ProcessingHooks):
             result.infotexts = (infotexts + [""] * len(result.images))[:len(result.images)]
 
 
-def run_selectable(host, request, control, run_plain):
-    """Run the extension script `request.script_name` (its `run(p, *args)`) for this job. Returns our
-    GenerationResult; `run_plain(request)` is the ordinary generation, for a script that returns None."""
+def run_selectable(host, request, control):
+    """Run the extension script `request.script_name` (its `run(p, *args)`) for this job; one that returns None
+    gets the plain generation of its p. Returns our GenerationResult."""
     from modules.processing import StableDiffusionProcessing
     runner = host.runners.get(request.mode)
     script = runner.find_selectable(request.script_name) if runner else None
@@ -216,7 +219,11 @@ def run_selectable(host, request, control, run_plain):
     extension = host.get(runner.extension(script))
     with RUNTIME.in_job(control), RUNTIME.loading(extension.name if extension else "",
                                                   extension.path if extension else host.root):
-        processed = script.run(p, *args)
+        try:
+            processed = script.run(p, *args)
+        except Exception as exc:
+            host.problems.report(runner.extension(script), f"run() of script '{script.title()}'", exc)
+            raise
         if processed is None:
             from modules.processing import process_images
             processed = process_images(p)

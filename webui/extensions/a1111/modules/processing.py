@@ -239,18 +239,25 @@ def fix_seed(p) -> None:
         p.subseed = int(random.randrange(4294967294))
 
 
+MAX_NESTING = 8
+
+
 def process_images(p) -> Processed:
     """Generate what `p` asks for, through the same engine (and extension hooks) as every other generation.
     Inside a running job (a selectable script's `run`) it runs on the spot; elsewhere it is queued and waited
     for."""
     from webui.extensions.a1111.script_hooks import P_KEY
     services = RUNTIME.require()
+    if RUNTIME.nesting >= MAX_NESTING:
+        raise RuntimeError(f"process_images nested {MAX_NESTING} deep: an extension keeps calling it from its own "
+                           "hooks (guard the inner call, e.g. with a flag on p)")
     request = p.to_request()
     request.script_name, request.script_run_args = "", []  # the selected script's run() is what called us
     request.context[P_KEY] = p  # the hooks of this run see this very p
     control = RUNTIME.job_control
     if control is not None:
-        result = services.run_request(request, control)
+        with RUNTIME.nested():
+            result = services.run_request(request, control)
     else:
         job = services.generate(request)
         job.wait()
