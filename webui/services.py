@@ -59,7 +59,7 @@ class Services:
     preprocessors: PreprocessorRegistry
     extension_host: ExtensionHost = None  # the loaded extensions: hooks, scripts, callbacks, problems
     extensions: object = None  # webui.extensions.manager.ExtensionManager: install, update, remove
-    restarter: Callable[[], None] | None = None  # how `restart` restarts (tests replace it)
+    restarter: Callable[["Services"], None] | None = None  # how `restart` restarts (tests replace it)
 
     @property
     def extension_problems(self):
