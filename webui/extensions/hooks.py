@@ -102,7 +102,25 @@ POINTS = ("before_process", "process", "before_batch", "process_batch", "after_b
           "saved", "denoiser", "after_process")
 
 
-class HookChain(ProcessingHooks):
+class DispatchingHooks(ProcessingHooks):
+    """Hooks that send every point to one `dispatch(point, *args)` (subclasses say where it goes)."""
+
+    def dispatch(self, point: str, *args) -> None:
+        """Where each point goes; the base sends nowhere (like ProcessingHooks)."""
+
+    def before_process(self, run): self.dispatch("before_process", run)
+    def process(self, run): self.dispatch("process", run)
+    def before_batch(self, run): self.dispatch("before_batch", run)
+    def process_batch(self, run): self.dispatch("process_batch", run)
+    def after_batch(self, run, images): self.dispatch("after_batch", run, images)
+    def image(self, run, event): self.dispatch("image", run, event)
+    def before_save(self, run, event): self.dispatch("before_save", run, event)
+    def saved(self, run, event): self.dispatch("saved", run, event)
+    def denoiser(self, run, event): self.dispatch("denoiser", run, event)
+    def after_process(self, run): self.dispatch("after_process", run)
+
+
+class HookChain(DispatchingHooks):
     """Several consumers (our extension API, the A1111 script layer) called in order. A consumer reports its own
     extensions' failures; anything that still escapes is reported here and the run goes on."""
 
@@ -114,27 +132,11 @@ class HookChain(ProcessingHooks):
     def wants_denoiser(self) -> bool:  # type: ignore[override]
         return any(c.wants_denoiser for c in self.consumers)
 
-    def _each(self, point: str, *args) -> None:
+    def dispatch(self, point: str, *args) -> None:
         for consumer in self.consumers:
+            if point == "denoiser" and not consumer.wants_denoiser:
+                continue  # building a consumer's denoiser event costs a little at every evaluation
             try:
                 getattr(consumer, point)(*args)
             except Exception as exc:  # noqa: BLE001
                 self.problems.report(getattr(consumer, "name", type(consumer).__name__), point, exc)
-
-    def before_process(self, run): self._each("before_process", run)
-    def process(self, run): self._each("process", run)
-    def before_batch(self, run): self._each("before_batch", run)
-    def process_batch(self, run): self._each("process_batch", run)
-    def after_batch(self, run, images): self._each("after_batch", run, images)
-    def image(self, run, event): self._each("image", run, event)
-    def before_save(self, run, event): self._each("before_save", run, event)
-    def saved(self, run, event): self._each("saved", run, event)
-    def after_process(self, run): self._each("after_process", run)
-
-    def denoiser(self, run, event):
-        for consumer in self.consumers:
-            if consumer.wants_denoiser:
-                try:
-                    consumer.denoiser(run, event)
-                except Exception as exc:  # noqa: BLE001
-                    self.problems.report(getattr(consumer, "name", type(consumer).__name__), "denoiser", exc)

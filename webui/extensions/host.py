@@ -23,7 +23,7 @@ from typing import Sequence
 from .a1111 import COMPAT_PATH
 from .a1111.runtime import RUNTIME
 from .callbacks import CallbackRegistry
-from .hooks import HookChain, ProcessingHooks
+from .hooks import DispatchingHooks, HookChain, ProcessingHooks
 from .problems import ProblemLog
 
 log = logging.getLogger("webui.extensions")
@@ -213,7 +213,7 @@ class ExtensionHost:
         self.callbacks.call("script_unloaded")
 
 
-class ApiHooks(ProcessingHooks):
+class ApiHooks(DispatchingHooks):
     """Our own extension API's hooks (`webui.before_process(...)` and the like), in extension order."""
 
     name = "extensions"
@@ -221,7 +221,7 @@ class ApiHooks(ProcessingHooks):
     def __init__(self, host: ExtensionHost):
         self.host = host
 
-    def _call(self, point: str, *args) -> None:
+    def dispatch(self, point: str, *args) -> None:
         for api in self.host.apis():
             for function in api.hooks.get(point, []):
                 try:
@@ -235,17 +235,6 @@ class ApiHooks(ProcessingHooks):
     @property
     def wants_denoiser(self) -> bool:  # type: ignore[override]
         return any(api.hooks.get("denoiser") for api in self.host.apis())
-
-    def before_process(self, run): self._call("before_process", run)
-    def process(self, run): self._call("process", run)
-    def before_batch(self, run): self._call("before_batch", run)
-    def process_batch(self, run): self._call("process_batch", run)
-    def after_batch(self, run, images): self._call("after_batch", run, images)
-    def image(self, run, event): self._call("image", run, event)
-    def before_save(self, run, event): self._call("before_save", run, event)
-    def saved(self, run, event): self._call("saved", run, event)
-    def denoiser(self, run, event): self._call("denoiser", run, event)
-    def after_process(self, run): self._call("after_process", run)
 
 
 def _import_file(name: str, path: Path):
