@@ -40,6 +40,9 @@ class RunControl:
         self._interrupt = threading.Event()
         self._skip = threading.Event()
         self._on_progress = on_progress
+        self.latents = None  # the running batch's latents after the last step: live previews render them on demand
+        self.latent_family = ""
+        self.latents_step = 0  # bumps with every publish, so watchers render a preview once per change
 
     def interrupt(self) -> None:
         self._interrupt.set()
@@ -61,6 +64,12 @@ class RunControl:
     @property
     def skip_requested(self) -> bool:
         return self._skip.is_set()
+
+    def publish_latents(self, latents, family: str) -> None:
+        """The batch's current latents, for live previews. Only a reference is kept: rendering happens in the thread
+        of whoever asks (the API's /progress, the UI's poller), never in the sampling loop."""
+        self.latents, self.latent_family = latents, family
+        self.latents_step += 1
 
     def report(self, **changes) -> None:
         for key, value in changes.items():

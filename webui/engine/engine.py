@@ -290,6 +290,7 @@ class Engine:
             prediction = self._combine(prediction, request.cfg_scale, conditioning, do_cfg, batch)
             latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
             control.report(sampling_step=-(-(index + 1) * steps_shown // evaluations))
+            control.publish_latents(latents, model.family)
             if control.interrupted or control.take_skip():
                 return None
         if regenerate is not None:

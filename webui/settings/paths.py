@@ -38,6 +38,18 @@ class Paths:
         return self.lora.parent / "LyCORIS"
 
     @property
+    def upscaler_dirs(self) -> dict[str, Path]:
+        """Image upscaler model folders (A1111's names), by the kind of model A1111 keeps in each. Any file there
+        is loaded through spandrel, which detects the architecture from the weights."""
+        kinds = ("ESRGAN", "RealESRGAN", "SwinIR", "DAT", "HAT", "ScuNET")
+        return {kind: self.data_dir / "models" / kind for kind in kinds}
+
+    @property
+    def jobs_db(self) -> Path:
+        """The job history (SQLite): every queued job's request, state, timings, output paths and error."""
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
     def cache_dir(self) -> Path:
         """Files we derive ourselves (for example the CLIP tokenizer vocabulary)."""
         return self.data_dir / "cache"
@@ -64,5 +76,6 @@ class Paths:
     def ensure(self) -> None:
         """Create the folders a user is expected to drop files into."""
         for folder in (self.checkpoints, self.lora, self.vae, self.embeddings, self.controlnet,
-                       self.annotators, self.outputs, self.extensions):
+                       self.annotators, self.outputs, self.extensions, self.upscaler_dirs["ESRGAN"],
+                       self.upscaler_dirs["RealESRGAN"]):
             folder.mkdir(parents=True, exist_ok=True)
