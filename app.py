@@ -20,7 +20,8 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
     from webui.services import build_services
 
     services = services or build_services(flags)
-    app = FastAPI(title="Stable Diffusion web UI", version=__version__, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Stable Diffusion web UI", version=__version__, docs_url=None, redoc_url=None)
+    install_docs(app)
     install_api(app, services, logins=parse_logins(flags.api_auth))
     install_extension_routes(app, services.extension_host)
     blocks = None
@@ -36,6 +37,23 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
     start_extensions(app, blocks, services.extension_host)
     app.router.on_shutdown.append(services.stop)
     return app, services
+
+
+def install_docs(app: FastAPI) -> None:
+    """The OpenAPI page at /docs, with Swagger UI's files served from the swagger-ui-bundle package (it works
+    offline, unlike FastAPI's default page, which loads them from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
 def blocks_assets(host=None) -> dict:

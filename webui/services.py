@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .engine.engine import Engine, GenerationResult
+from .engine.extras import ExtrasRequest, ExtrasResult, run_extras
 from .engine.request import GenerationRequest, RequestError
 from .engine.samplers import SamplerError
 from .extensions.host import ExtensionHost
 from .extensions.manager import ExtensionError, ExtensionManager
 from .jobs.queue import Job, JobQueue
+from .jobs.store import JobStore
 from .engine.engine import NaNOutputError
 from .control.preprocessors import PreprocessorError, PreprocessorRegistry, UnknownPreprocessorError
 from .models.controlnet import ControlNetLoadError
@@ -26,6 +28,7 @@ from .models.hashing import BackgroundHasher, HashCache
 from .models.manager import ModelLoadError, ModelManager
 from .models.networks import LoraRegistry
 from .models.registry import CheckpointRegistry, UnknownCheckpointError
+from .models.upscalers import UnknownUpscalerError, UpscalerLoadError, UpscalerRegistry
 from .models.vae import UnknownVaeError, VaeLoadError, VaeRegistry
 from .prompts.conditioning import count_tokens
 from .prompts.encoder import PromptEncoder
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 # Errors whose message is meant for the user: shown as is, no traceback.
 USER_ERRORS = (RequestError, SamplerError, ModelLoadError, UnknownCheckpointError, OptionError, StyleError,
                UnknownVaeError, VaeLoadError, NaNOutputError, PreprocessorError, UnknownPreprocessorError,
-               UnknownControlNetError, ControlNetLoadError)
+               UnknownControlNetError, ControlNetLoadError, UnknownUpscalerError, UpscalerLoadError)
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Services:
     extension_host: ExtensionHost = None  # the loaded extensions: hooks, scripts, callbacks, problems
     extensions: object = None  # webui.extensions.manager.ExtensionManager: install, update, remove
     restarter: Callable[["Services"], None] | None = None  # how `restart` restarts (tests replace it)
+    stopper: Callable[["Services", int], None] | None = None  # how `/server-stop` stops (tests replace it)
+    upscalers: UpscalerRegistry | None = None  # image upscalers (built-ins and models/ESRGAN, ...): hires fix, extras
 
     @property
     def extension_problems(self):
@@ -84,10 +89,21 @@ class Services:
         if request.script_name:
             from .extensions.a1111.script_hooks import run_selectable
             request.validate()
-            return run_selectable(self.extension_host, request, control)
-        return engine.run(request, control)
+            result = run_selectable(self.extension_host, request, control)
+        else:
+            result = engine.run(request, control)
+        if request.extra.get("override_settings_restore_afterwards") is False:
+            self._keep_overrides(overrides, checkpoint)
+        return result
 
-    def generate(self, request: GenerationRequest, task_id: str | None = None) -> Job:
+    def _keep_overrides(self, overrides: dict, checkpoint: str | None) -> None:
+        """A1111's `override_settings_restore_afterwards: false`: the job's overrides stay as the settings."""
+        if checkpoint:
+            self.models.select(checkpoint)
+        if overrides:
+            self.options.update(overrides)
+
+    def generate(self, request: GenerationRequest, task_id: str | None = None, source: str = "") -> Job:
         """Queue a generation (validated first, so bad input fails at once with a clear message). Chosen styles
         are applied into the prompts here, so the infotext shows what was really generated."""
         request.validate()
@@ -101,12 +117,52 @@ class Services:
         overrides = request.extra.get("override_settings")
         if overrides:
             request.extra["override_settings"] = self.options.validate(overrides)
-        return self.queue.submit("generate", request, task_id)
+        return self.queue.submit("generate", request, task_id, source)
 
-    def load_checkpoint(self, query: str) -> Job:
+    def load_checkpoint(self, query: str, source: str = "") -> Job:
         """Queue a checkpoint switch: it runs between jobs, never during one."""
         self.models.resolve(query)  # unknown names fail now, not in the queue
-        return self.queue.submit("load_checkpoint", query)
+        return self.queue.submit("load_checkpoint", query, source=source)
+
+    def set_options(self, changes: dict, source: str = "") -> Job:
+        """Queue a change of settings (`sd_model_checkpoint` among them loads that checkpoint): validated now, so
+        bad values fail at once, applied between jobs, so a running generation never sees half of it."""
+        changes = dict(changes)
+        checkpoint = changes.pop("sd_model_checkpoint", None)
+        checked = self.options.validate(changes)
+        if checkpoint:
+            checked["sd_model_checkpoint"] = self.models.resolve(str(checkpoint)).title
+        if "sd_vae" in checked:
+            self.models.vaes.refresh()
+            self.models.vaes.choose(checked["sd_vae"], None)  # an unknown VAE name fails here
+        return self.queue.submit("set_options", checked, source=source)
+
+    def rerun(self, seq: int, source: str = "") -> Job:
+        """Queue a job of the history again. A generation is re-run as it ran: with the seeds it got (a random seed
+        is fixed to the one drawn) and its styles already in its prompts."""
+        record = self.queue.store.get_seq(seq) if self.queue.store is not None else None
+        if record is None:
+            raise RequestError("job", f"No job #{seq} in the history")
+        if not record.payload_complete:
+            raise RequestError("job", f"Job {record.id} cannot be re-run: part of its request (an extension's value) "
+                                      "could not be stored")
+        payload = self.queue.store.payload(seq)
+        if record.kind != "generate" or not isinstance(payload, GenerationRequest):
+            raise RequestError("job", f"Job {record.id} is a {record.kind} job: only generations can be re-run")
+        payload.styles = []
+        seeds, subseeds = record.result.get("seeds") or [], record.result.get("subseeds") or []
+        if payload.seed == -1 and seeds:
+            payload.seed = int(seeds[0])
+        if payload.subseed == -1 and subseeds and payload.subseed_strength > 0:
+            payload.subseed = int(subseeds[0])
+        return self.generate(payload, source=source)
+
+    def extras(self, request: ExtrasRequest, source: str = "") -> Job:
+        """Queue an Extras upscale (validated first: bad sizes or an unknown upscaler fail at once); it runs in the
+        queue, so its GPU work is ordered with the generations."""
+        self.upscalers.refresh()  # a model file dropped in since the last listing is usable at once
+        request.validate(self.upscalers.names())
+        return self.queue.submit("extras", request, source=source)
 
     def token_count(self, text: str, steps: int = 20) -> tuple[int, int]:
         """(tokens, limit) for a prompt box: counted with the loaded checkpoint's tokenizer and embeddings (a
@@ -128,6 +184,8 @@ class Services:
         self.queue.stop()
         if self.extension_host is not None:
             self.extension_host.shutdown()
+        if self.queue.store is not None:
+            self.queue.store.close()
 
 
 class _TokenizerOnly:
@@ -158,6 +216,32 @@ def _restart_process(services: "Services") -> None:
 
 def _run_load(services: "Services", job: Job) -> str:
     info, _ = services.models.select(job.payload)
+    return info.title
+
+
+def _run_extras(services: "Services", job: Job) -> ExtrasResult:
+    return run_extras(job.payload, services.upscalers, services.options, services.paths.outputs, job.control)
+
+
+def _run_set_options(services: "Services", job: Job) -> dict:
+    changes = dict(job.payload)
+    checkpoint = changes.pop("sd_model_checkpoint", None)
+    if checkpoint:
+        services.models.select(checkpoint)
+    if changes:
+        services.options.update(changes)
+    return {"changed": sorted(job.payload)}
+
+
+def _run_unload(services: "Services", job: Job) -> None:
+    services.models.unload_all()
+
+
+def _run_reload(services: "Services", job: Job) -> str:
+    """Load the selected checkpoint again from its file (A1111's reload-checkpoint)."""
+    title = services.models.current_title() or services.options.get("sd_model_checkpoint") or None
+    services.models.unload_all()
+    info, _ = services.models.select(title) if title else services.models.get(None)
     return info.title
 
 
@@ -201,14 +285,24 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     controlnets = ControlNetRegistry([paths.controlnet])
     controlnets.refresh()
     preprocessors = PreprocessorRegistry(paths.annotators, str(policy.device))
+    upscalers = UpscalerRegistry(paths.upscaler_dirs, policy, options)
+    upscalers.refresh()
     engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors)
-    queue = JobQueue(user_errors=USER_ERRORS)
+    store = JobStore(paths.jobs_db, keep=int(options.get("job_history_limit")))
+    recovered = store.recover()
+    if recovered:
+        log.warning("%d job(s) were unfinished when the server last stopped: marked failed in the history", recovered)
+    queue = JobQueue(user_errors=USER_ERRORS, store=store)
     services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue,
                         StyleDatabase(paths.styles_file), controlnets, preprocessors, extension_host=host,
-                        extensions=ExtensionManager(paths.extensions, options, flags))
+                        extensions=ExtensionManager(paths.extensions, options, flags), upscalers=upscalers)
     _load_extensions(services)
     queue.register("generate", lambda job: _run_generation(services, job))
     queue.register("load_checkpoint", lambda job: _run_load(services, job))
+    queue.register("set_options", lambda job: _run_set_options(services, job))
+    queue.register("extras", lambda job: _run_extras(services, job))
+    queue.register("unload_checkpoint", lambda job: _run_unload(services, job))
+    queue.register("reload_checkpoint", lambda job: _run_reload(services, job))
     queue.start()
     log.info("device %s, dtype %s, attention %s; %d checkpoints in %s", policy.device, policy.dtype,
              policy.attention, len(registry.list()), paths.checkpoints)

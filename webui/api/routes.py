@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..engine import samplers
 from ..engine.engine import GenerationResult
+from ..engine.preview import current_preview
 from ..engine.request import FolderBatch, GenerationRequest, Outpaint, RequestError
 from ..jobs.queue import CANCELLED, DONE, FAILED
 from ..models.manager import ModelLoadError
@@ -28,7 +29,11 @@ from ..settings.options import OptionError
 from .controlnet import check_units_known, detected_maps, install_controlnet_routes, strip_unit_images, \
     units_from_alwayson
 from .extension_routes import install_extension_api_routes
+from .extras_routes import install_extras_routes
+from .infotext_fields import apply_infotext
 from .library_routes import install_library_routes
+from .queue_routes import install_queue_routes
+from .server_routes import install_server_routes
 from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
                      SDModelItem, Txt2ImgBody)
 from .scripts import apply_alwayson, apply_script
@@ -92,6 +97,7 @@ def _job_failure(job) -> ApiError:
 def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True, host=None) -> GenerationRequest:
     """The GenerationRequest an API body asks for. `allow_folders` False (--hide-ui-dir-config) refuses the
     folder-batch fields with a 403."""
+    body = apply_infotext(body)
     request = GenerationRequest(
         mode=mode, prompt=body.prompt, negative_prompt=body.negative_prompt,
         sampler_name=body.sampler_name or body.sampler_index or "Euler", scheduler=body.scheduler or "Automatic",
@@ -100,7 +106,8 @@ def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True,
         seed_resize_from_h=max(0, body.seed_resize_from_h), width=body.width, height=body.height,
         batch_size=body.batch_size, n_iter=body.n_iter,
         save_images=body.save_images and not body.do_not_save_samples, styles=list(body.styles or []),
-        extra={"override_settings": dict(body.override_settings or {})},
+        extra={"override_settings": dict(body.override_settings or {}),
+               "override_settings_restore_afterwards": body.override_settings_restore_afterwards},
     )
     if isinstance(body, Img2ImgBody):
         _apply_img2img_fields(body, request, allow_folders)
@@ -191,6 +198,19 @@ def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_
     })
 
 
+def _preview_base64(services, job) -> str | None:
+    """The running job's live preview (rendered now, from its latest latents) as base64 PNG; None when live
+    previews are off or the job has not sampled a step yet."""
+    if not services.options.get("live_previews_enable"):
+        return None
+    try:
+        image = current_preview(job.control)
+    except Exception:  # noqa: BLE001 - a preview is a nicety: never fail the progress poll for it
+        log.exception("could not render a live preview")
+        return None
+    return encode_png_base64(image, None) if image is not None else None
+
+
 def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = None) -> None:
     auth = _auth_dependency(logins or [])
     router = APIRouter(prefix="/sdapi/v1", dependencies=auth, tags=["sdapi"])
@@ -210,7 +230,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         try:
             request = _request_from_body(body, mode, allow_folders, services.extension_host)
             check_units_known(request.controlnet_units, services)
-            job = services.generate(request, task_id=body.force_task_id)
+            job = services.generate(request, task_id=body.force_task_id, source="api")
         except (ValueError, KeyError) as exc:
             raise _classify(exc) from None
         job.wait()
@@ -247,7 +267,8 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
                               job_no=p.job_no,
                               sampling_step=p.sampling_step, sampling_steps=p.sampling_steps)
         return ProgressResponse(progress=round(p.fraction, 4), eta_relative=round(p.eta_seconds, 2), state=state,
-                                current_image=None, textinfo=p.textinfo)
+                                current_image=None if skip_current_image else _preview_base64(services, job),
+                                textinfo=p.textinfo)
 
     @router.post("/interrupt")
     def interrupt():
@@ -286,21 +307,14 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
 
     @router.post("/options")
     def set_options(changes: dict[str, Any]):
-        changes = dict(changes)
-        checkpoint = changes.pop("sd_model_checkpoint", None)
+        """Applied in the queue, between jobs (a checkpoint switch waits for the running generation)."""
         try:
-            checked = services.options.validate(changes)
-            if "sd_vae" in checked:
-                services.models.vaes.refresh()
-                services.models.vaes.choose(checked["sd_vae"], None)  # an unknown VAE name fails here
-            if checkpoint:
-                job = services.load_checkpoint(str(checkpoint))
-                job.wait()
-                if job.state != DONE:
-                    raise _job_failure(job)
-            services.options.update(checked)
+            job = services.set_options(changes, source="api")
         except (ValueError, KeyError) as exc:
             raise _classify(exc) from None
+        job.wait()
+        if job.state != DONE:
+            raise _job_failure(job)
         return {}
 
     @router.post("/png-info", response_model=PNGInfoResponse)
@@ -313,7 +327,15 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))}
         return PNGInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
 
+    def wait_for(job) -> None:
+        job.wait()
+        if job.state != DONE:
+            raise _job_failure(job)
+
+    install_server_routes(router, services, wait_for, getattr(services.flags, "api_server_stop", False))
     install_library_routes(router, services)
+    install_extras_routes(router, services)
     install_extension_api_routes(router, services)
     app.include_router(router)
     install_controlnet_routes(app, services, auth)
+    install_queue_routes(app, services, auth)

@@ -47,7 +47,7 @@ def run_folder_batch(engine, request: GenerationRequest, control) -> GenerationR
     total_jobs = len(files) * request.n_iter
     started = time.perf_counter()
     result = GenerationResult(job_timestamp=datetime.now().strftime("%Y%m%d%H%M%S"))
-    collected = _Collector(result)
+    collected = _Collector(result, control)
     control.report(job_count=total_jobs, job_no=0, sampling_step=0, started=time.monotonic(),
                    textinfo=f"Batch of {len(files)} files from {batch.input_dir}")
     done = 0
@@ -133,8 +133,8 @@ class _Collector:
     """Gathers the per-file results into the batch's: every seed, infotext and saved path, the first
     MAX_IMAGES_KEPT images, warnings once each."""
 
-    def __init__(self, result: GenerationResult):
-        self.result = result
+    def __init__(self, result: GenerationResult, control):
+        self.result, self.control = result, control
         self.images_made = 0
         self.first = True
 
@@ -169,7 +169,9 @@ class _Collector:
             while path.exists():
                 number += 1
                 path = folder / f"{base}_{number}.{extension}"
-            self.result.saved_paths.append(str(save_image_as(picture, path, infotext)))
+            saved = str(save_image_as(picture, path, infotext))
+            self.result.saved_paths.append(saved)
+            self.control.image_saved(saved, infotext)
         except (OSError, ValueError) as exc:  # a full disk or bad folder must not lose the images in memory
             self.result.warnings.append(f"Could not save {path.name} to {folder}: {exc}")
 

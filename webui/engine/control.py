@@ -35,11 +35,15 @@ class Progress:
 class RunControl:
     """Shared between the engine (which reports and polls) and whoever asked for the run (which may stop it)."""
 
-    def __init__(self, on_progress: Callable[[Progress], None] | None = None):
+    def __init__(self, on_progress: Callable[[Progress], None] | None = None,
+                 on_event: Callable[[str, dict], None] | None = None):
+        """`on_progress(progress)` after every report; `on_event(kind, data)` for whoever follows the run as
+        events: "progress" (the Progress) and "image" ({"path", "infotext"} once an image is saved)."""
         self.progress = Progress()
         self._interrupt = threading.Event()
         self._skip = threading.Event()
         self._on_progress = on_progress
+        self.on_event = on_event
         self.latents = None  # the running batch's latents after the last step: live previews render them on demand
         self.latent_family = ""
         self.latents_step = 0  # bumps with every publish, so watchers render a preview once per change
@@ -76,3 +80,12 @@ class RunControl:
             setattr(self.progress, key, value)
         if self._on_progress is not None:
             self._on_progress(self.progress)
+        self._emit("progress", {"progress": self.progress})
+
+    def image_saved(self, path: str, infotext: str = "") -> None:
+        """A finished image is on disk: the job's history records it at once, so a crash later loses nothing."""
+        self._emit("image", {"path": str(path), "infotext": infotext})
+
+    def _emit(self, kind: str, data: dict) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, data)

@@ -420,6 +420,7 @@ class Engine:
                 result.warnings.append(f"Could not save an image to {folder}: {exc}")
             else:
                 save.path = str(path)
+                run.control.image_saved(save.path, str(save.infotext))
                 self.hooks.saved(run, save)
 
 

@@ -1,7 +1,12 @@
 """One FIFO queue for every client (browser tabs, API scripts), served by one worker thread per device.
 
-A job is data: an id, a kind ("generate", "load_checkpoint", ...), its payload, a state and, when done, a result or
-an error message. Runners for each kind are registered by `app.py`; the queue itself never generates.
+A job is data: an id, a kind ("generate", "load_checkpoint", "set_options", ...), its payload, a state and, when
+done, a result or an error message. Runners for each kind are registered by `webui/services.py`; the queue itself
+never generates. With a `JobStore` every job is recorded in the history as it goes (queued, started, each saved
+image, finished); an `EventBus` carries the same moments to whoever follows the queue (the `/queue/events` stream).
+
+The worker sits behind `Runner` callables: a pool of workers elsewhere (one per GPU, or a Ray cluster) could take
+jobs from `take()`-style hand-offs instead of this thread; nothing outside this file depends on there being one.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..engine.control import RunControl
+from .events import EventBus
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,9 @@ class Job:
     error: str | None = None
     error_kind: str | None = None
     exception: BaseException | None = None  # what failed the job, for callers that map errors (HTTP statuses)
+    source: str = ""  # "ui", "api", "extension", ...: who asked (shown in the history)
+    seq: int | None = None  # its row in the JobStore
+    outputs: list[str] = field(default_factory=list)  # paths of the images saved so far
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -48,10 +58,14 @@ Runner = Callable[[Job], Any]
 
 
 class JobQueue:
-    def __init__(self, user_errors: tuple[type[BaseException], ...] = (), history: int = 200):
+    def __init__(self, user_errors: tuple[type[BaseException], ...] = (), history: int = 200,
+                 store: JobStore | None = None, events: EventBus | None = None):
         """`user_errors`: exception types whose message is meant for the user (bad input, unknown model...);
-        they fail the job with that message and no traceback in the log."""
+        they fail the job with that message and no traceback in the log. `history`: finished jobs kept in memory
+        (the store keeps more)."""
         self._user_errors = user_errors
+        self.store = store
+        self.events = events or EventBus()
         self._runners: dict[str, Runner] = {}
         self._queue: deque[Job] = deque()
         self._jobs: dict[str, Job] = {}
@@ -83,7 +97,7 @@ class JobQueue:
             self._thread.join(timeout)
 
     # --- clients ----------------------------------------------------------------------------------------------
-    def submit(self, kind: str, payload: Any, task_id: str | None = None) -> Job:
+    def submit(self, kind: str, payload: Any, task_id: str | None = None, source: str = "") -> Job:
         if kind not in self._runners:
             raise ValueError(f"no runner for job kind {kind!r}")
         with self._cond:
@@ -92,17 +106,23 @@ class JobQueue:
             job_id = task_id or f"task({uuid.uuid4().hex[:15]})"
             if job_id in self._jobs and self._jobs[job_id].state in (QUEUED, RUNNING):
                 raise ValueError(f"a job with id {job_id!r} is already queued or running")
-            job = Job(job_id, kind, payload)
+            job = Job(job_id, kind, payload, source=source)
+            job.control.on_event = lambda event, data: self._job_event(job, event, data)
+            if self.store is not None:
+                job.seq = self.store.add(job_id, kind, payload, source=source, created=job.created)
             self._jobs[job_id] = job
             self._order.append(job_id)
             self._queue.append(job)
+            position = len(self._queue)
             self._trim()
             self._cond.notify_all()
+        self.events.publish({"type": "queued", "job": job_id, "kind": kind, "position": position})
         return job
 
-    def run(self, kind: str, payload: Any, task_id: str | None = None, timeout: float | None = None) -> Job:
+    def run(self, kind: str, payload: Any, task_id: str | None = None, timeout: float | None = None,
+            source: str = "") -> Job:
         """Submit and wait until it has finished (in whatever state)."""
-        job = self.submit(kind, payload, task_id)
+        job = self.submit(kind, payload, task_id, source)
         job.wait(timeout)
         return job
 
@@ -120,6 +140,11 @@ class JobQueue:
     def pending(self) -> list[Job]:
         with self._cond:
             return list(self._queue)
+
+    def recent(self) -> list[Job]:
+        """The jobs held in memory (queued, running and the last finished ones), oldest first."""
+        with self._cond:
+            return [self._jobs[job_id] for job_id in self._order if job_id in self._jobs]
 
     @property
     def running(self) -> Job | None:
@@ -163,6 +188,8 @@ class JobQueue:
                 job = self._queue.popleft()
                 job.state, job.started = RUNNING, time.time()
                 self._running = job
+            self._record(lambda store: store.started(job.seq, job.started), job)
+            self.events.publish({"type": "started", "job": job.id, "kind": job.kind})
             try:
                 result = self._runners[job.kind](job)
             except self._user_errors as exc:
@@ -182,10 +209,34 @@ class JobQueue:
             job.error_kind = type(exception).__name__ if exception is not None else None
             self._finish(job, state, error)
 
-    @staticmethod
-    def _finish(job: Job, state: str, error: str | None = None) -> None:
+    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         job.state, job.error, job.finished = state, error, time.time()
+        self._record(lambda store: store.finished(job.seq, state, job.finished, error, job.result), job)
         job._done.set()
+        self.events.publish({"type": "finished", "job": job.id, "kind": job.kind, "state": state, "error": error,
+                             "images": list(job.outputs)})
+
+    def _job_event(self, job: Job, event: str, data: dict) -> None:
+        """What the running job's control reports: progress to the followers, saved images to the history too."""
+        if event == "image":
+            job.outputs.append(data["path"])
+            self._record(lambda store: store.add_output(job.seq, data["path"], data.get("infotext", "")), job)
+            self.events.publish({"type": "image", "job": job.id, "path": data["path"]})
+        elif event == "progress":
+            p = data["progress"]
+            self.events.publish({"type": "progress", "job": job.id, "step": p.sampling_step,
+                                 "steps": p.sampling_steps, "job_no": p.job_no, "job_count": p.job_count,
+                                 "progress": round(p.fraction, 4), "eta": round(p.eta_seconds, 2),
+                                 "textinfo": p.textinfo})
+
+    def _record(self, write: Callable[[JobStore], None], job: Job) -> None:
+        """A history write; a failing database (full disk, locked file) is logged and never fails the job."""
+        if self.store is None or job.seq is None:
+            return
+        try:
+            write(self.store)
+        except Exception:  # noqa: BLE001
+            log.exception("could not record job %s in the history", job.id)
 
     def _trim(self) -> None:
         while len(self._order) > self._history:

@@ -201,6 +201,9 @@ def encode_png_base64(image: Image.Image, infotext: str | None) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+MAX_DECODED_PIXELS = 8192 * 8192  # images sent to the API larger than this are refused with a clear message
+
+
 def decode_image_base64(data: str) -> Image.Image:
     """Decode base64 image data (optionally a ``data:image/...;base64,`` URL).
 
@@ -222,6 +225,13 @@ def decode_image_base64(data: str) -> Image.Image:
         raise ValueError("could not decode image: empty data")
     try:
         image = Image.open(io.BytesIO(raw))
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
+        raise ValueError(f"could not decode image: {exc}") from exc
+    width, height = image.size
+    if width * height > MAX_DECODED_PIXELS:  # checked from the header, before the pixels take any memory
+        raise ValueError(f"image too large: {width}x{height} is {width * height:,} pixels; the limit is "
+                         f"{MAX_DECODED_PIXELS:,} (for example 8192x8192)")
+    try:
         image.load()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
         raise ValueError(f"could not decode image: {exc}") from exc

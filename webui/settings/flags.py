@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--gradio-auth", default=None, metavar="USER:PASS[,USER:PASS]",
                         help="protect the web UI with these logins")
     server.add_argument("--api-auth", default=None, metavar="USER:PASS[,USER:PASS]",
-                        help="protect /sdapi with HTTP Basic auth")
+                        help="protect /sdapi, /controlnet and /queue with HTTP Basic auth")
+    server.add_argument("--api-server-stop", action="store_true",
+                        help="allow /sdapi/v1/server-stop, server-restart and server-kill (off: those routes are 404)")
     server.add_argument("--hide-ui-dir-config", action="store_true",
                         help="refuse server folder paths from users (img2img Batch from a folder, in the UI and API)")
 

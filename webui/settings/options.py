@@ -47,10 +47,22 @@ OPTIONS: dict[str, Option] = {
                                      minimum=1, maximum=10, restart=True),
     "control_net_no_detectmap": Option(False, "Do not append ControlNet detected maps to the output", bool),
     "disabled_extensions": Option([], "Disabled extensions (folder names)", list),
+    "job_history_limit": Option(2000, "Jobs kept in the history (older ones are forgotten; their images stay)", int,
+                                minimum=10, maximum=1000000, section=("jobs", "Queue and history")),
+    "live_previews_enable": Option(True, "Show live previews of the image being generated", bool,
+                                   section=("live_previews", "Live previews")),
+    "show_progress_every_n_steps": Option(10, "Live preview every N sampling steps (0: off)", int, minimum=0,
+                                          maximum=150, section=("live_previews", "Live previews")),
     "samples_save": Option(True, "Always save all generated images", bool),
     "samples_format": Option("png", "File format for images", str, choices=("png", "jpg", "webp")),
     "outdir_txt2img_samples": Option("", "Output folder for txt2img (empty: outputs/txt2img-images)", str),
     "outdir_img2img_samples": Option("", "Output folder for img2img (empty: outputs/img2img-images)", str),
+    "outdir_extras_samples": Option("", "Output folder for images from extras tab (empty: outputs/extras-images)",
+                                    str),
+    "ESRGAN_tile": Option(192, "Tile size for ESRGAN upscalers. 0 = no tiling.", int, minimum=0, maximum=512,
+                          section=("upscaling", "Upscaling")),
+    "ESRGAN_tile_overlap": Option(8, "Tile overlap for ESRGAN upscalers.", int, minimum=0, maximum=48,
+                                  section=("upscaling", "Upscaling")),
 }
 
 

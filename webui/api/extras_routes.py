@@ -1,0 +1,121 @@
+"""A1111's Extras and upscaler routes: `extra-single-image`, `extra-batch-images` (queued as "extras" jobs, so their
+GPU work is ordered with the generations), and the listings `upscalers`, `latent-upscale-modes`,
+`realesrgan-models` and `face-restorers` (none: face restoration is not supported)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from ..engine.extras import ExtrasRequest
+from ..engine.hires import LATENT_UPSCALE_MODES
+from ..engine.request import RequestError
+from ..jobs.queue import DONE
+from ..models.upscalers import UnknownUpscalerError, UpscalerLoadError
+from ..outputs.save import decode_image_base64, encode_png_base64
+
+
+class ExtrasBody(BaseModel):
+    """A1111's ExtrasBaseRequest fields and defaults."""
+    model_config = ConfigDict(extra="ignore")
+    resize_mode: int = 0
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0.0
+    codeformer_visibility: float = 0.0
+    codeformer_weight: float = 0.0
+    upscaling_resize: float = 2.0
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0.0
+    upscale_first: bool = False
+
+
+class ExtrasSingleBody(ExtrasBody):
+    image: str = ""
+
+
+class FileData(BaseModel):
+    data: str
+    name: str = ""
+
+
+class ExtrasBatchBody(ExtrasBody):
+    imageList: list[FileData] = []  # noqa: N815 - A1111's wire name
+
+
+def _decode(data: str, field: str):
+    if not data:
+        raise RequestError(field, f"{field}: no image given")
+    try:
+        return decode_image_base64(data)
+    except ValueError as exc:
+        raise RequestError(field, f"{field}: {exc}") from None
+
+
+def _request(body: ExtrasBody, images: list) -> ExtrasRequest:
+    fields = body.model_dump(exclude={"image", "imageList", "show_extras_results"})
+    return ExtrasRequest(images=images, save=False, **fields)  # A1111's API does not save extras results
+
+
+def install_extras_routes(router: APIRouter, services) -> None:
+    from .routes import ApiError  # routes imports this module; by install time it is fully loaded
+
+    def run(request: ExtrasRequest):
+        try:
+            job = services.extras(request, source="api")
+        except RequestError as exc:
+            raise ApiError(422, "InvalidRequest", str(exc)) from None
+        job.wait()
+        if job.state != DONE:
+            exc = job.exception
+            if isinstance(exc, RequestError):
+                raise ApiError(422, "InvalidRequest", job.error or str(exc))
+            if isinstance(exc, (UnknownUpscalerError, UpscalerLoadError)):
+                raise ApiError(400, type(exc).__name__, job.error or str(exc))
+            raise ApiError(500, type(exc).__name__ if exc is not None else job.state, job.error or job.state)
+        return job.result
+
+    @router.post("/extra-single-image")
+    def extra_single_image(body: ExtrasSingleBody):
+        try:
+            request = _request(body, [(_decode(body.image, "image"), "image")])
+        except RequestError as exc:
+            raise ApiError(422, "InvalidImage", str(exc)) from None
+        result = run(request)
+        image = encode_png_base64(result.images[0], result.infotexts[0]) if result.images else None
+        return {"html_info": result.html_info, "image": image}
+
+    @router.post("/extra-batch-images")
+    def extra_batch_images(body: ExtrasBatchBody):
+        try:
+            images = [(_decode(item.data, f"imageList[{index}].data"), item.name or f"image-{index}")
+                      for index, item in enumerate(body.imageList)]
+            request = _request(body, images)
+        except RequestError as exc:
+            raise ApiError(422, "InvalidImage", str(exc)) from None
+        result = run(request)
+        return {"html_info": result.html_info,
+                "images": [encode_png_base64(image, text) for image, text in zip(result.images, result.infotexts)]}
+
+    @router.get("/upscalers")
+    def upscalers():
+        services.upscalers.refresh()
+        return [{"name": info.name, "model_name": info.model_name,
+                 "model_path": str(info.path) if info.path is not None else None, "model_url": None,
+                 "scale": info.scale} for info in services.upscalers.list()]
+
+    @router.get("/latent-upscale-modes")
+    def latent_upscale_modes():
+        return [{"name": name} for name in LATENT_UPSCALE_MODES]
+
+    @router.get("/realesrgan-models")
+    def realesrgan_models():
+        services.upscalers.refresh()
+        return [{"name": info.name, "path": str(info.path), "scale": info.scale}
+                for info in services.upscalers.list() if info.kind == "RealESRGAN"]
+
+    @router.get("/face-restorers")
+    def face_restorers():
+        return []  # GFPGAN / CodeFormer are not supported

@@ -1,0 +1,135 @@
+"""The queue for clients that want more than polling `/sdapi/v1/progress` (our routes, not A1111's):
+
+- `GET /queue`: the running job and the queued ones with their positions, and the last finished ones;
+- `GET /queue/events[?job=ID][&previews=true]`: a server-sent-events stream of queued / started / progress /
+  preview / image / finished events (one JSON object per `data:` line, its type also as the SSE `event:`);
+- `GET /queue/jobs/{id}`, `DELETE /queue/jobs/{id}` (cancel a queued job, interrupt a running one);
+- `GET /queue/history?limit=&offset=&kind=`: past jobs from the SQLite history, newest first;
+  `POST /queue/history/{seq}/rerun` queues one again.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
+
+from ..engine.preview import current_preview
+from ..jobs.queue import QUEUED, RUNNING, Job
+from ..outputs.save import encode_png_base64
+
+HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
+
+
+def job_view(job: Job, position: int = 0) -> dict:
+    progress = job.control.progress
+    view = {"id": job.id, "kind": job.kind, "source": job.source, "state": job.state, "position": position,
+            "created": job.created, "started": job.started, "finished": job.finished, "error": job.error,
+            "images": list(job.outputs)}
+    if job.state == RUNNING:
+        view["progress"] = {"fraction": round(progress.fraction, 4), "eta": round(progress.eta_seconds, 2),
+                            "step": progress.sampling_step, "steps": progress.sampling_steps,
+                            "job_no": progress.job_no, "job_count": progress.job_count, "textinfo": progress.textinfo}
+    summary = getattr(job.payload, "prompt", None)
+    if isinstance(summary, str):
+        view["prompt"] = summary
+    return view
+
+
+def _sse(event: dict) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+def install_queue_routes(app: FastAPI, services, auth: list) -> None:
+    router = APIRouter(prefix="/queue", dependencies=auth, tags=["queue"])
+    queue = services.queue
+
+    @router.get("")
+    def list_queue():
+        running = queue.running
+        pending = queue.pending()
+        recent = [job for job in queue.recent() if job.state not in (QUEUED, RUNNING)][-20:]
+        return {"running": job_view(running) if running is not None else None,
+                "queued": [job_view(job, index + 1) for index, job in enumerate(pending)],
+                "finished": [job_view(job) for job in reversed(recent)]}
+
+    @router.get("/jobs/{job_id}")
+    def get_job(job_id: str):
+        job = queue.get(job_id)
+        if job is not None:
+            return job_view(job, queue.position(job))
+        record = queue.store.get(job_id) if queue.store is not None else None
+        if record is None:
+            raise HTTPException(404, f"No job {job_id!r} in the queue or the history")
+        return record.as_dict()
+
+    @router.delete("/jobs/{job_id}")
+    def cancel_job(job_id: str):
+        job = queue.get(job_id)
+        if job is None or not queue.cancel(job_id):
+            raise HTTPException(409 if job is not None else 404,
+                                f"Job {job_id!r} has already finished" if job is not None
+                                else f"No job {job_id!r} is queued or running")
+        return {"id": job_id, "state": job.state}
+
+    @router.get("/history")
+    def history(limit: int = 50, offset: int = 0, kind: str | None = None):
+        if queue.store is None:
+            return {"total": 0, "jobs": []}
+        kinds = (kind,) if kind else None
+        limit = max(1, min(int(limit), 500))
+        return {"total": queue.store.count(kinds),
+                "jobs": [record.as_dict() for record in queue.store.list(limit, max(0, offset), kinds)]}
+
+    @router.post("/history/{seq}/rerun")
+    def rerun(seq: int):
+        try:
+            job = services.rerun(seq, source="api")
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"id": job.id, "position": queue.position(job)}
+
+    @router.get("/events")
+    async def events(job: str | None = None, previews: bool = False):
+        accept = (lambda event: event.get("job") == job) if job else None
+        subscription = queue.events.subscribe(accept)
+        every = int(services.options.get("show_progress_every_n_steps"))
+        wanted = previews and every > 0 and services.options.get("live_previews_enable")
+
+        async def stream():
+            last_preview_step = -1
+            try:
+                yield ": connected\n\n"
+                if job:  # the job may be past some moments already: say where it stands now
+                    current = queue.get(job)
+                    if current is not None:
+                        yield _sse({"type": "state", **job_view(current, queue.position(current)), "job": job})
+                        if current.state not in (QUEUED, RUNNING):
+                            return
+                last_beat = time.monotonic()
+                while True:
+                    event = await asyncio.to_thread(subscription.get, 1.0)
+                    if event is None:
+                        if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+                            last_beat = time.monotonic()
+                            yield ": keep-alive\n\n"
+                        continue
+                    yield _sse(event)
+                    if wanted and event["type"] == "progress" and event["step"] // every != last_preview_step:
+                        running = queue.get(event["job"])
+                        image = current_preview(running.control) if running is not None else None
+                        if image is not None:
+                            last_preview_step = event["step"] // every
+                            yield _sse({"type": "preview", "job": event["job"], "step": event["step"],
+                                        "image": encode_png_base64(image, None)})
+                    if job and event["type"] == "finished":
+                        return
+            finally:
+                subscription.close()
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    app.include_router(router)
