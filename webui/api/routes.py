@@ -88,6 +88,8 @@ def _classify(exc: Exception) -> ApiError:
 
 def _job_failure(job) -> ApiError:
     """The HTTP error for a job that did not finish: classified by what failed it, with the job's message."""
+    if job.state == CANCELLED:
+        return ApiError(409, "Cancelled", f"The job was cancelled: {job.error or 'cancelled'}")
     if job.exception is None:
         return ApiError(500, job.state, job.error or job.state)
     classified = _classify(job.exception)

@@ -148,7 +148,6 @@ class JobStore:
             seq = cursor.lastrowid
             self._db.executemany("INSERT INTO job_inputs (seq, n, png) VALUES (?, ?, ?)",
                                  [(seq, n, data) for n, data in enumerate(encoded.images)])
-        self._trim()
         return seq
 
     def started(self, seq: int, at: float) -> None:
@@ -163,6 +162,7 @@ class JobStore:
     def finished(self, seq: int, state: str, at: float, error: str | None = None, result: Any = None) -> None:
         self._execute("UPDATE jobs SET state = ?, finished = ?, error = ?, result = ? WHERE seq = ?",
                       (state, at, error, json.dumps(summarize_result(result)), seq))
+        self._trim()
 
     def recover(self) -> int:
         """Jobs left queued or running by a previous process (a crash, a kill) are marked failed; returns how many."""

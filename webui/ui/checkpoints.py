@@ -46,7 +46,7 @@ def change_checkpoint(services, title: str | None) -> gr.Dropdown:
     if not title or title == services.models.current_title():
         return _dropdown(services, previous)
     try:
-        job = services.load_checkpoint(title)
+        job = services.load_checkpoint(title, source="ui")
     except Exception as exc:  # noqa: BLE001 - unknown names fail here, before anything is queued
         notices.report(exc)
         return _dropdown(services, previous)

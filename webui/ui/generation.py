@@ -155,7 +155,8 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
     try:
         allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
         job = services.generate(build_request(mode, *values, img2img=img2img, styles=styles,
-                                              allow_folders=allow_folders, controlnet=controlnet, scripts=scripts))
+                                              allow_folders=allow_folders, controlnet=controlnet, scripts=scripts),
+                                source="ui")
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
         yield (state, skip, skip, skip, *_buttons(False))

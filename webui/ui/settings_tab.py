@@ -356,13 +356,14 @@ def apply_settings(services, fields: list[SettingField], *values) -> str:
     checked = {k: v for k, v in checked.items() if current.get(k) != v or type(current.get(k)) is not type(v)}
     if not checked:
         return "Nothing changed."
-    try:
-        services.options.update(checked)
-    except OptionError as exc:
+    try:  # through the queue: applied between jobs, never under a running generation
+        job = services.set_options(checked, source="ui")
+    except (OptionError, ValueError, KeyError) as exc:
         return str(exc)
-    except OSError as exc:
-        notices.report(exc)
-        return f"Could not save the settings: {exc}"
+    job.wait()
+    if not job.finished_ok:
+        notices.warn(job.error or f"Applying the settings ended {job.state}")
+        return f"Could not apply the settings: {job.error or job.state}"
     keys = list(checked)
     message = f"{len(keys)} setting{'s' if len(keys) != 1 else ''} changed: {', '.join(keys)}."
     restart = [k for k in keys if services.options.specs.get(k) is not None and services.options.specs[k].restart]

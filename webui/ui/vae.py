@@ -42,9 +42,13 @@ def change_vae(services, value: str | None) -> gr.Dropdown:
     if value not in vae_choices(services):
         notices.warn(f"Unknown VAE {value!r}: choose Automatic, None or a file in {services.paths.vae}")
         return _dropdown(services, previous)
-    try:
-        services.options.update({"sd_vae": value})
+    try:  # queued: a running generation keeps the VAE it started with
+        job = services.set_options({"sd_vae": value}, source="ui")
     except Exception as exc:  # noqa: BLE001 - an option that cannot be saved is a notice
         notices.report(exc)
+        return _dropdown(services, previous)
+    job.wait()
+    if not job.finished_ok:
+        notices.warn(job.error or f"Changing the VAE ended {job.state}")
         return _dropdown(services, previous)
     return _dropdown(services, value)
