@@ -104,8 +104,12 @@ class ExtrasResult:
     @property
     def html_info(self) -> str:
         """A1111's `html_info`: the last image's postprocessing text as an HTML paragraph."""
-        text = self.infos[-1] if self.infos else ""
-        return f"<p>{html.escape(text)}</p>" if text else ""
+        return text_html(self.infos[-1] if self.infos else "")
+
+
+def text_html(text: str) -> str:
+    """Plain text as one HTML paragraph, lines kept (as A1111 shows infotext)."""
+    return "<p>" + "<br>\n".join(html.escape(line) for line in text.split("\n")) + "</p>"
 
 
 def run_extras(request: ExtrasRequest, upscalers, options, outputs_dir: Path, control=None) -> ExtrasResult:

@@ -28,7 +28,7 @@ UPSCALER_EXTENSIONS = (".pth", ".safetensors", ".pt", ".ckpt")
 BUILTIN_UPSCALERS = ("None", "Lanczos", "Nearest")
 MAX_PASSES = 3
 DEFAULT_SCALE = 4.0  # what A1111 reports for an upscaler whose scale it has not read from the file
-_SCALE_IN_NAME = re.compile(r"(?:^|[^a-z0-9])(?:x([1-8])|([1-8])x)(?:[^a-z0-9]|$)", re.IGNORECASE)
+_SCALE_IN_NAME = re.compile(r"(?<![a-z0-9])(?:([1-8])x|x([1-8])(?![0-9]))", re.IGNORECASE)  # 4x-..., ..._x2plus
 
 
 class UpscalerLoadError(RuntimeError):
@@ -56,7 +56,7 @@ class UpscalerInfo:
 
 def scale_from_name(stem: str) -> float:
     """`4x-UltraSharp` -> 4, `RealESRGAN_x2plus` -> 2; A1111's default of 4 when the name does not say."""
-    match = _SCALE_IN_NAME.search(stem.replace("_", " ").replace("-", " "))
+    match = _SCALE_IN_NAME.search(stem)
     if match:
         return float(match.group(1) or match.group(2))
     return DEFAULT_SCALE
@@ -186,9 +186,12 @@ class UpscalerRegistry:
             torch.cuda.empty_cache()
 
     def _read(self, path: Path):
-        from spandrel import ImageModelDescriptor, ModelLoader
+        from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
         try:
             model = ModelLoader().load_from_file(path)
+        except UnsupportedModelError as exc:
+            raise UpscalerLoadError(path, "its weights match no architecture spandrel knows (ESRGAN, Real-ESRGAN, "
+                                          "SwinIR, HAT, DAT, SCUNet, ...): not an image upscaler") from exc
         except Exception as exc:  # spandrel raises many kinds for unknown or broken files
             raise UpscalerLoadError(path, f"not a model file spandrel can read ({_short(exc)})") from exc
         purpose = getattr(model, "purpose", "?")
