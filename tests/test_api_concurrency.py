@@ -2,7 +2,7 @@
 seed, its picture), and a checkpoint switch sent while a job runs waits for that job and applies to the jobs after.
 
 One server (--nowebui) over a data dir with two tiny SD1 checkpoints, `alpha-tiny` (selected first) and
-`beta-tiny` (other weights); images are 64x64 with 2 steps.
+`beta-tiny` (other weights); images are 64x64 with 2 steps. The order of jobs is read from `GET /queue`.
 """
 from __future__ import annotations
 
@@ -123,32 +123,47 @@ def test_checkpoint_switch_waits_for_the_running_job(server):
     old, new = titles["alpha-tiny"], titles["beta-tiny"]
     assert httpx.post(server.api("options"), json={"sd_model_checkpoint": old}, timeout=TIMEOUT).status_code == 200
 
-    def txt2img(prompt: str, steps: int) -> httpx.Response:
-        return httpx.post(server.api("txt2img"), json={**SMALL, "prompt": prompt, "seed": 3, "steps": steps},
-                          timeout=TIMEOUT)
+    def txt2img(task_id: str, steps: int) -> httpx.Response:
+        return httpx.post(server.api("txt2img"), json={**SMALL, "prompt": task_id, "seed": 3, "steps": steps,
+                                                       "force_task_id": task_id}, timeout=TIMEOUT)
 
     def switch() -> httpx.Response:
         return httpx.post(server.api("options"), json={"sd_model_checkpoint": new}, timeout=TIMEOUT)
 
+    def job(job_id: str) -> dict:
+        response = httpx.get(f"{server.url}/queue/jobs/{job_id}", timeout=30)
+        assert response.status_code == 200, response.text
+        return response.json()
+
     try:
-        running, running_out = in_background(txt2img, "the running job", 120)
+        running, running_out = in_background(txt2img, "running-job", 120)
         wait_for_sampling(server)
         switching, switch_out = in_background(switch)
-        # the switch is queued behind the running job (it shows in the queue) before the next job is sent
+        # GET /queue shows the switch waiting behind the running job before the next job is sent
         deadline = time.monotonic() + 30
-        while not server.services.queue.pending():
-            assert time.monotonic() < deadline, "the checkpoint switch never reached the queue"
+        while True:
+            queue = httpx.get(f"{server.url}/queue", timeout=30).json()
+            waiting = [j for j in queue["queued"] if j["kind"] != "generate"]
+            if waiting:
+                break
+            assert time.monotonic() < deadline, f"the checkpoint switch never reached the queue: {queue}"
             assert "at" not in switch_out, f"the switch did not wait for the running job: {switch_out}"
             time.sleep(0.01)
-        assert running.is_alive(), "the running job ended before the switch was queued: give it more steps"
-        after, after_out = in_background(txt2img, "a job sent after the switch", 2)
+        assert queue["running"] is not None and queue["running"]["id"] == "running-job", \
+            "the running job ended before the switch was queued: give it more steps"
+        [switch_job] = waiting
+        assert switch_job["position"] == 1
+        after, after_out = in_background(txt2img, "after-switch", 2)
         for thread in (running, switching, after):
             thread.join(TIMEOUT)
         for name, outcome in (("running", running_out), ("switch", switch_out), ("after", after_out)):
             assert "error" not in outcome, f"{name}: {outcome['error']}"
             assert outcome["value"].status_code == 200, f"{name}: {outcome['value'].text}"
 
-        assert running_out["at"] <= switch_out["at"]  # the switch answered only after the running job finished
+        # in that order, one after the other: the running job, the switch, the job sent after it
+        first, then, last = job("running-job"), job(switch_job["id"]), job("after-switch")
+        assert first["state"] == then["state"] == last["state"] == "done"
+        assert first["finished"] <= then["started"] and then["finished"] <= last["started"]
         running_info = json.loads(running_out["value"].json()["info"])
         assert "Steps: 120," in running_info["infotexts"][0]  # it ran to the end
         assert "Model: alpha-tiny," in running_info["infotexts"][0] and running_info["sd_model_name"] == "alpha-tiny"

@@ -113,6 +113,11 @@ def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True,
     )
     if isinstance(body, Img2ImgBody):
         _apply_img2img_fields(body, request, allow_folders)
+    elif body.enable_hr:  # hires fix: A1111's fields, same names on the request
+        for name in ("enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
+                     "hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt"):
+            setattr(request, name, getattr(body, name))
+        request.denoising_strength = 0.75 if body.denoising_strength is None else body.denoising_strength
     request.controlnet_units = units_from_alwayson(body.alwayson_scripts)
     apply_alwayson(body.alwayson_scripts, request, mode, host)
     apply_script(body.script_name, body.script_args, request, mode, host)
@@ -200,6 +205,14 @@ def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_
     })
 
 
+def _validation_problem(error: dict) -> str:
+    """One pydantic error as "field: message"; a body that is not JSON says where it broke."""
+    if error.get("type") == "json_invalid":
+        position = error["loc"][1] if len(error["loc"]) > 1 else "?"
+        return f"body: invalid JSON at character {position} ({error.get('ctx', {}).get('error', error['msg'])})"
+    return f"{'.'.join(str(p) for p in error['loc'][1:]) or 'body'}: {error['msg']}"
+
+
 def _preview_base64(services, job) -> str | None:
     """The running job's live preview (rendered now, from its latest latents) as base64 PNG; None when live
     previews are off or the job has not sampled a step yet."""
@@ -223,7 +236,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_validation_problem(e) for e in exc.errors())
         return JSONResponse(status_code=422, content=error_body("ValidationError", problems))
 
     allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
@@ -324,7 +337,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         try:
             image = decode_image_base64(body.image)
         except ValueError as exc:
-            raise ApiError(422, "InvalidImage", str(exc)) from None
+            raise ApiError(422, "InvalidImage", f"image: {exc}") from None
         text = read_infotext(image) or ""
         items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))}
         return PNGInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})

@@ -18,7 +18,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 __all__ = [
@@ -225,6 +225,9 @@ def decode_image_base64(data: str) -> Image.Image:
         raise ValueError("could not decode image: empty data")
     try:
         image = Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError:
+        raise ValueError(f"could not decode image: the data ({len(raw):,} bytes) is not an image file "
+                         "(PNG, JPEG, WEBP, ...)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
         raise ValueError(f"could not decode image: {exc}") from exc
     width, height = image.size
