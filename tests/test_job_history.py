@@ -186,9 +186,52 @@ def test_events_follow_a_job(store):
     assert queue.events.subscriber_count == 0
 
 
-def test_a_slow_follower_loses_old_events_not_the_worker(store):
+def test_a_slow_follower_loses_old_progress_events_never_the_others(store):
     queue = JobQueue(store=store)
     with queue.events.subscribe(limit=3) as subscription:
+        queue.events.publish({"type": "finished", "job": "a"})
         for n in range(10):
             queue.events.publish({"type": "progress", "job": "x", "step": n})
-        assert [subscription.get(0.1)["step"] for _ in range(3)] == [7, 8, 9]
+        got = [subscription.get(0.1) for _ in range(3)]
+        assert [e["type"] for e in got] == ["finished", "progress", "progress"]
+        assert [e["step"] for e in got[1:]] == [8, 9]
+        assert subscription.get(0.05) is None
+
+
+def test_input_images_are_kept_for_the_newest_jobs_only(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3", keep_inputs=2)
+    try:
+        seqs = []
+        for n in range(3):
+            seqs.append(store.add(f"job{n}", "generate", GenerationRequest(mode="img2img", init_images=[gradient()])))
+            store.finished(seqs[-1], "done", time.time())
+        oldest = store.get_seq(seqs[0])
+        assert not oldest.payload_complete  # its init image is gone: it cannot be re-run
+        assert store.get_seq(seqs[2]).payload_complete
+        assert store.payload(seqs[2]).init_images[0].size == (48, 40)
+    finally:
+        store.close()
+
+
+def test_a_job_cannot_queue_and_wait_for_another_from_the_worker(store):
+    queue = JobQueue(store=store)
+    queue.register("plain", lambda job: "done")
+    queue.register("nested", lambda job: queue.submit("plain", None))
+    queue.start()
+    try:
+        job = queue.run("nested", None, timeout=TIMEOUT)
+    finally:
+        queue.stop()
+    assert job.state == FAILED and "would wait for itself" in job.error
+
+
+def test_a_reused_task_id_is_listed_once(store):
+    queue = JobQueue(store=store)
+    queue.register("work", lambda job: None)
+    queue.start()
+    try:
+        queue.run("work", None, task_id="task(same)", timeout=TIMEOUT)
+        queue.run("work", None, task_id="task(same)", timeout=TIMEOUT)
+        assert [job.id for job in queue.recent()] == ["task(same)"]
+    finally:
+        queue.stop()

@@ -2,40 +2,46 @@
 
 An event is a small dict: {"type", "job", ...}. Types: "queued" (with "position"), "started", "progress" ("step",
 "steps", "job_no", "job_count", "progress", "eta", "textinfo"), "image" ("path"), "finished" ("state", "error",
-"images"). Subscribers get them on their own bounded queue; a subscriber that stops reading loses its oldest
-progress events, never the worker's time.
+"images"). Subscribers get them on their own queue; one that stops reading loses its oldest progress events
+once it holds `limit` events (never the other kinds), and never costs the worker any time.
 """
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from typing import Callable
+
+DROPPABLE = ("progress", "preview")
 
 
 class Subscription:
     def __init__(self, bus: "EventBus", accept: Callable[[dict], bool] | None, limit: int):
-        self._bus, self._accept = bus, accept
-        self._events: queue.Queue = queue.Queue(maxsize=limit)
+        self._bus, self._accept, self._limit = bus, accept, limit
+        self._events: deque[dict] = deque()
+        self._ready = threading.Condition()
 
     def offer(self, event: dict) -> None:
         if self._accept is not None and not self._accept(event):
             return
-        while True:
-            try:
-                self._events.put_nowait(event)
+        with self._ready:
+            if len(self._events) >= self._limit:
+                self._drop_oldest_progress()
+            self._events.append(event)
+            self._ready.notify()
+
+    def _drop_oldest_progress(self) -> None:
+        """A slow reader loses its oldest progress events; the moments (queued, started, image, finished) stay."""
+        for index, old in enumerate(self._events):
+            if old.get("type") in DROPPABLE:
+                del self._events[index]
                 return
-            except queue.Full:
-                try:
-                    self._events.get_nowait()  # drop the oldest: a slow reader never blocks the worker
-                except queue.Empty:
-                    pass
 
     def get(self, timeout: float | None = None) -> dict | None:
         """The next event, or None after `timeout` seconds without one."""
-        try:
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        with self._ready:
+            if not self._events:
+                self._ready.wait(timeout)
+            return self._events.popleft() if self._events else None
 
     def close(self) -> None:
         self._bus.unsubscribe(self)

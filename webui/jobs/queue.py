@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..engine.control import RunControl
 from .events import EventBus
+from .records import encode_payload
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,18 @@ class Job:
 Runner = Callable[[Job], Any]
 
 
+class QueueError(RuntimeError):
+    """A job the queue cannot take; the message says why."""
+
+
+class DuplicateJobError(QueueError, ValueError):
+    """A client's task id that names a job still queued or running."""
+
+
+class QueueClosedError(QueueError):
+    """The server is shutting down."""
+
+
 class JobQueue:
     def __init__(self, user_errors: tuple[type[BaseException], ...] = (), history: int = 200,
                  store: JobStore | None = None, events: EventBus | None = None):
@@ -84,39 +97,59 @@ class JobQueue:
             self._thread = threading.Thread(target=self._work, name="job-worker", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Interrupt the running job and cancel the queued ones (so nobody waits forever); refuse new jobs."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Interrupt the running job and cancel the queued ones (so nobody waits forever); refuse new jobs.
+        True once the worker has ended (False: it is still finishing its job after `timeout` seconds)."""
         with self._cond:
             self._stopping = True
             if self._running is not None:
                 self._running.control.interrupt()
-            while self._queue:
-                self._finish(self._queue.popleft(), CANCELLED, error="the server is shutting down")
+            cancelled = list(self._queue)
+            self._queue.clear()
+            for job in cancelled:
+                self._set_finished(job, CANCELLED, "the server is shutting down")
             self._cond.notify_all()
+        for job in cancelled:
+            self._after_finish(job)
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def on_worker_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
 
     # --- clients ----------------------------------------------------------------------------------------------
     def submit(self, kind: str, payload: Any, task_id: str | None = None, source: str = "") -> Job:
         if kind not in self._runners:
             raise ValueError(f"no runner for job kind {kind!r}")
+        if self.on_worker_thread():
+            raise QueueError(f"a running job tried to queue a {kind} job and would wait for itself forever (an "
+                             "extension's callback? it should do its work directly)")
+        encoded = encode_payload(payload) if self.store is not None else None  # slow (PNGs): before the lock
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the server is shutting down: no new jobs are accepted")
+                raise QueueClosedError("the server is shutting down: no new jobs are accepted")
             job_id = task_id or f"task({uuid.uuid4().hex[:15]})"
             if job_id in self._jobs and self._jobs[job_id].state in (QUEUED, RUNNING):
-                raise ValueError(f"a job with id {job_id!r} is already queued or running")
+                raise DuplicateJobError(f"a job with id {job_id!r} is already queued or running")
             job = Job(job_id, kind, payload, source=source)
             job.control.on_event = lambda event, data: self._job_event(job, event, data)
             if self.store is not None:
-                job.seq = self.store.add(job_id, kind, payload, source=source, created=job.created)
+                try:
+                    job.seq = self.store.add(job_id, kind, payload, source=source, created=job.created,
+                                             encoded=encoded)
+                except Exception:  # noqa: BLE001 - a failing history never refuses the job
+                    log.exception("could not record job %s in the history", job_id)
+            if job_id in self._jobs:
+                self._order.remove(job_id)  # a reused id: the new job replaces the old one here
             self._jobs[job_id] = job
             self._order.append(job_id)
             self._queue.append(job)
-            position = len(self._queue)
             self._trim()
             self._cond.notify_all()
-        self.events.publish({"type": "queued", "job": job_id, "kind": kind, "position": position})
+            # published under the lock, so no follower sees this job start before it was queued
+            self.events.publish({"type": "queued", "job": job_id, "kind": kind, "position": len(self._queue)})
         return job
 
     def run(self, kind: str, payload: Any, task_id: str | None = None, timeout: float | None = None,
@@ -157,14 +190,15 @@ class JobQueue:
             job = self._jobs.get(job_id)
             if job is None:
                 return False
-            if job.state == QUEUED:
-                self._queue.remove(job)
-                self._finish(job, CANCELLED, error="cancelled before it started")
-                return True
             if job.state == RUNNING:
                 job.control.interrupt()
                 return True
-            return False
+            if job.state != QUEUED:
+                return False
+            self._queue.remove(job)
+            self._set_finished(job, CANCELLED, "cancelled before it started")
+        self._after_finish(job)
+        return True
 
     def interrupt(self) -> None:
         """Stop the running job after its current step (finished images are kept). Queued jobs are untouched."""
@@ -207,14 +241,19 @@ class JobQueue:
             job.result = result
             job.exception = exception
             job.error_kind = type(exception).__name__ if exception is not None else None
-            self._finish(job, state, error)
+            self._set_finished(job, state, error)
+        self._after_finish(job)
 
-    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
+    @staticmethod
+    def _set_finished(job: Job, state: str, error: str | None) -> None:
         job.state, job.error, job.finished = state, error, time.time()
-        self._record(lambda store: store.finished(job.seq, state, job.finished, error, job.result), job)
+
+    def _after_finish(self, job: Job) -> None:
+        """Outside the lock (a database write): record the end, then wake the waiters and tell the followers."""
+        self._record(lambda store: store.finished(job.seq, job.state, job.finished, job.error, job.result), job)
         job._done.set()
-        self.events.publish({"type": "finished", "job": job.id, "kind": job.kind, "state": state, "error": error,
-                             "images": list(job.outputs)})
+        self.events.publish({"type": "finished", "job": job.id, "kind": job.kind, "state": job.state,
+                             "error": job.error, "images": list(job.outputs)})
 
     def _job_event(self, job: Job, event: str, data: dict) -> None:
         """What the running job's control reports: progress to the followers, saved images to the history too."""

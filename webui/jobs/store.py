@@ -109,12 +109,23 @@ def summarize_result(result: Any) -> dict:
         return {"value": str(result)}
 
 
+def _where(kinds: tuple[str, ...] | None, states: tuple[str, ...] | None) -> tuple[str, list]:
+    where, args = [], []
+    for column, values in (("kind", kinds), ("state", states)):
+        if values:
+            where.append(f"{column} IN ({', '.join('?' * len(values))})")
+            args.extend(values)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+
 class JobStore:
     """Thread-safe: the queue's worker and the request threads share one connection under a lock."""
 
-    def __init__(self, path: Path | str, keep: int = 2000):
+    def __init__(self, path: Path | str, keep: int = 2000, keep_inputs: int = 100):
+        """`keep`: jobs kept; `keep_inputs`: the newest jobs whose input images (init images, masks, ControlNet
+        images) are kept, so that they can be re-run; older ones keep their record and outputs only."""
         self.path = Path(path)
-        self.keep = keep
+        self.keep, self.keep_inputs = keep, keep_inputs
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -131,13 +142,16 @@ class JobStore:
 
     # --- writes (the queue) -------------------------------------------------------------------------------------
     def add(self, job_id: str, kind: str, payload: Any, source: str = "", state: str = "queued",
-            created: float | None = None) -> int:
-        """A new row for a queued job; returns its sequence number (ids given by clients may repeat)."""
-        try:
-            encoded = encode_payload(payload)
-        except Exception as exc:  # noqa: BLE001 - a payload we cannot store never stops the job itself
-            log.warning("job %s: its request could not be stored (%s)", job_id, exc)
-            encoded = EncodedPayload("null", [], complete=False)
+            created: float | None = None, encoded: EncodedPayload | None = None) -> int:
+        """A new row for a queued job; returns its sequence number (ids given by clients may repeat).
+        `encoded`: the payload already encoded (`records.encode_payload`), so a caller can do that slow part
+        outside its own locks."""
+        if encoded is None:
+            try:
+                encoded = encode_payload(payload)
+            except Exception as exc:  # noqa: BLE001 - a payload we cannot store never stops the job itself
+                log.warning("job %s: its request could not be stored (%s)", job_id, exc)
+                encoded = EncodedPayload("null", [], complete=False)
         with self._lock, self._db:
             self._db.execute("BEGIN")
             cursor = self._db.execute(
@@ -185,25 +199,16 @@ class JobStore:
     def list(self, limit: int = 50, offset: int = 0, kinds: tuple[str, ...] | None = None,
              states: tuple[str, ...] | None = None) -> list[JobRecord]:
         """Newest first."""
-        where, args = [], []
-        if kinds:
-            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
-            args.extend(kinds)
-        if states:
-            where.append(f"state IN ({', '.join('?' * len(states))})")
-            args.extend(states)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = _where(kinds, states)
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
                                     (*args, int(limit), int(offset))).fetchall()
             return [self._record(row) for row in rows]
 
     def count(self, kinds: tuple[str, ...] | None = None) -> int:
+        clause, args = _where(kinds, None)
         with self._lock:
-            if kinds:
-                return self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE kind IN ({', '.join('?' * len(kinds))})",
-                                        kinds).fetchone()[0]
-            return self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+            return self._db.execute(f"SELECT COUNT(*) FROM jobs {clause}", args).fetchone()[0]
 
     def get(self, job_id: str) -> JobRecord | None:
         """The latest job with this id."""
@@ -244,3 +249,9 @@ class JobStore:
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE state NOT IN "
                              "('queued', 'running') ORDER BY seq DESC LIMIT -1 OFFSET ?)", (self.keep,))
+            old_inputs = "SELECT seq FROM jobs ORDER BY seq DESC LIMIT -1 OFFSET ?"
+            if self._db.execute(f"SELECT 1 FROM job_inputs WHERE seq IN ({old_inputs}) LIMIT 1",
+                                (self.keep_inputs,)).fetchone():
+                self._db.execute(f"UPDATE jobs SET payload_complete = 0 WHERE seq IN ({old_inputs}) AND seq IN "
+                                 "(SELECT seq FROM job_inputs)", (self.keep_inputs,))
+                self._db.execute(f"DELETE FROM job_inputs WHERE seq IN ({old_inputs})", (self.keep_inputs,))
