@@ -43,6 +43,18 @@ class Txt2ImgBody(_Lenient):
     script_args: list = Field(default_factory=list)
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     infotext: str | None = None
+    # hires fix (txt2img only), A1111's fields and defaults (denoising_strength None: 0.75)
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None  # None: "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
 
 
 class OutpaintBody(_Lenient):

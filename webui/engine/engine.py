@@ -20,6 +20,7 @@ from PIL import Image
 
 from .. import __version__
 from ..control.runner import ControlPlan, prepare_control
+from ..models import vae_tiling
 from ..models.controlnet import ControlNetCache
 from ..outputs.infotext import build_infotext
 from ..outputs.save import save_image
@@ -28,6 +29,7 @@ from ..prompts.conditioning import BatchConditioning, PromptConditioning, build_
 from ..prompts.encoder import PromptEncoder
 from ..prompts.extra_networks import extract_extra_networks
 from ..prompts.schedule import strip_comments
+from . import hires as hires_fix
 from . import images as imaging
 from . import samplers
 from .control import RunControl
@@ -72,8 +74,10 @@ class GenerationResult:
 
 
 class Engine:
-    def __init__(self, models, options, outputs_dir: Path, policy, controlnets=None, preprocessors=None, hooks=None):
+    def __init__(self, models, options, outputs_dir: Path, policy, controlnets=None, preprocessors=None, hooks=None,
+                 upscalers=None):
         self.models = models
+        self.upscalers = upscalers  # webui.models.upscalers.UpscalerRegistry: hires fix's image upscalers
         self.controlnets = controlnets  # webui.models.controlnet_registry.ControlNetRegistry
         self.preprocessors = preprocessors  # webui.control.preprocessors.PreprocessorRegistry
         self.controlnet_cache = ControlNetCache(policy)
@@ -114,11 +118,13 @@ class Engine:
         _fit_lists(run, total)
         sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
         clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))
-        control.report(job_count=request.n_iter, job_no=0, sampling_step=0, sampling_steps=self._steps_to_run(request),
-                       started=time.monotonic(), textinfo="Encoding prompt")
+        passes = 2 if request.enable_hr else 1  # hires fix: each batch's second pass counts as a job, as A1111
+        control.report(job_count=request.n_iter * passes, job_no=0, sampling_step=0,
+                       sampling_steps=self._steps_to_run(request), started=time.monotonic(), textinfo="Encoding prompt")
         setup = (prepare_img2img(request, seed, str(self.options.get("img2img_background_color")))
                  if request.mode == "img2img" else None)
         prompts = _RunPrompts(self, model, info, clip_skip, self._schedule_steps(request, sampler), result)
+        hires = self._plan_hires(request, schedule, model, info, prompts) if request.enable_hr else None
         base_params = dict(setup.params) if setup is not None else {}
         if model.inpainting:
             base_params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
@@ -145,18 +151,23 @@ class Engine:
                 batch_lists = (list(run.prompts), list(run.negative_prompts), list(run.seeds), list(run.subseeds))
                 self.hooks.before_batch(run)  # may change this batch's prompts
                 _keep_batch_shape(run, batch_lists)
-                control.report(job_no=batch, sampling_step=0, textinfo=f"Batch {batch + 1} of {request.n_iter}")
+                control.report(job_no=batch * passes, sampling_step=0, sampling_steps=self._steps_to_run(request),
+                               textinfo=f"Batch {batch + 1} of {request.n_iter}")
                 conditioning, params = prompts.for_batch(run.prompts, run.negative_prompts, base_params)
                 self.hooks.process_batch(run)
                 latents = self._sample(model, request, sampler, schedule, conditioning, run.seeds, run.subseeds,
                                        control, setup, items.start, control_plan, run)
+                if latents is not None and hires is not None:
+                    control.report(job_no=batch * passes + 1, sampling_step=0,
+                                   sampling_steps=hires.request.steps_to_run, textinfo="Hires fix")
+                    latents = self._hires_pass(hires, model, latents, run, control, result)
                 if latents is None:
                     if control.interrupted:
                         result.interrupted = True
                         break
                     result.skipped_batches += 1
                     continue
-                pictures = self._decode(model, latents, result)
+                pictures = self._decode(hires.model if hires else model, latents, result)
                 if setup is not None:
                     pictures = [setup.paste_back(picture, items.start + i) for i, picture in enumerate(pictures)]
                 decoded = list(pictures)
@@ -173,9 +184,12 @@ class Engine:
                         run.warnings.append(f"An extension's image hook returned {type(event.image).__name__}, "
                                             "not an image: the decoded image was kept")
                         event.image = picture
+                    image_params = {**hires.image_params(event.prompt, event.negative_prompt), **params} \
+                        if hires else params
                     self._finish_image(result, request, info, event, sampler.name, schedule, clip_skip,
-                                       run.subseeds[i], variation, params, run)
-            result.extra_params = {**prompts.params(base_params), **run.extra_params}
+                                       run.subseeds[i], variation, image_params, run)
+            result.extra_params = {**(hires.params if hires else {}), **prompts.params(base_params),
+                                   **run.extra_params}
         result.warnings.extend(model.warnings)
         result.warnings.extend(run.warnings)
         if result.interrupted:
@@ -183,6 +197,32 @@ class Engine:
         self.hooks.after_process(run)
         result.elapsed = time.perf_counter() - started
         return result
+
+    def _plan_hires(self, request: GenerationRequest, schedule: str, model, info,
+                    prompts: "_RunPrompts") -> hires_fix.HiresPlan:
+        """The run's hires fix (see hires.prepare); prompt encoding is shared when the checkpoint is the same."""
+        plan = hires_fix.prepare(request, schedule, model, info, self.models, self.upscalers)
+        plan.prompts = prompts if plan.model is model else _RunPrompts(self, plan.model, plan.info, prompts.clip_skip,
+                                                                       prompts.steps, prompts.result)
+        if any(unit.enabled for unit in request.controlnet_units):
+            prompts.result.warnings.append("ControlNet guides the first pass only: the hires fix pass runs without it")
+        return plan
+
+    def _hires_pass(self, plan: hires_fix.HiresPlan, model, latents: torch.Tensor, run: ProcessingRun,
+                    control: RunControl, result: GenerationResult):
+        """One batch's second pass: upscale (the latents, or the decoded pictures through the image upscaler),
+        then img2img at the hires size with the batch's seeds. None when it was skipped or interrupted."""
+        if plan.latent_mode is not None:
+            start = hires_fix.latent_start(latents, plan)
+        else:
+            start = hires_fix.upscale_pictures(self._decode(model, latents, result), plan, self.upscalers, control)
+            if start is None:  # interrupted while upscaling
+                return None
+            control.report(sampling_step=0, sampling_steps=plan.request.steps_to_run, textinfo="Hires fix")
+        prompts, negatives = plan.prompts_for(run.prompts, run.negative_prompts)
+        conditioning, _ = plan.prompts.for_batch(prompts, negatives, {}, steps=plan.prompt_steps)
+        return self._sample(plan.model, plan.request, plan.sampler, plan.schedule, conditioning, run.seeds,
+                            run.subseeds, control, start, 0, None, run)
 
     def _schedule_steps(self, request: GenerationRequest, sampler) -> int:
         """Steps that prompt editing counts: A1111 counts model evaluations, so second-order samplers (two
@@ -192,6 +232,8 @@ class Engine:
     # --- pieces ------------------------------------------------------------------------------------------------
     @staticmethod
     def _steps_to_run(request: GenerationRequest) -> int:
+        if isinstance(request, hires_fix.SecondPassRequest):
+            return request.steps_to_run
         if request.mode == "img2img":
             return min(int(request.steps * request.denoising_strength), request.steps)
         return request.steps
@@ -336,9 +378,12 @@ class Engine:
 
     def _vae_encode(self, model, pixels: torch.Tensor) -> torch.distributions.Distribution:
         vae = model.vae
-        return vae.encode(pixels.to(self.policy.device, vae.dtype)).latent_dist
+        return vae_tiling.encode(vae, pixels.to(self.policy.device, vae.dtype),
+                                 vae_tiling.TileSettings.from_options(self.options))
 
     def _init_latents(self, model, setup: Img2ImgSetup, items: list[int], generators) -> torch.Tensor:
+        if isinstance(setup, hires_fix.LatentStart):  # hires fix from upscaled latents: nothing to encode
+            return setup.latents.to(self.policy.device, model.unet.dtype)
         latents = [self._vae_encode(model, imaging.to_tensor([setup.sources[setup.source_index(item)]]))
                    .sample(generator=generator) for item, generator in zip(items, generators)]
         return (torch.cat(latents) * model.vae.config.scaling_factor).to(model.unet.dtype)
@@ -359,8 +404,8 @@ class Engine:
     def _decode(self, model, latents: torch.Tensor, result: GenerationResult):
         """Latents to pictures. A half-precision VAE that overflows into NaNs is run again in float32 (the
         result says so); if float32 gives NaNs too, the run fails with a clear message."""
-        vae = model.vae
-        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        vae, tiles = model.vae, vae_tiling.TileSettings.from_options(self.options)
+        decoded = vae_tiling.decode(vae, latents.to(vae.dtype) / vae.config.scaling_factor, tiles)
         if torch.isnan(decoded).any():
             if vae.dtype == torch.float32:
                 raise NaNOutputError("The VAE produced NaNs (black images) even in full precision: the checkpoint "
@@ -369,7 +414,7 @@ class Engine:
             try:
                 vae.to(torch.float32)
                 with torch.autocast(latents.device.type, enabled=False):
-                    decoded = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)[0]
+                    decoded = vae_tiling.decode(vae, latents.float() / vae.config.scaling_factor, tiles)
             finally:
                 vae.to(original)
             result.warnings.append("The VAE produced NaNs in half precision: decoded again in full precision "
@@ -389,7 +434,8 @@ class Engine:
             "Variation seed strength": f"{request.subseed_strength:g}" if variation else None,
             "Seed resize from": (f"{request.seed_resize_from_w}x{request.seed_resize_from_h}"
                                  if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0 else None),
-            "Denoising strength": f"{request.denoising_strength:g}" if request.mode == "img2img" else None,
+            "Denoising strength": (f"{request.denoising_strength:g}" if request.mode == "img2img" or request.enable_hr
+                                   else None),
             "Clip skip": clip_skip if clip_skip > 1 else None,
             "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
             "Emphasis": self.options.get("emphasis") if self.options.get("emphasis") != "Original" else None,
@@ -498,8 +544,9 @@ class _RunPrompts:
             text = strip_comments(text)
         return extract_extra_networks(text)
 
-    def for_batch(self, prompts: list[str], negatives: list[str], base_params: dict):
-        """(BatchConditioning, infotext additions) for a batch with these per-image prompts."""
+    def for_batch(self, prompts: list[str], negatives: list[str], base_params: dict, steps: int | None = None):
+        """(BatchConditioning, infotext additions) for a batch with these per-image prompts; `steps`: the model
+        evaluations prompt editing counts, if not the run's (a hires pass)."""
         cleaned = [(self._clean(p), self._clean(n)) for p, n in zip(prompts, negatives)]
         (_, calls), (_, negative_calls) = cleaned[0]
         key = repr(calls + negative_calls)
@@ -514,10 +561,11 @@ class _RunPrompts:
                 self._encoder = PromptEncoder(self.model, self.engine.policy.device, networks.embeddings,
                                               options.get("emphasis"), int(options.get("comma_padding_backtrack")))
         items = []
+        steps = steps or self.steps
         for (prompt, _), (negative, _) in cleaned:
-            key = (self._applied, prompt, negative)  # LoRAs change the text encoder: their tags are in the key
+            key = (self._applied, prompt, negative, steps)  # LoRAs change the text encoder: their tags are in the key
             if key not in self._encoded:
-                self._encoded[key] = build_conditioning(self._encoder, prompt, negative, self.steps, self.clip_skip)
+                self._encoded[key] = build_conditioning(self._encoder, prompt, negative, steps, self.clip_skip)
             items.append(self._encoded[key])
         return BatchConditioning(items), self.params(base_params)
 

@@ -1,9 +1,22 @@
 """Hires fix (A1111's txt2img second pass): the target size, the latent upscale modes, and the second pass's set-up.
 
 The engine samples the first pass at the request's size, then calls in here to upscale each batch (in latent space,
-or decoded and through an image upscaler) and to describe the img2img pass that refines it at the larger size.
+or decoded and through an image upscaler) and to describe the img2img pass that refines it at the larger size:
+the same seeds (noise drawn again at the new size), `hr_second_pass_steps` steps (0: the first pass's) run as the
+tail of a schedule of int(steps / denoising strength) steps, as A1111 runs them.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..models.registry import UnknownCheckpointError
+from . import samplers
+from .img2img import Img2ImgSetup
+from .request import GenerationRequest, RequestError
 
 # name -> (torch.nn.functional.interpolate mode, antialias), A1111's latent upscale modes
 LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
@@ -14,3 +27,255 @@ LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
+DEFAULT_UPSCALER = "Latent"
+SAME_CHECKPOINT = "Use same checkpoint"
+SAME_SAMPLER = "Use same sampler"
+SAME_SCHEDULER = "Use same scheduler"
+MAX_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class HiresSize:
+    """Where the first pass is upscaled to, and the part of it kept. When both "Resize width/height to" are given
+    A1111 upscales to cover that size (keeping the aspect) and cuts the excess evenly from both sides, in latent
+    units (`cut_x`, `cut_y`); the result is `width` x `height`."""
+    upscale_width: int
+    upscale_height: int
+    cut_x: int = 0
+    cut_y: int = 0
+    factor: int = 8  # pixels per latent
+
+    @property
+    def width(self) -> int:
+        return self.upscale_width - self.cut_x * self.factor
+
+    @property
+    def height(self) -> int:
+        return self.upscale_height - self.cut_y * self.factor
+
+    def crop_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        height, width = latents.shape[-2:]
+        top, left = self.cut_y // 2, self.cut_x // 2
+        return latents[..., top:height - (self.cut_y - top), left:width - (self.cut_x - left)]
+
+    def crop_image(self, image: Image.Image) -> Image.Image:
+        """The same region `crop_latents` keeps, cut from the upscaled picture (before it is encoded)."""
+        left, top = self.cut_x // 2 * self.factor, self.cut_y // 2 * self.factor
+        return image.crop((left, top, left + self.width, top + self.height)) if self.cut_x or self.cut_y else image
+
+
+def target_size(width: int, height: int, scale: float, resize_x: int, resize_y: int, factor: int = 8) -> HiresSize:
+    """A1111's rule: by `scale` unless a resize side is given; one side given: the other follows the aspect; both:
+    cover and cut. Sizes are rounded down to whole latents."""
+    target_w = target_h = None
+    if not resize_x and not resize_y:
+        up_w, up_h = int(width * scale), int(height * scale)
+    elif not resize_y:
+        up_w, up_h = resize_x, resize_x * height // width
+    elif not resize_x:
+        up_w, up_h = resize_y * width // height, resize_y
+    else:
+        if width / height < resize_x / resize_y:
+            up_w, up_h = resize_x, resize_x * height // width
+        else:
+            up_w, up_h = resize_y * width // height, resize_y
+        target_w, target_h = resize_x, resize_y
+    cut_x = (up_w - target_w) // factor if target_w else 0
+    cut_y = (up_h - target_h) // factor if target_h else 0
+    return HiresSize(up_w // factor * factor, up_h // factor * factor, cut_x, cut_y, factor)
+
+
+def validate_fields(request: GenerationRequest) -> None:
+    """Check and normalise the hires fields in place (only when hires fix is on, as A1111 ignores them otherwise)."""
+    if request.mode != "txt2img":
+        raise RequestError("enable_hr", "hires fix is for txt2img: untick it for img2img")
+    for name in ("hr_resize_x", "hr_resize_y"):
+        request._int_range(name, 0, MAX_SIDE)
+        if 0 < getattr(request, name) < 64:
+            raise RequestError(name, f"{name} must be 0 (use the scale) or at least 64, got {getattr(request, name)}")
+    if request.hr_resize_x or request.hr_resize_y:
+        request._number("hr_scale", float)  # unused when resizing to a size, as in A1111
+    else:
+        request._float_range("hr_scale", 1.0, 8.0)
+    request._int_range("hr_second_pass_steps", 0, 150)
+    request.hr_upscaler = str(request.hr_upscaler or "").strip() or DEFAULT_UPSCALER
+    request.hr_checkpoint_name = _unless(request.hr_checkpoint_name, SAME_CHECKPOINT)
+    request.hr_scheduler = _unless(request.hr_scheduler, SAME_SCHEDULER)
+    request.hr_sampler_name = _unless(request.hr_sampler_name, SAME_SAMPLER)
+    request.hr_prompt = "" if request.hr_prompt is None else str(request.hr_prompt)
+    request.hr_negative_prompt = "" if request.hr_negative_prompt is None else str(request.hr_negative_prompt)
+    if request.hr_scheduler is not None:
+        match = next((s for s in samplers.SCHEDULE_NAMES
+                      if s.lower() == request.hr_scheduler.lower().replace("_", " ")), None)
+        if match is None:
+            raise RequestError("hr_scheduler", f"unknown hires schedule type {request.hr_scheduler!r} (one of: "
+                               f"{SAME_SCHEDULER}, {', '.join(samplers.SCHEDULE_NAMES)})")
+        request.hr_scheduler = match
+    if request.hr_sampler_name is not None:
+        try:
+            sampler, schedule = samplers.resolve(request.hr_sampler_name, request.hr_scheduler)
+        except samplers.SamplerError as exc:
+            raise RequestError("hr_sampler_name", f"hires sampler: {exc}") from None
+        if request.hr_scheduler is None and schedule != sampler.default_schedule:  # "DPM++ 2M Karras"
+            request.hr_scheduler = schedule
+        request.hr_sampler_name = sampler.name
+    size = target_size(request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y)
+    if not (64 <= size.width <= MAX_SIDE and 64 <= size.height <= MAX_SIDE):
+        field_name = "hr_resize_x" if request.hr_resize_x or request.hr_resize_y else "hr_scale"
+        raise RequestError(field_name, f"hires fix would make {size.width}x{size.height} images: each side must "
+                           f"be from 64 to {MAX_SIDE} pixels")
+
+
+def _unless(value, same: str) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return None if not text or text == same else text
+
+
+def second_pass_sampler(request: GenerationRequest) -> tuple[samplers.Sampler, str]:
+    """The hires pass's sampler and schedule type. "Use same scheduler" keeps the first pass's schedule when the
+    hires sampler supports it, else that sampler's own (its Automatic)."""
+    name = request.hr_sampler_name or request.sampler_name
+    try:
+        if request.hr_scheduler is not None:
+            return samplers.resolve(name, request.hr_scheduler)
+        try:
+            return samplers.resolve(name, request.scheduler)
+        except samplers.SamplerError:
+            return samplers.resolve(name, "Automatic")
+    except samplers.SamplerError as exc:
+        raise RequestError("hr_scheduler", f"hires sampler: {exc}") from None
+
+
+@dataclass
+class SecondPassRequest(GenerationRequest):
+    """The img2img request of a hires second pass: it runs exactly `steps_to_run` steps, the tail of a schedule
+    `steps` long (A1111's fixed-steps img2img)."""
+    steps_to_run: int = 0
+
+
+@dataclass
+class HiresPlan:
+    """A run's hires fix, worked out once: where to, how, and the second pass's request."""
+    size: HiresSize
+    upscaler: str
+    latent_mode: tuple[str, bool] | None  # None: an image upscaler
+    sampler: samplers.Sampler
+    schedule: str
+    request: SecondPassRequest
+    prompt: str  # "" = each image's own prompt
+    negative_prompt: str
+    params: dict = field(default_factory=dict)  # the run's infotext keys (the prompts' are per image)
+    model: object = None  # the second pass's loaded checkpoint (LoadedModel) and its CheckpointInfo
+    info: object = None
+    prompt_steps: int = 0  # the model evaluations prompt editing counts in the second pass
+    prompts: object = None  # set by the engine: the second pass's prompt encoding
+
+    def prompts_for(self, prompts: list[str], negatives: list[str]) -> tuple[list[str], list[str]]:
+        return ([self.prompt or p for p in prompts], [self.negative_prompt or n for n in negatives])
+
+    def image_params(self, prompt: str, negative: str) -> dict:
+        """Infotext keys for one image, in A1111's order; the hires prompts only where they differ."""
+        hr_prompt, hr_negative = self.prompt or prompt, self.negative_prompt or negative
+        ordered = {key: self.params.get(key) for key in ("Hires checkpoint", "Hires sampler")}
+        ordered["Hires prompt"] = hr_prompt if hr_prompt != prompt else None
+        ordered["Hires negative prompt"] = hr_negative if hr_negative != negative else None
+        ordered.update({key: value for key, value in self.params.items() if key not in ordered})
+        return {key: value for key, value in ordered.items() if value is not None}
+
+
+def plan_hires(request: GenerationRequest, schedule: str, factor: int, checkpoint_label: str | None) -> HiresPlan:
+    """The hires plan of a validated txt2img request whose first pass uses `schedule`. `checkpoint_label`: the
+    hires checkpoint's infotext name (None: the same checkpoint). An upscaler that is not a latent mode is an
+    image upscaler: the caller checks the server has it."""
+    size = target_size(request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y,
+                       factor)
+    sampler, hr_schedule = second_pass_sampler(request)
+    steps = request.hr_second_pass_steps or request.steps
+    strength = request.denoising_strength
+    schedule_steps = int(steps / min(strength, 0.999)) if strength > 0 else steps
+    pass_request = SecondPassRequest(**{f.name: getattr(request, f.name) for f in fields(GenerationRequest)})
+    pass_request.mode, pass_request.width, pass_request.height = "img2img", size.width, size.height
+    pass_request.steps, pass_request.steps_to_run = schedule_steps, steps if strength > 0 else 0
+    pass_request.sampler_name, pass_request.scheduler = sampler.name, hr_schedule
+    pass_request.initial_noise_multiplier, pass_request.init_images, pass_request.controlnet_units = 1.0, [], []
+    params = {
+        "Hires checkpoint": checkpoint_label,
+        "Hires sampler": sampler.name if sampler.name != request.sampler_name else None,
+        "Hires schedule type": hr_schedule if hr_schedule != schedule else None,
+    }
+    if request.hr_resize_x or request.hr_resize_y:
+        params["Hires resize"] = f"{request.hr_resize_x}x{request.hr_resize_y}"
+    else:
+        params["Hires upscale"] = f"{request.hr_scale:g}"
+    params["Hires steps"] = request.hr_second_pass_steps or None
+    params["Hires upscaler"] = request.hr_upscaler
+    return HiresPlan(size, request.hr_upscaler, LATENT_UPSCALE_MODES.get(request.hr_upscaler), sampler, hr_schedule,
+                     pass_request, request.hr_prompt, request.hr_negative_prompt,
+                     {key: value for key, value in params.items() if value is not None})
+
+
+def prepare(request: GenerationRequest, schedule: str, model, info, models, upscalers) -> HiresPlan:
+    """`plan_hires` with the run's resources: the hires checkpoint fetched from the model manager once and held for
+    the run (so batches never switch models back and forth), an image upscaler checked against the server's."""
+    hr_info, hr_model, label = info, model, None
+    if request.hr_checkpoint_name:
+        try:
+            hr_info, hr_model = models.get(request.hr_checkpoint_name)
+        except UnknownCheckpointError as exc:
+            raise RequestError("hr_checkpoint_name", f"hires checkpoint: {exc}") from None
+        label = f"{hr_info.name_for_extra} [{hr_info.shorthash}]" if hr_info.shorthash else hr_info.name_for_extra
+    plan = plan_hires(request, schedule, model.vae_scale_factor, label)
+    if plan.latent_mode is None:
+        try:
+            if upscalers is None:
+                raise ValueError("this server has no image upscalers")
+            plan.upscaler = upscalers.find(plan.upscaler).name
+        except ValueError:  # UnknownUpscalerError
+            names = [*LATENT_UPSCALE_MODES, *(upscalers.names() if upscalers is not None else [])]
+            raise RequestError("hr_upscaler", f"unknown hires upscaler {plan.upscaler!r} (one of: "
+                               f"{', '.join(names)})") from None
+    plan.model, plan.info = hr_model, hr_info
+    plan.prompt_steps = max(1, plan.request.steps_to_run) * (2 if plan.sampler.second_order else 1)
+    return plan
+
+
+def upscale_latents(latents: torch.Tensor, plan: HiresPlan) -> torch.Tensor:
+    """The first pass's latents interpolated to the upscaled size (in float32, then back), then cut."""
+    mode, antialias = plan.latent_mode
+    size = (plan.size.upscale_height // plan.size.factor, plan.size.upscale_width // plan.size.factor)
+    scaled = F.interpolate(latents.float(), size=size, mode=mode, antialias=antialias)
+    return plan.size.crop_latents(scaled).to(latents.dtype)
+
+
+def upscale_pictures(pictures: list[Image.Image], plan: HiresPlan, upscalers, control=None) -> Img2ImgSetup | None:
+    """Decoded first-pass pictures through an image upscaler, cut, as the second pass's img2img start (the VAE
+    encodes them with each image's generator, as img2img does). None when `control` was interrupted meanwhile."""
+    size = plan.size
+    upscaled = []
+    for picture in pictures:
+        bigger = upscalers.upscale(picture, plan.upscaler, size.upscale_width, size.upscale_height, control)
+        if bigger is None:
+            return None
+        upscaled.append(size.crop_image(bigger.convert("RGB")))
+    return Img2ImgSetup(size.width, size.height, upscaled)
+
+
+@dataclass
+class LatentStart(Img2ImgSetup):
+    """The second pass's start when the latents were upscaled: no pictures to encode. An inpainting checkpoint
+    gets a txt2img-style extra input (full mask over neutral grey), as A1111 gives an upscaled latent."""
+    latents: torch.Tensor | None = None
+
+    def source_index(self, item: int) -> int:
+        return 0
+
+    def conditioning(self, item: int, encode, mask_weight: float) -> torch.Tensor:
+        if "grey" not in self._conditioning:
+            latent = encode(torch.zeros(1, 3, self.height, self.width))
+            mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
+            self._conditioning["grey"] = torch.cat([mask, latent], dim=1)
+        return self._conditioning["grey"]
+
+
+def latent_start(latents: torch.Tensor, plan: HiresPlan) -> LatentStart:
+    return LatentStart(plan.size.width, plan.size.height, [], latents=upscale_latents(latents, plan))

@@ -85,6 +85,18 @@ class GenerationRequest:
     outpaint: Outpaint | None = None
     folder_batch: FolderBatch | None = None
     controlnet_units: list = field(default_factory=list)  # webui.control.units.ControlUnit, in unit order
+    # hires fix (txt2img; webui/engine/hires.py): A1111's fields and meanings, checked only when enable_hr is on
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str | None = None  # a LATENT_UPSCALE_MODES name or an image upscaler's; None: "Latent"
+    hr_second_pass_steps: int = 0  # 0: the first pass's steps
+    hr_resize_x: int = 0  # "Resize width/height to" (0: by hr_scale); both given: cover, then cut to that size
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None  # None / "Use same checkpoint"
+    hr_sampler_name: str | None = None  # None / "Use same sampler"
+    hr_scheduler: str | None = None  # None / "Use same scheduler"
+    hr_prompt: str = ""  # "": the first pass's prompt
+    hr_negative_prompt: str = ""
     save_images: bool = True
     styles: list[str] = field(default_factory=list)  # applied into the prompts when the job is queued
     extra: dict[str, Any] = field(default_factory=dict)  # what later features add (kept in the API echo)
@@ -130,6 +142,10 @@ class GenerationRequest:
             if unit.enabled and unit.image is None and self.mode != "img2img":
                 raise RequestError(f"controlnet_units[{index}]", f"ControlNet unit {index} is enabled but has no "
                                    "image (upload one, or disable the unit)")
+        self.enable_hr = bool(self.enable_hr)
+        if self.enable_hr:
+            from .hires import validate_fields  # here: hires.py builds on this module
+            validate_fields(self)
         if self.mode == "img2img":
             self._validate_img2img()
         else:

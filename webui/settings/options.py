@@ -42,6 +42,12 @@ OPTIONS: dict[str, Option] = {
                                       minimum=0, maximum=74),
     "inpainting_mask_weight": Option(1.0, "Inpainting conditioning mask strength (inpainting checkpoints)", float,
                                      minimum=0.0, maximum=1.0),
+    "vae_tiling_threshold": Option(1536, "Decode and encode in tiles images larger than this on a side "
+                                   "(pixels; 0: never)", int, minimum=0, maximum=16384, section=("sd_vae", "VAE"),
+                                   info="tiles keep the VAE's memory that of one tile (big images, hires fix)"),
+    "vae_tile_size": Option(512, "VAE tile size (pixels)", int, minimum=64, maximum=4096, section=("sd_vae", "VAE")),
+    "vae_tile_overlap": Option(64, "VAE tile overlap (pixels; blended, so no seams)", int, minimum=0, maximum=1024,
+                               section=("sd_vae", "VAE")),
     "img2img_background_color": Option("#ffffff", "Colour behind transparent parts of init images", str),
     "control_net_unit_count": Option(3, "ControlNet units (tabs in txt2img and img2img; restart the UI)", int,
                                      minimum=1, maximum=10, restart=True),

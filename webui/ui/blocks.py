@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import checkpoints, extensions_tab, pnginfo, settings_tab, styles, vae
+from . import checkpoints, extensions_tab, extras_tab, pnginfo, settings_tab, styles, vae
 from .assets import CSS as PAGE_CSS, JS
 from .extension_scripts import ComponentCallbacks
 
 CSS = PAGE_CSS + extensions_tab.CSS
 from .generation_tab import GenerationTab, build_tab, wire_tab
+from . import history_tab
 
 __all__ = ["build_ui", "CSS", "JS"]
 
@@ -102,6 +103,37 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, 
                      outputs=[*targets, tabs], show_progress="hidden", api_visibility="undocumented")
         if tab.controlnet:
             _wire_controlnet_paste(button, text, tab, services)
+        if tab.hires:  # the same Send button fills txt2img's Hires. fix accordion from the `Hires …` keys
+            button.click(lambda infotext: pnginfo.hires_values(services, infotext), inputs=[text],
+                         outputs=tab.hires.components(), show_progress="hidden", api_visibility="undocumented")
+
+
+def _history_tab(history: gr.Tab, tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, services) -> None:
+    """The History tab: live queue, past jobs, Re-run; its Send buttons fill txt2img / img2img from the selected
+    image's infotext as PNG Info's do (img2img also gets the picture, and its ControlNet units the entries)."""
+    view = history_tab.build_history_tab()
+    history_tab.wire_history_tab(view, services, history, tabs)
+    for tab, button in ((txt2img, view.send_txt2img), (img2img, view.send_img2img)):
+        targets = [getattr(tab, name) for name in pnginfo.FIELDS]
+        if tab.img2img:
+            own = tab.img2img
+            targets += [own.image, *own.components(pnginfo.IMG2IMG_FIELDS), *own.switch_outputs()]
+        outputs = [*targets, tabs]
+
+        def send(state, sampler, scheduler, mode=tab.mode, width=len(outputs)):
+            values = history_tab.send_to(services, mode, state, sampler, scheduler, send=_sender(mode, services))
+            return (gr.skip(),) * width if values is None else values
+
+        button.click(send, inputs=[view.state, tab.sampler, tab.scheduler], outputs=outputs, show_progress="hidden",
+                     api_visibility="undocumented")
+        button.click(lambda: gr.Timer(active=False), outputs=[view.timer], show_progress="hidden",
+                     api_visibility="undocumented")  # the tab switch is programmatic: no select event stops it
+        if tab.controlnet:
+            count = len(tab.controlnet.units)
+            button.click(lambda state, count=count: pnginfo.controlnet_values(
+                             services, history_tab.selected_infotext(state), count),
+                         inputs=[view.state], outputs=tab.controlnet.paste_outputs(), show_progress="hidden",
+                         api_visibility="undocumented")
 
 
 def _wire_controlnet_paste(button: gr.Button, text: gr.Textbox, tab: GenerationTab, services) -> None:
@@ -192,8 +224,12 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"), announcer.tab("img2img"):
                 img2img = build_tab("img2img", hide_dirs=bool(getattr(services.flags, "hide_ui_dir_config", False)),
                                     services=services)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                extras_tab.build_extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 _pnginfo_tab(tabs, txt2img, img2img, services)
+            with gr.Tab(history_tab.HISTORY_TITLE, id=history_tab.HISTORY_ID, elem_id="tab_history") as history:
+                _history_tab(history, tabs, txt2img, img2img, services)
             _extension_tabs(services, announced)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings = settings_tab.build_settings_tab(services)

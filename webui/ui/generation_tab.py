@@ -8,10 +8,11 @@ import gradio as gr
 
 from ..engine.request import RESIZE_MODES
 from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
-from . import controlnet, extension_scripts, generation, img2img_inputs, styles, token_counter
+from . import controlnet, extension_scripts, generation, hires_inputs, img2img_inputs, styles, token_counter
 from .controlnet import ControlNetPanel
 from .extension_scripts import ScriptsPanel
 from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
+from .hires_inputs import HIRES_FIELDS, HiresInputs
 from .img2img_inputs import Img2ImgInputs
 
 
@@ -53,6 +54,7 @@ class GenerationTab:
     img2img: Img2ImgInputs | None = None  # the img2img tab's sub-tabs, inpaint options, outpainting
     controlnet: ControlNetPanel | None = None  # the ControlNet units' accordion
     scripts: ScriptsPanel | None = None  # extensions' controls and the Script dropdown
+    hires: HiresInputs | None = None  # txt2img's Hires. fix accordion
 
     def request_inputs(self) -> list:
         """The components of `generation.build_request`'s shared values, in its order."""
@@ -60,9 +62,11 @@ class GenerationTab:
                 self.height, self.batch_count, self.batch_size, self.cfg_scale, self.seed]
 
     def generate_inputs(self) -> list:
-        """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS), the ControlNet
-        units' values, the extensions' controls (and Script dropdown), and last the chosen styles."""
+        """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS) or txt2img's hires
+        fix (HIRES_FIELDS), the ControlNet units' values, the extensions' controls (and Script dropdown), and last
+        the chosen styles."""
         own = self.img2img.components(generation.IMG2IMG_FIELDS) if self.img2img else []
+        own += self.hires.components(HIRES_FIELDS) if self.hires else []
         units = self.controlnet.request_inputs() if self.controlnet else []
         scripts = self.scripts.request_inputs() if self.scripts else []
         return [self.state, *self.request_inputs(), *own, *units, *scripts, self.styles]
@@ -156,6 +160,8 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                                             scale=0, min_width=40)
             if mode == "img2img":
                 own.update(img2img_inputs.build_outpaint())
+            else:
+                c["hires"] = hires_inputs.build(services)
             if services is not None:
                 c["controlnet"] = controlnet.build_panel(mode, services)
                 c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None))
@@ -177,18 +183,19 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
 def wire_tab(tab: GenerationTab, services) -> None:
     mode = tab.mode
     shared = len(tab.request_inputs())
-    own_count = len(generation.IMG2IMG_FIELDS) if tab.img2img else 0
+    own_count = len(generation.IMG2IMG_FIELDS) if tab.img2img else len(HIRES_FIELDS) if tab.hires else 0
 
     unit_count = len(tab.controlnet.request_inputs()) if tab.controlnet else 0
 
     def run(state, *values):
         *values, chosen_styles = values
         own = dict(zip(generation.IMG2IMG_FIELDS, values[shared:shared + own_count])) if tab.img2img else None
+        hires = dict(zip(HIRES_FIELDS, values[shared:shared + own_count])) if tab.hires else None
         rest = values[shared + own_count:]
         units = tab.controlnet.split_values(rest[:unit_count]) if tab.controlnet else None
         scripts = tab.scripts.values(rest[unit_count:]) if tab.scripts else None
         yield from generation.generate(services, mode, state, *values[:shared], img2img=own, styles=chosen_styles,
-                                       controlnet=units, scripts=scripts)
+                                       controlnet=units, scripts=scripts, hires=hires)
 
     run.__signature__ = _generate_signature(tab)
 
@@ -211,6 +218,8 @@ def wire_tab(tab: GenerationTab, services) -> None:
     wire_panel(tab.networks, tab.extra_networks, services)
     if tab.img2img:
         img2img_inputs.wire_inputs(tab.img2img)
+    if tab.hires:
+        hires_inputs.wire(tab.hires, tab.width, tab.height, services)
     if tab.controlnet:
         controlnet.wire_panel(tab.controlnet, services, tab.width, tab.height, tab.img2img)
     if tab.scripts:
@@ -230,11 +239,12 @@ def _generate_signature(tab: GenerationTab) -> inspect.Signature:
         return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, **default)
 
     own = generation.IMG2IMG_FIELDS if tab.img2img else ()
+    hires = list(HIRES_FIELDS) if tab.hires else []  # optional: left out, hires fix is off
     units = [f"controlnet_{unit.index}_{name}" for unit in (tab.controlnet.units if tab.controlnet else [])
              for name in unit.request_fields()]
     scripts = [f"script_arg_{i}" for i in range(len(tab.scripts.request_inputs()))] if tab.scripts else []
     return inspect.Signature([parameter("state"), *map(parameter, (*REQUEST_NAMES, *own)),
-                              *(parameter(name, default=None) for name in units + scripts),
+                              *(parameter(name, default=None) for name in hires + units + scripts),
                               parameter("styles", default=None)])
 
 

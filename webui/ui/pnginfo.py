@@ -12,7 +12,7 @@ from ..engine import samplers
 from ..engine.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import read_infotext
-from . import controlnet, img2img_inputs, notices
+from . import controlnet, hires_inputs, img2img_inputs, notices
 
 # The generation tab's controls `send_to` sets, in this order (names of `GenerationTab` fields).
 FIELDS = ("prompt", "negative_prompt", "steps", "sampler", "scheduler", "cfg_scale", "seed", "width", "height")
@@ -167,6 +167,14 @@ def controlnet_values(services, text: str, unit_count: int) -> tuple:
                      "the setting \"ControlNet units\" and restart the UI to have more)")
     return tuple(value for index in range(unit_count) for value in controlnet.pasted_unit(services, index,
                                                                                            units.get(index)))
+
+
+def hires_values(services, text: str) -> tuple:
+    """txt2img's Hires. fix accordion from pasted infotext (`hires_inputs.HIRES_FIELDS` order): on with its
+    `Hires …` settings when the infotext has them, else off. Nothing changes when there is no text."""
+    if not (text or "").strip():
+        return (gr.skip(),) * len(hires_inputs.HIRES_FIELDS)
+    return hires_inputs.paste_values(services, parse_infotext(text))
 
 
 def selected_infotext(state: dict | None) -> str:

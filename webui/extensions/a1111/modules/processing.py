@@ -27,6 +27,11 @@ _IMG2IMG_FIELDS = {
     "initial_noise_multiplier": "initial_noise_multiplier",
 }
 
+# Hires fix (txt2img): A1111's attributes, the same names on our request.
+_HIRES_FIELDS = {name: name for name in (
+    "enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "hr_checkpoint_name",
+    "hr_sampler_name", "hr_scheduler", "hr_prompt", "hr_negative_prompt")}
+
 _DEFAULTS = dict(
     sd_model=None, outpath_samples=None, outpath_grids=None, prompt="", styles=None, seed=-1, subseed=-1,
     subseed_strength=0.0, seed_resize_from_h=-1, seed_resize_from_w=-1, seed_enable_extras=True,
@@ -116,7 +121,7 @@ class StableDiffusionProcessing:
 
     def write_to(self, request) -> None:
         """Copy A1111's fields a script may have changed onto `request`."""
-        fields = {**_SHARED_FIELDS, **(_IMG2IMG_FIELDS if self.is_img2img else {})}
+        fields = {**_SHARED_FIELDS, **(_IMG2IMG_FIELDS if self.is_img2img else _HIRES_FIELDS)}
         for name, target in fields.items():
             value = getattr(self, name, None)
             if name == "sampler_name" and not value:
@@ -148,7 +153,7 @@ class StableDiffusionProcessing:
         kind = StableDiffusionProcessingImg2Img if request.mode == "img2img" else StableDiffusionProcessingTxt2Img
         services = RUNTIME.services
         p = kind()
-        fields = {**_SHARED_FIELDS, **(_IMG2IMG_FIELDS if request.mode == "img2img" else {})}
+        fields = {**_SHARED_FIELDS, **(_IMG2IMG_FIELDS if request.mode == "img2img" else _HIRES_FIELDS)}
         for name, source in fields.items():
             value = getattr(request, source)
             setattr(p, name, list(value) if isinstance(value, list) else value)
@@ -294,7 +299,8 @@ def create_infotext(p, all_prompts, all_seeds, all_subseeds, comments=None, iter
         "Seed": all_seeds[index] if all_seeds else p.seed, "Size": f"{p.width}x{p.height}",
         "Model hash": model.sd_model_hash if model is not None else None,
         "Model": model.sd_checkpoint_info.name_for_extra if model is not None else None,
-        "Denoising strength": getattr(p, "denoising_strength", None) if p.is_img2img else None,
+        "Denoising strength": (getattr(p, "denoising_strength", None)
+                               if p.is_img2img or getattr(p, "enable_hr", False) else None),
         **p.extra_generation_params, "Version": f"v{__version__}",
     }
     prompt = p.main_prompt if use_main_prompt else all_prompts[index]
