@@ -211,7 +211,13 @@ def test_history_is_kept_across_a_restart_and_a_job_can_be_rerun(api, tmp_path, 
         assert job.wait(TIMEOUT) and job.state == "done"
         assert job.result.seeds == json.loads(first["info"])["all_seeds"]
         assert np.array_equal(np.asarray(job.result.images[0].convert("RGB")), np.asarray(original.convert("RGB")))
-        assert client.post("/queue/history/99999/rerun").status_code == 422
+        assert len(client.get(f"/queue/jobs/{job.id}").json()["images"]) == 1  # a re-run saves its images
+        missing = client.post("/queue/history/99999/rerun")
+        assert missing.status_code == 404 and missing.json()["detail"] == "No job #99999 in the history"
+        with client.stream("GET", f"/queue/events?job={jobs[-1]['id']}") as stream:  # a job only the history knows
+            services.queue._jobs.clear()
+            lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert len(lines) == 1 and json.loads(lines[0][6:])["state"] in ("done", "failed")
     finally:
         services.stop()
 

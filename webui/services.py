@@ -93,15 +93,19 @@ class Services:
         else:
             result = engine.run(request, control)
         if request.extra.get("override_settings_restore_afterwards") is False:
-            self._keep_overrides(overrides, checkpoint)
+            # A1111's `override_settings_restore_afterwards: false`: the job's overrides stay as the settings
+            self.apply_settings({**overrides, **({"sd_model_checkpoint": checkpoint} if checkpoint else {})})
         return result
 
-    def _keep_overrides(self, overrides: dict, checkpoint: str | None) -> None:
-        """A1111's `override_settings_restore_afterwards: false`: the job's overrides stay as the settings."""
+    def apply_settings(self, changes: dict) -> None:
+        """Apply checked settings now (on the queue's worker: a `set_options` job, or a job keeping its overrides):
+        the checkpoint first, so a failed load leaves the other settings as they were."""
+        changes = dict(changes)
+        checkpoint = changes.pop("sd_model_checkpoint", None)
         if checkpoint:
             self.models.select(checkpoint)
-        if overrides:
-            self.options.update(overrides)
+        if changes:
+            self.options.update(changes)
 
     def generate(self, request: GenerationRequest, task_id: str | None = None, source: str = "") -> Job:
         """Queue a generation (validated first, so bad input fails at once with a clear message). Chosen styles
@@ -114,6 +118,11 @@ class Services:
         if request.styles:
             request.prompt, request.negative_prompt = self.styles.apply(request.prompt, request.negative_prompt,
                                                                         list(request.styles))
+            if request.enable_hr and (request.hr_prompt or request.hr_negative_prompt):  # as A1111: styled too
+                hr_prompt, hr_negative = self.styles.apply(request.hr_prompt or "", request.hr_negative_prompt or "",
+                                                           list(request.styles))
+                request.hr_prompt = hr_prompt if request.hr_prompt else ""  # "" stays "the first pass's prompt"
+                request.hr_negative_prompt = hr_negative if request.hr_negative_prompt else ""
         overrides = request.extra.get("override_settings")
         if overrides:
             request.extra["override_settings"] = self.options.validate(overrides)
@@ -139,7 +148,7 @@ class Services:
 
     def rerun(self, seq: int, source: str = "") -> Job:
         """Queue a job of the history again. A generation is re-run as it ran: with the seeds it got (a random seed
-        is fixed to the one drawn) and its styles already in its prompts."""
+        is fixed to the one drawn), its styles already in its prompts, and its images saved."""
         record = self.queue.store.get_seq(seq) if self.queue.store is not None else None
         if record is None:
             raise RequestError("job", f"No job #{seq} in the history")
@@ -150,6 +159,7 @@ class Services:
         if record.kind != "generate" or not isinstance(payload, GenerationRequest):
             raise RequestError("job", f"Job {record.id} is a {record.kind} job: only generations can be re-run")
         payload.styles = []
+        payload.save_images = True  # the history is where a re-run's images are seen (an API job may not have saved)
         seeds, subseeds = record.result.get("seeds") or [], record.result.get("subseeds") or []
         if payload.seed == -1 and seeds:
             payload.seed = int(seeds[0])
@@ -181,10 +191,10 @@ class Services:
         return count_tokens(encoder, text, steps)
 
     def stop(self) -> None:
-        self.queue.stop()
+        worker_ended = self.queue.stop()
         if self.extension_host is not None:
             self.extension_host.shutdown()
-        if self.queue.store is not None:
+        if self.queue.store is not None and worker_ended:  # a job still finishing records its images yet
             self.queue.store.close()
 
 
@@ -224,12 +234,7 @@ def _run_extras(services: "Services", job: Job) -> ExtrasResult:
 
 
 def _run_set_options(services: "Services", job: Job) -> dict:
-    changes = dict(job.payload)
-    checkpoint = changes.pop("sd_model_checkpoint", None)
-    if checkpoint:
-        services.models.select(checkpoint)
-    if changes:
-        services.options.update(changes)
+    services.apply_settings(job.payload)
     return {"changed": sorted(job.payload)}
 
 
@@ -287,7 +292,8 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     preprocessors = PreprocessorRegistry(paths.annotators, str(policy.device))
     upscalers = UpscalerRegistry(paths.upscaler_dirs, policy, options)
     upscalers.refresh()
-    engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors)
+    engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors,
+                    upscalers=upscalers)
     store = JobStore(paths.jobs_db, keep=int(options.get("job_history_limit")))
     recovered = store.recover()
     if recovered:

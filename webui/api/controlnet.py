@@ -16,6 +16,7 @@ from ..control.units import NO_MODEL, ControlUnit
 from ..engine.request import RequestError
 from ..models.controlnet_registry import UnknownControlNetError
 from ..outputs.save import decode_image_base64, encode_png_base64
+from .errors import ApiError
 
 ALWAYSON_KEY = "controlnet"  # matched case-insensitively ("ControlNet" too)
 API_VERSION = 2  # what A1111's extension answers on /controlnet/version; clients only compare it
@@ -200,7 +201,6 @@ def _decode_detect(field_name: str, index: int, data: str) -> Image.Image:
 
 def install_controlnet_routes(app: FastAPI, services, dependencies: list) -> None:
     """Mount `/controlnet/*` on `app`, behind the same `dependencies` (the --api-auth check) as /sdapi."""
-    from .routes import ApiError  # routes imports this module; by install time it is fully loaded
 
     router = APIRouter(prefix="/controlnet", dependencies=dependencies, tags=["controlnet"])
 

@@ -9,9 +9,8 @@ from pydantic import BaseModel, ConfigDict
 from ..engine.extras import ExtrasRequest
 from ..engine.hires import LATENT_UPSCALE_MODES
 from ..engine.request import RequestError
-from ..jobs.queue import DONE
-from ..models.upscalers import UnknownUpscalerError, UpscalerLoadError
 from ..outputs.save import decode_image_base64, encode_png_base64
+from .errors import ApiError, run_job
 
 
 class ExtrasBody(BaseModel):
@@ -60,22 +59,8 @@ def _request(body: ExtrasBody, images: list) -> ExtrasRequest:
 
 
 def install_extras_routes(router: APIRouter, services) -> None:
-    from .routes import ApiError  # routes imports this module; by install time it is fully loaded
-
     def run(request: ExtrasRequest):
-        try:
-            job = services.extras(request, source="api")
-        except RequestError as exc:
-            raise ApiError(422, "InvalidRequest", str(exc)) from None
-        job.wait()
-        if job.state != DONE:
-            exc = job.exception
-            if isinstance(exc, RequestError):
-                raise ApiError(422, "InvalidRequest", job.error or str(exc))
-            if isinstance(exc, (UnknownUpscalerError, UpscalerLoadError)):
-                raise ApiError(400, type(exc).__name__, job.error or str(exc))
-            raise ApiError(500, type(exc).__name__ if exc is not None else job.state, job.error or job.state)
-        return job.result
+        return run_job(lambda: services.extras(request, source="api")).result
 
     @router.post("/extra-single-image")
     def extra_single_image(body: ExtrasSingleBody):

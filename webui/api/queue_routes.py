@@ -13,25 +13,23 @@ import asyncio
 import json
 import time
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
 
 from ..engine.preview import current_preview
 from ..jobs.queue import QUEUED, RUNNING, Job
 from ..outputs.save import encode_png_base64
+from .errors import ApiError, classify
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
 
 
 def job_view(job: Job, position: int = 0) -> dict:
-    progress = job.control.progress
     view = {"id": job.id, "kind": job.kind, "source": job.source, "state": job.state, "position": position,
             "created": job.created, "started": job.started, "finished": job.finished, "error": job.error,
             "images": list(job.outputs)}
     if job.state == RUNNING:
-        view["progress"] = {"fraction": round(progress.fraction, 4), "eta": round(progress.eta_seconds, 2),
-                            "step": progress.sampling_step, "steps": progress.sampling_steps,
-                            "job_no": progress.job_no, "job_count": progress.job_count, "textinfo": progress.textinfo}
+        view["progress"] = job.control.progress.as_dict()
     summary = getattr(job.payload, "prompt", None)
     if isinstance(summary, str):
         view["prompt"] = summary
@@ -62,16 +60,16 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
             return job_view(job, queue.position(job))
         record = queue.store.get(job_id) if queue.store is not None else None
         if record is None:
-            raise HTTPException(404, f"No job {job_id!r} in the queue or the history")
+            raise ApiError(404, "UnknownJob", f"No job {job_id!r} in the queue or the history")
         return record.as_dict()
 
     @router.delete("/jobs/{job_id}")
     def cancel_job(job_id: str):
         job = queue.get(job_id)
-        if job is None or not queue.cancel(job_id):
-            raise HTTPException(409 if job is not None else 404,
-                                f"Job {job_id!r} has already finished" if job is not None
-                                else f"No job {job_id!r} is queued or running")
+        if job is None:
+            raise ApiError(404, "UnknownJob", f"No job {job_id!r} is queued or running")
+        if not queue.cancel(job_id):
+            raise ApiError(409, "JobFinished", f"Job {job_id!r} has already finished ({job.state})")
         return {"id": job_id, "state": job.state}
 
     @router.get("/history")
@@ -85,10 +83,12 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
 
     @router.post("/history/{seq}/rerun")
     def rerun(seq: int):
+        if queue.store is None or queue.store.get_seq(seq) is None:
+            raise ApiError(404, "UnknownJob", f"No job #{seq} in the history")
         try:
             job = services.rerun(seq, source="api")
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - refusals (and a closed queue) get their status
+            raise classify(exc) from None
         return {"id": job.id, "position": queue.position(job)}
 
     @router.get("/events")
@@ -107,6 +107,11 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
                     if current is not None:
                         yield _sse({"type": "state", **job_view(current, queue.position(current)), "job": job})
                         if current.state not in (QUEUED, RUNNING):
+                            return
+                    else:  # long finished: the history's record, and the stream ends; not there yet: wait for it
+                        record = queue.store.get(job) if queue.store is not None else None
+                        if record is not None and record.state not in (QUEUED, RUNNING):
+                            yield _sse({"type": "state", **record.as_dict(), "job": job})
                             return
                 last_beat = time.monotonic()
                 while True:

@@ -18,16 +18,11 @@ from ..engine import samplers
 from ..engine.engine import GenerationResult
 from ..engine.preview import current_preview
 from ..engine.request import FolderBatch, GenerationRequest, Outpaint, RequestError
-from ..jobs.queue import CANCELLED, DONE, FAILED
-from ..models.manager import ModelLoadError
-from ..models.registry import UnknownCheckpointError
-from ..models.vae import UnknownVaeError
-from ..prompts.styles import StyleError
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import decode_image_base64, encode_png_base64, read_infotext
-from ..settings.options import OptionError
 from .controlnet import check_units_known, detected_maps, install_controlnet_routes, strip_unit_images, \
     units_from_alwayson
+from .errors import ApiError, classify as _classify, error_body, run_job
 from .extension_routes import install_extension_api_routes
 from .extras_routes import install_extras_routes
 from .infotext_fields import apply_infotext
@@ -39,17 +34,6 @@ from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, 
 from .scripts import apply_alwayson, apply_script
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, kind: str, detail: str):
-        super().__init__(detail)
-        self.status, self.kind, self.detail = status, kind, detail
-
-
-def error_body(kind: str, detail: str, body: Any = "") -> dict:
-    """A1111's error shape; `detail` is the message for people."""
-    return {"error": kind, "detail": detail, "body": body, "errors": detail}
 
 
 def _auth_dependency(logins: list[tuple[str, str]]):
@@ -66,34 +50,6 @@ def _auth_dependency(logins: list[tuple[str, str]]):
                             headers={"WWW-Authenticate": "Basic"})
 
     return [Depends(check)]
-
-
-def _classify(exc: Exception) -> ApiError:
-    if isinstance(exc, samplers.SamplerError):
-        return ApiError(400, "UnknownSampler", str(exc))
-    if isinstance(exc, UnknownCheckpointError):
-        return ApiError(400, "UnknownCheckpoint", str(exc))
-    if isinstance(exc, RequestError) and exc.field == "sampler_name":
-        return ApiError(400, "UnknownSampler", str(exc))
-    if isinstance(exc, RequestError):
-        return ApiError(422, "InvalidRequest", str(exc))
-    if isinstance(exc, OptionError):
-        return ApiError(422, "InvalidOption", str(exc))
-    if isinstance(exc, (StyleError, UnknownVaeError)):
-        return ApiError(400, type(exc).__name__, str(exc))
-    if isinstance(exc, ModelLoadError):
-        return ApiError(400, "ModelLoadError", str(exc))
-    return ApiError(500, type(exc).__name__, str(exc))
-
-
-def _job_failure(job) -> ApiError:
-    """The HTTP error for a job that did not finish: classified by what failed it, with the job's message."""
-    if job.state == CANCELLED:
-        return ApiError(409, "Cancelled", f"The job was cancelled: {job.error or 'cancelled'}")
-    if job.exception is None:
-        return ApiError(500, job.state, job.error or job.state)
-    classified = _classify(job.exception)
-    return ApiError(classified.status, classified.kind, job.error or classified.detail)
 
 
 def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True, host=None) -> GenerationRequest:
@@ -245,12 +201,9 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         try:
             request = _request_from_body(body, mode, allow_folders, services.extension_host)
             check_units_known(request.controlnet_units, services)
-            job = services.generate(request, task_id=body.force_task_id, source="api")
         except (ValueError, KeyError) as exc:
             raise _classify(exc) from None
-        job.wait()
-        if job.state in (FAILED, CANCELLED):
-            raise _job_failure(job)
+        job = run_job(lambda: services.generate(request, task_id=body.force_task_id, source="api"))
         result: GenerationResult = job.result
         params = body.model_dump()
         if not getattr(body, "include_init_images", False):  # A1111 leaves the (large) inputs out of the echo
@@ -323,13 +276,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
     @router.post("/options")
     def set_options(changes: dict[str, Any]):
         """Applied in the queue, between jobs (a checkpoint switch waits for the running generation)."""
-        try:
-            job = services.set_options(changes, source="api")
-        except (ValueError, KeyError) as exc:
-            raise _classify(exc) from None
-        job.wait()
-        if job.state != DONE:
-            raise _job_failure(job)
+        run_job(lambda: services.set_options(changes, source="api"))
         return {}
 
     @router.post("/png-info", response_model=PNGInfoResponse)
@@ -342,12 +289,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float))}
         return PNGInfoResponse(info=text, items=items, parameters=parse_infotext(text) if text else {})
 
-    def wait_for(job) -> None:
-        job.wait()
-        if job.state != DONE:
-            raise _job_failure(job)
-
-    install_server_routes(router, services, wait_for, getattr(services.flags, "api_server_stop", False))
+    install_server_routes(router, services, getattr(services.flags, "api_server_stop", False))
     install_library_routes(router, services)
     install_extras_routes(router, services)
     install_extension_api_routes(router, services)

@@ -12,6 +12,8 @@ import psutil
 import torch
 from fastapi import APIRouter
 
+from .errors import run_job
+
 _SECRET_FLAGS = ("api_auth", "gradio_auth")
 
 
@@ -59,9 +61,7 @@ def _stop_process(services, code: int) -> None:
     threading.Thread(target=later, name="server-stop", daemon=True).start()
 
 
-def install_server_routes(router: APIRouter, services, wait_for, allow_stop: bool) -> None:
-    """`wait_for(job)` waits and turns a failed job into the API's error."""
-
+def install_server_routes(router: APIRouter, services, allow_stop: bool) -> None:
     @router.get("/cmd-flags")
     def flags():
         return cmd_flags(services.flags)
@@ -76,12 +76,12 @@ def install_server_routes(router: APIRouter, services, wait_for, allow_stop: boo
 
     @router.post("/unload-checkpoint")
     def unload_checkpoint():
-        wait_for(services.queue.submit("unload_checkpoint", None, source="api"))
+        run_job(lambda: services.queue.submit("unload_checkpoint", None, source="api"))
         return {}
 
     @router.post("/reload-checkpoint")
     def reload_checkpoint():
-        wait_for(services.queue.submit("reload_checkpoint", None, source="api"))
+        run_job(lambda: services.queue.submit("reload_checkpoint", None, source="api"))
         return {}
 
     if not allow_stop:

@@ -23,6 +23,12 @@ class Progress:
         done = self.job_no * self.sampling_steps + self.sampling_step
         return min(1.0, done / (self.job_count * self.sampling_steps))
 
+    def as_dict(self) -> dict:
+        """For followers (the queue's events and views)."""
+        return {"step": self.sampling_step, "steps": self.sampling_steps, "job_no": self.job_no,
+                "job_count": self.job_count, "progress": round(self.fraction, 4), "eta": round(self.eta_seconds, 2),
+                "textinfo": self.textinfo}
+
     @property
     def eta_seconds(self) -> float:
         fraction = self.fraction

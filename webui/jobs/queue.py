@@ -262,11 +262,7 @@ class JobQueue:
             self._record(lambda store: store.add_output(job.seq, data["path"], data.get("infotext", "")), job)
             self.events.publish({"type": "image", "job": job.id, "path": data["path"]})
         elif event == "progress":
-            p = data["progress"]
-            self.events.publish({"type": "progress", "job": job.id, "step": p.sampling_step,
-                                 "steps": p.sampling_steps, "job_no": p.job_no, "job_count": p.job_count,
-                                 "progress": round(p.fraction, 4), "eta": round(p.eta_seconds, 2),
-                                 "textinfo": p.textinfo})
+            self.events.publish({"type": "progress", "job": job.id, **data["progress"].as_dict()})
 
     def _record(self, write: Callable[[JobStore], None], job: Job) -> None:
         """A history write; a failing database (full disk, locked file) is logged and never fails the job."""

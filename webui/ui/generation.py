@@ -15,6 +15,7 @@ from ..engine.request import (INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_M
 from ..jobs.queue import DONE, RUNNING
 from . import canvas, notices
 from .controlnet import units_from_values
+from .hires_inputs import apply_hires
 from .progress import progress_html
 
 POLL_SECONDS = 0.2
@@ -116,15 +117,18 @@ def apply_img2img(request: GenerationRequest, values: dict, allow_folders: bool 
 def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps, width, height, batch_count,
                   batch_size, cfg_scale, seed, *, img2img: dict | None = None, styles=None,
                   allow_folders: bool = True, controlnet: list[dict] | None = None,
-                  scripts: dict | None = None) -> GenerationRequest:
+                  scripts: dict | None = None, hires: dict | None = None) -> GenerationRequest:
     """The request for the tab's values (checked by `validate` when it is queued; the chosen `styles` are
-    applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS; the ControlNet
-    units' as one dict per unit tab (`controlnet.REQUEST_FIELDS`)."""
+    applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS, txt2img's hires
+    fix as one named as `hires_inputs.HIRES_FIELDS`; the ControlNet units' as one dict per unit tab
+    (`controlnet.REQUEST_FIELDS`)."""
     request = GenerationRequest(mode=mode, prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler,
                                 scheduler=scheduler, steps=steps, width=width, height=height, n_iter=batch_count,
                                 batch_size=batch_size, cfg_scale=cfg_scale, seed=seed, styles=list(styles or []))
     if mode == "img2img":
         apply_img2img(request, img2img or {}, allow_folders)
+    elif hires:
+        apply_hires(request, hires)
     request.controlnet_units = units_from_values(mode, controlnet)
     if scripts:  # extensions' controls (extension_scripts.ScriptsPanel.values)
         request.script_args = dict(scripts.get("script_args") or {})
@@ -145,7 +149,8 @@ def _with_infotext(image, infotext: str):
 
 
 def generate(services, mode: str, state: dict | None, *values, img2img: dict | None = None,
-             styles=None, controlnet: list[dict] | None = None, scripts: dict | None = None) -> Iterator[tuple]:
+             styles=None, controlnet: list[dict] | None = None, scripts: dict | None = None,
+             hires: dict | None = None) -> Iterator[tuple]:
     """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip).
     `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS, the
     ControlNet units' as one dict per unit. The gallery shows the images, then the units' detected maps (unless
@@ -155,7 +160,8 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
     try:
         allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
         job = services.generate(build_request(mode, *values, img2img=img2img, styles=styles,
-                                              allow_folders=allow_folders, controlnet=controlnet, scripts=scripts),
+                                              allow_folders=allow_folders, controlnet=controlnet, scripts=scripts,
+                                              hires=hires),
                                 source="ui")
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
@@ -203,10 +209,8 @@ def _job_of(services, state: dict | None):
 def interrupt(services, state: dict | None) -> None:
     """Stop this tab's job: a queued one is cancelled, a running one stops after its current step."""
     job = _job_of(services, state)
-    if job is not None:
+    if job is not None:  # only this tab's job: a late click never stops someone else's
         services.queue.cancel(job.id)
-    else:
-        services.queue.interrupt()
 
 
 def skip_batch(services, state: dict | None) -> None:
@@ -214,8 +218,6 @@ def skip_batch(services, state: dict | None) -> None:
     job = _job_of(services, state)
     if job is not None and job.state == RUNNING:
         job.control.skip()
-    elif job is None:
-        services.queue.skip()
 
 
 def select_image(state: dict | None, index: int | None) -> tuple[dict, str]:
