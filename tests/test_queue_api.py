@@ -185,6 +185,14 @@ def test_infotext_fills_the_fields_the_request_left_out(api):
     assert (info["prompt"], info["negative_prompt"], info["steps"], info["sampler_name"]) == \
         ("a lighthouse", "fog", 3, "Euler a")
     assert (info["seed"], info["width"], info["height"], info["cfg_scale"]) == (4242, 64, 72, 6)
+    hires = "a fox\nSteps: 2, Sampler: Euler, Seed: 5, Size: 64x64, Model hash: 0000000000, Clip skip: 2, " \
+        "RNG: CPU, ENSD: 31337, Denoising strength: 0.5, Hires upscale: 1.5, Hires upscaler: Latent (nearest)"
+    answer = post_ok(api.client, TXT2IMG, {"infotext": hires})
+    info = json.loads(answer["info"])
+    assert decode(answer["images"][0]).size == (96, 96)  # hires fix turned on by its keys
+    assert "Hires upscale: 1.5, Hires upscaler: Latent (nearest)" in info["infotexts"][0]
+    assert "Clip skip: 2" in info["infotexts"][0] and info["denoising_strength"] == 0.5
+    assert api.services.options.get("CLIP_stop_at_last_layers") == 1  # an override, for that request only
     bad = api.client.post(TXT2IMG, json={"infotext": "x\nSteps: many, Sampler: Euler, Seed: 1"})
     assert bad.status_code == 422 and "Steps" in bad.json()["detail"]
 

@@ -52,17 +52,18 @@ def _auth_dependency(logins: list[tuple[str, str]]):
     return [Depends(check)]
 
 
-def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True, host=None) -> GenerationRequest:
+def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True, host=None,
+                       setting=None) -> GenerationRequest:
     """The GenerationRequest an API body asks for. `allow_folders` False (--hide-ui-dir-config) refuses the
     folder-batch fields with a 403."""
-    body = apply_infotext(body)
+    body = apply_infotext(body, setting)
     request = GenerationRequest(
         mode=mode, prompt=body.prompt, negative_prompt=body.negative_prompt,
         sampler_name=body.sampler_name or body.sampler_index or "Euler", scheduler=body.scheduler or "Automatic",
         steps=body.steps, cfg_scale=body.cfg_scale, seed=body.seed, subseed=body.subseed,
         subseed_strength=body.subseed_strength, seed_resize_from_w=max(0, body.seed_resize_from_w),
         seed_resize_from_h=max(0, body.seed_resize_from_h), width=body.width, height=body.height,
-        batch_size=body.batch_size, n_iter=body.n_iter,
+        batch_size=body.batch_size, n_iter=body.n_iter, tiling=bool(body.tiling),
         save_images=body.save_images and not body.do_not_save_samples, styles=list(body.styles or []),
         extra={"override_settings": dict(body.override_settings or {}),
                "override_settings_restore_afterwards": body.override_settings_restore_afterwards},
@@ -152,13 +153,30 @@ def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_
         "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
         "sd_vae_name": result.extra_params.get("VAE"), "sd_vae_hash": result.extra_params.get("VAE hash"),
         "seed_resize_from_w": request.seed_resize_from_w or -1, "seed_resize_from_h": request.seed_resize_from_h or -1,
-        "denoising_strength": request.denoising_strength if request.mode == "img2img" else None,
+        "denoising_strength": request.denoising_strength if request.mode == "img2img" or request.enable_hr
+        else None,
         "extra_generation_params": {k: v for k, v in result.extra_params.items() if v is not None},
         "index_of_first_image": 0, "infotexts": result.infotexts,
         "styles": list(request.styles), "job_timestamp": result.job_timestamp, "clip_skip": request.clip_skip or 1,
         "is_using_inpainting_conditioning": inpainting_conditioning, "version": None, "warnings": result.warnings,
         "interrupted": result.interrupted, "saved_paths": result.saved_paths,
     })
+
+
+def _infotext_setting(services, option: str, value: str):
+    """An infotext value as the option's value; None when this server has no such option or the value does not
+    fit it (a checkpoint it does not have, a VAE it does not know): A1111 leaves those out too."""
+    if option not in services.options.specs:
+        return None
+    try:
+        if option == "sd_model_checkpoint":
+            return services.models.resolve(value).title
+        if option == "sd_vae":
+            services.models.vaes.refresh()
+            services.models.vaes.choose(value, None)
+        return services.options.validate({option: value})[option]
+    except (ValueError, KeyError):
+        return None
 
 
 def _validation_problem(error: dict) -> str:
@@ -199,7 +217,8 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
 
     def generate(body: Txt2ImgBody, mode: str) -> dict:
         try:
-            request = _request_from_body(body, mode, allow_folders, services.extension_host)
+            request = _request_from_body(body, mode, allow_folders, services.extension_host,
+                                         lambda option, value: _infotext_setting(services, option, value))
             check_units_known(request.controlnet_units, services)
         except (ValueError, KeyError) as exc:
             raise _classify(exc) from None

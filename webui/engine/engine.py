@@ -37,6 +37,7 @@ from .img2img import Img2ImgSetup, prepare_img2img
 from .networks import prepare_networks, ti_hashes
 from .request import GenerationRequest
 from .seeds import fix_seed, image_noise, make_generators
+from .tiling import circular_padding
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ class Engine:
             result.control_maps = list(control_plan.maps)
             control_plan.to(self.policy.device)
             base_params.update(control_plan.params)
-        with self._autocast(), self._controlnets_on_device(control_plan):
+        with self._autocast(), self._controlnets_on_device(control_plan), \
+                circular_padding(model.unet, model.vae, enabled=request.tiling):
             for batch in range(request.n_iter):
                 if control.interrupted:
                     result.interrupted = True
@@ -438,6 +440,7 @@ class Engine:
                                    else None),
             "Clip skip": clip_skip if clip_skip > 1 else None,
             "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
+            "Tiling": "True" if request.tiling else None,
             "Emphasis": self.options.get("emphasis") if self.options.get("emphasis") != "Original" else None,
         }
         params.update({key: value for key, value in extra_params.items()

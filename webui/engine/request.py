@@ -85,6 +85,7 @@ class GenerationRequest:
     outpaint: Outpaint | None = None
     folder_batch: FolderBatch | None = None
     controlnet_units: list = field(default_factory=list)  # webui.control.units.ControlUnit, in unit order
+    tiling: bool = False  # A1111's "Tiling": seamless textures (every convolution wraps around the edges)
     # hires fix (txt2img; webui/engine/hires.py): A1111's fields and meanings, checked only when enable_hr is on
     enable_hr: bool = False
     hr_scale: float = 2.0

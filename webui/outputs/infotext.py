@@ -176,3 +176,16 @@ def parse_infotext(text: str) -> dict[str, object]:
     for key, value in PARSE_DEFAULTS.items():
         result.setdefault(key, value)
     return result
+
+
+# Infotext keys that are settings (infotext key, option key), as A1111 maps them when an infotext is pasted or sent
+# with a request: these become override settings rather than fields.
+SETTING_KEYS: tuple[tuple[str, str], ...] = (
+    ("Clip skip", "CLIP_stop_at_last_layers"),
+    ("Model hash", "sd_model_checkpoint"),
+    ("VAE", "sd_vae"),
+    ("RNG", "randn_source"),
+    ("ENSD", "eta_noise_seed_delta"),
+    ("Conditional mask weight", "inpainting_mask_weight"),
+    ("Emphasis", "emphasis"),
+)

@@ -9,7 +9,7 @@ import re
 from typing import Iterable
 
 from webui.extensions.a1111.runtime import RUNTIME
-from webui.outputs.infotext import parse_infotext
+from webui.outputs.infotext import SETTING_KEYS, parse_infotext
 
 __all__ = ["parse_generation_parameters", "infotext_to_setting_name_mapping", "create_override_settings_dict",
            "quote", "unquote", "MISSING_KEY_DEFAULTS"]
@@ -33,15 +33,7 @@ MISSING_KEY_DEFAULTS = {
 
 # Infotext keys that are settings: (infotext key, option key). Extensions' options declared with
 # `OptionInfo(..., infotext="Key")` count too.
-infotext_to_setting_name_mapping: list[tuple[str, str]] = [
-    ("Clip skip", "CLIP_stop_at_last_layers"),
-    ("Model hash", "sd_model_checkpoint"),
-    ("VAE", "sd_vae"),
-    ("RNG", "randn_source"),
-    ("ENSD", "eta_noise_seed_delta"),
-    ("Conditional mask weight", "inpainting_mask_weight"),
-    ("Emphasis", "emphasis"),
-]
+infotext_to_setting_name_mapping: list[tuple[str, str]] = list(SETTING_KEYS)
 
 
 def quote(text):
