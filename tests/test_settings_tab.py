@@ -31,6 +31,23 @@ def broken_args():
     return {"minimum": 1, "maximum": 10, "no_such_argument": True}
 
 
+class AppliedJob:
+    """What `services.set_options` gives once the queue has applied the change (the queue itself is tested in
+    tests/test_queue_api.py): here the change is applied at once."""
+
+    def __init__(self, options, changes: dict):
+        options.update(changes)
+        self.finished_ok, self.state, self.error = True, "done", None
+
+    def wait(self, timeout=None) -> bool:
+        return True
+
+
+def fake_services(options, **more) -> SimpleNamespace:
+    return SimpleNamespace(options=options, set_options=lambda changes, source="": AppliedJob(options, changes),
+                           **more)
+
+
 @pytest.fixture
 def services(tmp_path):
     options = Options(tmp_path / "config.json")
@@ -45,7 +62,7 @@ def services(tmp_path):
     options.add_option("my_ext_tags", Option(["a"], "Tags", list, choices=("a", "b", "c"), section=MY_EXT))
     options.add_option("my_ext_data", Option({"k": 1}, "Data", object, section=MY_EXT))
     options.add_option("loose_option", Option(0.5, "Loose", float))
-    return SimpleNamespace(options=options, catalogue=catalogue, config=tmp_path / "config.json")
+    return fake_services(options, catalogue=catalogue, config=tmp_path / "config.json")
 
 
 @pytest.fixture
@@ -89,9 +106,11 @@ def test_every_shown_option_has_its_a1111_elem_id_and_the_excluded_ones_none(ser
 
 def test_sections_follow_a1111_and_extensions_get_their_own(tab):
     titles = [s.title for s in tab.sections]
-    assert titles == ["Saving images/grids", "Stable Diffusion", "ControlNet", "My Extension", "Other"]
+    assert titles == ["Saving images/grids", "Stable Diffusion", "ControlNet", "Live previews", "My Extension",
+                      "Queue and history", "Upscaling", "VAE", "Other"]
     keys = {s.title: s.keys for s in tab.sections}
-    assert {"samples_save", "samples_format", "outdir_txt2img_samples", "outdir_img2img_samples"} == \
+    assert {"samples_save", "samples_format", "outdir_txt2img_samples", "outdir_img2img_samples",
+            "outdir_extras_samples"} == \
         set(keys["Saving images/grids"])
     assert {"CLIP_stop_at_last_layers", "emphasis", "sd_checkpoints_limit", "randn_source"} <= \
         set(keys["Stable Diffusion"])
@@ -235,7 +254,8 @@ def test_every_builtin_option_has_a_section_of_ours(tmp_path):
     options = Options(tmp_path / "config.json")
     with gr.Blocks():
         built = build_settings_tab(SimpleNamespace(options=options))
-    assert [s.title for s in built.sections] == ["Saving images/grids", "Stable Diffusion", "ControlNet"]
+    assert [s.title for s in built.sections] == ["Saving images/grids", "Stable Diffusion", "ControlNet",
+                                                 "Live previews", "Queue and history", "Upscaling", "VAE"]
     assert sorted(f.key for f in built.fields) == sorted(set(OPTIONS) - HIDDEN_KEYS)
     assert built.warnings == []
 
@@ -246,7 +266,7 @@ def test_a_choices_function_that_fails_leaves_the_value_editable_as_text(tmp_pat
 
     options = Options(tmp_path / "config.json")
     options.add_option("my_ext_model", Option("alpha", "Model", str, choices=no_models, section=MY_EXT))
-    services = SimpleNamespace(options=options, config=tmp_path / "config.json")
+    services = fake_services(options, config=tmp_path / "config.json")
     with gr.Blocks():
         built = build_settings_tab(services)
     model = by_key(built)["my_ext_model"]
@@ -256,3 +276,28 @@ def test_a_choices_function_that_fails_leaves_the_value_editable_as_text(tmp_pat
     values = values_of(built, services, my_ext_model="beta")
     assert apply_settings(services, built.fields, *values) == "1 setting changed: my_ext_model."
     assert stored(services)["my_ext_model"] == "beta"
+
+
+def test_apply_is_queued_behind_the_running_job(make_services):
+    """With the real services the change goes through the queue: it waits for the running job, so a generation
+    never sees a setting change half-way."""
+    import threading
+
+    services = make_services("sd1")
+    with gr.Blocks():
+        built = build_settings_tab(services)
+    entered, release = threading.Event(), threading.Event()
+    services.queue.register("test_hold", lambda job: (entered.set(), release.wait(30)))
+    holder = services.queue.submit("test_hold", None)
+    assert entered.wait(30)
+    outcome = {}
+    values = values_of(built, services, CLIP_stop_at_last_layers=3)
+    applying = threading.Thread(target=lambda: outcome.setdefault("message", apply_settings(services, built.fields,
+                                                                                            *values)))
+    applying.start()
+    applying.join(0.5)
+    assert applying.is_alive() and services.options.get("CLIP_stop_at_last_layers") == 1
+    release.set()
+    applying.join(30)
+    assert holder.finished_ok and outcome["message"] == "1 setting changed: CLIP_stop_at_last_layers."
+    assert services.options.get("CLIP_stop_at_last_layers") == 3

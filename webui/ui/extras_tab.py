@@ -14,8 +14,7 @@ from ..engine.extras import SCALE_BY, SCALE_TO, ExtrasRequest, load_folder_image
 from ..engine.request import RequestError
 from ..jobs.queue import DONE, RUNNING
 from . import notices
-from .generation import POLL_SECONDS
-from .progress import progress_html
+from .progress import panels_until_done, progress_html
 
 SINGLE, BATCH, DIRECTORY = 0, 1, 2
 
@@ -206,11 +205,8 @@ def run(services, state: dict | None, source_mode, image, files, input_dir, outp
     shown = progress_html(job, services.queue.position(job))
     yield (state, shown, skip, skip, *_buttons(True))
     try:
-        while not job.wait(POLL_SECONDS):
-            panel = progress_html(job, services.queue.position(job))
-            if panel != shown:
-                shown = panel
-                yield (state, panel, skip, skip, skip, skip)
+        for panel in panels_until_done(services.queue, job, shown):
+            yield (state, panel, skip, skip, skip, skip)
         state = {**state, "job_id": None}
         if job.state != DONE:
             notices.warn(job.error or f"The job ended {job.state}")

@@ -16,9 +16,8 @@ from ..jobs.queue import DONE, RUNNING
 from . import canvas, notices
 from .controlnet import units_from_values
 from .hires_inputs import apply_hires
-from .progress import progress_html
+from .progress import panels_until_done, progress_html
 
-POLL_SECONDS = 0.2
 
 # What `generate` yields, in this order.
 OUTPUTS = ("state", "progress", "gallery", "infotext", "generate", "interrupt", "skip")
@@ -171,11 +170,8 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
     shown = progress_html(job, services.queue.position(job))
     yield (state, shown, skip, skip, *_buttons(True))
     try:
-        while not job.wait(POLL_SECONDS):
-            panel = progress_html(job, services.queue.position(job))
-            if panel != shown:  # unchanged panels are not sent again
-                shown = panel
-                yield (state, panel, skip, skip, skip, skip, skip)
+        for panel in panels_until_done(services.queue, job, shown):
+            yield (state, panel, skip, skip, skip, skip, skip)
         state = {**state, "job_id": None}
         if job.state != DONE:
             notices.warn(job.error or f"The job ended {job.state}")

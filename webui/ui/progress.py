@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import html
+from typing import Iterator
 
 from ..jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
+
+POLL_SECONDS = 0.2
 
 
 def format_eta(seconds: float) -> str:
@@ -56,3 +59,12 @@ def progress_html(job: Job, position: int = 0) -> str:
     if job.state == CANCELLED:
         return _state("Cancelled", "cancelled")
     return _state(job.state, job.state)
+
+
+def panels_until_done(queue, job: Job, shown: str) -> Iterator[str]:
+    """The progress panel each time it changes (`shown` is the one on screen), polling until `job` has finished."""
+    while not job.wait(POLL_SECONDS):
+        panel = progress_html(job, queue.position(job))
+        if panel != shown:  # unchanged panels are not sent again
+            shown = panel
+            yield panel
