@@ -18,7 +18,7 @@ _SHARED_FIELDS = {
     "subseed_strength": "subseed_strength", "seed_resize_from_w": "seed_resize_from_w",
     "seed_resize_from_h": "seed_resize_from_h", "sampler_name": "sampler_name", "scheduler": "scheduler",
     "batch_size": "batch_size", "n_iter": "n_iter", "steps": "steps", "cfg_scale": "cfg_scale", "width": "width",
-    "height": "height", "styles": "styles", "denoising_strength": "denoising_strength",
+    "height": "height", "styles": "styles", "denoising_strength": "denoising_strength", "tiling": "tiling",
 }
 _IMG2IMG_FIELDS = {
     "init_images": "init_images", "resize_mode": "resize_mode", "mask": "mask", "mask_blur_x": "mask_blur_x",
@@ -138,6 +138,8 @@ class StableDiffusionProcessing:
                 value = list(value or [])
             if name == "styles":
                 value = list(value or [])
+            if name == "tiling":
+                value = bool(value)
             if name in ("seed_resize_from_w", "seed_resize_from_h"):
                 value = max(0, int(value or 0))
             setattr(request, target, value)
