@@ -383,3 +383,22 @@ def test_tab_refresh_finds_new_files(services, api):
     first, second = extras_tab.refresh_upscalers(services, "2x-TinyCompact", "vanished")
     assert isinstance(first, gr.Dropdown) and "2x-Fresh" in [c[0] for c in first.choices]
     assert (first.value, second.value) == ("2x-TinyCompact", "None")
+
+
+def test_batch_from_a_folder_never_overwrites_a_file(services, tmp_path):
+    """Saving back into the input folder (or two sources with one stem) adds a number instead of overwriting."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    source = picture(12, 12, seed=4)
+    source.save(folder / "a.png")
+    before = (folder / "a.png").read_bytes()
+    images = [(picture(12, 12, seed=4), "a.png"), (picture(12, 12, seed=5), "a.jpg")]
+    result = run(services, images=images, upscaler_1="Lanczos", save=True, output_dir=str(folder))
+    assert [path.name for path in result.saved_paths] == ["a_1.png", "a_2.png"]
+    assert (folder / "a.png").read_bytes() == before
+
+
+def test_sixteen_bit_source_keeps_its_tones(services):
+    grey = Image.fromarray(np.full((10, 10), 30000, dtype=np.uint16))
+    result = run(services, images=[(grey, "grey.png")], upscaler_1="Lanczos")
+    assert result.images[0].mode == "RGB" and np.all(np.abs(pixels(result.images[0]) - 117) <= 1)

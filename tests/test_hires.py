@@ -258,6 +258,8 @@ def test_hires_checkpoint_is_used_for_the_second_pass_and_the_main_one_stays(ser
     before = services.models.current_title()
     default = run(services, hires_request())
     other = run(services, hires_request(hr_checkpoint_name="tiny-other", n_iter=2))
+    assert services.options.get("sd_checkpoints_limit") == 1
+    assert services.models.loaded_titles() == [before]  # the borrowed checkpoint left the cache after the run
     info, _ = services.models.get("tiny-other")
     params = parse_infotext(other.infotexts[0])
     assert params["Hires checkpoint"] == f"tiny-other [{info.shorthash}]"
@@ -407,3 +409,28 @@ def test_pasting_infotext_with_hires_keys_fills_the_accordion(services):
     plain = pnginfo.hires_values(services, run(services, request()).infotexts[0])
     assert plain == (False,) + (gr.skip(),) * (len(hires_inputs.HIRES_FIELDS) - 1)  # off; the rest as it is
     assert pnginfo.hires_values(services, "") == (gr.skip(),) * len(hires_inputs.HIRES_FIELDS)
+
+
+@pytest.mark.parametrize("sampler", ["DDIM", "DPM++ 2M"])
+def test_a_very_low_denoising_strength_stays_within_the_schedulers_range(services, sampler):
+    """60 steps at 0.05 would stretch the hires schedule to 1200 steps, past the 1000 the model was trained with
+    (DDIM refuses it, DPM++ gives NaNs): it is capped, and the pass runs."""
+    result = run(services, hires_request(sampler_name=sampler, steps=60, denoising_strength=0.05))
+    assert result.images[0].size == (128, 128) and not result.warnings
+    plan = hires.plan_hires(hires_request(steps=60, denoising_strength=0.05).validate(), "Automatic", 8, None)
+    assert (plan.request.steps, plan.request.steps_to_run) == (1000, 50)
+
+
+def test_prompt_editing_in_the_hires_pass_counts_from_the_first_pass():
+    """A1111: in the hires pass whole numbers count from the start of the first pass, and numbers with a point are
+    fractions offset by 1 (first pass 10 steps, hires pass 6)."""
+    from webui.prompts.schedule import prompt_schedule
+
+    def texts(prompt: str) -> list[tuple[int, str]]:
+        return [(entry.end_at_step, entry.text) for entry in prompt_schedule(prompt, 6, hires_base=10)]
+
+    assert prompt_schedule("[cat:dog:0.5]", 10) == prompt_schedule("[cat:dog:0.5]", 10, None)
+    assert texts("[cat:dog:0.5]") == [(6, "dog")]  # finished switching in the first pass
+    assert texts("[cat:dog:10]") == [(6, "dog")]
+    assert texts("[cat:dog:13]") == [(3, "cat"), (6, "dog")]  # step 13 of 16 is step 3 of the hires pass
+    assert texts("[cat:dog:1.5]") == [(3, "cat"), (6, "dog")]  # half-way through the hires pass

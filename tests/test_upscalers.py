@@ -288,3 +288,34 @@ def test_tile_options_are_registered(tmp_path):
     assert options.specs["ESRGAN_tile"].label == "Tile size for ESRGAN upscalers. 0 = no tiling."
     assert options.specs["ESRGAN_tile_overlap"].label == "Tile overlap for ESRGAN upscalers."
     assert options.specs["ESRGAN_tile"].section == ("upscaling", "Upscaling")
+
+
+def test_no_second_pass_that_would_overshoot_far_past_the_target(folders, tmp_path):
+    """A 4x model on 10 px asked for 50 px: one pass gives 40; a second would give 160 (over twice 50), so Lanczos
+    takes 40 to 50 instead. Asked for 90 px, the second pass (160 <= 180) still runs."""
+    registry = make_registry(folders, tmp_path)
+    name = next(n for n in registry.names() if "TinyFour" in n)
+    sizes = []
+    original = registry._run_model
+
+    def counting(model, current, *rest):
+        sizes.append(current.size)
+        return original(model, current, *rest)
+
+    registry._run_model = counting
+    assert registry.upscale(picture(10, 10), name, 50, 50).size == (50, 50)
+    assert sizes == [(10, 10)]
+    sizes.clear()
+    assert registry.upscale(picture(10, 10), name, 90, 90).size == (90, 90)
+    assert sizes == [(10, 10), (40, 40)]
+
+
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(folders, tmp_path):
+    registry = make_registry(folders, tmp_path)
+    grey = Image.fromarray(np.full((16, 16), 30000, dtype=np.uint16))  # mid grey in 16 bits
+    assert grey.mode.startswith("I")
+    for name in ("Lanczos", "2x-TinyCompact"):
+        out = registry.upscale(grey, name, 32, 32)
+        assert out.mode == "RGB"
+    lanczos = pixels(registry.upscale(grey, "Lanczos", 32, 32))
+    assert np.all(np.abs(lanczos - 117) <= 1)  # 30000 / 257, not white

@@ -192,6 +192,8 @@ class Engine:
                                        run.subseeds[i], variation, image_params, run)
             result.extra_params = {**(hires.params if hires else {}), **prompts.params(base_params),
                                    **run.extra_params}
+        if hires is not None and hires.model is not model:
+            self.models.trim()  # the borrowed hires checkpoint leaves the cache if it is over its limit
         result.warnings.extend(model.warnings)
         result.warnings.extend(run.warnings)
         if result.interrupted:
@@ -206,6 +208,7 @@ class Engine:
         plan = hires_fix.prepare(request, schedule, model, info, self.models, self.upscalers)
         plan.prompts = prompts if plan.model is model else _RunPrompts(self, plan.model, plan.info, prompts.clip_skip,
                                                                        prompts.steps, prompts.result)
+        plan.first_pass_steps = prompts.steps  # prompt editing in the hires pass counts from the first pass's start
         if any(unit.enabled for unit in request.controlnet_units):
             prompts.result.warnings.append("ControlNet guides the first pass only: the hires fix pass runs without it")
         return plan
@@ -222,7 +225,8 @@ class Engine:
                 return None
             control.report(sampling_step=0, sampling_steps=plan.request.steps_to_run, textinfo="Hires fix")
         prompts, negatives = plan.prompts_for(run.prompts, run.negative_prompts)
-        conditioning, _ = plan.prompts.for_batch(prompts, negatives, {}, steps=plan.prompt_steps)
+        conditioning, _ = plan.prompts.for_batch(prompts, negatives, {}, steps=plan.prompt_steps,
+                                                 hires_base=plan.first_pass_steps)
         return self._sample(plan.model, plan.request, plan.sampler, plan.schedule, conditioning, run.seeds,
                             run.subseeds, control, start, 0, None, run)
 
@@ -547,9 +551,10 @@ class _RunPrompts:
             text = strip_comments(text)
         return extract_extra_networks(text)
 
-    def for_batch(self, prompts: list[str], negatives: list[str], base_params: dict, steps: int | None = None):
+    def for_batch(self, prompts: list[str], negatives: list[str], base_params: dict, steps: int | None = None,
+                  hires_base: int | None = None):
         """(BatchConditioning, infotext additions) for a batch with these per-image prompts; `steps`: the model
-        evaluations prompt editing counts, if not the run's (a hires pass)."""
+        evaluations prompt editing counts, if not the run's; `hires_base`: the first pass's, in a hires pass."""
         cleaned = [(self._clean(p), self._clean(n)) for p, n in zip(prompts, negatives)]
         (_, calls), (_, negative_calls) = cleaned[0]
         key = repr(calls + negative_calls)
@@ -566,9 +571,10 @@ class _RunPrompts:
         items = []
         steps = steps or self.steps
         for (prompt, _), (negative, _) in cleaned:
-            key = (self._applied, prompt, negative, steps)  # LoRAs change the text encoder: their tags are in the key
+            key = (self._applied, prompt, negative, steps, hires_base)  # LoRAs change the text encoder: tags in key
             if key not in self._encoded:
-                self._encoded[key] = build_conditioning(self._encoder, prompt, negative, steps, self.clip_skip)
+                self._encoded[key] = build_conditioning(self._encoder, prompt, negative, steps, self.clip_skip,
+                                                        hires_base)
             items.append(self._encoded[key])
         return BatchConditioning(items), self.params(base_params)
 

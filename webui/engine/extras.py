@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..outputs.infotext import build_infotext, parse_infotext
 from ..outputs.save import read_infotext, save_image, save_image_as
+from .images import as_rgb
 from .request import IMAGE_SUFFIXES, RequestError
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def load_folder_images(input_dir: str) -> list[tuple[Image.Image, str]]:
 
 def _postprocess(request: ExtrasRequest, source: Image.Image, upscalers, control) -> tuple[Image.Image | None, str]:
     """(upscaled image or None when interrupted, the Postprocess infotext keys)."""
-    image = source.convert("RGB")
+    image = as_rgb(source)
     if request.upscaler_1 == "None":
         return image, ""
     info: dict[str, object] = {}
@@ -216,9 +217,13 @@ def _combine_infotext(source: str, info: str) -> str:
 def _save(image: Image.Image, infotext: str, name: str, seed: int, request: ExtrasRequest, options,
           outputs_dir: Path) -> Path:
     extension = str(options.get("samples_format") or "png")
-    if request.output_dir:
-        stem = Path(name).stem if name else "image"
-        return save_image_as(image, Path(request.output_dir).expanduser() / f"{stem}.{extension}", infotext)
+    if request.output_dir:  # under the source's name; never over an existing file (the sources themselves, say)
+        stem, folder = (Path(name).stem if name else "image"), Path(request.output_dir).expanduser()
+        path, number = folder / f"{stem}.{extension}", 0
+        while path.exists():
+            number += 1
+            path = folder / f"{stem}_{number}.{extension}"
+        return save_image_as(image, path, infotext)
     folder = options.get("outdir_extras_samples") or Path(outputs_dir) / "extras-images"
     return save_image(image, folder, seed, infotext, extension=extension)
 

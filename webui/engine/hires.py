@@ -168,6 +168,7 @@ class HiresPlan:
     model: object = None  # the second pass's loaded checkpoint (LoadedModel) and its CheckpointInfo
     info: object = None
     prompt_steps: int = 0  # the model evaluations prompt editing counts in the second pass
+    first_pass_steps: int = 0  # ... and in the first (editing `when`s of the second pass count from its start)
     prompts: object = None  # set by the engine: the second pass's prompt encoding
 
     def prompts_for(self, prompts: list[str], negatives: list[str]) -> tuple[list[str], list[str]]:
@@ -183,7 +184,8 @@ class HiresPlan:
         return {key: value for key, value in ordered.items() if value is not None}
 
 
-def plan_hires(request: GenerationRequest, schedule: str, factor: int, checkpoint_label: str | None) -> HiresPlan:
+def plan_hires(request: GenerationRequest, schedule: str, factor: int, checkpoint_label: str | None,
+               train_steps: int = 1000) -> HiresPlan:
     """The hires plan of a validated txt2img request whose first pass uses `schedule`. `checkpoint_label`: the
     hires checkpoint's infotext name (None: the same checkpoint). An upscaler that is not a latent mode is an
     image upscaler: the caller checks the server has it."""
@@ -193,6 +195,9 @@ def plan_hires(request: GenerationRequest, schedule: str, factor: int, checkpoin
     steps = request.hr_second_pass_steps or request.steps
     strength = request.denoising_strength
     schedule_steps = int(steps / min(strength, 0.999)) if strength > 0 else steps
+    if schedule_steps > train_steps:  # schedulers refuse (DDIM) or break (DPM++, UniPC) past their training steps
+        schedule_steps = train_steps
+        steps = max(1, min(steps, round(train_steps * strength)))
     pass_request = SecondPassRequest(**{f.name: getattr(request, f.name) for f in fields(GenerationRequest)})
     pass_request.mode, pass_request.width, pass_request.height = "img2img", size.width, size.height
     pass_request.steps, pass_request.steps_to_run = schedule_steps, steps if strength > 0 else 0
@@ -224,7 +229,8 @@ def prepare(request: GenerationRequest, schedule: str, model, info, models, upsc
         except UnknownCheckpointError as exc:
             raise RequestError("hr_checkpoint_name", f"hires checkpoint: {exc}") from None
         label = f"{hr_info.name_for_extra} [{hr_info.shorthash}]" if hr_info.shorthash else hr_info.name_for_extra
-    plan = plan_hires(request, schedule, model.vae_scale_factor, label)
+    plan = plan_hires(request, schedule, model.vae_scale_factor, label,
+                      int(dict(hr_model.scheduler_config).get("num_train_timesteps", 1000)))
     if plan.latent_mode is None:
         try:
             if upscalers is None:

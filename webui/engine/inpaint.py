@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageColor
+from PIL import Image
 
-from .images import RESAMPLE, fit
+from .images import RESAMPLE, as_rgb, fit
 
 # Known colour is spread into the hole by blurring it at these radii, widest first; each pass is laid over the
 # previous one as many times as given, so near the hole's edge the nearby colours win.
@@ -23,16 +23,9 @@ class EmptyMaskError(ValueError):
 
 
 def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
-    """RGB, with any transparency laid over `background` (A1111's img2img background colour)."""
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        try:
-            colour = ImageColor.getrgb(background)[:3]
-        except ValueError:
-            colour = (255, 255, 255)
-        canvas = Image.new("RGB", image.size, colour)
-        canvas.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-        return canvas
-    return image.convert("RGB")
+    """RGB, with any transparency laid over `background` (A1111's img2img background colour) and 16-bit images
+    scaled to 8 bits."""
+    return as_rgb(image, background)
 
 
 def normalise_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:

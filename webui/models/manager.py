@@ -126,15 +126,22 @@ class ModelManager:
                 log.exception("a model-loaded listener failed")
         return info, model
 
-    def _evict(self, reserve: int) -> None:
-        """Drop least recently used models beyond the cache size and RAM budget (never the current one).
-        `reserve` makes room for a model about to be loaded."""
+    def trim(self) -> None:
+        """Back within the cache's limits after a run borrowed another checkpoint (a hires fix checkpoint): the
+        least recently used models go, the one just used included; never the current one."""
+        with self._lock:
+            self._evict(reserve=0, keep_recent=False)
+
+    def _evict(self, reserve: int, keep_recent: bool = True) -> None:
+        """Drop least recently used models beyond the cache size and RAM budget (never the current one, nor with
+        `keep_recent` the most recently used). `reserve` makes room for a model about to be loaded."""
         limit = max(1, int(self.options.get("sd_checkpoints_limit"))) - reserve
         budget = float(self.options.get("sd_checkpoint_cache_ram_gb")) * 2 ** 30
         evicted = False
         while True:
             # never the current model, nor the most recently used one (just loaded, about to be used)
-            victims = [key for key in list(self._loaded)[:-1] if key != self._current]
+            candidates = list(self._loaded)[:-1] if keep_recent else list(self._loaded)
+            victims = [key for key in candidates if key != self._current]
             total = sum(model.size_bytes for _, model in self._loaded.values())
             if not victims or (len(self._loaded) <= limit and total <= budget):
                 break

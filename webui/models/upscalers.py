@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..engine.images import as_rgb
 from .folders import walk_folder
 from .upscaler_tiles import run_tiled
 
@@ -137,15 +138,18 @@ class UpscalerRegistry:
         if width < 1 or height < 1:
             raise ValueError(f"Upscale target size must be positive, got {width}x{height}")
         info = self.find(name)
+        image = as_rgb(image)  # what every upscaler gives back: 8-bit RGB (16-bit greyscale scaled, not clipped)
         if info.kind == "builtin":
             resample = Image.NEAREST if info.name == "Nearest" else Image.LANCZOS
             return image.resize((width, height), resample=resample)
         model = self.load(info)
-        current = image.convert("RGB")
+        current = image
         for passes in range(MAX_PASSES):
             covers = current.width >= width and current.height >= height
             if covers and not (passes == 0 and model.scale == 1):
                 break
+            if passes and (current.width * model.scale > 2 * width or current.height * model.scale > 2 * height):
+                break  # another pass would overshoot far past the target (and memory): Lanczos does the rest
             before = current.size
             current = self._run_model(model, current, info.name, control)
             if current is None:

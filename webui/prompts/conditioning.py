@@ -52,18 +52,22 @@ class PromptConditioning:
         return uncond.padded(count, self.empty), [c.padded(count, self.empty) for c in conds]
 
 
-def encode_schedule(encoder: PromptEncoder, text: str, steps: int, clip_skip: int) -> ScheduledConditioning:
-    schedule = prompt_schedule(text, steps)
+def encode_schedule(encoder: PromptEncoder, text: str, steps: int, clip_skip: int,
+                    hires_base: int | None = None) -> ScheduledConditioning:
+    schedule = prompt_schedule(text, steps, hires_base)
     encoded = encoder.encode_batch([entry.text for entry in schedule], clip_skip)
     return ScheduledConditioning([(entry.end_at_step, cond) for entry, cond in zip(schedule, encoded)])
 
 
 def build_conditioning(encoder: PromptEncoder, prompt: str, negative: str, steps: int,
-                       clip_skip: int) -> PromptConditioning:
-    """Encode a request's prompt (tags already removed) and negative prompt for a run of `steps` evaluations.
-    The negative prompt is scheduled too, but AND in it is plain text (as in A1111)."""
-    parts = [(weight, encode_schedule(encoder, text, steps, clip_skip)) for text, weight in split_and(prompt)]
-    return PromptConditioning(parts, encode_schedule(encoder, negative, steps, clip_skip), encoder.empty(clip_skip))
+                       clip_skip: int, hires_base: int | None = None) -> PromptConditioning:
+    """Encode a request's prompt (tags already removed) and negative prompt for a run of `steps` evaluations
+    (`hires_base`: the first pass's, when this is a hires fix second pass). The negative prompt is scheduled too,
+    but AND in it is plain text (as in A1111)."""
+    parts = [(weight, encode_schedule(encoder, text, steps, clip_skip, hires_base))
+             for text, weight in split_and(prompt)]
+    return PromptConditioning(parts, encode_schedule(encoder, negative, steps, clip_skip, hires_base),
+                              encoder.empty(clip_skip))
 
 
 def count_tokens(encoder: PromptEncoder, text: str, steps: int) -> tuple[int, int]:

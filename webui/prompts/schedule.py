@@ -38,6 +38,7 @@ class _Edit:
     before: tuple | None   # None for `[to:when]`
     after: tuple
     when: float
+    decimal: bool = False  # `when` was written with a point: in a hires pass A1111 reads it as a fraction
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class _Parser:
             if number is None:
                 return None
             before = tuple(segments[0]) if len(separators) == 2 else None
-            return _Edit(before, tuple(segments[-2]), float(number.group(1))), end
+            return _Edit(before, tuple(segments[-2]), float(number.group(1)), "." in number.group(1)), end
         return None
 
 
@@ -207,9 +208,16 @@ def _parse(text: str) -> tuple | None:
 
 # ---- resolving: tree -> text at a step ----------------------------------------------------------------------------
 
-def _edit_step(when: float, steps: int) -> int:
-    """A1111's conversion of an editing `when`: a fraction of `steps` below 1, else a step number; capped."""
-    value = when * steps if when < 1 else when
+def _edit_step(edit: _Edit, steps: int, hires_base: int | None = None) -> int:
+    """A1111's conversion of an editing `when`: a fraction of `steps` below 1, else a step number; capped. In a
+    hires pass (`hires_base`: the first pass's steps) a whole number still counts from the start of the first pass
+    and a number with a point is a fraction offset by 1, so `[a:b:0.5]` stays `b` and `[a:b:1.5]` switches half-way
+    through the hires pass."""
+    when = edit.when
+    if hires_base is None:
+        value = when * steps if when < 1 else when
+    else:
+        value = (when - 1.0) * steps if edit.decimal else when - hires_base
     if value >= steps:
         return steps
     if value == -math.inf:  # `[a:b:-1e999]`: never reached, like any negative step
@@ -217,44 +225,45 @@ def _edit_step(when: float, steps: int) -> int:
     return int(value)
 
 
-def _change_points(nodes: tuple, steps: int, found: set[int]) -> None:
+def _change_points(nodes: tuple, steps: int, found: set[int], hires_base: int | None) -> None:
     for node in nodes:
         if isinstance(node, _Edit):
-            step = _edit_step(node.when, steps)
+            step = _edit_step(node, steps, hires_base)
             if step >= 1:
                 found.add(step)
-            _change_points(node.before or (), steps, found)
-            _change_points(node.after, steps, found)
+            _change_points(node.before or (), steps, found, hires_base)
+            _change_points(node.after, steps, found, hires_base)
         elif isinstance(node, _Alternation):
             found.update(range(1, steps + 1))
             for option in node.options:
-                _change_points(option, steps, found)
+                _change_points(option, steps, found, hires_base)
 
 
-def _text_at(nodes: tuple, step: int, steps: int, out: list[str]) -> None:
+def _text_at(nodes: tuple, step: int, steps: int, out: list[str], hires_base: int | None) -> None:
     for node in nodes:
         if isinstance(node, str):
             out.append(node)
         elif isinstance(node, _Edit):
-            chosen = (node.before or ()) if step <= _edit_step(node.when, steps) else node.after
-            _text_at(chosen, step, steps, out)
+            chosen = (node.before or ()) if step <= _edit_step(node, steps, hires_base) else node.after
+            _text_at(chosen, step, steps, out, hires_base)
         else:
-            _text_at(node.options[(step - 1) % len(node.options)], step, steps, out)
+            _text_at(node.options[(step - 1) % len(node.options)], step, steps, out, hires_base)
 
 
-def prompt_schedule(text: str, steps: int) -> list[ScheduledText]:
-    """The prompt's texts over `steps` sampling steps, one entry per change point (see the module docstring)."""
+def prompt_schedule(text: str, steps: int, hires_base: int | None = None) -> list[ScheduledText]:
+    """The prompt's texts over `steps` sampling steps, one entry per change point (see the module docstring).
+    `hires_base`: for a hires fix second pass, the first pass's steps (editing `when`s count from its start)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     tree = _parse(text)
     if tree is None:
         return [ScheduledText(steps, text)]
     points = {steps}
-    _change_points(tree, steps, points)
+    _change_points(tree, steps, points, hires_base)
     schedule = []
     for step in sorted(points):
         pieces: list[str] = []
-        _text_at(tree, step, steps, pieces)
+        _text_at(tree, step, steps, pieces, hires_base)
         schedule.append(ScheduledText(step, "".join(pieces)))
     return schedule
 
