@@ -82,3 +82,13 @@ def wait_for_sampling(server: LiveServer, auth: tuple[str, str] | None = None, t
             return progress
         time.sleep(0.02)
     raise AssertionError(f"no job was sampling within {timeout}s")
+
+
+def install_alpha_and_beta(data, tiny_models, tmp_path_factory) -> None:
+    """Two tiny SD1 checkpoints with different weights (so different hashes and pictures): alpha, then beta."""
+    from conftest import install_model
+    from webui.models.tiny import write_single_file
+
+    install_model(data, tiny_models["sd1"], "alpha-tiny.safetensors")
+    beta = write_single_file(tmp_path_factory.mktemp("beta") / "beta-tiny.safetensors", "sd1", seed=7)
+    install_model(data, beta)

@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import install_model
-from live_server import serve, wait_for_sampling
-from webui.models.tiny import write_single_file
+from live_server import install_alpha_and_beta, serve, wait_for_sampling
 
 SMALL = {"width": 64, "height": 64, "steps": 2, "sampler_name": "Euler"}
 CLIENTS, REQUESTS = 3, 5
@@ -29,9 +27,7 @@ TIMEOUT = 180
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_models):
     data = tmp_path_factory.mktemp("concurrency-data")
-    install_model(data, tiny_models["sd1"], "alpha-tiny.safetensors")
-    beta = write_single_file(tmp_path_factory.mktemp("beta") / "beta-tiny.safetensors", "sd1", seed=7)
-    install_model(data, beta)
+    install_alpha_and_beta(data, tiny_models, tmp_path_factory)
     with serve(data, "--nowebui") as live:
         yield live
 

@@ -15,10 +15,9 @@ import pytest
 import webuiapi
 from PIL import Image
 
-from conftest import install_model
-from live_server import serve, wait_for_sampling
+from live_server import install_alpha_and_beta, serve, wait_for_sampling
 from tests.lora_files import kohya_lora
-from webui.models.tiny import build_modules, write_single_file
+from webui.models.tiny import build_modules
 
 SIZE = 64
 SMALL = {"width": SIZE, "height": SIZE, "steps": 3}
@@ -29,9 +28,7 @@ BLUR_REACH = 11  # the default mask blur (4) is a Gaussian of sigma 4: it spread
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_models):
     data = tmp_path_factory.mktemp("webuiapi-data")
-    install_model(data, tiny_models["sd1"], "alpha-tiny.safetensors")
-    beta = write_single_file(tmp_path_factory.mktemp("beta") / "beta-tiny.safetensors", "sd1", seed=7)
-    install_model(data, beta)
+    install_alpha_and_beta(data, tiny_models, tmp_path_factory)
     _, _, unet, _, encoders = build_modules("sd1")
     kohya_lora(unet, encoders, "sd1", output_name="tiny-ink").save(data / "models" / "Lora" / "tiny-ink.safetensors")
     with serve(data, "--nowebui") as live:
