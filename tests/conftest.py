@@ -67,3 +67,11 @@ def pixels(image):
     """An image as int16 pixels, for exact comparisons and differences."""
     import numpy as np
     return np.asarray(image, dtype=np.int16)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember each phase's report on the test item (the browser tests screenshot their pages on failure)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
