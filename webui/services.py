@@ -7,10 +7,11 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .engine.engine import Engine, GenerationResult
+from .engine.preview import offered_methods
 from .engine.extras import ExtrasRequest, ExtrasResult, run_extras
 from .engine.request import GenerationRequest, RequestError
 from .engine.samplers import SamplerError
@@ -27,6 +28,7 @@ from .models.embeddings import EmbeddingDatabase
 from .models.hashing import BackgroundHasher, HashCache
 from .models.manager import ModelLoadError, ModelManager
 from .models.networks import LoraRegistry
+from .models.preview_decoders import PreviewDecoders
 from .models.registry import CheckpointRegistry, UnknownCheckpointError
 from .models.upscalers import UnknownUpscalerError, UpscalerLoadError, UpscalerRegistry
 from .models.vae import UnknownVaeError, VaeLoadError, VaeRegistry
@@ -292,8 +294,11 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     preprocessors = PreprocessorRegistry(paths.annotators, str(policy.device))
     upscalers = UpscalerRegistry(paths.upscaler_dirs, policy, options)
     upscalers.refresh()
+    previews = PreviewDecoders(paths.preview_decoder_dirs, policy.device)
+    options.specs["show_progress_type"] = replace(options.specs["show_progress_type"],
+                                                  offered=lambda: offered_methods(previews))
     engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors,
-                    upscalers=upscalers)
+                    upscalers=upscalers, previews=previews)
     store = JobStore(paths.jobs_db, keep=int(options.get("job_history_limit")))
     recovered = store.recover()
     if recovered:

@@ -16,7 +16,7 @@ import time
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
 
-from ..engine.preview import current_preview
+from ..engine.preview import current_preview, preview_every
 from ..jobs.queue import QUEUED, RUNNING, Job
 from ..outputs.save import encode_png_base64
 from .errors import ApiError, classify
@@ -95,8 +95,8 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
     async def events(job: str | None = None, previews: bool = False):
         accept = (lambda event: event.get("job") == job) if job else None
         subscription = queue.events.subscribe(accept)
-        every = int(services.options.get("show_progress_every_n_steps"))
-        wanted = previews and every > 0 and services.options.get("live_previews_enable")
+        every = preview_every(services.options)
+        wanted = previews and every > 0
 
         async def stream():
             last_preview_step = -1
@@ -124,11 +124,12 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
                     yield _sse(event)
                     if wanted and event["type"] == "progress" and event["step"] // every != last_preview_step:
                         running = queue.get(event["job"])
-                        image = current_preview(running.control) if running is not None else None
+                        image = (await asyncio.to_thread(current_preview, running.control)
+                                 if running is not None else None)  # a decoder's render must not block the loop
                         if image is not None:
                             last_preview_step = event["step"] // every
                             yield _sse({"type": "preview", "job": event["job"], "step": event["step"],
-                                        "image": encode_png_base64(image, None)})
+                                        "image": await asyncio.to_thread(encode_png_base64, image, None)})
                     if job and event["type"] == "finished":
                         return
             finally:

@@ -53,6 +53,8 @@ class RunControl:
         self.latents = None  # the running batch's latents after the last step: live previews render them on demand
         self.latent_family = ""
         self.latents_step = 0  # bumps with every publish, so watchers render a preview once per change
+        self.previewer = None  # engine.preview.Previewer: how this run's previews are rendered (None: cheap)
+        self.preview = None  # the last picture the engine rendered itself ("Full" previews)
 
     def interrupt(self) -> None:
         self._interrupt.set()
@@ -80,6 +82,10 @@ class RunControl:
         of whoever asks (the API's /progress, the UI's poller), never in the sampling loop."""
         self.latents, self.latent_family = latents, family
         self.latents_step += 1
+
+    def publish_preview(self, image) -> None:
+        """A preview the engine rendered in the loop (the "Full" method, which needs the run's VAE)."""
+        self.preview = image
 
     def report(self, **changes) -> None:
         for key, value in changes.items():

@@ -31,6 +31,7 @@ from ..prompts.extra_networks import extract_extra_networks
 from ..prompts.schedule import strip_comments
 from . import hires as hires_fix
 from . import images as imaging
+from . import preview
 from . import samplers
 from .control import RunControl
 from .img2img import Img2ImgSetup, prepare_img2img
@@ -76,8 +77,9 @@ class GenerationResult:
 
 class Engine:
     def __init__(self, models, options, outputs_dir: Path, policy, controlnets=None, preprocessors=None, hooks=None,
-                 upscalers=None):
+                 upscalers=None, previews=None):
         self.models = models
+        self.previews = previews  # webui.models.preview_decoders.PreviewDecoders: Approx NN / TAESD live previews
         self.upscalers = upscalers  # webui.models.upscalers.UpscalerRegistry: hires fix's image upscalers
         self.controlnets = controlnets  # webui.models.controlnet_registry.ControlNetRegistry
         self.preprocessors = preprocessors  # webui.control.preprocessors.PreprocessorRegistry
@@ -318,6 +320,7 @@ class Engine:
             step_kwargs["eta"] = 0.0
 
         evaluations, steps_shown = len(timesteps), self._steps_to_run(request)
+        previewer = control.previewer = self._previewer(model)
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
         for index, t in enumerate(timesteps):
             if regenerate is not None and index > 0:  # keep the unmasked part on the init image's noisy path
@@ -337,8 +340,11 @@ class Engine:
                                     return_dict=False, **residuals)[0]
             prediction = self._combine(prediction, request.cfg_scale, conditioning, do_cfg, batch)
             latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
-            control.report(sampling_step=-(-(index + 1) * steps_shown // evaluations))
-            control.publish_latents(latents, model.family)
+            shown_step = -(-(index + 1) * steps_shown // evaluations)
+            control.publish_latents(latents, model.family)  # before the report: a step's follower finds its latents
+            if previewer.in_loop and previewer.due(shown_step):
+                control.publish_preview(previewer.render(latents, model.family))
+            control.report(sampling_step=shown_step)
             if control.interrupted or control.take_skip():
                 return None
         if regenerate is not None:
@@ -405,6 +411,17 @@ class Engine:
         latent = encode(torch.zeros(1, 3, height, width))
         mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
         return torch.cat([mask, latent], dim=1)
+
+    def _previewer(self, model) -> preview.Previewer:
+        """How this run's live previews are rendered (`show_progress_type`; an unknown name: cheap)."""
+        try:
+            method = preview.method_name(self.options.get("show_progress_type"))
+        except ValueError:
+            method = preview.CHEAP
+        def full(latents):  # the run's VAE (its warnings belong to the run's own decode, not to a preview)
+            return self._decode(model, latents, GenerationResult())[0]
+        return preview.Previewer(method, preview.preview_every(self.options), self.previews,
+                                 full if method == preview.FULL else None)
 
     @torch.no_grad()
     def _decode(self, model, latents: torch.Tensor, result: GenerationResult):

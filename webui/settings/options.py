@@ -26,6 +26,7 @@ class Option:
     component: Any = None  # a Gradio component class for the Settings tab (extension options); None: by kind
     component_args: Any = None  # its keyword arguments, or a callable returning them
     restart: bool = False  # the change needs a restart of the UI to take effect
+    offered: Any = None  # a callable: the choices available now (a subset of `choices`; others are refused)
 
 
 # Keys are A1111's option names, so `/sdapi/v1/options` clients keep working.
@@ -59,6 +60,12 @@ OPTIONS: dict[str, Option] = {
                                    section=("live_previews", "Live previews")),
     "show_progress_every_n_steps": Option(10, "Live preview every N sampling steps (0: off)", int, minimum=0,
                                           maximum=150, section=("live_previews", "Live previews")),
+    "show_progress_type": Option("Approx cheap", "Live preview method", str,
+                                 choices=("Approx cheap", "Approx NN", "TAESD", "Full"),
+                                 section=("live_previews", "Live previews"),
+                                 info="Approx cheap: no model, a small picture; Approx NN and TAESD: listed when "
+                                      "their files are in models/VAE-approx or models/VAE-taesd; Full: the VAE, "
+                                      "slowest"),
     "samples_save": Option(True, "Always save all generated images", bool),
     "samples_format": Option("png", "File format for images", str, choices=("png", "jpg", "webp")),
     "outdir_txt2img_samples": Option("", "Output folder for txt2img (empty: outputs/txt2img-images)", str),
@@ -149,6 +156,9 @@ class Options:
                 if item not in spec.choices:
                     raise OptionError(f"option {key!r} must be one of {', '.join(map(str, spec.choices))}, "
                                       f"got {item!r}")
+        if spec.offered is not None and value not in spec.offered():
+            raise OptionError(f"option {key!r}: {value!r} is not available now (available: "
+                              f"{', '.join(map(str, spec.offered()))})")
         if spec.minimum is not None and value < spec.minimum:
             raise OptionError(f"option {key!r} must be at least {spec.minimum}, got {value!r}")
         if spec.maximum is not None and value > spec.maximum:

@@ -45,6 +45,12 @@ class Paths:
         return {kind: self.data_dir / "models" / kind for kind in kinds}
 
     @property
+    def preview_decoder_dirs(self) -> list[Path]:
+        """Small decoders for live previews (A1111's folders): `VAE-approx` (Approx NN's `model.pt`,
+        `vaeapprox-sdxl.pt`; TAESD files are found there too) and `VAE-taesd` (`taesd_decoder.pth`, ...)."""
+        return [self.data_dir / "models" / "VAE-approx", self.data_dir / "models" / "VAE-taesd"]
+
+    @property
     def jobs_db(self) -> Path:
         """The job history (SQLite): every queued job's request, state, timings, output paths and error."""
         return self.data_dir / "jobs.sqlite3"

@@ -10,13 +10,14 @@ from typing import Any, Iterator
 
 import gradio as gr
 
+from ..engine.preview import preview_every
 from ..engine.request import (INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, FolderBatch,
                               GenerationRequest, Outpaint, RequestError)
 from ..jobs.queue import DONE, RUNNING
 from . import canvas, notices
 from .controlnet import units_from_values
 from .hires_inputs import apply_hires
-from .progress import panels_until_done, progress_html
+from .progress import progress_html, updates_until_done
 
 
 # What `generate` yields, in this order.
@@ -170,18 +171,22 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
     shown = progress_html(job, services.queue.position(job))
     yield (state, shown, skip, skip, *_buttons(True))
     try:
-        for panel in panels_until_done(services.queue, job, shown):
-            yield (state, panel, skip, skip, skip, skip, skip)
+        previewed = False  # the gallery shows a live preview, not this tab's last results
+        for panel, preview in updates_until_done(services.queue, job, shown, preview_every(services.options)):
+            previewed = previewed or preview is not None
+            yield (state, skip if panel is None else panel, skip if preview is None else [preview], skip,
+                   skip, skip, skip)
         state = {**state, "job_id": None}
+        cleared = [] if previewed else skip  # no result: the last preview must not pass for one
         if job.state != DONE:
             notices.warn(job.error or f"The job ended {job.state}")
-            yield (state, progress_html(job), skip, skip, *_buttons(False))
+            yield (state, progress_html(job), cleared, skip, *_buttons(False))
             return
         result = job.result
         for warning in result.warnings:
             notices.warn(warning)
         if not result.images:
-            yield (state, progress_html(job), skip, skip, *_buttons(False))
+            yield (state, progress_html(job), cleared, skip, *_buttons(False))
             return
         maps = [] if services.options.get("control_net_no_detectmap") else list(result.control_maps or [])
         state = {**state, "seeds": list(result.seeds), "infotexts": list(result.infotexts), "selected": 0,

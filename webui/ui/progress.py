@@ -4,6 +4,7 @@ from __future__ import annotations
 import html
 from typing import Iterator
 
+from ..engine.preview import PreviewWatcher
 from ..jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job
 
 POLL_SECONDS = 0.2
@@ -61,10 +62,20 @@ def progress_html(job: Job, position: int = 0) -> str:
     return _state(job.state, job.state)
 
 
-def panels_until_done(queue, job: Job, shown: str) -> Iterator[str]:
-    """The progress panel each time it changes (`shown` is the one on screen), polling until `job` has finished."""
+def updates_until_done(queue, job: Job, shown: str, every: int = 0) -> Iterator[tuple[str | None, object]]:
+    """(panel, preview) each time either changes, polling until `job` has finished: the progress panel (None when
+    it is still `shown`, the one on screen) and a live preview every `every` sampling steps (None in between;
+    0: no previews)."""
+    watcher = PreviewWatcher(job.control, every) if every > 0 and job.control is not None else None
     while not job.wait(POLL_SECONDS):
         panel = progress_html(job, queue.position(job))
-        if panel != shown:  # unchanged panels are not sent again
-            shown = panel
-            yield panel
+        panel, shown = (panel, panel) if panel != shown else (None, shown)  # unchanged panels are not sent again
+        preview = watcher.poll() if watcher is not None and job.state == RUNNING else None
+        if panel is not None or preview is not None:
+            yield panel, preview
+
+
+def panels_until_done(queue, job: Job, shown: str) -> Iterator[str]:
+    """The progress panel each time it changes (`shown` is the one on screen), polling until `job` has finished."""
+    for panel, _ in updates_until_done(queue, job, shown):
+        yield panel

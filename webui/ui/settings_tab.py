@@ -128,7 +128,7 @@ def _label(option: Option) -> str:
 
 
 def _choices(option: Option) -> list | None:
-    choices = option.choices
+    choices = option.offered or option.choices
     if callable(choices):
         choices = choices()
     return list(choices) if choices else None
@@ -288,7 +288,8 @@ def current_values(services, tab: SettingsTab) -> list:
             shown.append(gr.skip())
             continue
         value = _encode(values.get(setting.key, option.default), setting.encoding)
-        if callable(option.choices) and option.component is None and isinstance(component, gr.Dropdown):
+        dynamic = callable(option.choices) or option.offered is not None
+        if dynamic and option.component is None and isinstance(component, gr.Dropdown):
             try:
                 choices = _choices(option) or []
             except Exception as exc:  # noqa: BLE001 - keep the old list
