@@ -66,6 +66,9 @@ OPTIONS: dict[str, Option] = {
                                  info="Approx cheap: no model, a small picture; Approx NN and TAESD: listed when "
                                       "their files are in models/VAE-approx or models/VAE-taesd; Full: the VAE, "
                                       "slowest"),
+    "ui_remember_last_used": Option(True, "A newly opened page starts from the values last used in txt2img, img2img "
+                                    "and Extras", bool, section=("ui", "User interface"),
+                                    info="defaults otherwise come from ui-config.json in the data dir"),
     "samples_save": Option(True, "Always save all generated images", bool),
     "samples_format": Option("png", "File format for images", str, choices=("png", "jpg", "webp")),
     "outdir_txt2img_samples": Option("", "Output folder for txt2img (empty: outputs/txt2img-images)", str),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import checkpoints, extensions_tab, extras_tab, pnginfo, settings_tab, styles, vae
+from . import checkpoints, extensions_tab, extras_tab, pnginfo, settings_tab, styles, ui_config, vae
 from .assets import CSS as PAGE_CSS, JS
 from .extension_scripts import ComponentCallbacks
 
@@ -225,7 +225,7 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
                 img2img = build_tab("img2img", hide_dirs=bool(getattr(services.flags, "hide_ui_dir_config", False)),
                                     services=services)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
-                extras_tab.build_extras_tab(services)
+                extras = extras_tab.build_extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 _pnginfo_tab(tabs, txt2img, img2img, services)
             with gr.Tab(history_tab.HISTORY_TITLE, id=history_tab.HISTORY_ID, elem_id="tab_history") as history:
@@ -240,11 +240,17 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
         _wire_style_saving([txt2img, img2img], services)
         _wire_gallery_senders(tabs, [txt2img, img2img], img2img, services)
 
+        inputs = ui_config.labelled_inputs(blocks)
+        ui_config.apply_ui_config(services.paths.data_dir / "ui-config.json", inputs)
+        restore, remembered = ui_config.wire_last_used(
+            services, inputs, {"txt2img": txt2img.generate, "img2img": img2img.generate, "extras": extras.generate})
+
         def on_load():
             pickers = styles.styles_dropdown(services)
             return (checkpoints.show_current(services), vae.show_current(services), pickers, pickers,
-                    *settings_tab.current_values(services, settings))
+                    *settings_tab.current_values(services, settings), *restore())
 
-        blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles, *settings.components],
+        blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles, *settings.components,
+                                      *remembered],
                     show_progress="hidden", api_visibility="undocumented")
     return blocks
