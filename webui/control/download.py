@@ -16,19 +16,26 @@ from .annotators import AnnotatorError, download_annotators, module_files
 from .preprocessors import PreprocessorRegistry, UnknownPreprocessorError
 
 
-def _progress_bar():
-    from tqdm import tqdm
-    bars: dict[str, tqdm] = {}
+class _DownloadBars:
+    """A console bar per file, in bytes (shown on a terminal, or with WEBUI_CONSOLE_PROGRESS=1); called as
+    `download_annotators`' progress(name, done, total). `close()` ends the bars a failed download left open."""
 
-    def report(name: str, done: int, total: int) -> None:
-        bar = bars.get(name)
+    def __init__(self):
+        self._bars = {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        from ..console_progress import byte_bar
+
+        bar = self._bars.get(name)
         if bar is None:
-            bar = bars[name] = tqdm(total=total or None, unit="B", unit_scale=True, desc=name)
+            bar = self._bars[name] = byte_bar(total, f"Downloading {name}")
         bar.update(done - bar.n)
         if total and done >= total:
             bar.close()
 
-    return report
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()  # a closed bar ignores a second close
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,12 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         if not module_files(name):
             print(f"{name}: needs no weight files")
             continue
+        bars = _DownloadBars()
         try:
-            paths = download_annotators(name, folder, progress=_progress_bar())
+            paths = download_annotators(name, folder, progress=bars)
         except AnnotatorError as error:
+            bars.close()
             print(f"{name}: {error}", file=sys.stderr)
             status = 1
             continue
+        bars.close()
         print(f"{name}: ready ({', '.join(p.name for p in paths)} in {folder})")
     return status
 

@@ -7,6 +7,7 @@ listens on a non-local address, unless `--enable-insecure-extension-access` is g
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -19,7 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+# what a long operation is doing, for whoever shows it (the Extensions tab's progress): (text, fraction done 0..1)
+OnStep = Callable[[str, float], None]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMP_PREFIX = ".tmp-"  # clones in progress: hidden, so never listed as an extension
@@ -78,6 +84,16 @@ def name_from_url(url: str) -> str:
 def _tail(text: str, limit: int = _TAIL_CHARS) -> str:
     text = (text or "").strip()
     return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _step(on_step: OnStep | None, text: str, fraction: float) -> None:
+    """Tell the console (log) and the caller what is starting; a failing caller never stops the operation."""
+    log.info("%s", text)
+    if on_step is not None:
+        try:
+            on_step(text, fraction)
+        except Exception:  # noqa: BLE001
+            log.exception("an extension progress listener failed")
 
 
 def _remove_tree(path: Path) -> None:
@@ -239,9 +255,10 @@ class ExtensionManager:
         local = Path(url).expanduser()
         return str(local.resolve()) if local.exists() else url
 
-    def install(self, url: str, branch: str = "", dirname: str = "") -> InstallReport:
+    def install(self, url: str, branch: str = "", dirname: str = "", on_step: OnStep | None = None) -> InstallReport:
         """Clone `url` (a git URL or a local repository) into the extensions folder and run its install.py. On
-        any failure nothing is left behind and ExtensionInstallError says what went wrong."""
+        any failure nothing is left behind and ExtensionInstallError says what went wrong. `on_step(text,
+        fraction)` hears each stage as it starts (cloning, install.py)."""
         self.check_access()
         url, branch, dirname = (url or "").strip(), (branch or "").strip(), (dirname or "").strip()
         if not url:
@@ -257,6 +274,7 @@ class ExtensionManager:
             target = self.extensions_dir / name
             temp = self.extensions_dir / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
             try:
+                _step(on_step, f"Cloning {url}" + (f" (branch {branch})" if branch else "") + f" into {name}", 0.05)
                 args = ["clone", "--quiet", *(["--branch", branch] if branch else []), "--", source, str(temp)]
                 done = self._git(args, timeout=self.git_timeout, what="clone")
                 if done.returncode != 0:
@@ -273,6 +291,8 @@ class ExtensionManager:
                 _remove_tree(temp)
                 raise ExtensionInstallError(f"Installing {name} failed: could not write {target}: {exc}") from None
             try:
+                if (target / "install.py").is_file():
+                    _step(on_step, f"Running install.py of {name}", 0.5)
                 output = self._run_install(target)
             except ExtensionError:
                 _remove_tree(target)
@@ -337,13 +357,15 @@ class ExtensionManager:
             raise ExtensionError(f"no upstream branch to compare with ({_tail(done.stderr, 200)})")
         return int(done.stdout.strip() or 0)
 
-    def check_updates(self, names: list[str] | None = None) -> dict[str, str]:
+    def check_updates(self, names: list[str] | None = None, on_step: OnStep | None = None) -> dict[str, str]:
         """Fetch each extension and compare HEAD with its upstream: {name: "latest" | "behind" | "unknown" |
-        "error: ..."}. The results show in `list()`."""
+        "error: ..."}. The results show in `list()`. `on_step(text, fraction)` hears each extension's turn."""
         folders = self._folders() if names is None else [self._installed_path(n) for n in names]
         results: dict[str, str] = {}
         with self._lock:
-            for path in folders:
+            for number, path in enumerate(folders):
+                _step(on_step, f"Checking {path.name} for updates ({number + 1} of {len(folders)})",
+                      number / len(folders))
                 if not self._is_git(path):
                     results[path.name] = "unknown"
                     continue
@@ -355,14 +377,16 @@ class ExtensionManager:
             self._status.update(results)
         return results
 
-    def update(self, name: str) -> str:
-        """Fetch and fast-forward to the upstream branch; the message names the old and new commit."""
+    def update(self, name: str, on_step: OnStep | None = None) -> str:
+        """Fetch and fast-forward to the upstream branch; the message names the old and new commit. `on_step(text,
+        fraction)` hears each stage as it starts (fetching, fast-forwarding)."""
         self.check_access()
         with self._lock:
             path = self._installed_path(name)
             if not self._is_git(path):
                 raise ExtensionError(f"{name} is not a git repository, so it cannot be updated")
             try:
+                _step(on_step, f"Fetching {name}", 0.05)
                 self._fetch(path)
                 behind = self._behind_count(path)
             except ExtensionError as exc:
@@ -371,6 +395,7 @@ class ExtensionManager:
             if behind == 0:
                 self._status[name] = "latest"
                 return f"{name} is already up to date ({old})"
+            _step(on_step, f"Updating {name}: {behind} new commit{'s' if behind != 1 else ''}", 0.7)
             done = self._git(["merge", "--ff-only", "@{u}"], cwd=path, timeout=self.git_timeout, what="merge")
             if done.returncode != 0:
                 self._status[name] = "error: cannot fast-forward"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..engine.control import RunControl
+from .console import JobConsoleBars
 from .events import EventBus
 from .records import encode_payload
 from .store import JobStore
@@ -88,6 +89,7 @@ class JobQueue:
         self._running: Job | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._console = JobConsoleBars()  # each running job's "Total progress" bar in the terminal
 
     def register(self, kind: str, runner: Runner) -> None:
         self._runners[kind] = runner
@@ -250,6 +252,7 @@ class JobQueue:
 
     def _after_finish(self, job: Job) -> None:
         """Outside the lock (a database write): record the end, then wake the waiters and tell the followers."""
+        self._console.finish(job.id)
         self._record(lambda store: store.finished(job.seq, job.state, job.finished, job.error, job.result), job)
         job._done.set()
         self.events.publish({"type": "finished", "job": job.id, "kind": job.kind, "state": job.state,
@@ -262,6 +265,7 @@ class JobQueue:
             self._record(lambda store: store.add_output(job.seq, data["path"], data.get("infotext", "")), job)
             self.events.publish({"type": "image", "job": job.id, "path": data["path"]})
         elif event == "progress":
+            self._console.report(job.id, data["progress"])
             self.events.publish({"type": "progress", "job": job.id, **data["progress"].as_dict()})
 
     def _record(self, write: Callable[[JobStore], None], job: Job) -> None:

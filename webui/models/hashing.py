@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional, Union
 
+from ..console_progress import byte_bar
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -35,17 +37,28 @@ CHUNK = 1 << 20
 LEGACY_OFFSET = 0x100000
 LEGACY_LENGTH = 0x10000
 CACHE_VERSION = 1
+HASH_BAR_MIN_BYTES = 64 << 20  # smaller files hash in well under a second: no console bar for them
+
+
+def digest_stream(digest, f, length: int, label: str, chunk: int = CHUNK) -> None:
+    """Feed what is left of the open file ``f`` (``length`` bytes expected) to ``digest``. From
+    ``HASH_BAR_MIN_BYTES`` on, a console bar "Calculating sha256 for <label>" counts the bytes."""
+    bar = byte_bar(length, f"Calculating sha256 for {label}") if length >= HASH_BAR_MIN_BYTES else None
+    try:
+        while block := f.read(chunk):
+            digest.update(block)
+            if bar is not None:
+                bar.update(len(block))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def sha256_file(path: PathLike, chunk: int = CHUNK) -> str:
     """Return the hex sha256 of a file's contents, read in ``chunk``-byte pieces."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
+        digest_stream(h, f, os.fstat(f.fileno()).st_size, Path(path).name, chunk)
     return h.hexdigest()
 
 

@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from accelerate import init_empty_weights
@@ -29,6 +30,7 @@ from transformers.initialization import no_init_weights as transformers_no_init_
 from .architecture import (UNET_PREFIX, VAE_PREFIX, Architecture, CheckpointFormatError, TextEncoderSpec,
                            detect_architecture, scheduler_config, unet_config, vae_config, with_prediction)
 from .devices import DevicePolicy
+from .load_progress import FOLDER_STAGES, SINGLE_FILE_STAGES, LoadProgress, Listener
 from .tokenizer import clip_tokenizer
 
 log = logging.getLogger(__name__)
@@ -77,7 +79,10 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
                        "F8_E5M2": torch.float8_e5m2}
 
 
-def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
+TensorsRead = Callable[[int, int], None]  # (tensors read so far, tensors in the file)
+
+
+def _read_safetensors(path: Path, size: int, on_read: TensorsRead | None = None) -> dict[str, torch.Tensor]:
     """Read a .safetensors file tensor by tensor into private memory (several reads at once: copying from the page
     cache is bound by memory bandwidth, and `os.preadv` releases the GIL).
 
@@ -110,18 +115,23 @@ def _read_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
             return key, raw.view(_SAFETENSORS_DTYPES[entry["dtype"]]).reshape(list(entry["shape"]))
 
         entries = [(k, v) for k, v in header.items() if k != "__metadata__"]
+        tensors: dict[str, torch.Tensor] = {}
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            return dict(pool.map(read, entries))
+            for key, tensor in pool.map(read, entries):
+                tensors[key] = tensor
+                if on_read is not None:
+                    on_read(len(tensors), len(entries))
+        return tensors
     finally:
         os.close(fd)
 
 
-def read_state_dict(path: Path, private: bool = True) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, private: bool = True, on_read: TensorsRead | None = None) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors or .ckpt file; `.ckpt` only through torch's safe (weights-only) unpickler.
 
     `private`: copy into process memory. Otherwise the tensors map the file (fast), which is only safe when they
     are copied elsewhere (to the GPU) right after loading: a mapped file overwritten in place changes or crashes
-    the model."""
+    the model. `on_read(done, total)` follows a private safetensors read tensor by tensor."""
     name = path.name
     try:
         size = path.stat().st_size
@@ -131,7 +141,7 @@ def read_state_dict(path: Path, private: bool = True) -> dict[str, torch.Tensor]
         raise CheckpointFormatError(f"{name}: the file is empty")
     if path.suffix.lower() == ".safetensors":
         try:
-            return _read_safetensors(path, size) if private else load_file(str(path))
+            return _read_safetensors(path, size, on_read) if private else load_file(str(path))
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as exc:
             raise CheckpointFormatError(f"{name}: corrupt or truncated safetensors file ({exc})") from None
     try:
@@ -293,37 +303,50 @@ def _cast(state: dict, dtype: torch.dtype) -> None:
 
 
 def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
-                     name: str | None = None, private: bool | None = None) -> LoadedModel:
+                     name: str | None = None, private: bool | None = None,
+                     on_progress: Listener | None = None) -> LoadedModel:
     """`private` (default: decided by the policy) says whether weights are copied out of the file, see
-    `read_state_dict`. On the GPU without offload they are copied to VRAM right away, so mapping is safe there."""
+    `read_state_dict`. On the GPU without offload they are copied to VRAM right away, so mapping is safe there.
+    `on_progress(LoadStatus)` follows the load stage by stage (a console bar shows it too)."""
     name = name or path.name
     started = time.perf_counter()
     if private is None:
         private = policy.device.type == "cpu" or policy.offload != "none"
-    state = read_state_dict(path, private)
-    arch = detect_architecture(state, name, config_path)
+    with LoadProgress(name, SINGLE_FILE_STAGES, on_progress) as progress:
+        progress.begin("read")
+        state = read_state_dict(path, private, progress.within)
+        arch = detect_architecture(state, name, config_path)
 
-    unet_cfg = unet_config(arch)
-    unet_weights = convert_ldm_unet_checkpoint(state, unet_cfg)
-    vae_cfg = vae_config(arch)
-    vae_weights = convert_ldm_vae_checkpoint(state, vae_cfg)
-    _cast(unet_weights, policy.dtype)
-    _cast(vae_weights, policy.vae_dtype_for(arch.family))
-    unet = _build(UNet2DConditionModel, unet_cfg, unet_weights, "UNet", name)
-    vae = _build(AutoencoderKL, vae_cfg, vae_weights, "VAE", name)
-    del unet_weights, vae_weights
-    encoders = []
-    for spec in arch.text_encoders:
-        encoder = _text_encoder(state, spec, name)
-        encoders.append(encoder.to(policy.dtype))
-    del state
+        progress.begin("convert")
+        unet_cfg = unet_config(arch)
+        unet_weights = convert_ldm_unet_checkpoint(state, unet_cfg)
+        vae_cfg = vae_config(arch)
+        vae_weights = convert_ldm_vae_checkpoint(state, vae_cfg)
+        _cast(unet_weights, policy.dtype)
+        _cast(vae_weights, policy.vae_dtype_for(arch.family))
+        progress.begin("unet")
+        unet = _build(UNet2DConditionModel, unet_cfg, unet_weights, "UNet", name)
+        progress.begin("vae")
+        vae = _build(AutoencoderKL, vae_cfg, vae_weights, "VAE", name)
+        del unet_weights, vae_weights
+        progress.begin("text_encoders")
+        encoders = []
+        for spec in arch.text_encoders:
+            encoder = _text_encoder(state, spec, name)
+            encoders.append(encoder.to(policy.dtype))
+            progress.within(len(encoders), len(arch.text_encoders))
+        del state
 
-    if not arch.prediction_known:
-        arch = with_prediction(arch, "v_prediction" if _guess_v_prediction(unet) else "epsilon")
-    tokenizers = [clip_tokenizer(cache_dir, spec.pad_token) for spec in arch.text_encoders]
-    model = LoadedModel(name, arch.family, arch.inpainting, unet, vae, encoders, tokenizers,
-                        scheduler_config(arch), arch.label + f" [{arch.config_source} config]")
-    _place(model, policy)
+        if not arch.prediction_known:
+            progress.begin("prediction")
+            arch = with_prediction(arch, "v_prediction" if _guess_v_prediction(unet) else "epsilon")
+        progress.begin("tokenizers")
+        tokenizers = [clip_tokenizer(cache_dir, spec.pad_token) for spec in arch.text_encoders]
+        model = LoadedModel(name, arch.family, arch.inpainting, unet, vae, encoders, tokenizers,
+                            scheduler_config(arch), arch.label + f" [{arch.config_source} config]")
+        progress.begin("place")
+        _place(model, policy)
+        progress.done()
     model.load_seconds = time.perf_counter() - started
     return model
 
@@ -335,8 +358,15 @@ def _read_json(path: Path) -> dict:
         raise CheckpointFormatError(f"{path.parent.name}/{path.name}: cannot read ({exc})") from None
 
 
-def load_diffusers_folder(folder: Path, policy: DevicePolicy, cache_dir: Path, name: str | None = None) -> LoadedModel:
+def load_diffusers_folder(folder: Path, policy: DevicePolicy, cache_dir: Path, name: str | None = None,
+                          on_progress: Listener | None = None) -> LoadedModel:
     name = name or folder.name
+    with LoadProgress(name, FOLDER_STAGES, on_progress) as progress:
+        return _load_diffusers_folder(folder, policy, cache_dir, name, progress)
+
+
+def _load_diffusers_folder(folder: Path, policy: DevicePolicy, cache_dir: Path, name: str,
+                           progress: LoadProgress) -> LoadedModel:
     started = time.perf_counter()
     index = _read_json(folder / "model_index.json")
     for part in ("unet", "vae", "text_encoder"):
@@ -344,17 +374,22 @@ def load_diffusers_folder(folder: Path, policy: DevicePolicy, cache_dir: Path, n
             raise CheckpointFormatError(f"{name}: diffusers folder has no '{part}' component")
     is_xl = "text_encoder_2" in index
     try:
+        progress.begin("unet")
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True, torch_dtype=policy.dtype)
         family = "sdxl" if is_xl else ("sd2" if unet.config.cross_attention_dim == 1024 else "sd1")
+        progress.begin("vae")
         vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True,
                                             torch_dtype=policy.vae_dtype_for(family))
+        progress.begin("text_encoders")
         encoders: list[torch.nn.Module] = [CLIPTextModel.from_pretrained(
             folder / "text_encoder", local_files_only=True, dtype=policy.dtype)]
         if is_xl:
+            progress.within(1, 2)
             encoders.append(CLIPTextModelWithProjection.from_pretrained(
                 folder / "text_encoder_2", local_files_only=True, dtype=policy.dtype))
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointFormatError(f"{name}: could not load the diffusers folder ({exc})") from None
+    progress.begin("tokenizers")
     if family == "sd2" and encoders[0].config.hidden_act != "gelu":
         family = "sd1"
     pads = ["<|endoftext|>", "!"] if is_xl else (["!"] if family == "sd2" else ["<|endoftext|>"])
@@ -382,7 +417,9 @@ def load_diffusers_folder(folder: Path, policy: DevicePolicy, cache_dir: Path, n
         label += " (v-prediction)"
     model = LoadedModel(name, family, inpainting, unet, vae, encoders, tokenizers, scheduler,
                         label + " [diffusers folder]")
+    progress.begin("place")
     _place(model, policy)
+    progress.done()
     model.load_seconds = time.perf_counter() - started
     return model
 
@@ -412,8 +449,10 @@ def _place(model: LoadedModel, policy: DevicePolicy) -> None:
 
 
 def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
-                    name: str | None = None, private: bool | None = None) -> LoadedModel:
+                    name: str | None = None, private: bool | None = None,
+                    on_progress: Listener | None = None) -> LoadedModel:
+    """A single file or a diffusers folder; `on_progress(LoadStatus)` follows the load (see `load_progress`)."""
     if path.is_dir():
-        return load_diffusers_folder(path, policy, cache_dir, name)
-    return load_single_file(path, policy, cache_dir, config_path, name, private)
+        return load_diffusers_folder(path, policy, cache_dir, name, on_progress)
+    return load_single_file(path, policy, cache_dir, config_path, name, private, on_progress)
 

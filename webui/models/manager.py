@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .architecture import CheckpointFormatError
 from .devices import DevicePolicy
+from .load_progress import LoadStatus
 from .loader import LoadedModel, load_checkpoint
 from .registry import CheckpointInfo, CheckpointRegistry, UnknownCheckpointError
 
@@ -39,6 +40,7 @@ class ModelManager:
         self._current: str | None = None
         self._lock = threading.RLock()
         self.on_loaded: list = []  # listeners called with (info, model) after a checkpoint loads (extensions)
+        self._loading: LoadStatus | None = None
 
     # --- listings ---------------------------------------------------------------------------------------------
     def checkpoints(self) -> list[CheckpointInfo]:
@@ -58,6 +60,11 @@ class ModelManager:
     def current_title(self) -> str | None:
         current = self.current
         return current[0].title if current else None
+
+    @property
+    def loading(self) -> LoadStatus | None:
+        """The load in progress (name, fraction, stage), read from any thread without waiting; None when idle."""
+        return self._loading
 
     def loaded_titles(self) -> list[str]:
         with self._lock:
@@ -104,16 +111,23 @@ class ModelManager:
         """Load into the cache. The current model stays loaded until the new one has loaded successfully."""
         log.info("loading checkpoint %s", info.name)
         self._evict(reserve=1)
+        self._loading = LoadStatus(info.name, 0.0, "starting")
         try:
-            model = load_checkpoint(info.path, self.policy, self.cache_dir, info.config, info.name)
-        except CheckpointFormatError as exc:
-            raise ModelLoadError(str(exc)) from None
-        except MemoryError:
-            raise ModelLoadError(f"{info.name}: not enough memory to load this checkpoint") from None
-        except Exception as exc:  # a loader bug must not take the server down; say what happened
-            log.exception("unexpected error loading %s", info.name)
-            raise ModelLoadError(f"{info.name}: could not load ({type(exc).__name__}: {exc})") from None
-        info.sha256 = self.registry.ensure_hash(info)
+            try:
+                model = load_checkpoint(info.path, self.policy, self.cache_dir, info.config, info.name,
+                                        on_progress=self._set_loading)
+            except CheckpointFormatError as exc:
+                raise ModelLoadError(str(exc)) from None
+            except MemoryError:
+                raise ModelLoadError(f"{info.name}: not enough memory to load this checkpoint") from None
+            except Exception as exc:  # a loader bug must not take the server down; say what happened
+                log.exception("unexpected error loading %s", info.name)
+                raise ModelLoadError(f"{info.name}: could not load ({type(exc).__name__}: {exc})") from None
+            if not info.sha256:  # the title's short hash: the file is read once more unless the hasher got there
+                self._loading = LoadStatus(info.name, 1.0, "calculating the sha256")
+            info.sha256 = self.registry.ensure_hash(info)
+        finally:
+            self._loading = None
         self._loaded[str(info.path)] = (info, model)
         if self._current is None:
             self._current = str(info.path)
@@ -125,6 +139,9 @@ class ModelManager:
             except Exception:  # a listener (an extension's callback) never undoes a load
                 log.exception("a model-loaded listener failed")
         return info, model
+
+    def _set_loading(self, status: LoadStatus) -> None:
+        self._loading = status
 
     def trim(self) -> None:
         """Back within the cache's limits after a run borrowed another checkpoint (a hires fix checkpoint): the

@@ -1,9 +1,16 @@
-"""The checkpoint dropdown at the top: list, refresh, and switch (queued, so it runs between jobs)."""
+"""The checkpoint dropdown at the top: list, refresh, and switch (queued, so it runs between jobs). While a switch
+waits and loads, Gradio's progress on the dropdown says so ("Loading NAME … 40% (building the UNet)")."""
 from __future__ import annotations
+
+from typing import Callable
 
 import gradio as gr
 
+from ..jobs.queue import QUEUED
 from . import notices
+
+POLL_SECONDS = 0.25  # how often a waiting switch looks at the load's progress
+ProgressSink = Callable[..., object]  # gr.Progress, or anything called as sink(fraction, desc=text)
 
 
 def checkpoint_titles(services) -> list[str]:
@@ -40,8 +47,20 @@ def show_current(services) -> gr.Dropdown:
     return _dropdown(services, current_checkpoint(services))
 
 
-def change_checkpoint(services, title: str | None) -> gr.Dropdown:
-    """Load `title` and wait for it; on failure warn and put the dropdown back on the previous checkpoint."""
+def load_status(services, job, title: str) -> tuple[float, str]:
+    """(fraction, text) of a queued checkpoint switch: waiting behind other jobs, or where its load is."""
+    if job.state == QUEUED:
+        ahead = services.queue.position(job)
+        return 0.0, f"Waiting for {ahead} job{'s' if ahead != 1 else ''} to finish before loading {title}"
+    status = services.models.loading
+    if status is None:  # about to read, finishing (the cache, listeners), or taken from the cache
+        return 0.0, f"Loading {title} …"
+    return status.fraction, status.describe()
+
+
+def change_checkpoint(services, title: str | None, progress: ProgressSink | None = None) -> gr.Dropdown:
+    """Load `title` and wait for it, showing its progress (`progress`: default Gradio's, on the dropdown); on
+    failure warn and put the dropdown back on the previous checkpoint."""
     previous = current_checkpoint(services)
     if not title or title == services.models.current_title():
         return _dropdown(services, previous)
@@ -50,7 +69,12 @@ def change_checkpoint(services, title: str | None) -> gr.Dropdown:
     except Exception as exc:  # noqa: BLE001 - unknown names fail here, before anything is queued
         notices.report(exc)
         return _dropdown(services, previous)
-    job.wait()
+    sink = progress if progress is not None else gr.Progress()
+    shown = 0.0
+    while not job.wait(POLL_SECONDS):
+        fraction, text = load_status(services, job, title)
+        shown = max(shown, fraction)  # the moments before and after the load itself never move the bar back
+        sink(shown, desc=text)
     if not job.finished_ok:
         notices.warn(job.error or f"Loading {title} ended {job.state}")
         return _dropdown(services, previous)

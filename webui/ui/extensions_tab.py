@@ -1,12 +1,15 @@
 """The Extensions tab (as A1111's): Installed (git state, enable checkboxes, Apply and restart UI, check for
 updates, update, uninstall, the problems extensions had in this run), Available (the extension index: search,
 tags, sort, install) and Install from URL. Handlers are plain functions of `services`; everything from the
-index or a repository is escaped before it becomes HTML."""
+index or a repository is escaped before it becomes HTML. Installing, updating and checking for updates show what
+they are doing as Gradio progress on their output ("Cloning URL …", "Running install.py of NAME …"); failures are
+notices with the message."""
 from __future__ import annotations
 
 import html
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import gradio as gr
 
@@ -60,6 +63,15 @@ def _link(url: str, text: str | None = None) -> str:
     if url.lower().startswith(("https://", "http://")):
         return f'<a href="{_esc(url)}" target="_blank" rel="noopener noreferrer">{shown}</a>'
     return shown
+
+
+ProgressSink = Callable[..., object]  # gr.Progress, or anything called as sink(fraction, desc=text)
+
+
+def _steps(progress: ProgressSink | None):
+    """The manager's `on_step(text, fraction)` shown through `progress` (default: Gradio's, on the outputs)."""
+    sink = progress if progress is not None else gr.Progress()
+    return lambda text, fraction: sink(fraction, desc=f"{text} …")
 
 
 def _report(exc: BaseException) -> None:
@@ -146,11 +158,11 @@ def apply_and_restart(services, enabled: list[str] | None) -> tuple:
     return installed_html(services), True
 
 
-def check_for_updates(services) -> str:
+def check_for_updates(services, progress: ProgressSink | None = None) -> str:
     if _refused(services):
         return gr.skip()
     try:
-        results = services.extensions.check_updates()
+        results = services.extensions.check_updates(on_step=_steps(progress))
     except Exception as exc:  # noqa: BLE001 - git missing
         _report(exc)
         return installed_html(services)
@@ -161,11 +173,11 @@ def check_for_updates(services) -> str:
     return installed_html(services)
 
 
-def update_extension(services, name: str | None) -> str:
+def update_extension(services, name: str | None, progress: ProgressSink | None = None) -> str:
     if _refused(services):
         return gr.skip()
     try:
-        notices.info(services.extensions.update(name or ""))
+        notices.info(services.extensions.update(name or "", on_step=_steps(progress)))
     except Exception as exc:  # noqa: BLE001 - not installed, not git, cannot fast-forward, offline
         _report(exc)
     return installed_html(services)
@@ -190,13 +202,13 @@ def uninstall_extension(services, name: str | None, confirmed: bool = False) -> 
 
 
 # --- Install (from the index or a URL) ----------------------------------------------------------------------------
-def _install(services, url: str, branch: str = "", dirname: str = "") -> str:
+def _install(services, url: str, branch: str = "", dirname: str = "", progress: ProgressSink | None = None) -> str:
     """The text for the output box: install.py's output and what happened (errors are also a notice)."""
     refused = _refused(services)
     if refused:
         return refused
     try:
-        report = services.extensions.install(url or "", branch or "", dirname or "")
+        report = services.extensions.install(url or "", branch or "", dirname or "", on_step=_steps(progress))
     except Exception as exc:  # noqa: BLE001 - bad name, clone failed, install.py failed
         _report(exc)
         return str(exc)
@@ -205,9 +217,9 @@ def _install(services, url: str, branch: str = "", dirname: str = "") -> str:
     return f"{report.output.rstrip()}\n\n{done}" if report.output.strip() else done
 
 
-def install_from_url(services, url: str, branch: str, dirname: str) -> tuple:
+def install_from_url(services, url: str, branch: str, dirname: str, progress: ProgressSink | None = None) -> tuple:
     """Install from URL: (output box, *installed_outputs())."""
-    return (_install(services, url, branch, dirname), *installed_outputs(services))
+    return (_install(services, url, branch, dirname, progress), *installed_outputs(services))
 
 
 def _installed_remotes(services) -> set[str]:
@@ -247,13 +259,13 @@ def load_available(services, url: str, query: str, hide_tags, sort: str) -> tupl
 
 
 def install_from_index(services, index: ExtensionIndex | None, url: str | None, query: str, hide_tags,
-                       sort: str) -> tuple:
+                       sort: str, progress: ProgressSink | None = None) -> tuple:
     """Install the chosen index entry: (output box, results table, install picker, *installed_outputs())."""
     if not url:
         notices.warn("Choose an extension from the list to install")
         return (gr.skip(),) * 6
     known = index is not None and any(e.url == url for e in index.entries)
-    output = _install(services, url) if known else "Choose an extension from the loaded index"
+    output = _install(services, url, progress=progress) if known else "Choose an extension from the loaded index"
     return (output, *available_html(services, index, query, hide_tags, sort), *installed_outputs(services))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
 from ..architecture import CheckpointFormatError
-from ..hashing import CHUNK, sha256_file
+from ..hashing import CHUNK, digest_stream, sha256_file
 from ..loader import read_state_dict
 
 NETWORK_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
@@ -85,8 +86,7 @@ def addnet_sha256(path: Path, chunk: int = CHUNK) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         f.seek(offset)
-        while block := f.read(chunk):
-            digest.update(block)
+        digest_stream(digest, f, os.fstat(f.fileno()).st_size - offset, path.name, chunk)
     return digest.hexdigest()
 
 
