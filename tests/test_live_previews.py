@@ -2,19 +2,26 @@
 models/VAE-taesd, Full), which of them are offered, bad files, and previews in the UI's gallery while a job runs."""
 from __future__ import annotations
 
+import base64
+import io
 import logging
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 from diffusers.models.autoencoders.vae import DecoderTiny
+from fastapi.testclient import TestClient
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import pixels
+from app import create_app
+from conftest import install_model, pixels
 from webui.engine import preview
 from webui.engine.control import RunControl
 from webui.models.preview_decoders import ApproxDecoder, PreviewDecoders, taesd_decoder
+from webui.settings.flags import parse_flags
 from webui.settings.options import OptionError
 from webui.ui import generation
 
@@ -204,3 +211,34 @@ def test_gallery_gets_no_previews_when_they_are_off(make_services):
                  for out in generation.generate(services, "txt2img", None, *values)]
     shown = [g for g in galleries if isinstance(g, list)]
     assert len(shown) == 1 and shown[0][0].size == (64, 64)  # only the result
+
+
+def test_api_sets_the_method_and_progress_shows_its_preview(tmp_path, tiny_models):
+    install_model(tmp_path, tiny_models["sd1"])
+    app, services = create_app(parse_flags(["--data-dir", str(tmp_path), "--nowebui"]))
+    try:
+        client = TestClient(app)
+        refused = client.post("/sdapi/v1/options", json={"show_progress_type": "TAESD"})
+        assert refused.status_code in (400, 422)
+        assert "'TAESD' is not available now (available: Approx cheap, Full)" in refused.text
+        write_taesd(services.paths.preview_decoder_dirs[1])
+        assert client.post("/sdapi/v1/options", json={"show_progress_type": "TAESD"}).status_code == 200
+        assert client.get("/sdapi/v1/options").json()["show_progress_type"] == "TAESD"
+        worker = threading.Thread(target=client.post, args=("/sdapi/v1/txt2img",),
+                                  kwargs={"json": {"prompt": "a fox", "steps": 150, "width": 64, "height": 64}})
+        worker.start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                progress = client.get("/sdapi/v1/progress").json()
+                if progress["current_image"]:
+                    break
+                assert time.monotonic() < deadline, "no preview while the job ran"
+                time.sleep(0.05)
+            image = Image.open(io.BytesIO(base64.b64decode(progress["current_image"])))
+            assert image.size == (64, 64)  # TAESD: full size (Approx cheap would give 8x8)
+        finally:
+            client.post("/sdapi/v1/interrupt")
+            worker.join(60)
+    finally:
+        services.stop()
