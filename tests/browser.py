@@ -31,8 +31,10 @@ def _unavailable(reason: str):
     pytest.skip(f"browser tests need {reason}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Chromium, per test module: each module imports this fixture, which makes it a fixture of its own there, so a
+    session scope would start a second Playwright beside the first, and Playwright's sync API allows one at a time."""
     if not Path(CHROMIUM).exists():
         _unavailable(f"Chromium at {CHROMIUM}")
     try:
