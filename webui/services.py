@@ -294,7 +294,7 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     preprocessors = PreprocessorRegistry(paths.annotators, str(policy.device))
     upscalers = UpscalerRegistry(paths.upscaler_dirs, policy, options)
     upscalers.refresh()
-    previews = PreviewDecoders(paths.preview_decoder_dirs, policy.device)
+    previews = PreviewDecoders(paths.preview_decoder_dirs, policy.device, policy.vae_dtype)
     options.specs["show_progress_type"] = replace(options.specs["show_progress_type"],
                                                   offered=lambda: offered_methods(previews))
     engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors,

@@ -16,7 +16,7 @@ import time
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
 
-from ..engine.preview import current_preview, preview_every
+from ..engine.preview import preview_every, shared_preview
 from ..jobs.queue import QUEUED, RUNNING, Job
 from ..outputs.save import encode_png_base64
 from .errors import ApiError, classify
@@ -124,8 +124,8 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
                     yield _sse(event)
                     if wanted and event["type"] == "progress" and event["step"] // every != last_preview_step:
                         running = queue.get(event["job"])
-                        image = (await asyncio.to_thread(current_preview, running.control)
-                                 if running is not None else None)  # a decoder's render must not block the loop
+                        image = (await asyncio.to_thread(shared_preview, running.control, every)
+                                 if running is not None else (None, None))[1]  # a render must not block the loop
                         if image is not None:
                             last_preview_step = event["step"] // every
                             yield _sse({"type": "preview", "job": event["job"], "step": event["step"],

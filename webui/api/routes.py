@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..engine import samplers
 from ..engine.engine import GenerationResult
-from ..engine.preview import current_preview
+from ..engine.preview import preview_every, shared_preview
 from ..engine.request import FolderBatch, GenerationRequest, Outpaint, RequestError
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import decode_image_base64, encode_png_base64, read_infotext
@@ -188,12 +188,10 @@ def _validation_problem(error: dict) -> str:
 
 
 def _preview_base64(services, job) -> str | None:
-    """The running job's live preview (rendered now, from its latest latents) as base64 PNG; None when live
-    previews are off or the job has not sampled a step yet."""
-    if not services.options.get("live_previews_enable"):
-        return None
+    """The running job's live preview as base64 PNG (the one of its current N steps, shared with the other
+    followers); None when live previews are off or the job has not sampled a step yet."""
     try:
-        image = current_preview(job.control)
+        _, image = shared_preview(job.control, preview_every(services.options))
     except Exception:  # noqa: BLE001 - a preview is a nicety: never fail the progress poll for it
         log.exception("could not render a live preview")
         return None

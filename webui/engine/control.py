@@ -55,6 +55,7 @@ class RunControl:
         self.latents_step = 0  # bumps with every publish, so watchers render a preview once per change
         self.previewer = None  # engine.preview.Previewer: how this run's previews are rendered (None: cheap)
         self.preview = None  # the last picture the engine rendered itself ("Full" previews)
+        self.preview_cache = None  # (stage marker, picture): the followers' shared render (preview.shared_preview)
 
     def interrupt(self) -> None:
         self._interrupt.set()
@@ -82,6 +83,11 @@ class RunControl:
         of whoever asks (the API's /progress, the UI's poller), never in the sampling loop."""
         self.latents, self.latent_family = latents, family
         self.latents_step += 1
+
+    def release(self) -> None:
+        """The run is over: drop what only live previews needed (the latents, pictures, and the previewer, which
+        may hold the run's model), so a finished job kept in the history holds no model or device memory."""
+        self.latents = self.preview = self.preview_cache = self.previewer = None
 
     def publish_preview(self, image) -> None:
         """A preview the engine rendered in the loop (the "Full" method, which needs the run's VAE)."""

@@ -321,6 +321,7 @@ class Engine:
 
         evaluations, steps_shown = len(timesteps), self._steps_to_run(request)
         previewer = control.previewer = self._previewer(model)
+        control.preview = None  # a new batch never shows the last one's picture
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
         for index, t in enumerate(timesteps):
             if regenerate is not None and index > 0:  # keep the unmasked part on the init image's noisy path
@@ -418,18 +419,21 @@ class Engine:
             method = preview.method_name(self.options.get("show_progress_type"))
         except ValueError:
             method = preview.CHEAP
-        def full(latents):  # the run's VAE (its warnings belong to the run's own decode, not to a preview)
-            return self._decode(model, latents, GenerationResult())[0]
+        def full(latents):  # the run's VAE, without the float32 retry: a NaN preview gives cheap ones instead
+            return self._decode(model, latents, GenerationResult(), retry_nan=False)
         return preview.Previewer(method, preview.preview_every(self.options), self.previews,
-                                 full if method == preview.FULL else None)
+                                 full if method == preview.FULL else None,
+                                 whole_batch=bool(self.options.get("show_progress_grid")))
 
     @torch.no_grad()
-    def _decode(self, model, latents: torch.Tensor, result: GenerationResult):
+    def _decode(self, model, latents: torch.Tensor, result: GenerationResult, retry_nan: bool = True):
         """Latents to pictures. A half-precision VAE that overflows into NaNs is run again in float32 (the
-        result says so); if float32 gives NaNs too, the run fails with a clear message."""
+        result says so); if float32 gives NaNs too (or `retry_nan` is off), NaNOutputError with a clear message."""
         vae, tiles = model.vae, vae_tiling.TileSettings.from_options(self.options)
         decoded = vae_tiling.decode(vae, latents.to(vae.dtype) / vae.config.scaling_factor, tiles)
         if torch.isnan(decoded).any():
+            if not retry_nan:
+                raise NaNOutputError(f"the VAE produced NaNs in {vae.dtype}")
             if vae.dtype == torch.float32:
                 raise NaNOutputError("The VAE produced NaNs (black images) even in full precision: the checkpoint "
                                      "or VAE file is probably broken")

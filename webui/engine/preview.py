@@ -14,6 +14,7 @@ sampling loop nothing. "Full" needs the VAE the run is using, so the engine deco
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -73,37 +74,61 @@ def cheap_preview(latents: torch.Tensor, family: str = "sd1", index: int = 0) ->
     return to_picture(torch.einsum("chw,cr->rhw", latent, factors))
 
 
+def grid(pictures: list[Image.Image]) -> Image.Image:
+    """Pictures of one size in a near-square grid (A1111's preview of a whole batch)."""
+    if len(pictures) == 1:
+        return pictures[0]
+    columns = math.ceil(math.sqrt(len(pictures)))
+    rows = math.ceil(len(pictures) / columns)
+    width, height = pictures[0].size
+    sheet = Image.new("RGB", (columns * width, rows * height))
+    for number, picture in enumerate(pictures):
+        sheet.paste(picture, ((number % columns) * width, (number // columns) * height))
+    return sheet
+
+
 @dataclass
 class Previewer:
     """How one run's previews are rendered: the method and what it needs. `decoders` is the services'
-    `PreviewDecoders`; `full_decode(latents) -> Image` decodes with the run's VAE (the engine passes it)."""
+    `PreviewDecoders`; `full_decode(latents) -> [Image]` decodes with the run's VAE (the engine passes it).
+    `whole_batch`: a grid of every image of the batch (`show_progress_grid`), else the first image."""
     method: str = CHEAP
     every: int = 10
     decoders: object = None
     full_decode: object = None
+    whole_batch: bool = False
     problems: set = field(default_factory=set)  # methods that failed in this run (then: cheap, said once)
+    _rendered_step: int = 0
 
     @property
     def in_loop(self) -> bool:
         """Rendered by the engine in the sampling loop (the VAE), not on demand."""
-        return self.method == FULL and self.full_decode is not None
+        return self.method == FULL and self.full_decode is not None and FULL not in self.problems
 
     def due(self, step: int) -> bool:
-        """After sampling step `step` (1-based), is an in-loop preview due?"""
-        return self.every > 0 and step % self.every == 0
+        """After sampling step `step` (1-based), is an in-loop preview due? Once per step, even when a sampler
+        evaluates the model twice per step."""
+        if self.every <= 0 or step % self.every or step == self._rendered_step:
+            return False
+        self._rendered_step = step
+        return True
 
     def render(self, latents: torch.Tensor, family: str) -> Image.Image:
+        """The preview of `latents`. A method that fails (an unreadable file, the VAE out of memory or giving
+        NaNs) is replaced by Approx cheap for the rest of the run, said once in the log; never an error."""
         _check(latents)
-        first = latents[:1]
-        if self.method == FULL and self.full_decode is not None:
-            return self.full_decode(first)
-        if self.method in (APPROX_NN, TAESD) and self.decoders is not None and self.method not in self.problems:
+        chosen = latents if self.whole_batch else latents[:1]
+        if self.method in (FULL, APPROX_NN, TAESD) and self.method not in self.problems:
             try:
-                return to_picture(self.decoders.decode(self.method, family, first)[0])
-            except Exception as exc:  # noqa: BLE001 - a missing or broken file: cheap previews, said once
+                if self.method == FULL and self.full_decode is not None:
+                    return grid(self.full_decode(chosen))
+                if self.method != FULL and self.decoders is not None:
+                    return grid([to_picture(rgb) for rgb in self.decoders.decode(self.method, family, chosen)])
+            except Exception as exc:  # noqa: BLE001 - a preview is a nicety: cheap previews, said once
                 self.problems.add(self.method)
-                log.warning("live previews: %s; showing Approx cheap previews instead", exc)
-        return cheap_preview(first, family)
+                log.warning("live previews (%s): %s: %s; showing Approx cheap previews instead", self.method,
+                            type(exc).__name__, exc)
+        return grid([cheap_preview(chosen, family, index) for index in range(chosen.shape[0])])
 
 
 def current_preview(control) -> Image.Image | None:
@@ -118,22 +143,35 @@ def current_preview(control) -> Image.Image | None:
     return previewer.render(latents, control.latent_family)
 
 
+def shared_preview(control, every: int) -> tuple[object, Image.Image | None]:
+    """(marker, picture): the run's preview for its current stage of N steps, rendered once per stage and shared
+    by every follower (the UI's gallery, /progress, /queue/events); (None, None) when previews are off or nothing
+    has been sampled yet."""
+    step = control.progress.sampling_step
+    if every <= 0 or step <= 0:
+        return None, None
+    marker = (control.progress.job_no, step // every)
+    cached = control.preview_cache
+    if cached is not None and cached[0] == marker:
+        return cached
+    image = current_preview(control)
+    if image is None:
+        return None, None
+    control.preview_cache = (marker, image)
+    return marker, image
+
+
 class PreviewWatcher:
-    """For a follower that shows a preview every N sampling steps (the UI's gallery, the event stream): `poll()`
-    gives a new picture once per N steps, else None."""
+    """For a follower that shows a preview every N sampling steps: `poll()` gives a new picture once per N steps,
+    else None."""
 
     def __init__(self, control, every: int):
         self.control, self.every = control, every
         self._shown = None
 
     def poll(self) -> Image.Image | None:
-        if self.every <= 0:
+        marker, image = shared_preview(self.control, self.every)
+        if image is None or marker == self._shown:
             return None
-        step = self.control.progress.sampling_step
-        marker = (self.control.progress.job_no, step // self.every)
-        if step <= 0 or marker == self._shown:
-            return None
-        image = current_preview(self.control)
-        if image is not None:
-            self._shown = marker
+        self._shown = marker
         return image

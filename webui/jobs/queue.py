@@ -244,6 +244,8 @@ class JobQueue:
             job.exception = exception
             job.error_kind = type(exception).__name__ if exception is not None else None
             self._set_finished(job, state, error)
+        if job.control is not None:
+            job.control.release()  # the history keeps the job, not its latents, previews or model
         self._after_finish(job)
 
     @staticmethod

@@ -81,7 +81,7 @@ def read_state_dict(path: Path) -> dict:
 
 
 def load_decoder(method: str, path: Path) -> nn.Module:
-    """The decoder for `method` with the weights in `path` (float32, on the CPU, eval mode)."""
+    """The decoder for `method` with the weights in `path` (float32, on the CPU, eval mode; moved by the caller)."""
     try:
         state = read_state_dict(path)
         if method == APPROX_NN:
@@ -106,9 +106,10 @@ class PreviewDecoders:
     """The preview decoders in the folders, looked up each time (a file dropped in is found without a restart),
     loaded once per file and kept on the policy's device."""
 
-    def __init__(self, folders: list[Path], device: str | torch.device = "cpu"):
+    def __init__(self, folders: list[Path], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.folders = [Path(folder) for folder in folders]
         self.device = torch.device(device)
+        self.dtype = dtype  # the policy's VAE dtype: half precision on a GPU unless --no-half-vae
         self._loaded: dict[tuple[Path, int], nn.Module] = {}
         self._failed: dict[tuple[Path, int], str] = {}
         self._lock = threading.Lock()  # one load and one render at a time (renders come from several threads)
@@ -135,7 +136,7 @@ class PreviewDecoders:
         with self._lock:
             module = self._module(method, path)
             with torch.no_grad():
-                return module(latents.detach().to(self.device, torch.float32))
+                return module(latents.detach().to(self.device, self.dtype)).float()
 
     def _module(self, method: str, path: Path) -> nn.Module:
         stamp = path.stat().st_mtime_ns
@@ -145,7 +146,7 @@ class PreviewDecoders:
         module = self._loaded.get(key)
         if module is None:
             try:
-                module = load_decoder(method, path).to(self.device)
+                module = load_decoder(method, path).to(self.device, self.dtype)
             except PreviewDecoderError as exc:
                 self._failed[key] = str(exc)  # not read again until the file changes
                 raise

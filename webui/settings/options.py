@@ -60,6 +60,8 @@ OPTIONS: dict[str, Option] = {
                                    section=("live_previews", "Live previews")),
     "show_progress_every_n_steps": Option(10, "Live preview every N sampling steps (0: off)", int, minimum=0,
                                           maximum=150, section=("live_previews", "Live previews")),
+    "show_progress_grid": Option(True, "Live previews show the whole batch as a grid (else its first image)", bool,
+                                 section=("live_previews", "Live previews")),
     "show_progress_type": Option("Approx cheap", "Live preview method", str,
                                  choices=("Approx cheap", "Approx NN", "TAESD", "Full"),
                                  section=("live_previews", "Live previews"),
@@ -159,7 +161,7 @@ class Options:
                 if item not in spec.choices:
                     raise OptionError(f"option {key!r} must be one of {', '.join(map(str, spec.choices))}, "
                                       f"got {item!r}")
-        if spec.offered is not None and value not in spec.offered():
+        if spec.offered is not None and value != self._values.get(key) and value not in spec.offered():
             raise OptionError(f"option {key!r}: {value!r} is not available now (available: "
                               f"{', '.join(map(str, spec.offered()))})")
         if spec.minimum is not None and value < spec.minimum:

@@ -168,12 +168,14 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
         yield (state, skip, skip, skip, *_buttons(False))
         return
     state = {**state, "job_id": job.id}  # a new dict per change: Gradio keeps what was yielded
+    previewed = False  # the gallery shows a live preview, not this tab's last results
     shown = progress_html(job, services.queue.position(job))
     yield (state, shown, skip, skip, *_buttons(True))
     try:
-        previewed = False  # the gallery shows a live preview, not this tab's last results
         for panel, preview in updates_until_done(services.queue, job, shown, preview_every(services.options)):
-            previewed = previewed or preview is not None
+            if preview is not None and not previewed:  # the last results leave the gallery: forget their texts
+                previewed = True
+                state = {**state, "seeds": [], "infotexts": [], "selected": 0, "maps": 0}
             yield (state, skip if panel is None else panel, skip if preview is None else [preview], skip,
                    skip, skip, skip)
         state = {**state, "job_id": None}
@@ -196,7 +198,7 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
                *_buttons(False))
     except Exception as exc:  # noqa: BLE001 - whatever happens, the tab must come back usable
         notices.report(exc)
-        yield ({**state, "job_id": None}, skip, skip, skip, *_buttons(False))
+        yield ({**state, "job_id": None}, skip, [] if previewed else skip, skip, *_buttons(False))
 
 
 DETECTED_MAP_HTML = '<div class="infotext"><p>A ControlNet detected map (it carries no parameters)</p></div>'
