@@ -88,7 +88,7 @@ def test_last_used_values_are_remembered_and_restored(make_services, tmp_path):
         restore, outputs = ui_config.wire_last_used(services, inputs, {"txt2img": gr.Button()})
     assert all(key.startswith("txt2img/") for key in inputs if inputs[key] in outputs)
     assert all(value is gr.skip() or isinstance(value, type(gr.skip())) for value in restore())  # nothing yet
-    store = ui_config.LastUsed(services.paths.data_dir / "ui-last-used.json")
+    store = ui_config.LastUsed(services.paths.data_dir)
     store.remember({"txt2img/Prompt": "a lighthouse", "txt2img/Sampling steps": 42,
                     "txt2img/Sampling method": "Gone sampler"})
     by_key = dict(zip([k for k in inputs if inputs[k] in outputs], restore()))

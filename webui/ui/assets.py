@@ -19,6 +19,7 @@ CSS = """
 .job-failed { color: var(--error-text-color, #d00); }
 .infotext { font-size: .9em; word-break: break-word; }
 .infotext .time { opacity: .7; margin-top: .4em; }
+body:not([data-webui-loaded]) #tabs { pointer-events: none; cursor: progress; }
 .pnginfo-params td { padding: 1px 8px 1px 0; vertical-align: top; }
 .pnginfo-params td:first-child { font-weight: 600; white-space: nowrap; }
 """ + prompt_assets.CSS

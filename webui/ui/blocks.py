@@ -216,7 +216,8 @@ def build_ui(services) -> gr.Blocks:
 
 
 def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> gr.Blocks:
-    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False) as blocks:
+    # delete_cache: the pictures Gradio served (results, live previews) leave its cache after a day
+    with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
         dropdown, vae_dropdown = _checkpoint_row(services)
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"), announcer.tab("txt2img"):
@@ -245,12 +246,15 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
         restore, remembered = ui_config.wire_last_used(
             services, inputs, {"txt2img": txt2img.generate, "img2img": img2img.generate, "extras": extras.generate})
 
-        def on_load():
+        def on_load(request: gr.Request):
             pickers = styles.styles_dropdown(services)
             return (checkpoints.show_current(services), vae.show_current(services), pickers, pickers,
-                    *settings_tab.current_values(services, settings), *restore())
+                    *settings_tab.current_values(services, settings), *restore(request))
 
+        # Until the load event has filled the page (last used values), the tabs take no clicks: what a user typed
+        # first would be overwritten. Then `data-webui-loaded` on <body> lets them (and browser tests) go.
         blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles, *settings.components,
                                       *remembered],
-                    show_progress="hidden", api_visibility="undocumented")
+                    show_progress="hidden", api_visibility="undocumented") \
+            .then(None, js="() => { document.body.dataset.webuiLoaded = '1'; }", api_visibility="undocumented")
     return blocks

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -31,24 +32,30 @@ SKIPPED_TABS = ("settings", "extensions", "history")  # their values live in con
 
 
 def labelled_inputs(blocks: gr.Blocks) -> dict[str, gr.components.Component]:
-    """Each input with a label, by its ui-config key (without the field): `txt2img/Sampling steps`."""
+    """Each input with a label, by its ui-config key (without the field): A1111's `txt2img/Sampling steps`; when
+    that label is taken in the tab already, the sub-tabs' labels go in between (`txt2img/ControlNet Unit 1/
+    Weight`); a label still repeated keeps its first component."""
     found: dict[str, gr.components.Component] = {}
 
-    def walk(block, path: list[str], depth: int) -> Iterator[tuple[str, Any]]:
+    def walk(block, path: list[str]) -> Iterator[tuple[list[str], Any]]:
         for child in getattr(block, "children", None) or []:
             if isinstance(child, gr.Tab):
-                name = str(child.id) if depth == 0 and child.id is not None else str(child.label)
-                if depth == 0 and name in SKIPPED_TABS:
+                name = str(child.id) if not path and child.id is not None else str(child.label)
+                if not path and name in SKIPPED_TABS:
                     continue
-                yield from walk(child, path + [name], depth + 1)
+                yield from walk(child, path + [name])
             elif isinstance(child, INPUTS):
                 if path and child.label:
-                    yield "/".join(path + [str(child.label)]), child
+                    yield path, child
             else:
-                yield from walk(child, path, depth)
+                yield from walk(child, path)
 
-    for key, component in walk(blocks, [], 0):
-        found.setdefault(key, component)  # a repeated label keeps its first component
+    for path, component in walk(blocks, []):
+        label = str(component.label)
+        for key in ("/".join([path[0], label]), "/".join([*path, label])):
+            if key not in found:
+                found[key] = component
+                break
     return found
 
 
@@ -97,17 +104,18 @@ def _current(component, name: str):
     return value
 
 
-def _json_file(path: Path) -> dict:
+def _json_file(path: Path) -> dict | None:
+    """The file's object; {} when there is no file; None when it cannot be read (said in the log)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        log.warning("could not read %s (%s): using the page's defaults", path, exc)
-        return {}
+        log.warning("could not read %s (%s): using the page's defaults, the file is left as it is", path, exc)
+        return None
     if not isinstance(data, dict):
-        log.warning("%s does not hold a JSON object: using the page's defaults", path)
-        return {}
+        log.warning("%s does not hold a JSON object: using the page's defaults, the file is left as it is", path)
+        return None
     return data
 
 
@@ -126,9 +134,13 @@ def _write_json(path: Path, data: dict) -> None:
 def apply_ui_config(path: Path, inputs: dict[str, Any]) -> list[str]:
     """Set the inputs from `path` (ui-config.json) and write back the keys it lacks; the problems, as said."""
     data = _json_file(path)
+    readable = data is not None  # a file the user broke is never written over
+    data = data or {}
     problems, added = [], False
     for key, component in inputs.items():
         for name in _fields(component):
+            if name == "visible" and not _current(component, "visible"):
+                continue  # hidden when built (a flag, a mode): the file neither shows it nor records it
             full = f"{key}/{name}"
             if full not in data:
                 current = _current(component, name)
@@ -152,7 +164,7 @@ def apply_ui_config(path: Path, inputs: dict[str, Any]) -> list[str]:
                 problems.append(f"{path.name}: {full} = {wanted!r} ignored ({exc})")
     for problem in problems:
         log.warning(problem)
-    if added:
+    if added and readable:
         try:
             _write_json(path, data)
         except OSError as exc:
@@ -162,23 +174,30 @@ def apply_ui_config(path: Path, inputs: dict[str, Any]) -> list[str]:
 
 @dataclass
 class LastUsed:
-    """The values a tab's Generate last sent (`ui-last-used.json`), by ui-config key."""
-    path: Path
+    """The values a tab's Generate last sent, by ui-config key: `ui-last-used.json`, or with logins one file per
+    user (`ui-last-used-<user>.json`), so nobody's prompts reach another user's page."""
+    folder: Path
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def remember(self, values: dict[str, Any]) -> None:
+    def path(self, user: str | None = None) -> Path:
+        if not user:
+            return self.folder / "ui-last-used.json"
+        return self.folder / f"ui-last-used-{re.sub(r'[^A-Za-z0-9_.-]', '_', user)}.json"
+
+    def remember(self, values: dict[str, Any], user: str | None = None) -> None:
+        path = self.path(user)
         with self._lock:
-            data = _json_file(self.path)
+            data = _json_file(path) or {}
             data.update(values)
             try:
-                _write_json(self.path, data)
+                _write_json(path, data)
             except OSError as exc:
-                log.warning("could not write %s: %s", self.path, exc)
+                log.warning("could not write %s: %s", path, exc)
 
-    def values_for(self, inputs: dict[str, Any]) -> list:
+    def values_for(self, inputs: dict[str, Any], user: str | None = None) -> list:
         """For each input: its last used value (when it still fits), else `gr.skip()`."""
         with self._lock:
-            data = _json_file(self.path)
+            data = _json_file(self.path(user)) or {}
         shown = []
         for key, component in inputs.items():
             try:
@@ -192,24 +211,33 @@ def wire_last_used(services, inputs: dict[str, Any], buttons: dict[str, Any]) ->
     """Each of `buttons` (top tab id -> its Generate button) remembers its tab's inputs when clicked. Returns
     (restore, outputs) for the page's load event: the remembered inputs' last used values (when the option
     `ui_remember_last_used` is on)."""
-    store = LastUsed(services.paths.data_dir / "ui-last-used.json")
+    store = LastUsed(services.paths.data_dir)
+    remembered = {key: component for key, component in inputs.items()
+                  if key.split("/", 1)[0] in buttons and _rememberable(component)}
     for tab, button in buttons.items():
-        keys = [key for key in inputs if key.split("/", 1)[0] == tab]
+        keys = [key for key in remembered if key.split("/", 1)[0] == tab]
         if not keys:
             continue
 
-        def remember(*values, keys=keys):
+        def remember(*values, request: gr.Request, keys=keys):
             if services.options.get("ui_remember_last_used"):
-                store.remember(dict(zip(keys, values)))
+                store.remember(dict(zip(keys, values)), _user(request))
 
-        button.click(remember, inputs=[inputs[key] for key in keys], show_progress="hidden", queue=False,
+        button.click(remember, inputs=[remembered[key] for key in keys], show_progress="hidden", queue=False,
                      api_visibility="undocumented")
 
-    remembered = {key: component for key, component in inputs.items() if key.split("/", 1)[0] in buttons}
-
-    def restore():
+    def restore(request: gr.Request | None = None):
         if not services.options.get("ui_remember_last_used"):
             return [gr.skip()] * len(remembered)
-        return store.values_for(remembered)
+        return store.values_for(remembered, _user(request))
 
     return restore, list(remembered.values())
+
+
+def _user(request) -> str | None:
+    return getattr(request, "username", None) if request is not None else None
+
+
+def _rememberable(component) -> bool:
+    """Not a ControlNet unit's inputs: a unit restored as enabled has no picture, and its first Generate would fail."""
+    return "_controlnet_" not in (component.elem_id or "")
