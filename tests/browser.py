@@ -82,8 +82,10 @@ def new_page(browser, request):
 
 
 def wait_for_ui(page) -> None:
-    """Until Gradio has rendered the page (the txt2img prompt box is there)."""
+    """Until Gradio has rendered the page and its load event has filled it (last used values, pickers): the page
+    marks that with `data-webui-loaded` on <body>."""
     page.locator("#txt2img_prompt textarea").wait_for(state="visible")
+    page.locator("body[data-webui-loaded]").wait_for(state="attached")
 
 
 @pytest.fixture(scope="module")
