@@ -41,6 +41,8 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         _unavailable("the playwright package (requirements-test.txt)")
+    from playwright.sync_api import expect
+    expect.set_options(timeout=TIMEOUT_MS)  # expect()'s own 5 s default is short on a loaded 2-core machine
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         yield chromium

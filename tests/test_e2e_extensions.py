@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from browser import TIMEOUT_MS, browser, new_page, wait_for_ui  # noqa: F401 - fixtures
+from browser import browser, new_page, wait_for_ui  # noqa: F401 - fixtures
 from extension_repos import make_extension_repo
 from live_server import free_port
 from webui.models.tiny import write_single_file
@@ -115,14 +115,6 @@ def app(tmp_path):
         yield started
     finally:
         started.stop()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def patient_expect():
-    """expect() waits as long as any other wait here (its own default, 5 s, is short on a busy machine)."""
-    expect.set_options(timeout=TIMEOUT_MS)
-    yield
-    expect.set_options(timeout=None)
 
 
 def test_install_from_url_then_apply_and_restart_shows_the_extensions_ui(app, new_page, tmp_path):

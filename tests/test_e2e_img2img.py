@@ -23,14 +23,6 @@ CANNY_MODEL = "control_v11p_sd15_canny"
 CELL = 16  # the checkerboard's cell size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def patient_expect():
-    """expect() waits as long as any other wait here (its own default, 5 s, is short for a job on a busy machine)."""
-    expect.set_options(timeout=TIMEOUT_MS)
-    yield
-    expect.set_options(timeout=None)
-
-
 # --- pictures -----------------------------------------------------------------------------------------------------
 def checkerboard(size: int = SIZE) -> Image.Image:
     """Saturated colour cells (every pixel far from grey, so the picture is easy to find on the screen)."""

@@ -219,7 +219,7 @@ def wire_last_used(services, inputs: dict[str, Any], buttons: dict[str, Any]) ->
         if not keys:
             continue
 
-        def remember(*values, request: gr.Request, keys=keys):
+        def remember(request: gr.Request, *values, keys=keys):  # Gradio passes the request first
             if services.options.get("ui_remember_last_used"):
                 store.remember(dict(zip(keys, values)), _user(request))
 
