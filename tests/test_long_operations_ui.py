@@ -188,3 +188,21 @@ def test_a_served_install_sends_its_progress_to_the_page(tmp_path):
         demo.close()
     assert output.startswith("building")
     assert "Running install.py of slow …" in seen
+
+
+def test_checkpoint_picker_shows_the_full_progress_in_the_page(tmp_path):
+    """Gradio shows a progress bar and its description only with show_progress="full" ("minimal" is a timer)."""
+    from webui.services import build_services
+    from webui.settings.flags import parse_flags
+    from webui.ui.blocks import build_ui
+
+    services = build_services(parse_flags(["--data-dir", str(tmp_path)]))
+    try:
+        blocks = build_ui(services)
+        ids = {c.get("props", {}).get("elem_id"): c["id"] for c in blocks.config["components"]}
+        loads = [d for d in blocks.config["dependencies"]  # the picker's own choice, and a checkpoint card's
+                 if (ids["setting_sd_model_checkpoint"], "select") in map(tuple, d["targets"])
+                 or (ids["change_checkpoint"], "click") in map(tuple, d["targets"])]
+        assert len(loads) == 2 and all(d["show_progress"] == "full" for d in loads)
+    finally:
+        services.stop()

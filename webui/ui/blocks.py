@@ -39,13 +39,14 @@ def _checkpoint_row(services) -> tuple[gr.Dropdown, gr.Dropdown]:
     def change_vae(event: gr.SelectData):
         return vae.change_vae(services, event.value)
 
-    dropdown.select(change, outputs=[dropdown], show_progress="minimal", api_visibility="undocumented")
+    # "full": the picker shows the load's progress bar and stage ("minimal" would show only a timer)
+    dropdown.select(change, outputs=[dropdown], show_progress="full", api_visibility="undocumented")
     refresh.click(lambda: checkpoints.refresh_checkpoints(services), outputs=[dropdown], show_progress="hidden",
                   api_visibility="undocumented")
     refresh.click(lambda: vae.refresh_vaes(services), outputs=[vae_dropdown], show_progress="hidden",
                   api_visibility="undocumented")
     select.click(lambda title: checkpoints.change_checkpoint(services, title), inputs=[dropdown],
-                 outputs=[dropdown], js="(current) => [webuiTakeCheckpoint(current)]", show_progress="minimal",
+                 outputs=[dropdown], js="(current) => [webuiTakeCheckpoint(current)]", show_progress="full",
                  api_visibility="undocumented")
     vae_dropdown.select(change_vae, outputs=[vae_dropdown], show_progress="minimal", api_visibility="undocumented")
     vae_refresh.click(lambda: vae.refresh_vaes(services), outputs=[vae_dropdown], show_progress="hidden",
