@@ -1,0 +1,24 @@
+"""In the browser: the gallery shows live previews while a job samples, then the result."""
+from playwright.sync_api import expect
+
+from browser import browser, new_page, wait_for_ui, webui  # noqa: F401 - fixtures
+from test_e2e_txt2img import fetch_image, set_prompt, set_small_job, thumbnails, wait_until_idle
+
+
+def test_gallery_shows_previews_while_sampling(webui, new_page):
+    webui.services.options.update({"show_progress_every_n_steps": 2, "ui_remember_last_used": False}, save=False)
+    page = new_page(webui.url)
+    wait_for_ui(page)
+    set_prompt(page, "txt2img", "a foggy harbour")
+    set_small_job(page, "txt2img", steps=150)
+    page.locator("#txt2img_generate").click()
+    expect(page.locator("#txt2img_interrupt")).to_be_visible()
+    preview = thumbnails(page).first.locator("img")
+    expect(preview).to_be_visible()
+    assert page.locator("#txt2img_interrupt").is_visible(), "the job ended before a preview was seen"
+    shown = fetch_image(page, preview.evaluate("img => img.src"))
+    assert shown.size == (8, 8)  # Approx cheap: 1/8 of the 64x64 picture
+    wait_until_idle(page)
+    final = fetch_image(page, thumbnails(page).first.locator("img").evaluate("img => img.src"))
+    assert final.size == (64, 64), "the result replaced the preview"
+    assert "a foggy harbour" in final.info.get("parameters", "")
