@@ -82,7 +82,8 @@ def fetch_image(page, url: str) -> Image.Image:
 
 
 def infotext(page, tab: str = "txt2img"):
-    return page.locator(f"#html_info_{tab}")
+    """The infotext under the gallery (its own block: not Gradio's status timer that may sit beside it)."""
+    return page.locator(f"#html_info_{tab} .infotext").first
 
 
 def toasts(page):
