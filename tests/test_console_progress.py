@@ -176,21 +176,26 @@ def test_total_progress_counts_every_pass_of_every_batch():
     assert shown[8] == (6, 14)  # the next batch's first pass: its 4 steps and one more pass of 4 estimated
 
 
-def test_a_job_prints_total_progress_through_the_queue(capfd, bars_on):
+def run_steps_job(batches: int, steps: int, result):
+    """A job through a real queue that reports `batches` x `steps` sampling steps, then returns `result`."""
     queue = JobQueue()
 
     def runner(job):
-        for batch in range(2):
-            for step in range(4):
-                job.control.report(job_no=batch, job_count=2, sampling_step=step + 1, sampling_steps=4)
-        return "ok"
+        for batch in range(batches):
+            for step in range(steps):
+                job.control.report(job_no=batch, job_count=batches, sampling_step=step + 1, sampling_steps=steps)
+        return result
 
     queue.register("steps", runner)
     queue.start()
     try:
-        job = queue.run("steps", None, timeout=30)
+        return queue.run("steps", None, timeout=30)
     finally:
         queue.stop()
+
+
+def test_a_job_prints_total_progress_through_the_queue(capfd, bars_on):
+    job = run_steps_job(2, 4, "ok")
     assert job.result == "ok"
     err = screen(capfd.readouterr().err)
     assert "Total progress: 100%" in err and "8/8" in err
@@ -236,17 +241,5 @@ def test_a_console_that_cannot_be_written_loses_the_bar_not_the_job(monkeypatch,
     closed = io.StringIO()
     closed.close()
     monkeypatch.setattr("sys.stderr", closed)
-    queue = JobQueue()
-
-    def runner(job):
-        for step in range(3):
-            job.control.report(job_no=0, job_count=1, sampling_step=step + 1, sampling_steps=3)
-        return "finished"
-
-    queue.register("steps", runner)
-    queue.start()
-    try:
-        job = queue.run("steps", None, timeout=30)
-    finally:
-        queue.stop()
+    job = run_steps_job(1, 3, "finished")
     assert job.finished_ok and job.result == "finished" and job.error is None
