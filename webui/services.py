@@ -295,8 +295,8 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     upscalers = UpscalerRegistry(paths.upscaler_dirs, policy, options)
     upscalers.refresh()
     previews = PreviewDecoders(paths.preview_decoder_dirs, policy.device, policy.vae_dtype)
-    options.specs["show_progress_type"] = replace(options.specs["show_progress_type"],
-                                                  offered=lambda: offered_methods(previews))
+    options.add_option("show_progress_type", replace(options.specs["show_progress_type"],
+                                                     offered=lambda: offered_methods(previews)))
     engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors,
                     upscalers=upscalers, previews=previews)
     store = JobStore(paths.jobs_db, keep=int(options.get("job_history_limit")))
