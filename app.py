@@ -14,7 +14,8 @@ log = logging.getLogger("webui")
 
 def create_app(flags, services=None) -> tuple[FastAPI, object]:
     """The FastAPI app with the API routes and (unless --nowebui) the Gradio UI mounted at /. Extensions' routes
-    come after ours, their on_app_started callbacks last."""
+    come after ours, their on_app_started callbacks last. With --gradio-auth every route but the API's (which has
+    --api-auth) needs the UI's login."""
     from webui.api.routes import install_api
     from webui.extensions.routes import install_extension_routes, start_extensions
     from webui.services import build_services
@@ -22,18 +23,30 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
     services = services or build_services(flags)
     app = FastAPI(title="Stable Diffusion web UI", version=__version__, docs_url=None, redoc_url=None)
     install_docs(app)
-    install_api(app, services, logins=parse_logins(flags.api_auth))
-    install_extension_routes(app, services.extension_host)
     blocks = None
+    if not flags.nowebui:  # added first, so it runs inside the body limit (and the login gate) that come later
+        from webui.ui.gradio_guard import GradioGuard
+        app.add_middleware(GradioGuard, blocks=lambda: blocks)  # the page built below
+    install_api(app, services, logins=parse_logins(flags.api_auth))
+    api_routes = list(app.router.routes)  # the API keeps its own --api-auth; all later routes are the UI's
+    install_extension_routes(app, services.extension_host)
     if not flags.nowebui:
         import gradio as gr
 
         from webui.ui.blocks import build_ui
+        from webui.ui.file_access import count_as_launched, mount_arguments
+        from webui.ui.login import UiLogin, UiLoginGate
         from webui.ui.thumbs import install_thumb_route
+        logins = parse_logins(flags.gradio_auth)
+        login = UiLogin(logins) if logins else None
+        if login is not None:  # the whole page behind one login: Gradio's routes, thumbs, extensions' routes
+            app.add_middleware(UiLoginGate, login=login, open_routes=api_routes + login.install_routes(app))
         install_thumb_route(app, services)  # before the UI takes "/"
         blocks = build_ui(services)
-        app = gr.mount_gradio_app(app, blocks, path="/", auth=parse_logins(flags.gradio_auth) or None,
-                                  footer_links=["api", "settings"], **blocks_assets(services.extension_host))
+        app = gr.mount_gradio_app(app, blocks, path="/", auth_dependency=login.user if login else None,
+                                  footer_links=["api", "settings"], **mount_arguments(services, logins),
+                                  **blocks_assets(services.extension_host))
+        count_as_launched(blocks)  # Gradio checks which files events may read and serve only once "launched"
     start_extensions(app, blocks, services.extension_host)
     app.router.on_shutdown.append(services.stop)
     return app, services

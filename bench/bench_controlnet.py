@@ -24,7 +24,7 @@ from bench.common import DEFAULT_CACHE, ensure_tiny_model, machine_note, median,
     start_services, table
 from webui.control.runner import ControlPlan, PreparedUnit, residual_scales
 from webui.control.units import ControlUnit
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 
 
 def tiny(cache_dir: Path, repeats: int) -> None:

@@ -23,7 +23,7 @@ from diffusers import DPMSolverMultistepScheduler, EulerAncestralDiscreteSchedul
 
 from bench.common import (DEFAULT_CACHE, ensure_full_model, ensure_tiny_model, machine_note, median,
                           prepare_data_dir, say, start_services, table, verdict)
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 
 TARGET = 1.03
 PROMPT = "a watercolor painting of a lighthouse at dusk, soft light, detailed"

@@ -27,9 +27,9 @@ import torch
 
 from bench.common import (DEFAULT_CACHE, ensure_full_model, ensure_tiny_model, machine_note, median,
                           prepare_data_dir, say, start_services, table, verdict)
-from webui.engine.control import RunControl
+from webui.core.run_control import RunControl
 from webui.engine.preview import PreviewWatcher, preview_every
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 from webui.ui.progress import POLL_SECONDS
 
 TARGET = 1.05

@@ -127,3 +127,34 @@ def write_annotator(key: str, folder: Path, seed: int = 0) -> Path:
 def write_module_files(module: str, folder: Path, seed: int = 0) -> list[Path]:
     """Every file preprocessor `module` needs (none for model-free modules)."""
     return [write_annotator(key, folder, seed) for key in MODULE_ANNOTATORS.get(module, ())]
+
+
+class HubResponse(io.BytesIO):
+    """What urllib.request.urlopen returns, enough for the downloader: a body with a Content-Length."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.headers = {"Content-Length": str(len(data))}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def serve_as_hub(monkeypatch, module: str, folder: Path) -> tuple[bytes, list[str]]:
+    """Replace the network: urlopen answers every URL with `module`'s (single, real-layout) annotator file.
+    Returns (the file's bytes, the URLs asked for)."""
+    import urllib.request
+
+    (source,) = write_module_files(module, folder)
+    data = source.read_bytes()
+    asked: list[str] = []
+
+    def fake_urlopen(url, timeout=None):
+        asked.append(url)
+        return HubResponse(data)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    return data, asked

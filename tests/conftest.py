@@ -56,7 +56,7 @@ def make_services(tmp_path, tiny_models):
 
 def quick_run(services, **fields):
     """Run a small txt2img job straight on the engine (64x64, 3 Euler steps, fixed seed, not saved)."""
-    from webui.engine.request import GenerationRequest
+    from webui.core.request import GenerationRequest
     base = dict(prompt="a fox", negative_prompt="blurry", sampler_name="Euler", steps=3, width=64, height=64,
                 seed=5, save_images=False)
     base.update(fields)
@@ -67,6 +67,25 @@ def pixels(image):
     """An image as int16 pixels, for exact comparisons and differences."""
     import numpy as np
     return np.asarray(image, dtype=np.int16)
+
+
+# Float results are not bit-identical across batch sizes, thread counts, devices or processes on every CPU (the
+# matrix kernels block and sum differently), so comparisons across such runs allow this much, in 1/255 steps.
+PARITY_TOLERANCE = 1
+
+
+def max_pixel_difference(a, b) -> int:
+    """The largest per-channel difference between two images (or arrays) of the same shape, in 1/255 steps."""
+    import numpy as np
+    a, b = pixels(a), pixels(b)
+    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
+    return int(np.abs(a - b).max()) if a.size else 0
+
+
+def assert_same_picture(a, b, tolerance: int = PARITY_TOLERANCE) -> None:
+    """The two images agree within the suite's parity tolerance (for runs that may differ in float summation)."""
+    difference = max_pixel_difference(a, b)
+    assert difference <= tolerance, f"pictures differ by up to {difference}/255 (allowed: {tolerance}/255)"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -35,6 +35,7 @@ def test_an_embedding_of_a_words_vector_draws_that_word(sd1):
     path = write_a1111_pt(sd1.paths.embeddings / "sly-animal.pt", vectors)
     with_word = run(sd1, prompt="a fox in snow")
     with_embedding = run(sd1, prompt="a sly-animal in snow")
+    # the embedding's vector is the word's own, same batch size and process: bit-identical
     assert np.array_equal(pixels(with_word.images[0]), pixels(with_embedding.images[0]))
     params = parse_infotext(with_embedding.infotexts[0])
     assert params["TI hashes"] == f"sly-animal: {sha(path)[:12]}"
@@ -66,6 +67,7 @@ def test_a_vae_file_changes_the_decode_and_none_restores_it(sd1):
     assert not np.array_equal(pixels(own.images[0]), pixels(swapped.images[0]))
     sd1.options.update({"sd_vae": "None"}, save=False)
     again = run(sd1)
+    # the checkpoint's own VAE again, same request, batch size and process: bit-identical
     assert np.array_equal(pixels(own.images[0]), pixels(again.images[0]))
     assert "VAE hash" not in again.infotexts[0]
 

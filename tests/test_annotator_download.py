@@ -1,48 +1,26 @@
-"""The explicit annotator download (`python -m webui.control.download MODULE`): progress, the Hub checksum, the
+"""The explicit annotator download (`python -m webui.control.download MODULE`): progress, the pinned checksum, the
 load check and the atomic rename, with the network replaced by a local file served through urlopen."""
 from __future__ import annotations
 
 import hashlib
-import io
 import urllib.request
 
 import pytest
 
-from tests.annotator_files import write_module_files
-from webui.control import annotators
+from tests.annotator_files import HubResponse, serve_as_hub
+from webui.control import annotator_sha256, annotators
 from webui.control.download import main
-
-
-class _Response(io.BytesIO):
-    def __init__(self, data: bytes):
-        super().__init__(data)
-        self.headers = {"Content-Length": str(len(data))}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     """The real-layout mlsd file as the 'Hub' serves it; returns (bytes, urls asked for)."""
-    (source,) = write_module_files("mlsd", tmp_path / "hub")
-    data = source.read_bytes()
-    asked = []
-
-    def fake_urlopen(url, timeout=None):
-        asked.append(url)
-        return _Response(data)
-
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-    return data, asked
+    return serve_as_hub(monkeypatch, "mlsd", tmp_path / "hub")
 
 
 def test_download_verifies_the_checksum_and_reports_progress(tmp_path, served, monkeypatch):
     data, asked = served
-    monkeypatch.setattr(annotators, "_hub_sha256", lambda name, timeout: hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(annotator_sha256.PINNED_SHA256, "mlsd_large_512_fp32.pth", hashlib.sha256(data).hexdigest())
     seen = []
     folder = tmp_path / "annotators"
     paths = annotators.download_annotators("mlsd", folder, progress=lambda n, done, total: seen.append((done, total)))
@@ -53,7 +31,7 @@ def test_download_verifies_the_checksum_and_reports_progress(tmp_path, served, m
 
 
 def test_a_checksum_mismatch_saves_nothing(tmp_path, served, monkeypatch):
-    monkeypatch.setattr(annotators, "_hub_sha256", lambda name, timeout: "0" * 64)
+    monkeypatch.setitem(annotator_sha256.PINNED_SHA256, "mlsd_large_512_fp32.pth", "0" * 64)
     folder = tmp_path / "annotators"
     with pytest.raises(annotators.AnnotatorError, match="does not match its checksum"):
         annotators.download_annotators("mlsd", folder)
@@ -61,8 +39,9 @@ def test_a_checksum_mismatch_saves_nothing(tmp_path, served, monkeypatch):
 
 
 def test_a_file_that_does_not_load_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: _Response(b"<html>not a model</html>"))
-    monkeypatch.setattr(annotators, "_hub_sha256", lambda name, timeout: None)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: HubResponse(b"<html>not a model</html>"))
+    monkeypatch.setitem(annotator_sha256.PINNED_SHA256, "mlsd_large_512_fp32.pth",
+                        hashlib.sha256(b"<html>not a model</html>").hexdigest())
     folder = tmp_path / "annotators"
     with pytest.raises(annotators.AnnotatorError, match="not a usable annotator file"):
         annotators.download_annotators("mlsd", folder)
@@ -71,7 +50,7 @@ def test_a_file_that_does_not_load_is_refused(tmp_path, monkeypatch):
 
 def test_command_line(tmp_path, served, monkeypatch, capsys):
     data, _ = served
-    monkeypatch.setattr(annotators, "_hub_sha256", lambda name, timeout: hashlib.sha256(data).hexdigest())
+    monkeypatch.setitem(annotator_sha256.PINNED_SHA256, "mlsd_large_512_fp32.pth", hashlib.sha256(data).hexdigest())
     folder = tmp_path / "annotators"
     assert main(["mlsd", "canny", "--dir", str(folder)]) == 0
     out = capsys.readouterr().out

@@ -26,7 +26,7 @@ from webui.api.controlnet import units_from_alwayson
 from webui.api.routes import _request_from_body
 from webui.control.types import TYPE_NAMES
 from webui.control.units import CONTROL_MODES, CONTROL_RESIZE_MODES
-from webui.engine.request import RequestError
+from webui.core.errors import RequestError
 from webui.models.tiny import write_controlnet
 from webui.outputs.infotext import parse_infotext
 from webui.settings.flags import parse_flags
@@ -412,6 +412,7 @@ def test_parameters_echo_the_units_without_their_images(client):
 def test_disabled_unit_changes_nothing(client, plain):
     payload = post_ok(client, cn(canny_unit(enabled=False, module="no_such_module", model="no_such_model")))
     assert len(payload["images"]) == 1
+    # the unit never runs: the same computation as `plain`, same batch size and process, bit-identical
     assert np.array_equal(decode(payload["images"][0]), decode(plain["images"][0]))
     assert "ControlNet 0" not in json.loads(payload["info"])["infotexts"][0]
 
@@ -440,12 +441,14 @@ def test_sdxl_controlnet_on_sd1_is_skipped_with_a_warning(api, client, plain):
     payload = response.json()
     warnings = " ".join(json.loads(payload["info"])["warnings"])
     assert "ControlNet unit 0 skipped" in warnings and "is an SDXL ControlNet and the checkpoint is SD1.x" in warnings
+    # the skipped unit never runs: the same computation as `plain`, bit-identical
     assert np.array_equal(decode(payload["images"][0]), decode(plain["images"][0]))
 
 
 def test_enabled_unit_without_a_model_is_skipped_with_a_warning(client, plain):
     payload = post_ok(client, cn(canny_unit(model="None")))
     assert len(payload["images"]) == 1
+    # the skipped unit never runs: the same computation as `plain`, bit-identical
     assert np.array_equal(decode(payload["images"][0]), decode(plain["images"][0]))
     assert any("ControlNet unit 0" in warning and "no model" in warning
                for warning in json.loads(payload["info"])["warnings"])

@@ -22,7 +22,7 @@ from conftest import install_model
 from webui.api.models import Img2ImgBody
 from webui.api.routes import _request_from_body
 from webui.engine import images as imaging
-from webui.engine.request import RequestError
+from webui.core.errors import RequestError
 from webui.outputs.infotext import parse_infotext
 from webui.settings.flags import parse_flags
 
@@ -151,7 +151,7 @@ def test_mask_with_and_without_data_prefix_inpaints_only_the_masked_half(client)
     body = {**SMALL, "init_images": [INIT_B64], "mask": MASK_B64}
     plain = decode(post_ok(client, body)["images"][0])
     prefixed = decode(post_ok(client, {**body, "mask": "data:image/png;base64," + MASK_B64})["images"][0])
-    assert np.array_equal(plain, prefixed)
+    assert np.array_equal(plain, prefixed)  # the same mask and request in the same process: bit-identical
     keep = SIZE // 2 - BLUR_REACH
     assert np.array_equal(plain[:, :keep], INIT_PIXELS[:, :keep])  # untouched, pixel for pixel
     assert np.abs(plain[:, SIZE // 2:] - INIT_PIXELS[:, SIZE // 2:]).max() > 8

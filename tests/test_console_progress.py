@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from webui.console_progress import ENV_VAR, bars_disabled
 from webui.control.download import _DownloadBars
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 from webui.jobs.console import TotalProgressBar
 from webui.jobs.queue import JobQueue
 from webui.models import hashing

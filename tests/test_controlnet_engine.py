@@ -12,7 +12,8 @@ from PIL import Image
 from tests.conftest import install_model, pixels
 from webui.control.runner import ControlPlan, PreparedUnit, prepare_control, residual_scales
 from webui.control.units import ControlUnit, parse_unit_infotext
-from webui.engine.request import GenerationRequest, RequestError
+from webui.core.errors import RequestError
+from webui.core.request import GenerationRequest
 from webui.models.tiny import write_controlnet
 
 
@@ -160,6 +161,7 @@ def test_disabled_and_zero_weight_units_cost_nothing(services):
     disabled = _run(services, units=[ControlUnit(enabled=False, module="canny", model="control_tiny_canny"),
                                      ControlUnit(enabled=False, weight=9, control_mode="Loud")])  # never read
     zero = _run(services, units=[_unit(weight=0.0)])
+    # off and zero-weight units are never run: the same computation as `plain`, bit-identical
     assert np.array_equal(pixels(plain.images[0]), pixels(disabled.images[0]))
     assert np.array_equal(pixels(plain.images[0]), pixels(zero.images[0]))
     assert "ControlNet" not in disabled.infotexts[0]
@@ -226,7 +228,7 @@ def test_wrong_architecture_skips_the_unit_with_a_warning(services):
     result = _run(services, units=[_unit(model="controlnet_xl_tiny_canny")])
     assert any("ControlNet unit 0 skipped" in w and "is an SDXL ControlNet and the checkpoint is SD1.x" in w
                for w in result.warnings), result.warnings
-    assert np.array_equal(pixels(plain.images[0]), pixels(result.images[0]))
+    assert np.array_equal(pixels(plain.images[0]), pixels(result.images[0]))  # skipped: the same computation
     assert "ControlNet 0" not in result.infotexts[0]
 
 

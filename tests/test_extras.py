@@ -15,10 +15,10 @@ from PIL import Image
 
 from app import create_app
 from tiny_upscalers import write_compact
-from webui.engine.control import RunControl
+from webui.core.run_control import RunControl
 from webui.engine.extras import ExtrasRequest, load_folder_images, run_extras
 from webui.engine.hires import LATENT_UPSCALE_MODES
-from webui.engine.request import RequestError
+from webui.core.errors import RequestError
 from webui.outputs.infotext import parse_infotext
 from webui.outputs.save import encode_png_base64, read_infotext
 from webui.settings.flags import parse_flags
@@ -75,6 +75,7 @@ def test_scale_by_with_a_model(services):
     result = run(services, images=[(image, "fox.png")], upscaler_1="2x-TinyCompact", upscaling_resize=2)
     out = result.images[0]
     assert out.size == (96, 64)
+    # the same model on the same picture in the same process: bit-identical
     assert np.array_equal(pixels(out), pixels(services.upscalers.upscale(image, "2x-TinyCompact", 96, 64)))
     assert result.infos == ["Postprocess upscale by: 2, Postprocess upscaler: 2x-TinyCompact"]
     assert result.html_info == "<p>Postprocess upscale by: 2, Postprocess upscaler: 2x-TinyCompact</p>"
@@ -112,7 +113,7 @@ def test_upscaler_2_is_blended_with_its_visibility(services):
     result = run(services, images=[(image, "a")], upscaler_1="Nearest", upscaler_2="2x-TinyCompact",
                  extras_upscaler_2_visibility=0.3, upscaling_resize=2)
     first = image.resize((64, 48), Image.NEAREST)
-    second = services.upscalers.upscale(image, "2x-TinyCompact", 64, 48)
+    second = services.upscalers.upscale(image, "2x-TinyCompact", 64, 48)  # as the run made it: bit-identical
     assert np.array_equal(pixels(result.images[0]), pixels(Image.blend(first, second, 0.3)))
     assert result.infos[0].endswith("Postprocess upscaler: Nearest, Postprocess upscaler 2: 2x-TinyCompact")
     hidden = run(services, images=[(image, "a")], upscaler_1="Nearest", upscaler_2="2x-TinyCompact",
@@ -278,7 +279,6 @@ def test_extra_batch_images(api):
 @pytest.mark.parametrize("path, body, words", [
     ("/sdapi/v1/extra-single-image", {"image": "not base64 at all!"}, "image: could not decode image"),
     ("/sdapi/v1/extra-single-image", {"image": ""}, "image: no image given"),
-    ("/sdapi/v1/extra-single-image", {"upscaler_1": "4x-Nope"}, "Upscaler '4x-Nope' not found"),
     ("/sdapi/v1/extra-single-image", {"upscaling_resize": 20}, "upscaling_resize must be between 1 and 8"),
     ("/sdapi/v1/extra-single-image", {"resize_mode": "sideways"}, "resize_mode"),
     ("/sdapi/v1/extra-batch-images", {"imageList": []}, "No image given"),
@@ -295,6 +295,14 @@ def test_bad_input_is_a_readable_422(api, path, body, words):
     response = api.client.post(path, json=body)
     assert response.status_code == 422, response.text
     assert words in str(response.json()["detail"])
+
+
+def test_an_unknown_upscaler_is_a_400_as_every_unknown_name(api):
+    body = {"image": encode_png_base64(picture(8, 8), None), "upscaler_1": "4x-Nope"}
+    response = api.client.post("/sdapi/v1/extra-single-image", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "UnknownUpscalerError"
+    assert "Upscaler '4x-Nope' not found" in response.json()["detail"]
 
 
 def test_a_broken_model_is_a_400_naming_the_file(api):

@@ -17,8 +17,9 @@ from PIL import Image
 
 from conftest import install_model, pixels
 from webui.engine import hires
-from webui.engine.control import RunControl
-from webui.engine.request import GenerationRequest, RequestError
+from webui.core.run_control import RunControl
+from webui.core.errors import RequestError
+from webui.core.request import GenerationRequest
 from webui.models.tiny import write_single_file
 from webui.outputs.infotext import parse_infotext
 
@@ -117,12 +118,14 @@ def test_second_pass_is_img2img_of_the_upscaled_first_pass_with_the_same_seed(se
     first, name, width, height = engine.upscalers.seen[0]
     assert (name, width, height) == ("Lanczos", 128, 128)
     plain = run(services, request())
+    # one image each, same process, and the first pass is the plain txt2img computation: bit-identical
     assert np.array_equal(pixels(first), pixels(plain.images[0]))
 
     upscaled = plain.images[0].resize((128, 128), Image.LANCZOS)
     again = run(services, request(mode="img2img", init_images=[upscaled], width=128, height=128, steps=8,
                                   denoising_strength=0.5))
     assert result.images[0].size == (128, 128)
+    # the second pass is the engine's own img2img path on the same inputs, one image each: bit-identical
     assert np.array_equal(pixels(result.images[0]), pixels(again.images[0]))
     other_seed = run(services, request(mode="img2img", init_images=[upscaled], width=128, height=128, steps=8,
                                        denoising_strength=0.5, seed=6))
@@ -151,6 +154,7 @@ def test_every_latent_mode_runs_and_modes_differ_where_their_interpolation_does(
         upscaled[name] = torch.nn.functional.interpolate(latents, size=(16, 16), mode=mode, antialias=antialias)
         assert size.crop_latents(upscaled[name]).shape[-1] == 16
     names = list(images)
+    # one image per run in one process: equal upscaled latents give bit-identical pictures
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             assert np.array_equal(images[a], images[b]) == torch.equal(upscaled[a], upscaled[b]), (a, b)
@@ -217,6 +221,7 @@ def test_skip_in_the_second_pass_drops_that_batch_only(services):
     result = run(services, hires_request(n_iter=2), control)
     alone = run(services, hires_request(seed=6))
     assert result.skipped_batches == 1 and result.seeds == [6]
+    # each batch is one image: the same computation as seed 6 alone, bit-identical
     assert np.array_equal(pixels(result.images[0]), pixels(alone.images[0]))
 
 
@@ -224,6 +229,7 @@ def test_hires_prompt_is_used_and_written_only_when_it_differs(services):
     same = run(services, hires_request(hr_prompt="a fox", hr_negative_prompt="blurry"))
     default = run(services, hires_request())
     assert "Hires prompt" not in same.infotexts[0] and "Hires negative prompt" not in same.infotexts[0]
+    # the same prompts: the same computation, one image each in the same process, bit-identical
     assert np.array_equal(pixels(same.images[0]), pixels(default.images[0]))
     other = run(services, hires_request(hr_prompt="a lighthouse", hr_negative_prompt="fog"))
     params = parse_infotext(other.infotexts[0])
@@ -249,6 +255,7 @@ def test_hires_sampler_and_schedule_type(services):
     default = run(services, hires_request())
     assert not np.array_equal(pixels(result.images[0]), pixels(default.images[0]))
     same = run(services, hires_request(hr_sampler_name="Use same sampler", hr_scheduler="Use same scheduler"))
+    # the same sampler and schedule: the same computation, bit-identical
     assert np.array_equal(pixels(same.images[0]), pixels(default.images[0]))
     old_name = run(services, hires_request(hr_sampler_name="Euler Karras"))  # "X Karras" splits as for sampler_name
     assert parse_infotext(old_name.infotexts[0])["Hires schedule type"] == "Karras"
@@ -266,6 +273,7 @@ def test_hires_checkpoint_is_used_for_the_second_pass_and_the_main_one_stays(ser
     assert params["Model"] == "tiny-sd1"
     assert not np.array_equal(pixels(other.images[0]), pixels(default.images[0]))
     assert services.models.current_title() == before
+    # the main checkpoint's weights untouched, same request and process: bit-identical
     assert np.array_equal(pixels(run(services, hires_request()).images[0]), pixels(default.images[0]))
 
 
@@ -293,10 +301,10 @@ def test_the_scale_is_not_checked_when_resizing_to_a_size():
 def test_unknown_upscaler_and_checkpoint_are_request_errors(services):
     with pytest.raises(RequestError, match="unknown hires upscaler 'Nope'.*Latent.*Lanczos") as caught:
         run(services, hires_request(hr_upscaler="Nope"))
-    assert caught.value.field == "hr_upscaler"
+    assert caught.value.field == "hr_upscaler" and caught.value.status == 400
     with pytest.raises(RequestError, match="hires checkpoint: Unknown checkpoint 'missing'") as caught:
         run(services, hires_request(hr_checkpoint_name="missing"))
-    assert caught.value.field == "hr_checkpoint_name"
+    assert caught.value.field == "hr_checkpoint_name" and caught.value.status == 400
 
 
 def test_hires_fields_are_ignored_while_hires_is_off(services):
@@ -359,7 +367,7 @@ def test_api_txt2img_with_enable_hr(services):
     assert params["Hires steps"] == "2" and params["Hires prompt"] == "a wolf"
     assert data["parameters"]["enable_hr"] is True
     bad = client.post("/sdapi/v1/txt2img", json={**body, "hr_upscaler": "Nope"})
-    assert bad.status_code == 422 and "unknown hires upscaler 'Nope'" in bad.json()["detail"]
+    assert bad.status_code == 400 and "unknown hires upscaler 'Nope'" in bad.json()["detail"]  # an unknown name
 
 
 # --- the UI ---------------------------------------------------------------------------------------------------------
@@ -403,7 +411,7 @@ def test_pasting_infotext_with_hires_keys_fills_the_accordion(services):
                       "denoising_strength": 0.45, "hr_scale": 2.0, "hr_resize_x": 96, "hr_resize_y": 0,
                       "hr_checkpoint_name": other_title, "hr_sampler_name": "DPM++ 2M",
                       "hr_scheduler": "Use same scheduler", "hr_prompt": "a wolf", "hr_negative_prompt": ""}
-    # the pasted values make the same image again
+    # the pasted values make the same image again (the same request in the same process: bit-identical)
     again = run(services, hires_inputs.apply_hires(request(), values))
     assert np.array_equal(pixels(again.images[0]), pixels(made.images[0]))
     plain = pnginfo.hires_values(services, run(services, request()).infotexts[0])

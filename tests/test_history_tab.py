@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import pixels
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 from webui.outputs.save import read_infotext
 from webui.ui import history_tab, pnginfo
 from webui.ui.blocks import build_ui
@@ -134,6 +134,7 @@ def test_rerun_queues_the_job_again_with_the_same_seed_and_pixels(services, caps
     assert again is not None and again.id != original.id and again.source == "ui"
     assert again.wait(60) and again.state == "done"
     assert again.result.seeds == [seed]
+    # the same request, batch size and process (the queue's one worker): bit-identical
     assert np.array_equal(pixels(again.result.images[0]), pixels(Image.open(original.outputs[0])))
     assert np.array_equal(pixels(Image.open(again.outputs[0])), pixels(Image.open(original.outputs[0])))
     listed = rows(history_tab.history_table(services, state)[1])

@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import pixels
 from webui.engine import batch as folder_batch
-from webui.engine.control import RunControl
-from webui.engine.request import FolderBatch, GenerationRequest
+from webui.core.run_control import RunControl
+from webui.core.request import FolderBatch, GenerationRequest
 from webui.outputs.save import read_infotext
 
 SIZE = 64

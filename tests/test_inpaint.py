@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw
 from tests.conftest import install_model, pixels
 from webui.engine.inpaint import (EmptyMaskError, blur_mask, crop_region, extend_canvas, fill_masked, match_aspect,
                                   normalise_mask, plan_mask)
-from webui.engine.request import GenerationRequest, Outpaint, RequestError
+from webui.core.errors import RequestError
+from webui.core.request import GenerationRequest, Outpaint
 
 
 def noise_image(width=64, height=64, seed=0) -> Image.Image:

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from webui.control.units import ControlUnit
-from webui.engine.request import GenerationRequest, Outpaint
+from webui.core.request import GenerationRequest, Outpaint
 from webui.jobs.queue import CANCELLED, DONE, FAILED, JobQueue
 from webui.jobs.records import PayloadError, decode_payload, encode_payload
 from webui.jobs.store import STOPPED, JobStore

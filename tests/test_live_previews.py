@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from app import create_app
 from conftest import install_model, pixels
 from webui.engine import preview
-from webui.engine.control import RunControl
+from webui.core.run_control import RunControl
 from webui.models.preview_decoders import ApproxDecoder, PreviewDecoders, taesd_decoder
 from webui.settings.flags import parse_flags
 from webui.settings.options import OptionError
@@ -73,6 +73,7 @@ def test_approx_nn_file_renders_a1111s_network(tmp_path):
     assert image.size == (24, 16)  # twice the latents' 12x8
     with torch.no_grad():
         expected = as_picture(approx_reference(state, LATENTS[:1])[0])
+    # the same conv2d calls on the same one-image batch and weights, in this thread: bit-identical
     assert np.array_equal(np.asarray(image), expected)
     assert len(np.unique(np.asarray(image))) > 10  # a picture, not a flat colour
 
@@ -141,13 +142,14 @@ def test_full_previews_decode_with_the_runs_vae_every_n_steps(make_services):
     services.options.update({"show_progress_type": "Full", "show_progress_every_n_steps": 2}, save=False)
     shown = []
     control = RunControl(on_progress=lambda progress: shown.append((progress.sampling_step, control.preview)))
-    from webui.engine.request import GenerationRequest
+    from webui.core.request import GenerationRequest
     result = services.engine.run(GenerationRequest(prompt="a fox", sampler_name="Euler", steps=4, width=64,
                                                    height=64, seed=5, save_images=False), control)
     previews = {step: image for step, image in shown if step}
     assert previews[1] is None and previews[2] is not None and previews[3] is previews[2]
     assert previews[4].size == (64, 64)
-    assert np.array_equal(pixels(previews[4]), pixels(result.images[0]))  # the last step's latents are the image
+    # the last step's latents are the image: the same one-image decode by the run's VAE, bit-identical
+    assert np.array_equal(pixels(previews[4]), pixels(result.images[0]))
     assert preview.current_preview(control) is previews[4]
 
 
@@ -156,7 +158,7 @@ def test_taesd_previews_of_a_run_are_rendered_on_demand(make_services):
     write_taesd(services.paths.preview_decoder_dirs[1])
     services.options.update({"show_progress_type": "TAESD"}, save=False)
     control = RunControl()
-    from webui.engine.request import GenerationRequest
+    from webui.core.request import GenerationRequest
     services.engine.run(GenerationRequest(prompt="a fox", sampler_name="Euler", steps=2, width=64, height=64,
                                           seed=5, save_images=False), control)
     assert control.preview is None  # nothing rendered in the loop
@@ -169,7 +171,7 @@ def test_unknown_stored_method_gives_cheap_previews(make_services):
     services = make_services("sd1")
     services.options._values["show_progress_type"] = "Sharp"  # a config.json edited by hand
     control = RunControl()
-    from webui.engine.request import GenerationRequest
+    from webui.core.request import GenerationRequest
     services.engine.run(GenerationRequest(prompt="a fox", steps=2, width=64, height=64, seed=5,
                                           save_images=False), control)
     assert control.previewer.method == "Approx cheap"

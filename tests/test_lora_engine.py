@@ -62,6 +62,7 @@ def test_weights_and_sets_change_between_generations(services):
     both = run(services, prompt="a fox <lora:ink:0.3> <lora:glow:1:0.5>")
     assert parse_infotext(both.infotexts[0])["Lora hashes"].count(":") == 2
     zero = run(services, prompt="a fox <lora:ink:0>")
+    # weight 0 leaves the checkpoint's weights as they were: the same computation as `plain`, bit-identical
     assert np.array_equal(pixels(plain.images[0]), pixels(zero.images[0]))
 
 
@@ -77,6 +78,7 @@ def test_text_encoder_and_unet_weights_act_separately(services):
 def test_an_sdxl_lora_on_sd1_is_skipped_with_a_warning(services):
     plain = run(services)
     result = run(services, prompt="a fox <lora:xl-only:1>")
+    # the skipped LoRA patches nothing and its tag is cut: the same computation as `plain`, bit-identical
     assert np.array_equal(pixels(plain.images[0]), pixels(result.images[0]))
     assert any("xl-only" in w and "SDXL" in w for w in result.warnings), result.warnings
     assert "Lora hashes" not in result.infotexts[0]

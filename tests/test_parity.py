@@ -8,7 +8,7 @@ from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestra
                        EulerDiscreteScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline)
 from PIL import Image
 
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 
 # What each A1111 sampler name means in diffusers terms (A1111's "Automatic" schedule for each).
 REFERENCE = {

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import quick_run
-from webui.engine.control import RunControl
-from webui.engine.request import GenerationRequest
+from webui.core.run_control import RunControl
+from webui.core.request import GenerationRequest
 from webui.settings.options import OptionError
 from webui.ui import ui_config
 from webui.ui.blocks import build_ui

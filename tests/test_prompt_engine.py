@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import pixels, quick_run as run
+from tests.conftest import PARITY_TOLERANCE, max_pixel_difference, pixels, quick_run as run
 from webui.prompts.encoder import PromptEncoder
 
 
@@ -88,7 +88,8 @@ def test_and_sends_every_sub_prompt_and_combines_them(services):
     plain = run(services, prompt="a fox")
     assert np.abs(pixels(split.images[0]) - pixels(plain.images[0])).max() <= 1  # 0.5 + 0.5 of one prompt
     other = run(services, prompt="a fox AND a snowy mountain :0.8")
-    assert not np.array_equal(pixels(other.images[0]), pixels(plain.images[0]))
+    # three UNet rows against two: more than float rounding must differ
+    assert max_pixel_difference(other.images[0], plain.images[0]) > PARITY_TOLERANCE
     assert other.infotexts[0].startswith("a fox AND a snowy mountain :0.8\n")
 
 
@@ -101,6 +102,7 @@ def test_a_single_weighted_prompt_scales_the_guidance(services):
 def test_comments_are_removed_unless_switched_off(services):
     plain = run(services, prompt="a fox")
     commented = run(services, prompt="a fox\n# a note to myself\n")
+    # the comment is cut before encoding: the same computation in the same process, bit-identical
     assert np.array_equal(pixels(plain.images[0]), pixels(commented.images[0]))
     assert commented.infotexts[0].startswith("a fox\n# a note to myself")  # the prompt as typed
     services.options.update({"enable_prompt_comments": False}, save=False)
@@ -114,6 +116,7 @@ def test_comments_are_removed_unless_switched_off(services):
 def test_unknown_networks_warn_and_the_image_is_made(services):
     plain = run(services, prompt="a fox")
     result = run(services, prompt="a fox <lora:not-there:0.8> <hypernet:old:1>")
+    # the tags are cut before encoding and nothing is patched: the same computation, bit-identical
     assert np.array_equal(pixels(plain.images[0]), pixels(result.images[0]))
     assert any('LoRA "not-there" not found' in w for w in result.warnings)
     assert any("<hypernet:...> networks are not supported" in w for w in result.warnings)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 from webui.jobs.queue import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobQueue
 
 TIMEOUT = 30

@@ -218,6 +218,7 @@ def test_history_is_kept_across_a_restart_and_a_job_can_be_rerun(api, tmp_path, 
         job = services.queue.get(queued.json()["id"])
         assert job.wait(TIMEOUT) and job.state == "done"
         assert job.result.seeds == json.loads(first["info"])["all_seeds"]
+        # the same checkpoint file, request and batch size in the same process: bit-identical
         assert np.array_equal(np.asarray(job.result.images[0].convert("RGB")), np.asarray(original.convert("RGB")))
         assert len(client.get(f"/queue/jobs/{job.id}").json()["images"]) == 1  # a re-run saves its images
         missing = client.post("/queue/history/99999/rerun")

@@ -55,6 +55,6 @@ def test_api_tiling_field_changes_the_image_and_is_in_the_infotext(tmp_path, tin
                     for r in (plain, tiled)]
         assert np.abs(pictures[0] - pictures[1]).max() > 0
         again = client.post("/sdapi/v1/txt2img", json=body).json()  # the model's padding was put back
-        assert again["images"][0] == plain["images"][0]
+        assert again["images"][0] == plain["images"][0]  # the same request in the same process: the same PNG
     finally:
         services.stop()

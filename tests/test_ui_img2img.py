@@ -10,7 +10,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.conftest import pixels
-from webui.engine.request import FolderBatch, Outpaint, RequestError
+from webui.core.errors import RequestError
+from webui.core.request import FolderBatch, Outpaint
 from webui.outputs.save import read_infotext
 from webui.ui import canvas, generation, img2img_inputs, pnginfo
 from webui.ui.blocks import build_ui

@@ -291,10 +291,22 @@ def test_the_request_from_the_ui_carries_the_chosen_styles(services):
 
 
 # --- SD VAE ------------------------------------------------------------------------------------------------------
-def test_vae_picker_lists_files_and_saves_the_option(services):
-    (services.paths.vae / "kl-f8.safetensors").write_bytes(b"x")  # listing does not open the file
-    assert vae.refresh_vaes(services).choices == [(c, c) for c in ("Automatic", "None", "kl-f8.safetensors")]
+def test_vae_picker_lists_files_and_saves_the_option(services, monkeypatch):
+    from webui.models.ldm_export import vae_to_ldm
+    from webui.models.tiny import build_modules
+
+    (services.paths.vae / "broken.safetensors").write_bytes(b"x")  # listing does not open the file
+    ldm = vae_to_ldm(build_modules("sd1", seed=4)[3])
+    save_file({k.removeprefix("first_stage_model."): v.contiguous() for k, v in ldm.items()},
+              str(services.paths.vae / "kl-f8.safetensors"))
+    assert vae.refresh_vaes(services).choices == [(c, c) for c in ("Automatic", "None", "broken.safetensors",
+                                                                    "kl-f8.safetensors")]
     assert vae.change_vae(services, "kl-f8.safetensors").value == "kl-f8.safetensors"
+    shown = []
+    monkeypatch.setattr(vae.notices, "warn", shown.append)
+    assert vae.change_vae(services, "broken.safetensors").value == "kl-f8.safetensors"  # choosing it loads it
+    assert "broken.safetensors" in shown[-1] and services.options.get("sd_vae") == "kl-f8.safetensors"
+    monkeypatch.undo()
     assert services.options.get("sd_vae") == "kl-f8.safetensors"
     assert json.loads(services.paths.config_file.read_text())["sd_vae"] == "kl-f8.safetensors"
     with pytest.warns(UserWarning, match="Unknown VAE 'gone.pt'"):

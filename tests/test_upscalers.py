@@ -11,7 +11,7 @@ from PIL import Image
 from spandrel import ModelLoader
 
 from tiny_upscalers import compact_state_dict, write_compact
-from webui.engine.control import RunControl
+from webui.core.run_control import RunControl
 from webui.models.devices import DevicePolicy
 from webui.models.tiny import write_single_file
 from webui.models.upscaler_tiles import run_tiled, tile_starts

@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
 from conftest import pixels
-from webui.engine.request import GenerationRequest
+from webui.core.request import GenerationRequest
 from webui.models import vae_tiling
 from webui.models.tiny import build_modules
 
@@ -157,12 +157,12 @@ def test_engine_tiles_past_the_threshold_only_and_infotext_is_unchanged(make_ser
     untiled = [services.engine.run(hires_request(hr_upscaler=name)) for name in ("Latent", "Lanczos")]
     services.options.update({"vae_tiling_threshold": 0}, save=False)  # never
     never = services.engine.run(hires_request())
-    assert np.array_equal(pixels(never.images[0]), pixels(untiled[0].images[0]))
+    assert np.array_equal(pixels(never.images[0]), pixels(untiled[0].images[0]))  # both untiled: the same run
     services.options.update({"vae_tiling_threshold": 96, "vae_tile_size": 64, "vae_tile_overlap": 16}, save=False)
     plain = services.engine.run(hires_request(enable_hr=False))  # 64x64: below the threshold
     services.options.update({"vae_tiling_threshold": 1536}, save=False)
     default = services.engine.run(hires_request(enable_hr=False))
-    assert np.array_equal(pixels(plain.images[0]), pixels(default.images[0]))
+    assert np.array_equal(pixels(plain.images[0]), pixels(default.images[0]))  # both below it: the same run
     services.options.update({"vae_tiling_threshold": 96}, save=False)
     for name, reference in zip(("Latent", "Lanczos"), untiled):  # Lanczos: the upscaled picture is encoded in tiles
         tiled = services.engine.run(hires_request(hr_upscaler=name))

@@ -10,42 +10,38 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from .control.preprocessors import PreprocessorRegistry
+from .core.errors import RequestError, UserError
+from .core.request import PROMPT_FIELDS, GenerationRequest, check_prompt_text
 from .engine.engine import Engine, GenerationResult
-from .engine.preview import offered_methods
 from .engine.extras import ExtrasRequest, ExtrasResult, run_extras
-from .engine.request import GenerationRequest, RequestError
-from .engine.samplers import SamplerError
+from .engine.preview import offered_methods
 from .extensions.host import ExtensionHost
 from .extensions.manager import ExtensionError, ExtensionManager
 from .jobs.queue import Job, JobQueue
 from .jobs.store import JobStore
-from .engine.engine import NaNOutputError
-from .control.preprocessors import PreprocessorError, PreprocessorRegistry, UnknownPreprocessorError
-from .models.controlnet import ControlNetLoadError
-from .models.controlnet_registry import ControlNetRegistry, UnknownControlNetError
+from .models.controlnet_registry import ControlNetRegistry
 from .models.devices import DevicePolicy
 from .models.embeddings import EmbeddingDatabase
 from .models.hashing import BackgroundHasher, HashCache
-from .models.manager import ModelLoadError, ModelManager
+from .models.manager import ModelManager
 from .models.networks import LoraRegistry
 from .models.preview_decoders import PreviewDecoders
-from .models.registry import CheckpointRegistry, UnknownCheckpointError
-from .models.upscalers import UnknownUpscalerError, UpscalerLoadError, UpscalerRegistry
-from .models.vae import UnknownVaeError, VaeLoadError, VaeRegistry
-from .prompts.conditioning import count_tokens
+from .models.registry import CheckpointRegistry
+from .models.upscalers import UpscalerRegistry
+from .models.vae import VaeRegistry
+from .prompts.conditioning import check_emphasis, count_tokens
 from .prompts.encoder import PromptEncoder
 from .prompts.extra_networks import extract_extra_networks
 from .prompts.schedule import strip_comments
-from .prompts.styles import StyleDatabase, StyleError
-from .settings.options import OptionError, Options, OptionsOverlay
+from .prompts.styles import StyleDatabase
+from .settings.options import Options, OptionsOverlay
 from .settings.paths import Paths
 
 log = logging.getLogger(__name__)
 
-# Errors whose message is meant for the user: shown as is, no traceback.
-USER_ERRORS = (RequestError, SamplerError, ModelLoadError, UnknownCheckpointError, OptionError, StyleError,
-               UnknownVaeError, VaeLoadError, NaNOutputError, PreprocessorError, UnknownPreprocessorError,
-               UnknownControlNetError, ControlNetLoadError, UnknownUpscalerError, UpscalerLoadError)
+# Errors whose message is meant for the user: shown as is, no traceback (the one family of webui/core/errors.py).
+USER_ERRORS = (UserError,)
 
 
 @dataclass
@@ -106,6 +102,8 @@ class Services:
         checkpoint = changes.pop("sd_model_checkpoint", None)
         if checkpoint:
             self.models.select(checkpoint)
+        if "sd_vae" in changes:  # loaded now: a file that does not load is refused and the VAE in use stays
+            self.models.use_vae(changes["sd_vae"])
         if changes:
             self.options.update(changes)
 
@@ -125,10 +123,23 @@ class Services:
                                                            list(request.styles))
                 request.hr_prompt = hr_prompt if request.hr_prompt else ""  # "" stays "the first pass's prompt"
                 request.hr_negative_prompt = hr_negative if request.hr_negative_prompt else ""
+            request.check_prompts()  # the styled prompts within the limits too
+        self._check_emphasis(request)
         overrides = request.extra.get("override_settings")
         if overrides:
             request.extra["override_settings"] = self.options.validate(overrides)
         return self.queue.submit("generate", request, task_id, source)
+
+    def _check_emphasis(self, request: GenerationRequest) -> None:
+        """Emphasis out of range (3000 nested brackets) is refused now, as a 422 naming the prompt, rather than
+        from the queue as black images."""
+        comments = bool(self.options.get("enable_prompt_comments"))
+        for name in PROMPT_FIELDS:
+            text = getattr(request, name) or ""
+            if not text:
+                continue
+            text, _ = extract_extra_networks(strip_comments(text) if comments else text)
+            check_emphasis(text, name, request.steps, negative=name.endswith("negative_prompt"))
 
     def load_checkpoint(self, query: str, source: str = "") -> Job:
         """Queue a checkpoint switch: it runs between jobs, never during one."""
@@ -179,6 +190,7 @@ class Services:
     def token_count(self, text: str, steps: int = 20) -> tuple[int, int]:
         """(tokens, limit) for a prompt box: counted with the loaded checkpoint's tokenizer and embeddings (a
         plain CLIP tokenizer before any checkpoint is loaded)."""
+        check_prompt_text("prompt", text)  # a pasted megabyte would hold the tokenizer for minutes
         current = self.models.current
         if self.options.get("enable_prompt_comments"):
             text = strip_comments(text)
@@ -276,7 +288,7 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     (`webui.extensions.host.parse_flags_with_extensions`); None: found now, without preloads."""
     paths = Paths.from_flags(flags)
     paths.ensure()
-    options = Options(paths.config_file)
+    options = Options(paths.config_file, hide_dirs=bool(getattr(flags, "hide_ui_dir_config", False)))
     if host is None:
         host = ExtensionHost(paths.extensions, options.get("disabled_extensions"),
                              disable_all=getattr(flags, "disable_all_extensions", False))

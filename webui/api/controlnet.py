@@ -10,13 +10,12 @@ from fastapi import APIRouter, FastAPI
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..control.preprocessors import PreprocessorError, UnknownPreprocessorError
+from ..control.preprocessors import UnknownPreprocessorError
 from ..control.types import CONTROL_TYPES, models_for_type
-from ..control.units import NO_MODEL, ControlUnit
-from ..engine.request import RequestError
+from ..control.units import NO_MODEL, ControlUnit, processor_values
+from ..core.errors import RequestError
 from ..models.controlnet_registry import UnknownControlNetError
 from ..outputs.save import decode_image_base64, encode_png_base64
-from .errors import ApiError
 
 ALWAYSON_KEY = "controlnet"  # matched case-insensitively ("ControlNet" too)
 API_VERSION = 2  # what A1111's extension answers on /controlnet/version; clients only compare it
@@ -173,9 +172,16 @@ def control_types(services) -> dict[str, dict[str, Any]]:
 
 
 def run_detect(body: DetectBody, services) -> list[str]:
-    """The maps of `body.controlnet_input_images` (base64 PNG). Raises RequestError for bad input and the
-    preprocessor errors for modules that cannot run."""
+    """The maps of `body.controlnet_input_images` (base64 PNG). Raises RequestError for bad input (the processor
+    resolution and thresholds as a unit's: -1 or 64..4096, finite) and the preprocessor errors for modules that
+    cannot run."""
     services.preprocessors.get(body.controlnet_module)  # unknown modules fail before any decoding
+
+    def fail(name: str, message: str):
+        raise RequestError(name, message)
+
+    res, threshold_a, threshold_b = processor_values(body.controlnet_processor_res, body.controlnet_threshold_a,
+                                                     body.controlnet_threshold_b, fail, prefix="controlnet_")
     if not body.controlnet_input_images:
         raise RequestError("controlnet_input_images", "controlnet_input_images: give at least one base64 image")
     masks = list(body.controlnet_masks or [])
@@ -186,8 +192,7 @@ def run_detect(body: DetectBody, services) -> list[str]:
     for index, data in enumerate(body.controlnet_input_images):
         image = _decode_detect("controlnet_input_images", index, data)
         mask = _decode_detect("controlnet_masks", index, masks[index]) if masks and masks[index] else None
-        result = services.preprocessors.run(body.controlnet_module, image, body.controlnet_processor_res,
-                                            body.controlnet_threshold_a, body.controlnet_threshold_b, mask=mask)
+        result = services.preprocessors.run(body.controlnet_module, image, res, threshold_a, threshold_b, mask=mask)
         maps.append(encode_png_base64(result, None))
     return maps
 
@@ -230,14 +235,7 @@ def install_controlnet_routes(app: FastAPI, services, dependencies: list) -> Non
 
     @router.post("/detect")
     def detect(body: DetectBody):  # a sync route: FastAPI runs it on its threadpool, off the event loop
-        try:
-            images = run_detect(body, services)
-        except UnknownPreprocessorError as exc:
-            raise ApiError(422, "UnknownPreprocessor", str(exc)) from None
-        except RequestError as exc:
-            raise ApiError(422, "InvalidRequest", str(exc)) from None
-        except PreprocessorError as exc:
-            raise ApiError(422, "PreprocessorError", str(exc)) from None
-        return {"images": images, "info": "Success"}
+        # unknown modules, bad values and images, preprocessors that cannot run: user errors, 422s
+        return {"images": run_detect(body, services), "info": "Success"}
 
     app.include_router(router)

@@ -1,50 +1,35 @@
-"""The API's errors: A1111's JSON shape, and one mapping from what failed (bad input, unknown names, a closed queue)
-to an HTTP status, used by every route file."""
+"""The API's errors: A1111's JSON shape for the one family of user errors (`webui/core/errors.py`), each with its
+own HTTP status; anything else is a bug of ours and a 500."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..engine import samplers
-from ..engine.request import RequestError
-from ..jobs.queue import CANCELLED, DONE, DuplicateJobError, Job, QueueClosedError, QueueError
-from ..models.manager import ModelLoadError
-from ..models.registry import UnknownCheckpointError
-from ..models.upscalers import UnknownUpscalerError, UpscalerLoadError
-from ..models.vae import UnknownVaeError
-from ..prompts.styles import StyleError
-from ..settings.options import OptionError
+from ..core.errors import UserError
+from ..jobs.queue import CANCELLED, DONE, Job
 
 
-class ApiError(Exception):
+class ApiError(UserError):
+    """An answer only the API gives (an unknown job id, a job already finished), with its status and kind."""
+
     def __init__(self, status: int, kind: str, detail: str):
-        super().__init__(detail)
-        self.status, self.kind, self.detail = status, kind, detail
+        super().__init__(detail, status=status, kind=kind)
+
+
+def _printable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a lone surrogate the client sent (echoed in a message) becomes `\\ud800`."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_body(kind: str, detail: str, body: Any = "") -> dict:
     """A1111's error shape; `detail` is the message for people."""
-    return {"error": kind, "detail": detail, "body": body, "errors": detail}
+    detail = _printable(str(detail))
+    return {"error": _printable(str(kind)), "detail": detail, "body": body, "errors": detail}
 
 
-def classify(exc: Exception) -> ApiError:
-    if isinstance(exc, ApiError):
+def classify(exc: BaseException) -> UserError:
+    """What to answer for `exc`: a user error as it is (its status, kind and message), anything else a 500."""
+    if isinstance(exc, UserError):
         return exc
-    if isinstance(exc, samplers.SamplerError) or (isinstance(exc, RequestError) and exc.field == "sampler_name"):
-        return ApiError(400, "UnknownSampler", str(exc))
-    if isinstance(exc, (StyleError, UnknownVaeError, UnknownUpscalerError, UpscalerLoadError)):
-        return ApiError(400, type(exc).__name__, str(exc))  # (an unknown VAE is also an unknown checkpoint)
-    if isinstance(exc, UnknownCheckpointError):
-        return ApiError(400, "UnknownCheckpoint", str(exc))
-    if isinstance(exc, RequestError):
-        return ApiError(422, "InvalidRequest", str(exc))
-    if isinstance(exc, OptionError):
-        return ApiError(422, "InvalidOption", str(exc))
-    if isinstance(exc, ModelLoadError):
-        return ApiError(400, "ModelLoadError", str(exc))
-    if isinstance(exc, DuplicateJobError):
-        return ApiError(409, "DuplicateTaskId", str(exc))
-    if isinstance(exc, QueueClosedError):
-        return ApiError(503, "ShuttingDown", str(exc))
     return ApiError(500, type(exc).__name__, str(exc))
 
 
@@ -55,16 +40,13 @@ def job_failure(job: Job) -> ApiError:
     if job.exception is None:
         return ApiError(500, job.state, job.error or job.state)
     classified = classify(job.exception)
-    return ApiError(classified.status, classified.kind, job.error or classified.detail)
+    return ApiError(classified.status, classified.kind, job.error or str(classified))
 
 
 def run_job(submit: Callable[[], Job]) -> Job:
-    """Queue a job with `submit` and wait for it: refusals (bad input, a closed queue) and failures become
-    ApiErrors with the right status."""
-    try:
-        job = submit()
-    except (ValueError, KeyError, QueueError) as exc:
-        raise classify(exc) from None
+    """Queue a job with `submit` and wait for it. Refusals (bad input, a closed queue: user errors) propagate to the
+    app's handler, which answers their status; a job that failed becomes an ApiError with its error's status."""
+    job = submit()
     job.wait()
     if job.state != DONE:
         raise job_failure(job)

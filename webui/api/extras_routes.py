@@ -6,16 +6,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
+from ..core.errors import RequestError
 from ..engine.extras import ExtrasRequest
 from ..engine.hires import LATENT_UPSCALE_MODES
-from ..engine.request import RequestError
 from ..outputs.save import decode_image_base64, encode_png_base64
 from .errors import ApiError, run_job
 
 
 class ExtrasBody(BaseModel):
     """A1111's ExtrasBaseRequest fields and defaults."""
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)  # NaN / Infinity: a 422 naming the field
     resize_mode: int = 0
     show_extras_results: bool = True
     gfpgan_visibility: float = 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..engine.request import RequestError
+from ..core.errors import RequestError
 from ..outputs.infotext import SETTING_KEYS, parse_infotext
 
 # request field: (infotext key, type)

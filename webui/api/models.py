@@ -7,7 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # unknown fields are ignored, as A1111's pydantic models do
+    # unknown fields are ignored, as A1111's pydantic models do; NaN and Infinity (which Python's JSON reads) are
+    # refused in every number field, used or not, with a 422 naming it
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 class Txt2ImgBody(_Lenient):

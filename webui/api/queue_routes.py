@@ -4,24 +4,30 @@
 - `GET /queue/events[?job=ID][&previews=true]`: a server-sent-events stream of queued / started / progress /
   preview / image / finished events (one JSON object per `data:` line, its type also as the SSE `event:`);
 - `GET /queue/jobs/{id}`, `DELETE /queue/jobs/{id}` (cancel a queued job, interrupt a running one);
-- `GET /queue/history?limit=&offset=&kind=`: past jobs from the SQLite history, newest first;
+- `GET /queue/history?limit=&offset=&kind=`: past jobs from the SQLite history, newest first (`limit` is held to
+  1..HISTORY_PAGE_MAX; `offset` must be 0..SQLite's largest integer, a 422 otherwise);
   `POST /queue/history/{seq}/rerun` queues one again.
+
+Records render as JSON can carry them (`JobRecord.as_dict`: a stored NaN reads as null).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import StreamingResponse
 
 from ..engine.preview import preview_every, shared_preview
 from ..jobs.queue import QUEUED, RUNNING, Job
+from ..jobs.store import SQLITE_MAX_INT, json_safe
 from ..outputs.save import encode_png_base64
 from .errors import ApiError, classify
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
+HISTORY_PAGE_MAX = 500  # the most jobs one /queue/history page lists (a larger limit is held to it)
 
 
 def job_view(job: Job, position: int = 0) -> dict:
@@ -33,7 +39,7 @@ def job_view(job: Job, position: int = 0) -> dict:
     summary = getattr(job.payload, "prompt", None)
     if isinstance(summary, str):
         view["prompt"] = summary
-    return view
+    return json_safe(view)
 
 
 def _sse(event: dict) -> str:
@@ -73,13 +79,14 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
         return {"id": job_id, "state": job.state}
 
     @router.get("/history")
-    def history(limit: int = 50, offset: int = 0, kind: str | None = None):
+    def history(limit: int = 50, offset: Annotated[int, Query(ge=0, le=SQLITE_MAX_INT)] = 0,
+                kind: str | None = None):
         if queue.store is None:
             return {"total": 0, "jobs": []}
         kinds = (kind,) if kind else None
-        limit = max(1, min(int(limit), 500))
+        limit = max(1, min(int(limit), HISTORY_PAGE_MAX))
         return {"total": queue.store.count(kinds),
-                "jobs": [record.as_dict() for record in queue.store.list(limit, max(0, offset), kinds)]}
+                "jobs": [record.as_dict() for record in queue.store.list(limit, offset, kinds)]}
 
     @router.post("/history/{seq}/rerun")
     def rerun(seq: int):

@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sys
 import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine import samplers
+from ..core import samplers
+from ..core.errors import RefusedError, RequestError, UserError
+from ..core.request import FolderBatch, GenerationRequest, Outpaint
 from ..engine.engine import GenerationResult
 from ..engine.preview import preview_every, shared_preview
-from ..engine.request import FolderBatch, GenerationRequest, Outpaint, RequestError
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import decode_image_base64, encode_png_base64, read_infotext
+from ..settings.options import OptionRestrictedError
 from .controlnet import check_units_known, detected_maps, install_controlnet_routes, strip_unit_images, \
     units_from_alwayson
 from .errors import ApiError, classify as _classify, error_body, run_job
@@ -27,11 +32,12 @@ from .extension_routes import install_extension_api_routes
 from .extras_routes import install_extras_routes
 from .infotext_fields import apply_infotext
 from .library_routes import install_library_routes
-from .queue_routes import install_queue_routes
-from .server_routes import install_server_routes
+from .limits import BodyLimit
 from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
                      SDModelItem, Txt2ImgBody)
+from .queue_routes import install_queue_routes
 from .scripts import apply_alwayson, apply_script
+from .server_routes import install_server_routes
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +124,8 @@ def _folder_batch(body: Img2ImgBody, allow_folders: bool) -> FolderBatch | None:
     if not given:
         return None
     if not allow_folders:
-        raise ApiError(403, "FolderBatchDisabled", f"{', '.join(given)}: this server runs with "
-                       "--hide-ui-dir-config, which refuses server folder paths (img2img batch from a folder)")
+        raise RefusedError(f"{', '.join(given)}: this server runs with --hide-ui-dir-config, which refuses "
+                           "server folder paths (img2img batch from a folder)", kind="FolderBatchDisabled")
     if "img2img_batch_input_dir" not in given:
         raise RequestError("img2img_batch_input_dir", f"{', '.join(given)} need img2img_batch_input_dir, the "
                            "folder of images to process")
@@ -163,6 +169,15 @@ def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_
     })
 
 
+def _refuse_locked_options(services, changes: dict | None, where: str = "") -> None:
+    """A 403 naming the option when `changes` would change one --hide-ui-dir-config locks (an output folder, a
+    file-name pattern, an option an extension marks restricted); checked before anything is queued."""
+    try:
+        services.options.check_unlocked(dict(changes or {}))
+    except OptionRestrictedError as exc:
+        raise ApiError(403, exc.kind, f"{where}: {exc}" if where else str(exc)) from None
+
+
 def _infotext_setting(services, option: str, value: str):
     """An infotext value as the option's value; None when this server has no such option or the value does not
     fit it (a checkpoint it does not have, a VAE it does not know): A1111 leaves those out too."""
@@ -187,6 +202,22 @@ def _validation_problem(error: dict) -> str:
     return f"{'.'.join(str(p) for p in error['loc'][1:]) or 'body'}: {error['msg']}"
 
 
+def _unreadable_body(request: Request, exc: StarletteHTTPException) -> str | None:
+    """What FastAPI's 400 "There was an error parsing the body" hides when `json.loads` refuses a body without a
+    JSONDecodeError (bytes that are not UTF-8, a number over Python's 4300-digit limit, nesting past the recursion
+    limit), said as malformed JSON is; None for any other HTTP error (a form's, say)."""
+    cause, kind = exc.__cause__, request.headers.get("content-type", "")
+    if exc.status_code != 400 or kind.startswith(("multipart/", "application/x-www-form-urlencoded")):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body: invalid JSON, not UTF-8 (byte 0x{cause.object[cause.start]:02x} at position {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "body: invalid JSON, nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):  # int("9" * 5000)
+        return f"body: invalid JSON, a number longer than {sys.get_int_max_str_digits()} digits"
+    return None
+
+
 def _preview_base64(services, job) -> str | None:
     """The running job's live preview as base64 PNG (the one of its current N steps, shared with the other
     followers); None when live previews are off or the job has not sampled a step yet."""
@@ -202,18 +233,33 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
     auth = _auth_dependency(logins or [])
     router = APIRouter(prefix="/sdapi/v1", dependencies=auth, tags=["sdapi"])
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError):
-        return JSONResponse(status_code=exc.status, content=error_body(exc.kind, exc.detail))
+    @app.exception_handler(UserError)
+    async def _user_error(_: Request, exc: UserError):  # the one family: its status, kind and message
+        return JSONResponse(status_code=exc.status, content=error_body(exc.kind, str(exc)))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):  # a bug of ours: still JSON in A1111's shape (and logged)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(status_code=500, content=error_body(type(exc).__name__, str(exc)))
+
+    app.add_middleware(BodyLimit)  # 413 for bodies over MAX_BODY_BYTES, before they are read
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError):
         problems = "; ".join(_validation_problem(e) for e in exc.errors())
         return JSONResponse(status_code=422, content=error_body("ValidationError", problems))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):  # FastAPI's own, but for undecodable JSON
+        problem = _unreadable_body(request, exc)
+        if problem is None:
+            return await http_exception_handler(request, exc)
+        return JSONResponse(status_code=422, content=error_body("ValidationError", problem))
+
     allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
 
     def generate(body: Txt2ImgBody, mode: str) -> dict:
+        _refuse_locked_options(services, body.override_settings, "override_settings")
         try:
             request = _request_from_body(body, mode, allow_folders, services.extension_host,
                                          lambda option, value: _infotext_setting(services, option, value))
@@ -293,6 +339,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
     @router.post("/options")
     def set_options(changes: dict[str, Any]):
         """Applied in the queue, between jobs (a checkpoint switch waits for the running generation)."""
+        _refuse_locked_options(services, changes)
         run_job(lambda: services.set_options(changes, source="api"))
         return {}
 

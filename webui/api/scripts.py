@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..engine.request import INPAINT_FILLS, GenerationRequest, Outpaint, RequestError
+from ..core.errors import RequestError
+from ..core.request import INPAINT_FILLS, GenerationRequest, Outpaint
 
 DIRECTIONS = ("left", "right", "up", "down")
 MAX_MASK_BLUR = 64  # the request's limit; A1111's scripts multiply their blur, so the result is capped here

@@ -6,8 +6,8 @@ Every network is built from controlnet-aux's own classes and filled from a local
 NormalBAE's EfficientNet, the MiDaS hybrid backbone) are built with `pretrained=False` and their bundled local
 source, so construction is offline too. Each network is loaded once into an `AnnotatorCache` and kept.
 
-`download_annotators(module, folder)` fetches a module's files from lllyasviel/Annotators; only an explicit user
-action calls it.
+`download_annotators(module, folder)` fetches a module's files from lllyasviel/Annotators, each checked against the
+sha256 pinned in `annotator_sha256.py`; only an explicit user action calls it.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import argparse
 import functools
 import logging
 import pickle
+import re
 import threading
 import zlib
 from dataclasses import dataclass
@@ -23,15 +24,21 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.errors import UserError
+from .annotator_sha256 import PINNED_SHA256
+
 log = logging.getLogger(__name__)
 
 ANNOTATOR_REPO = "lllyasviel/Annotators"
 ANNOTATOR_SOURCE = f"https://huggingface.co/{ANNOTATOR_REPO}"
 
 
-class AnnotatorError(RuntimeError):
+class AnnotatorError(UserError, RuntimeError):
     """An annotator's weight file is missing, unreadable or does not fit its network; the message says which file,
-    where it belongs and where to get it."""
+    where it belongs and where to get it (HTTP 422, as the preprocessor that needs it)."""
+
+    status = 422
+    kind = "AnnotatorError"
 
 
 class AnnotatorCache:
@@ -60,21 +67,49 @@ class AnnotatorCache:
 
 # --- reading weight files ---------------------------------------------------------------------------------------
 
+def _allowed_globals() -> list:
+    """What torch's weights-only unpickler may build beyond tensors when it reads an annotator file: the plain data
+    some published checkpoints keep beside their weights (a step or a loss as a numpy scalar, a numpy array, the
+    training options as an argparse.Namespace). Each is data that calls nothing from the file; any other global
+    (a function, a class with behaviour) is refused. Names are given both as numpy 1 and numpy 2 pickle them."""
+    core = getattr(np, "_core", None) or np.core
+    allowed: list = [argparse.Namespace, np.dtype, np.ndarray]
+    allowed += [cls for cls in vars(np.dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(core.multiarray.scalar, f"{module}.scalar"), (core.multiarray._reconstruct,
+                                                                   f"{module}._reconstruct")]
+    return allowed
+
+
 def read_weights(path: Path) -> Any:
-    """A checkpoint's contents on the CPU. Tensors-only pickles load safely; an older file that pickles other
-    objects falls back to a full load (files in models/annotators are the user's own or from lllyasviel)."""
+    """A checkpoint's contents on the CPU, read only through torch's weights-only unpickler (with the small
+    allow-list above). A file that pickles anything else is refused before any of it runs: unpickling it fully
+    could run code, and files in models/annotators may come from anywhere."""
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        log.warning("%s holds more than tensors; loading it with full unpickling", path)
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise _refused(path, error) from None
     except Exception as error:  # noqa: BLE001 - any read failure is the file's fault
         raise _broken(path, error) from error
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001
-        raise _broken(path, error) from error
+
+
+def _refused(path: Path, error: Exception) -> AnnotatorError:
+    """The refusal of a file the weights-only unpickler stopped: the Python object it asked for, or, for a file
+    that is not a pickle of weights at all, the unpickler's reason."""
+    text = str(error)
+    needs = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"unrecognized function (\S+)", text) \
+        or re.search(r"(?:new object for|but got) .*?(<class '[\w.]+'>)", text)
+    if needs is None:
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        detail = reason.group(1).strip() if reason else (text.splitlines() or [type(error).__name__])[0]
+        return AnnotatorError(f"annotator file {path.name} in {path.parent} could not be read (not a PyTorch "
+                              f"weights file: {detail[:200]}); replace it with a fresh copy from {ANNOTATOR_SOURCE}")
+    return AnnotatorError(f"annotator file {path.name} in {path.parent} was refused: besides weights it holds a "
+                          f"Python object ({needs.group(1)}) whose unpickling could run code, so it was not loaded; "
+                          f"replace it with the file from {ANNOTATOR_SOURCE}")
 
 
 def _broken(path: Path, error: Exception) -> AnnotatorError:
@@ -529,46 +564,38 @@ def download_annotators(module_name: str, folder: Path, progress: Progress | Non
                         timeout: float = 60.0) -> list[Path]:
     """Fetch the weight files of `module_name` missing from `folder` from lllyasviel/Annotators.
 
-    Each file streams to a temporary name beside its target, is checked against the sha256 the Hub records for it
-    (its LFS object id) and by loading it as its network, and only then takes its real name. Returns the paths of
-    the module's files. Raises AnnotatorError (with the file and the reason) when a download fails or does not
-    verify. Only an explicit user action calls this; tests and start-up never do.
+    Each file streams to a temporary name beside its target, must match the sha256 pinned for it in this
+    repository (`annotator_sha256.PINNED_SHA256`) and load as its network, and only then takes its real name. A file
+    with no pinned sha256 is not downloaded at all. Returns the paths of the module's files. Raises AnnotatorError
+    (with the file and the reason) when a download fails, is refused or does not verify. Only an explicit user
+    action calls this; tests and start-up never do.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     wanted = module_files(module_name)
     if not wanted:
         return []
-    for name in wanted:
-        target = folder / name
-        if target.is_file():
-            continue
-        expected = _hub_sha256(name, timeout)
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    unpinned = [name for name in missing if not PINNED_SHA256.get(name)]
+    if unpinned:  # refused before anything is fetched: an unchecked file could be anything
+        raise AnnotatorError(f"{', '.join(unpinned)} cannot be downloaded: this version has no sha256 pinned for "
+                             f"{'them' if len(unpinned) > 1 else 'it'} to check the download against. Get the "
+                             f"file{'s' if len(unpinned) > 1 else ''} from {ANNOTATOR_SOURCE} yourself and put "
+                             f"{'them' if len(unpinned) > 1 else 'it'} in {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in missing:
+        expected = str(PINNED_SHA256[name]).lower()
         partial = folder / f".{name}.partial"
         try:
             digest = _fetch(name, partial, progress, timeout)
-            if expected and digest != expected:
-                raise AnnotatorError(f"downloaded {name} does not match its checksum (sha256 {digest}, the Hub "
-                                     f"records {expected}); nothing was saved, try again")
+            if digest != expected:
+                raise AnnotatorError(f"downloaded {name} does not match its checksum (sha256 {digest}, expected "
+                                     f"{expected}); nothing was saved, try again")
             _check_loadable(name, partial)
-            partial.replace(target)
+            partial.replace(folder / name)
+            log.info("downloaded %s into %s (sha256 %s)", name, folder, digest)
         finally:
             partial.unlink(missing_ok=True)
     return [folder / name for name in wanted]
-
-
-def _hub_sha256(name: str, timeout: float) -> str | None:
-    """The sha256 the Hub records for `name` (its LFS object id), or None when it cannot be asked."""
-    try:
-        from huggingface_hub import HfApi
-
-        for info in HfApi().get_paths_info(ANNOTATOR_REPO, [name]):
-            lfs = getattr(info, "lfs", None)
-            if lfs is not None and getattr(lfs, "sha256", None):
-                return str(lfs.sha256).lower()
-    except Exception as error:  # noqa: BLE001 - without it the load check still guards the file
-        log.warning("could not read the checksum of %s from the Hub (%s); checking it by loading instead", name, error)
-    return None
 
 
 def _fetch(name: str, partial: Path, progress: Progress | None, timeout: float) -> str:

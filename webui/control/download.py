@@ -4,7 +4,8 @@
 
 Fetches the files each module needs from lllyasviel/Annotators into the annotators folder (default: the data dir's
 `models/annotators`, or --controlnet-annotator-models-path), with a progress bar per file; every file is checked
-against the sha256 the Hub records and by loading it before it takes its name. Files already there are kept.
+against the sha256 pinned in `annotator_sha256.py` and by loading it before it takes its name (a file with no
+pinned sha256 is not downloaded). Files already there are kept.
 """
 from __future__ import annotations
 

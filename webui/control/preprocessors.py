@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..core.errors import UserError
 from . import annotators
 from .annotators import AnnotatorCache, AnnotatorError
 from .types import TYPE_NAMES
@@ -24,8 +25,11 @@ from .types import TYPE_NAMES
 log = logging.getLogger(__name__)
 
 
-class UnknownPreprocessorError(KeyError):
-    """No module has that name; the message lists the known ones."""
+class UnknownPreprocessorError(UserError, KeyError):
+    """No module has that name; the message lists the known ones (HTTP 422)."""
+
+    status = 422
+    kind = "UnknownPreprocessor"
 
     def __init__(self, name: str, known: list[str]):
         super().__init__(name)
@@ -35,9 +39,12 @@ class UnknownPreprocessorError(KeyError):
         return f"unknown ControlNet preprocessor {self.name!r}; known: {', '.join(self.known)}"
 
 
-class PreprocessorError(RuntimeError):
+class PreprocessorError(UserError, RuntimeError):
     """A preprocessor could not run (a missing weight file, a broken one, a missing mask, an unreadable image); the
-    message says what to do."""
+    message says what to do (HTTP 422)."""
+
+    status = 422
+    kind = "PreprocessorError"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..engine.request import GenerationRequest, RequestError
+from ..core.errors import RequestError
+from ..core.request import GenerationRequest
+from ..models.controlnet import ControlNetLoadError
 from .preprocessors import PreprocessorError, UnknownPreprocessorError
 from .units import CONTROL_MODES, NO_MODEL, SOFT_BASE, ControlUnit, unit_infotext
 
@@ -198,7 +200,10 @@ def prepare_control(request: GenerationRequest, controlnets, cache, preprocessor
             info = controlnets.resolve(unit.model)
         except KeyError as exc:  # UnknownControlNetError
             raise RequestError(where, f"ControlNet unit {index}: {exc}") from None
-        loaded = cache.get(info)
+        try:
+            loaded = cache.get(info)
+        except ControlNetLoadError as exc:  # a broken or foreign file: the unit's bad value, a 422 naming it
+            raise ControlNetLoadError(f"ControlNet unit {index}: {exc}") from None
         problem = loaded.fits(unet, family)
         if problem:
             warnings.append(f"ControlNet unit {index} skipped: {problem}")

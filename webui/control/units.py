@@ -7,18 +7,21 @@ resolves the module and model names (`webui/control/runner.py`).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 from PIL import Image
 
-from ..engine.request import RequestError
+from ..core.errors import RequestError
+from ..core.images import normalise_mode
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
 CONTROL_RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 NO_MODEL = "None"
 NO_MODULE = "none"
+MAX_PROCESSOR_RES = 4096  # the largest preprocessor resolution (A1111's slider goes to 2048)
 # "My prompt is more important": residual i (of 13, the middle block last) is scaled by SOFT_BASE ** (12 - i).
 SOFT_BASE = 0.825
 
@@ -65,15 +68,32 @@ class ControlUnit:
             setattr(self, name, value)
         if self.guidance_start > self.guidance_end:
             fail(f"guidance_start ({self.guidance_start:g}) is after guidance_end ({self.guidance_end:g})")
-        self.processor_res = int(_as_float(self.processor_res, "processor_res", fail))
-        if self.processor_res != -1 and not 64 <= self.processor_res <= 4096:
-            fail(f"processor_res must be -1 (the module's default) or 64..4096, got {self.processor_res}")
-        self.threshold_a = _as_float(self.threshold_a, "threshold_a", fail)
-        self.threshold_b = _as_float(self.threshold_b, "threshold_b", fail)
+        self.processor_res, self.threshold_a, self.threshold_b = processor_values(
+            self.processor_res, self.threshold_a, self.threshold_b, lambda name, message: fail(message))
         for name in ("image", "mask"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), Image.Image):
                 fail(f"{name} must be an image")
+            if getattr(self, name) is not None:
+                setattr(self, name, normalise_mode(getattr(self, name)))  # CMYK, 16-bit, palette, ...
         return self
+
+
+def processor_values(processor_res: Any, threshold_a: Any, threshold_b: Any, fail, prefix: str = "") \
+        -> tuple[int, float, float]:
+    """A preprocessor's resolution (-1, the module's default, or 64..4096 pixels) and thresholds (-1, the default,
+    or any finite number: the module's slider range bounds it), checked; `fail(name, message)` raises for the
+    caller (a unit's RequestError, /controlnet/detect's). `prefix` goes before the names (`controlnet_`)."""
+    res_name = prefix + "processor_res"
+    number = _as_float(processor_res, res_name, lambda message: fail(res_name, message))
+    if not math.isfinite(number) or (int(number) != -1 and not 64 <= int(number) <= MAX_PROCESSOR_RES):
+        fail(res_name, f"{res_name} must be -1 (the module's default) or 64..{MAX_PROCESSOR_RES}, got {number:g}")
+    thresholds = []
+    for name, value in ((prefix + "threshold_a", threshold_a), (prefix + "threshold_b", threshold_b)):
+        given = _as_float(value, name, lambda message, name=name: fail(name, message))
+        if not math.isfinite(given):
+            fail(name, f"{name} must be a finite number (-1: the module's default), got {given:g}")
+        thresholds.append(given)
+    return int(number), thresholds[0], thresholds[1]
 
 
 def _as_bool(value: Any) -> bool:
@@ -87,7 +107,7 @@ def _as_float(value: Any, name: str, fail) -> float:
         if isinstance(value, bool):
             raise TypeError
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         fail(f"{name} must be a number, got {value!r}")
 
 

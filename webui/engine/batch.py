@@ -15,9 +15,11 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from ..core.errors import RequestError
+from ..core.images import normalise_mode
+from ..core.request import IMAGE_SUFFIXES, GenerationRequest
 from ..outputs.save import save_image_as
 from .engine import GenerationResult
-from .request import IMAGE_SUFFIXES, GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ def read_image(path: Path) -> Image.Image:
     """The picture in `path`, upright (EXIF orientation applied) and fully read, so the file is closed."""
     with Image.open(path) as opened:
         opened.load()
-        return ImageOps.exif_transpose(opened)
+        return normalise_mode(ImageOps.exif_transpose(opened))  # CMYK, 16-bit, palette, ...
 
 
 def run_folder_batch(engine, request: GenerationRequest, control) -> GenerationResult:

@@ -19,6 +19,9 @@ import torch
 from PIL import Image
 
 from .. import __version__
+from ..core.errors import UserError
+from ..core.request import GenerationRequest
+from ..core.run_control import RunControl
 from ..control.runner import ControlPlan, prepare_control
 from ..models import vae_tiling
 from ..models.controlnet import ControlNetCache
@@ -33,10 +36,8 @@ from . import hires as hires_fix
 from . import images as imaging
 from . import preview
 from . import samplers
-from .control import RunControl
 from .img2img import Img2ImgSetup, prepare_img2img
 from .networks import prepare_networks, ti_hashes
-from .request import GenerationRequest
 from .seeds import fix_seed, image_noise, make_generators
 from .tiling import circular_padding
 
@@ -49,8 +50,12 @@ def _is_controlnet_key(key: str) -> bool:  # "ControlNet N" entries follow the h
     return key.startswith("ControlNet ")
 
 
-class NaNOutputError(RuntimeError):
-    """The model produced NaNs that no retry could fix; the message says what to try."""
+class NaNOutputError(UserError, RuntimeError):
+    """The model produced NaNs that no retry could fix; the message says what to try (HTTP 400, as a checkpoint or
+    VAE that does not load: the same request fails the same way with this model)."""
+
+    status = 400
+    kind = "NaNOutput"
 
 
 @dataclass

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..core.errors import RequestError
+from ..core.images import as_rgb, normalise_mode
+from ..core.request import IMAGE_SUFFIXES
 from ..outputs.infotext import build_infotext, parse_infotext
 from ..outputs.save import read_infotext, save_image, save_image_as
-from .images import as_rgb
-from .request import IMAGE_SUFFIXES, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class ExtrasRequest:
         for index, item in enumerate(self.images):
             if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], Image.Image)):
                 raise RequestError("images", f"Image {index + 1} is not an image")
+        self.images = [(normalise_mode(image), name) for image, name in self.images]  # CMYK, 16-bit, palette...
         self.resize_mode = _as_int("resize_mode", self.resize_mode)
         if self.resize_mode not in (SCALE_BY, SCALE_TO):
             raise RequestError("resize_mode", f"resize_mode must be 0 (scale by) or 1 (scale to), got "
@@ -73,7 +75,8 @@ class ExtrasRequest:
         for name in ("upscaler_1", "upscaler_2"):
             value = str(getattr(self, name) or "None").strip()
             if value.lower() not in lowered:
-                raise RequestError(name, f"Upscaler '{value}' not found; available: {', '.join(upscaler_names)}")
+                raise RequestError(name, f"Upscaler '{value}' not found; available: {', '.join(upscaler_names)}",
+                                   status=400, kind="UnknownUpscalerError")  # an unknown name, as everywhere
             setattr(self, name, lowered[value.lower()])
         for image, name in self.images:
             width, height = self.target_size(image.size)
@@ -159,7 +162,7 @@ def load_folder_images(input_dir: str) -> list[tuple[Image.Image, str]]:
         try:
             with Image.open(path) as opened:
                 opened.load()
-                images.append((opened.copy(), path.name))
+                images.append((normalise_mode(opened.copy()), path.name))
         except (OSError, ValueError) as exc:
             log.warning("extras: skipping %s: %s", path, exc)
     if not images:
@@ -244,9 +247,12 @@ def _number(value: float) -> str:
 
 def _as_number(name: str, value) -> float:
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         raise RequestError(name, f"{name} must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise RequestError(name, f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _as_int(name: str, value) -> int:

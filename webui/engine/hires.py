@@ -1,4 +1,5 @@
-"""Hires fix (A1111's txt2img second pass): the target size, the latent upscale modes, and the second pass's set-up.
+"""Hires fix (A1111's txt2img second pass): the latent upscale modes and the second pass's set-up (the request's hires
+fields, their validation and the target size are `webui/core/hires.py`).
 
 The engine samples the first pass at the request's size, then calls in here to upscale each batch (in latent space,
 or decoded and through an image upscaler) and to describe the img2img pass that refines it at the larger size:
@@ -13,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..core.errors import RequestError
+from ..core.hires import HiresSize, target_size
+from ..core.request import GenerationRequest
 from ..models.registry import UnknownCheckpointError
 from . import samplers
 from .img2img import Img2ImgSetup
-from .request import GenerationRequest, RequestError
 
 # name -> (torch.nn.functional.interpolate mode, antialias), A1111's latent upscale modes
 LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
@@ -27,108 +30,6 @@ LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
     "Latent (nearest)": ("nearest", False),
     "Latent (nearest-exact)": ("nearest-exact", False),
 }
-DEFAULT_UPSCALER = "Latent"
-SAME_CHECKPOINT = "Use same checkpoint"
-SAME_SAMPLER = "Use same sampler"
-SAME_SCHEDULER = "Use same scheduler"
-MAX_SIDE = 4096
-
-
-@dataclass(frozen=True)
-class HiresSize:
-    """Where the first pass is upscaled to, and the part of it kept. When both "Resize width/height to" are given
-    A1111 upscales to cover that size (keeping the aspect) and cuts the excess evenly from both sides, in latent
-    units (`cut_x`, `cut_y`); the result is `width` x `height`."""
-    upscale_width: int
-    upscale_height: int
-    cut_x: int = 0
-    cut_y: int = 0
-    factor: int = 8  # pixels per latent
-
-    @property
-    def width(self) -> int:
-        return self.upscale_width - self.cut_x * self.factor
-
-    @property
-    def height(self) -> int:
-        return self.upscale_height - self.cut_y * self.factor
-
-    def crop_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        height, width = latents.shape[-2:]
-        top, left = self.cut_y // 2, self.cut_x // 2
-        return latents[..., top:height - (self.cut_y - top), left:width - (self.cut_x - left)]
-
-    def crop_image(self, image: Image.Image) -> Image.Image:
-        """The same region `crop_latents` keeps, cut from the upscaled picture (before it is encoded)."""
-        left, top = self.cut_x // 2 * self.factor, self.cut_y // 2 * self.factor
-        return image.crop((left, top, left + self.width, top + self.height)) if self.cut_x or self.cut_y else image
-
-
-def target_size(width: int, height: int, scale: float, resize_x: int, resize_y: int, factor: int = 8) -> HiresSize:
-    """A1111's rule: by `scale` unless a resize side is given; one side given: the other follows the aspect; both:
-    cover and cut. Sizes are rounded down to whole latents."""
-    target_w = target_h = None
-    if not resize_x and not resize_y:
-        up_w, up_h = int(width * scale), int(height * scale)
-    elif not resize_y:
-        up_w, up_h = resize_x, resize_x * height // width
-    elif not resize_x:
-        up_w, up_h = resize_y * width // height, resize_y
-    else:
-        if width / height < resize_x / resize_y:
-            up_w, up_h = resize_x, resize_x * height // width
-        else:
-            up_w, up_h = resize_y * width // height, resize_y
-        target_w, target_h = resize_x, resize_y
-    cut_x = (up_w - target_w) // factor if target_w else 0
-    cut_y = (up_h - target_h) // factor if target_h else 0
-    return HiresSize(up_w // factor * factor, up_h // factor * factor, cut_x, cut_y, factor)
-
-
-def validate_fields(request: GenerationRequest) -> None:
-    """Check and normalise the hires fields in place (only when hires fix is on, as A1111 ignores them otherwise)."""
-    if request.mode != "txt2img":
-        raise RequestError("enable_hr", "hires fix is for txt2img: untick it for img2img")
-    for name in ("hr_resize_x", "hr_resize_y"):
-        request._int_range(name, 0, MAX_SIDE)
-        if 0 < getattr(request, name) < 64:
-            raise RequestError(name, f"{name} must be 0 (use the scale) or at least 64, got {getattr(request, name)}")
-    if request.hr_resize_x or request.hr_resize_y:
-        request._number("hr_scale", float)  # unused when resizing to a size, as in A1111
-    else:
-        request._float_range("hr_scale", 1.0, 8.0)
-    request._int_range("hr_second_pass_steps", 0, 150)
-    request.hr_upscaler = str(request.hr_upscaler or "").strip() or DEFAULT_UPSCALER
-    request.hr_checkpoint_name = _unless(request.hr_checkpoint_name, SAME_CHECKPOINT)
-    request.hr_scheduler = _unless(request.hr_scheduler, SAME_SCHEDULER)
-    request.hr_sampler_name = _unless(request.hr_sampler_name, SAME_SAMPLER)
-    request.hr_prompt = "" if request.hr_prompt is None else str(request.hr_prompt)
-    request.hr_negative_prompt = "" if request.hr_negative_prompt is None else str(request.hr_negative_prompt)
-    if request.hr_scheduler is not None:
-        match = next((s for s in samplers.SCHEDULE_NAMES
-                      if s.lower() == request.hr_scheduler.lower().replace("_", " ")), None)
-        if match is None:
-            raise RequestError("hr_scheduler", f"unknown hires schedule type {request.hr_scheduler!r} (one of: "
-                               f"{SAME_SCHEDULER}, {', '.join(samplers.SCHEDULE_NAMES)})")
-        request.hr_scheduler = match
-    if request.hr_sampler_name is not None:
-        try:
-            sampler, schedule = samplers.resolve(request.hr_sampler_name, request.hr_scheduler)
-        except samplers.SamplerError as exc:
-            raise RequestError("hr_sampler_name", f"hires sampler: {exc}") from None
-        if request.hr_scheduler is None and schedule != sampler.default_schedule:  # "DPM++ 2M Karras"
-            request.hr_scheduler = schedule
-        request.hr_sampler_name = sampler.name
-    size = target_size(request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y)
-    if not (64 <= size.width <= MAX_SIDE and 64 <= size.height <= MAX_SIDE):
-        field_name = "hr_resize_x" if request.hr_resize_x or request.hr_resize_y else "hr_scale"
-        raise RequestError(field_name, f"hires fix would make {size.width}x{size.height} images: each side must "
-                           f"be from 64 to {MAX_SIDE} pixels")
-
-
-def _unless(value, same: str) -> str | None:
-    text = "" if value is None else str(value).strip()
-    return None if not text or text == same else text
 
 
 def second_pass_sampler(request: GenerationRequest) -> tuple[samplers.Sampler, str]:
@@ -143,7 +44,7 @@ def second_pass_sampler(request: GenerationRequest) -> tuple[samplers.Sampler, s
         except samplers.SamplerError:
             return samplers.resolve(name, "Automatic")
     except samplers.SamplerError as exc:
-        raise RequestError("hr_scheduler", f"hires sampler: {exc}") from None
+        raise samplers.SamplerError(f"hires sampler: {exc}", "hr_scheduler") from None
 
 
 @dataclass
@@ -227,7 +128,8 @@ def prepare(request: GenerationRequest, schedule: str, model, info, models, upsc
         try:
             hr_info, hr_model = models.get(request.hr_checkpoint_name)
         except UnknownCheckpointError as exc:
-            raise RequestError("hr_checkpoint_name", f"hires checkpoint: {exc}") from None
+            raise RequestError("hr_checkpoint_name", f"hires checkpoint: {exc}", status=exc.status,
+                               kind=exc.kind) from None  # an unknown name: 400, as the first pass's
         label = f"{hr_info.name_for_extra} [{hr_info.shorthash}]" if hr_info.shorthash else hr_info.name_for_extra
     plan = plan_hires(request, schedule, model.vae_scale_factor, label,
                       int(dict(hr_model.scheduler_config).get("num_train_timesteps", 1000)))
@@ -239,7 +141,7 @@ def prepare(request: GenerationRequest, schedule: str, model, info, models, upsc
         except ValueError:  # UnknownUpscalerError
             names = [*LATENT_UPSCALE_MODES, *(upscalers.names() if upscalers is not None else [])]
             raise RequestError("hr_upscaler", f"unknown hires upscaler {plan.upscaler!r} (one of: "
-                               f"{', '.join(names)})") from None
+                               f"{', '.join(names)})", status=400, kind="UnknownUpscalerError") from None
     plan.model, plan.info = hr_model, hr_info
     plan.prompt_steps = max(1, plan.request.steps_to_run) * (2 if plan.sampler.second_order else 1)
     return plan

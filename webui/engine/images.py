@@ -1,36 +1,12 @@
-"""Fitting init images to the requested size (A1111's resize modes), any image as 8-bit RGB, and tensor <-> PIL
-conversion."""
+"""Fitting init images to the requested size (A1111's resize modes) and tensor <-> PIL conversion (any picture as
+8-bit RGB is `webui.core.images.as_rgb`)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageColor
+from PIL import Image
 
 RESAMPLE = Image.Resampling.LANCZOS
-_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit and 32-bit single-channel images
-
-
-def as_rgb(image: Image.Image, background: str = "#ffffff") -> Image.Image:
-    """`image` as 8-bit RGB: 16-bit and 32-bit greyscale scaled down to 8 bits (Pillow's own conversion would clip
-    everything above 255 to white), transparency laid over `background`."""
-    if image.mode in _WIDE_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        if image.mode == "F":
-            top = 1.0 if values.size and values.max() <= 1.0 else 255.0
-        else:
-            top = 65535.0 if values.size and values.max() > 255 else 255.0
-        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        try:
-            colour = ImageColor.getrgb(background)[:3]
-        except ValueError:
-            colour = (255, 255, 255)
-        canvas = Image.new("RGB", image.size, colour)
-        rgba = image.convert("RGBA")
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return image.convert("RGB")
 
 
 def fit(image: Image.Image, width: int, height: int, mode: int) -> Image.Image:

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..core.errors import RequestError
+from ..core.request import INPAINT_FILLS, MASK_MODES, GenerationRequest
 from . import images as imaging
 from .inpaint import EmptyMaskError, InpaintPlan, extend_canvas, flatten, normalise_mask, plan_image, plan_mask
-from .request import INPAINT_FILLS, MASK_MODES, GenerationRequest, RequestError
 
 
 @dataclass

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .images import RESAMPLE, as_rgb, fit
+from ..core.images import as_rgb
+from .images import RESAMPLE, fit
 
 # Known colour is spread into the hole by blurring it at these radii, widest first; each pass is laid over the
 # previous one as many times as given, so near the hole's edge the nearby colours win.

@@ -16,8 +16,8 @@ from .problems import ProblemLog
 
 @dataclass
 class ProcessingRun:
-    request: Any  # webui.engine.request.GenerationRequest (hooks may change it at before_process)
-    control: Any  # webui.engine.control.RunControl
+    request: Any  # webui.core.request.GenerationRequest (hooks may change it at before_process)
+    control: Any  # webui.core.run_control.RunControl
     all_prompts: list[str] = field(default_factory=list)
     all_negative_prompts: list[str] = field(default_factory=list)
     all_seeds: list[int] = field(default_factory=list)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # what a long operation is doing, for whoever shows it (the Extensions tab's progress): (text, fraction done 0..1)
@@ -34,16 +36,23 @@ _NAME = re.compile(r"\w[\w.\- +()\[\]]*")
 _TAIL_CHARS = 2000
 
 
-class ExtensionError(Exception):
-    """A failure whose message is meant for the user."""
+class ExtensionError(UserError):
+    """A failure whose message is meant for the user (HTTP 400)."""
+
+    kind = "ExtensionError"
 
 
 class ExtensionInstallError(ExtensionError):
     """Cloning, or the extension's install.py, failed."""
 
+    kind = "ExtensionInstallError"
+
 
 class ExtensionAccessError(ExtensionError):
-    """Installing / updating / uninstalling is not allowed with these command-line flags."""
+    """Installing / updating / uninstalling is not allowed with these command-line flags (HTTP 403)."""
+
+    status = 403
+    kind = "ExtensionAccessDenied"
 
 
 @dataclass(frozen=True)

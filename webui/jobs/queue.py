@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..engine.control import RunControl
+from ..core.errors import ConflictError, UnavailableError, UserError
+from ..core.run_control import RunControl
 from .console import JobConsoleBars
 from .events import EventBus
 from .records import encode_payload
@@ -60,23 +61,28 @@ Runner = Callable[[Job], Any]
 
 
 class QueueError(RuntimeError):
-    """A job the queue cannot take; the message says why."""
+    """A job the queue cannot take; the message says why. (As such a bug of the caller, such as an extension that
+    queues from inside a job; the two subclasses below are the user's.)"""
 
 
-class DuplicateJobError(QueueError, ValueError):
-    """A client's task id that names a job still queued or running."""
+class DuplicateJobError(ConflictError, QueueError, ValueError):
+    """A client's task id that names a job still queued or running (HTTP 409)."""
+
+    kind = "DuplicateTaskId"
 
 
-class QueueClosedError(QueueError):
-    """The server is shutting down."""
+class QueueClosedError(UnavailableError, QueueError):
+    """The server is shutting down (HTTP 503)."""
+
+    kind = "ShuttingDown"
 
 
 class JobQueue:
-    def __init__(self, user_errors: tuple[type[BaseException], ...] = (), history: int = 200,
+    def __init__(self, user_errors: tuple[type[BaseException], ...] = (UserError,), history: int = 200,
                  store: JobStore | None = None, events: EventBus | None = None):
-        """`user_errors`: exception types whose message is meant for the user (bad input, unknown model...);
-        they fail the job with that message and no traceback in the log. `history`: finished jobs kept in memory
-        (the store keeps more)."""
+        """`user_errors`: exception types whose message is meant for the user (bad input, unknown model...: the
+        `webui.core.errors.UserError` family); they fail the job with that message and no traceback in the log.
+        `history`: finished jobs kept in memory (the store keeps more)."""
         self._user_errors = user_errors
         self.store = store
         self.events = events or EventBus()

@@ -16,8 +16,14 @@ from typing import Any
 
 from PIL import Image
 
+from ..core.errors import UserError
+from ..core.images import normalise_mode
+
 _OWN_PACKAGE = "webui."
 _SKIPPED_FIELDS = {"context"}  # GenerationRequest.context: extensions' per-run objects, not data
+# Records that moved since a history row was written: stored name -> where the class lives now.
+_MOVED = {f"webui.engine.request.{name}": f"webui.core.request.{name}"
+          for name in ("GenerationRequest", "Outpaint", "FolderBatch")}
 
 
 @dataclasses.dataclass
@@ -36,7 +42,7 @@ def encode_payload(payload: Any) -> EncodedPayload:
             return value
         if isinstance(value, Image.Image):
             buffer = io.BytesIO()
-            value.save(buffer, format="PNG")
+            normalise_mode(value).save(buffer, format="PNG")  # CMYK, YCbCr, F, ... have no PNG form
             images.append(buffer.getvalue())
             return {"$image": len(images) - 1}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -55,8 +61,11 @@ def encode_payload(payload: Any) -> EncodedPayload:
     return EncodedPayload(json.dumps(data), images, complete=not lost)
 
 
-class PayloadError(ValueError):
-    """A stored payload that cannot be rebuilt (an unknown class, a missing image)."""
+class PayloadError(UserError, ValueError):
+    """A stored payload that cannot be rebuilt (an unknown class, a missing image): HTTP 422 for a re-run."""
+
+    status = 422
+    kind = "UnusableStoredJob"
 
 
 def decode_payload(text: str, images: list[bytes]) -> Any:
@@ -82,7 +91,8 @@ def decode_payload(text: str, images: list[bytes]) -> Any:
 
 
 def _rebuild(qualified: str, values: dict) -> Any:
-    module_name, _, name = str(qualified).rpartition(".")
+    qualified = _MOVED.get(str(qualified), str(qualified))
+    module_name, _, name = qualified.rpartition(".")
     if not module_name.startswith(_OWN_PACKAGE):
         raise PayloadError(f"the stored job holds a {qualified}, which is not one of ours")
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS job_outputs (
 _SUMMARY_FIELDS = ("mode", "prompt", "negative_prompt", "width", "height", "steps", "sampler_name", "scheduler",
                    "cfg_scale", "seed", "batch_size", "n_iter", "checkpoint")
 STOPPED = "The server stopped before this job finished"
+SQLITE_MAX_INT = 2 ** 63 - 1  # SQLite's INTEGER: a larger seq or offset cannot be bound (OverflowError)
 
 
 @dataclass
@@ -78,10 +80,28 @@ class JobRecord:
         return [output["path"] for output in self.outputs]
 
     def as_dict(self) -> dict:
-        return {"seq": self.seq, "id": self.id, "kind": self.kind, "source": self.source, "state": self.state,
-                "summary": self.summary, "created": self.created, "started": self.started,
-                "finished": self.finished, "error": self.error, "result": self.result, "images": self.images,
-                "rerunnable": self.payload_complete}
+        """The record as JSON can carry it (a stored NaN or infinity, say a settings change's, reads as null)."""
+        return json_safe({"seq": self.seq, "id": self.id, "kind": self.kind, "source": self.source,
+                          "state": self.state, "summary": self.summary, "created": self.created,
+                          "started": self.started, "finished": self.finished, "error": self.error,
+                          "result": self.result, "images": self.images, "rerunnable": self.payload_complete})
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every float that JSON (RFC 8259) has no number for, NaN and the infinities, as None: what a
+    JSON response may hold. Stored records keep what the job was given, however odd; rendering them never fails."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def _storable(seq: Any) -> bool:
+    """Whether `seq` is a number SQLite can look up (any other names no job)."""
+    return -SQLITE_MAX_INT - 1 <= int(seq) <= SQLITE_MAX_INT
 
 
 def summarize_payload(payload: Any) -> dict:
@@ -191,6 +211,8 @@ class JobStore:
         return len(rows)
 
     def delete(self, seq: int) -> bool:
+        if not _storable(seq):
+            return False
         with self._lock:
             return self._db.execute("DELETE FROM jobs WHERE seq = ? AND state NOT IN ('queued', 'running')",
                                     (seq,)).rowcount > 0
@@ -198,11 +220,12 @@ class JobStore:
     # --- reads (history views) ----------------------------------------------------------------------------------
     def list(self, limit: int = 50, offset: int = 0, kinds: tuple[str, ...] | None = None,
              states: tuple[str, ...] | None = None) -> list[JobRecord]:
-        """Newest first."""
+        """Newest first. `limit` and `offset` beyond SQLite's integers are read as its largest (no more rows)."""
         clause, args = _where(kinds, states)
+        limit, offset = (min(int(value), SQLITE_MAX_INT) for value in (limit, offset))
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM jobs {clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
-                                    (*args, int(limit), int(offset))).fetchall()
+                                    (*args, limit, offset)).fetchall()
             return [self._record(row) for row in rows]
 
     def count(self, kinds: tuple[str, ...] | None = None) -> int:
@@ -217,12 +240,16 @@ class JobStore:
             return self._record(row) if row is not None else None
 
     def get_seq(self, seq: int) -> JobRecord | None:
+        if not _storable(seq):
+            return None
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE seq = ?", (int(seq),)).fetchone()
             return self._record(row) if row is not None else None
 
     def payload(self, seq: int) -> Any:
         """The job's request rebuilt (PayloadError if it cannot be)."""
+        if not _storable(seq):
+            raise KeyError(f"no job #{seq} in the history")
         with self._lock:
             row = self._db.execute("SELECT payload FROM jobs WHERE seq = ?", (int(seq),)).fetchone()
             images = [r["png"] for r in self._db.execute("SELECT png FROM job_inputs WHERE seq = ? ORDER BY n",

@@ -17,6 +17,7 @@ import yaml
 from diffusers import ControlNetModel
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
+from ..core.errors import UserError
 from .architecture import CheckpointFormatError
 from .controlnet_registry import ControlNetInfo
 from .devices import DevicePolicy
@@ -27,8 +28,12 @@ log = logging.getLogger(__name__)
 FAMILY_BY_CONTEXT = {768: "SD1.x", 1024: "SD2.x", 2048: "SDXL"}
 
 
-class ControlNetLoadError(RuntimeError):
-    """A ControlNet file could not be loaded; the message names the file and why."""
+class ControlNetLoadError(UserError, RuntimeError):
+    """A ControlNet file could not be loaded; the message names the file and why (HTTP 422: a ControlNet unit's
+    model that cannot be used; the engine names the unit)."""
+
+    status = 422
+    kind = "ControlNetLoadError"
 
 
 @dataclass
@@ -179,6 +184,9 @@ def load_controlnet(info: ControlNetInfo, policy: DevicePolicy) -> LoadedControl
             model = _build(ControlNetModel, config, state, "ControlNet", name)
         except CheckpointFormatError as exc:
             raise ControlNetLoadError(f"ControlNet {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any file must be a message naming it, never a crash
+            log.exception("unexpected error loading ControlNet %s", name)
+            raise ControlNetLoadError(f"ControlNet {name}: could not load ({type(exc).__name__}: {exc})") from None
     # Under --medvram/--lowvram a ControlNet waits in RAM and goes to the GPU only while a run uses it (the engine).
     model = model.eval().requires_grad_(False).to("cpu" if policy.offload != "none" else policy.device)
     return LoadedControlNet(info, model, time.perf_counter() - started)

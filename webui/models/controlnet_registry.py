@@ -25,6 +25,11 @@ _TITLE = re.compile(r"^(.*\S)\s*\[([0-9a-fA-F]{8})\]$")
 
 
 class UnknownControlNetError(UnknownCheckpointError):
+    """No ControlNet model has that name (HTTP 422: a ControlNet unit's bad value; callers name the unit)."""
+
+    status = 422
+    kind = "UnknownControlNet"
+
     def __init__(self, query: str, available: Iterable[str]):
         super().__init__(query, list(available), "ControlNet model")
 

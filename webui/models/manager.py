@@ -10,17 +10,23 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from ..core.errors import UserError
 from .architecture import CheckpointFormatError
 from .devices import DevicePolicy
 from .load_progress import LoadStatus
 from .loader import LoadedModel, load_checkpoint
 from .registry import CheckpointInfo, CheckpointRegistry, UnknownCheckpointError
+from .vae import apply_vae, probe_vae_file
 
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
-    """A checkpoint could not be loaded; the message names the file and why. The previous model stays active."""
+class ModelLoadError(UserError, RuntimeError):
+    """A checkpoint could not be loaded; the message names the file and why. The previous model stays active
+    (HTTP 400)."""
+
+    status = 400
+    kind = "ModelLoadError"
 
 
 class ModelManager:
@@ -139,6 +145,21 @@ class ModelManager:
             except Exception:  # a listener (an extension's callback) never undoes a load
                 log.exception("a model-loaded listener failed")
         return info, model
+
+    def use_vae(self, setting: str) -> None:
+        """Apply an `sd_vae` setting now (a settings change, between jobs): to the current checkpoint, or with none
+        loaded, read the file to check it is a VAE. UnknownVaeError / VaeLoadError name the file, and the VAE in
+        use stays what it was."""
+        if self.vaes is None:
+            return
+        with self._lock:
+            self.vaes.refresh()
+            current = self.current
+            info = self.vaes.choose(setting, current[0].path if current is not None else None)
+            if current is not None:
+                apply_vae(current[1], info)
+            elif info is not None:
+                probe_vae_file(info.path)
 
     def _set_loading(self, status: LoadStatus) -> None:
         self._loading = status

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
+from ..core.errors import UserError
 from .hashing import BackgroundHasher, HashCache, file_signature, legacy_model_hash
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,11 @@ class CheckpointInfo:
         return f"{self.name} [{self.shorthash}]" if self.sha256 else self.name
 
 
-class UnknownCheckpointError(KeyError):
-    """Raised by :meth:`CheckpointRegistry.resolve` when nothing matches."""
+class UnknownCheckpointError(UserError, KeyError):
+    """Raised by :meth:`CheckpointRegistry.resolve` when nothing matches (HTTP 400)."""
+
+    status = 400
+    kind = "UnknownCheckpoint"
 
     def __init__(self, query: str, available: Sequence[str], label: str = "checkpoint"):
         super().__init__(query)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..engine.images import as_rgb
+from ..core.errors import UserError
+from ..core.images import as_rgb
 from .folders import walk_folder
 from .upscaler_tiles import run_tiled
 
@@ -32,15 +33,23 @@ DEFAULT_SCALE = 4.0  # what A1111 reports for an upscaler whose scale it has not
 _SCALE_IN_NAME = re.compile(r"(?<![a-z0-9])(?:([1-8])x|x([1-8])(?![0-9]))", re.IGNORECASE)  # 4x-..., ..._x2plus
 
 
-class UpscalerLoadError(RuntimeError):
-    """A model file that cannot be used as an image upscaler; the message names the file and why."""
+class UpscalerLoadError(UserError, RuntimeError):
+    """A model file that cannot be used as an image upscaler; the message names the file and why (HTTP 400)."""
+
+    status = 400
+    kind = "UpscalerLoadError"
 
     def __init__(self, path: Path, reason: str):
         self.path, self.reason = Path(path), reason
         super().__init__(f"Upscaler model {Path(path).name}: {reason}")
 
 
-class UnknownUpscalerError(ValueError):
+class UnknownUpscalerError(UserError, ValueError):
+    """No upscaler has that name; the message lists them (HTTP 400)."""
+
+    status = 400
+    kind = "UnknownUpscalerError"
+
     def __init__(self, name: str, available: list[str]):
         self.name, self.available = name, list(available)
         super().__init__(f"Upscaler '{name}' not found; available: {', '.join(self.available)}")

@@ -19,6 +19,7 @@ from typing import Iterable
 import torch
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
+from ..core.errors import UserError
 from .architecture import CheckpointFormatError
 from .folders import walk_folder
 from .hashing import HashCache, file_signature
@@ -40,14 +41,20 @@ _SWAP_ATTR = "_webui_vae_swap"
 
 
 class UnknownVaeError(UnknownCheckpointError):
-    """The `sd_vae` setting names no VAE file; the message lists the choices."""
+    """The `sd_vae` setting names no VAE file; the message lists the choices (HTTP 400)."""
+
+    kind = "UnknownVaeError"
 
     def __init__(self, query: str, available: Iterable[str]):
         super().__init__(query, list(available), "VAE")
 
 
-class VaeLoadError(RuntimeError):
-    """A VAE file could not be applied; the message names the file and what is wrong. The model's VAE is unchanged."""
+class VaeLoadError(UserError, RuntimeError):
+    """A VAE file could not be applied; the message names the file and what is wrong. The model's VAE is unchanged
+    (HTTP 400, as a checkpoint that does not load)."""
+
+    status = 400
+    kind = "VaeLoadError"
 
 
 @dataclass
@@ -195,6 +202,23 @@ def read_vae_weights(path: Path, config) -> dict[str, torch.Tensor]:
                        f"found {sample})")
 
 
+def probe_vae_file(path: Path) -> None:
+    """Read a VAE file to check it is one (when no checkpoint is loaded to apply it to); VaeLoadError naming the
+    file otherwise."""
+    try:
+        state = read_state_dict(Path(path), private=True)
+    except CheckpointFormatError as exc:
+        raise VaeLoadError(f"VAE {exc}") from None
+    for prefix in _PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    if not any(k.startswith(_DIFFUSERS_MARKERS + _LDM_MARKERS) for k in state):
+        sample = ", ".join(list(state)[:3]) or "no tensors"
+        raise VaeLoadError(f"VAE {Path(path).name}: not a VAE (no encoder/decoder tensors in the LDM or diffusers "
+                           f"layout; found {sample})")
+
+
 def _check_fits(weights: dict[str, torch.Tensor], live: dict[str, torch.Tensor], filename: str) -> None:
     for key, tensor in live.items():
         if key not in weights:
@@ -297,7 +321,13 @@ def apply_vae(model, info: VaeInfo | None, cache: VaeCache | None = None) -> Non
     key = (*signature, len(vae.config.down_block_types))
     weights = cache.get(key) if cache is not None else None
     if weights is None:
-        weights = read_vae_weights(path, vae.config)
+        try:
+            weights = read_vae_weights(path, vae.config)
+        except VaeLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a file with odd tensors must be a message naming it, not a crash
+            log.exception("unexpected error reading VAE %s", path.name)
+            raise VaeLoadError(f"VAE {path.name}: could not read it ({type(exc).__name__}: {exc})") from None
     _check_fits(weights, live, path.name)
     if cache is not None and cache.size:
         cache.put(key, weights)

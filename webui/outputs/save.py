@@ -21,6 +21,8 @@ from pathlib import Path
 from PIL import ExifTags, Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from ..core.images import normalise_mode
+
 __all__ = [
     "save_image",
     "save_image_as",
@@ -236,6 +238,6 @@ def decode_image_base64(data: str) -> Image.Image:
                          f"{MAX_DECODED_PIXELS:,} (for example 8192x8192)")
     try:
         image.load()
+        return normalise_mode(image)  # any mode Pillow opens (CMYK, 16-bit, palette...) as RGB, RGBA or L
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad data
         raise ValueError(f"could not decode image: {exc}") from exc
-    return image

@@ -12,7 +12,10 @@ Two deliberate differences from A1111, both for prompts A1111 mishandles:
 """
 from __future__ import annotations
 
+import math
 import re
+
+from ..core.errors import RequestError
 
 BREAK = "BREAK"
 BREAK_WEIGHT = -1.0
@@ -20,6 +23,11 @@ BREAK_WEIGHT = -1.0
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1  # multiplied in, as A1111 does, so weights match its floats exactly
 
+# The strongest emphasis accepted, either sign: 72 nested `( )` (1.1^72 = 962) pass, 73 do not. A1111 multiplies on,
+# and 3000 of them make 1.1^3000, which no float32 holds: the conditioning and then the image become NaN. Weights
+# of a few tens already make noise; this bound keeps ordinary text-encoder outputs times the weight within half
+# precision's range too.
+MAX_WEIGHT = 1000.0
 _ESCAPABLE = "()[]\\"
 _WEIGHTED_CLOSE = re.compile(r":\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*\)")
 _BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*", re.S)
@@ -96,6 +104,25 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
     if not fragments:
         return [("", 1.0)]
     return _merge_equal_weights(fragments)
+
+
+class EmphasisError(RequestError):
+    """A prompt whose emphasis weights are out of range (HTTP 422, naming the prompt field)."""
+
+    kind = "PromptEmphasis"
+
+
+def check_weights(fragments: list[tuple[str, float]], field_name: str = "prompt") -> None:
+    """Refuse (EmphasisError) weights beyond MAX_WEIGHT or not finite; the BREAK markers do not count."""
+    for text, weight in fragments:
+        if (text, weight) == (BREAK, BREAK_WEIGHT):
+            continue
+        if not (math.isfinite(weight) and abs(weight) <= MAX_WEIGHT):
+            shown = text.strip()
+            shown = shown if len(shown) <= 40 else shown[:40] + "…"
+            size = f"{weight:.3g}" if math.isfinite(weight) else "too large for any number"
+            raise EmphasisError(field_name, f"{field_name}: the emphasis on {shown!r} is {size}; the limit is "
+                                f"±{MAX_WEIGHT:g} (each ( ) multiplies by 1.1, so at most 72 nested brackets)")
 
 
 def _merge_equal_weights(fragments: list[_Fragment]) -> list[tuple[str, float]]:

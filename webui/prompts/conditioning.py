@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .attention import EmphasisError, check_weights, parse_attention
 from .encoder import Conditioning, PromptEncoder
 from .schedule import prompt_schedule, split_and
 
@@ -66,8 +67,20 @@ def build_conditioning(encoder: PromptEncoder, prompt: str, negative: str, steps
     but AND in it is plain text (as in A1111)."""
     parts = [(weight, encode_schedule(encoder, text, steps, clip_skip, hires_base))
              for text, weight in split_and(prompt)]
-    return PromptConditioning(parts, encode_schedule(encoder, negative, steps, clip_skip, hires_base),
-                              encoder.empty(clip_skip))
+    try:
+        uncond = encode_schedule(encoder, negative, steps, clip_skip, hires_base)
+    except EmphasisError as exc:
+        raise EmphasisError("negative_prompt", "negative " + str(exc)) from None
+    return PromptConditioning(parts, uncond, encoder.empty(clip_skip))
+
+
+def check_emphasis(text: str, field_name: str, steps: int, negative: bool = False) -> None:
+    """Refuse (EmphasisError, a 422 naming `field_name`) a prompt whose emphasis goes out of range at any step,
+    before any model runs. Expects comments and extra-network tags removed; AND splits only a positive prompt."""
+    parts = [text] if negative else [part for part, _ in split_and(text)]
+    for part in parts:
+        for entry in prompt_schedule(part, steps):
+            check_weights(parse_attention(entry.text), field_name)
 
 
 def count_tokens(encoder: PromptEncoder, text: str, steps: int) -> tuple[int, int]:

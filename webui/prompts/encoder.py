@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention import parse_attention
+from .attention import check_weights, parse_attention
 from .tokens import CHUNK, COMMA_BACKTRACK, EmbeddingLookup, TokenChunk, make_chunks
 
 EMPHASIS_MODES = ("Original", "No norm", "Ignore")
@@ -65,8 +65,12 @@ class PromptEncoder:
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenizers[0](text, add_special_tokens=False, truncation=False).input_ids
 
-    def chunks(self, text: str) -> tuple[list[TokenChunk], int]:
+    def chunks(self, text: str, check: bool = True) -> tuple[list[TokenChunk], int]:
+        """The text's 75-token chunks and its token count; EmphasisError (a 422 about the prompt) for emphasis
+        out of range unless `check` is off (the token counter)."""
         fragments = parse_attention(text)
+        if check:
+            check_weights(fragments)
         if self.emphasis == "Ignore":
             fragments = [(t, w if w == -1 else 1.0) for t, w in fragments]
         chunks, count, used = make_chunks(fragments, self.tokenize, self._comma, self._lookup, self.comma_backtrack)
@@ -75,7 +79,7 @@ class PromptEncoder:
         return chunks, count
 
     def count_tokens(self, text: str) -> int:
-        return self.chunks(text)[1]
+        return self.chunks(text, check=False)[1]
 
     # --- encoding ---------------------------------------------------------------------------------------------
     def _ids(self, tokenizer, chunks: list[TokenChunk]) -> torch.Tensor:

@@ -13,11 +13,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import UserError
+
 FIELDS = ("name", "prompt", "negative_prompt")
 
 
-class StyleError(ValueError):
-    """A style name that does not exist or cannot be saved; the message says which."""
+class StyleError(UserError, ValueError):
+    """A style name that does not exist or cannot be saved; the message says which (HTTP 400)."""
+
+    status = 400
+    kind = "StyleError"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import RefusedError, UserError
+
 log = logging.getLogger(__name__)
+_UNSET = object()
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Option:
     component_args: Any = None  # its keyword arguments, or a callable returning them
     restart: bool = False  # the change needs a restart of the UI to take effect
     offered: Any = None  # a callable: the choices available now (a subset of `choices`; others are refused)
+    restricted: bool = False  # names a folder or file on the server: locked under --hide-ui-dir-config
 
 
 # Keys are A1111's option names, so `/sdapi/v1/options` clients keep working.
@@ -84,17 +88,41 @@ OPTIONS: dict[str, Option] = {
 }
 
 
-class OptionError(ValueError):
-    pass
+# A1111's `restricted_opts`: options that name folders or file-name patterns on the server. Under
+# --hide-ui-dir-config nobody but the admin (editing config.json) may change them, nor any `outdir_*` option, nor
+# an option an extension marks (`component_args=shared.hide_dirs`, or its key added to `shared.restricted_opts`);
+# they are locked whether this server declares them or not, so a client cannot store one for an extension to read.
+RESTRICTED_OPTIONS = frozenset({
+    "samples_filename_pattern", "directories_filename_pattern", "outdir_samples", "outdir_txt2img_samples",
+    "outdir_img2img_samples", "outdir_extras_samples", "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids",
+    "outdir_save", "outdir_init_images", "temp_dir", "clean_temp_dir_at_start",
+})
+RESTRICTED_PREFIXES = ("outdir_",)
+
+
+class OptionError(UserError, ValueError):
+    """A setting that does not exist or a value it does not take (HTTP 422)."""
+
+    status = 422
+    kind = "InvalidOption"
+
+
+class OptionRestrictedError(OptionError, RefusedError):
+    """A change of an option the server's flags lock (a folder option under --hide-ui-dir-config): HTTP 403."""
+
+    status = 403
+    kind = "OptionRestricted"
 
 
 class Options:
     """Values of OPTIONS (and of the options extensions add), loaded from and saved to a JSON file. Unknown keys
     are kept as-is (an extension's option stays stored while the extension is disabled)."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, hide_dirs: bool = False):
         self._path = path
         self._lock = threading.RLock()
+        self.hide_dirs = hide_dirs  # --hide-ui-dir-config: restricted options cannot be changed (see `locked`)
+        self.restricted: set[str] = set()  # keys extensions mark restricted (A1111's `shared.restricted_opts`)
         self.specs: dict[str, Option] = dict(OPTIONS)
         self._values: dict[str, Any] = {k: o.default for k, o in OPTIONS.items()}
         self._listeners: dict[str, list] = {}
@@ -149,12 +177,14 @@ class Options:
                 if isinstance(value, bool):
                     raise TypeError
                 number = float(value)
+                if number != number or number in (float("inf"), float("-inf")):  # NaN, Infinity: not a setting
+                    raise ValueError
                 if spec.kind is int and not number.is_integer():
                     raise TypeError
                 value = spec.kind(number)
             else:
                 value = spec.kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise OptionError(f"option {key!r} must be {spec.kind.__name__}, got {value!r}") from None
         if spec.choices and not callable(spec.choices):
             for item in value if spec.kind is list else [value]:  # a list option: each item is one of the choices
@@ -183,8 +213,33 @@ class Options:
         with self._lock:
             return dict(self._values)
 
+    def is_restricted(self, key: str) -> bool:
+        """Whether `key` names a folder or file on the server (A1111's restricted options, `outdir_*`, and the
+        ones an extension marks)."""
+        spec = self.specs.get(key)
+        return key in RESTRICTED_OPTIONS or key.startswith(RESTRICTED_PREFIXES) or key in self.restricted \
+            or (spec is not None and spec.restricted)
+
+    def locked(self, key: str) -> bool:
+        """Whether users are refused changes of `key`: a restricted option on a --hide-ui-dir-config server."""
+        return self.hide_dirs and self.is_restricted(key)
+
+    def check_unlocked(self, changes: dict[str, Any]) -> None:
+        """Raise OptionRestrictedError naming the first change of a locked option (setting its current value is
+        no change, and passes)."""
+        if not self.hide_dirs:
+            return
+        with self._lock:
+            for key, value in changes.items():
+                if self.locked(key) and value != self._values.get(key, _UNSET):
+                    raise OptionRestrictedError(
+                        f"option {key!r} names a folder or file on the server and cannot be changed: this server "
+                        "runs with --hide-ui-dir-config")
+
     def validate(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """Checked copies of the values; raises OptionError naming the first bad one."""
+        """Checked copies of the values; raises OptionError naming the first bad one (OptionRestrictedError for
+        a change of a locked option)."""
+        self.check_unlocked(changes)
         return {key: self._check(key, value) for key, value in changes.items()}
 
     def update(self, changes: dict[str, Any], save: bool = True) -> None:

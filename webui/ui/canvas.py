@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..core.errors import RequestError
+from ..core.images import normalise_mode
 from ..engine.inpaint import flatten, normalise_mask
-from ..engine.request import RequestError
 
 # A1111's img2img modes 0..5, in the order of its sub-tabs.
 IMG2IMG_MODES = ("img2img", "sketch", "inpaint", "inpaint_sketch", "inpaint_upload", "batch")
@@ -37,14 +38,14 @@ SOURCES = {
 def as_image(value) -> Image.Image | None:
     """A PIL image from what Gradio hands over: a PIL image, a NumPy array (H x W, H x W x 3 or x 4) or a path."""
     if value is None or isinstance(value, Image.Image):
-        return value
+        return normalise_mode(value) if value is not None else None  # CMYK, 16-bit, palette uploads, ...
     if isinstance(value, np.ndarray):
         array = value if value.dtype == np.uint8 else np.clip(value, 0, 255).astype(np.uint8)
         return Image.fromarray(array)
     if isinstance(value, (str, Path)):
         with Image.open(value) as opened:
             opened.load()
-            return opened.copy()
+            return normalise_mode(opened.copy())
     raise RequestError("init_images", f"not an image: {type(value).__name__}")
 
 

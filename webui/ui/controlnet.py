@@ -15,7 +15,7 @@ import gradio as gr
 from ..control.preprocessors import Preprocessor, UnknownPreprocessorError
 from ..control.types import TYPE_NAMES, control_type, models_for_type
 from ..control.units import CONTROL_MODES, CONTROL_RESIZE_MODES, NO_MODEL, NO_MODULE, ControlUnit
-from ..engine.request import RequestError
+from ..core.errors import RequestError
 from ..models.controlnet_registry import UnknownControlNetError
 from . import canvas, notices
 

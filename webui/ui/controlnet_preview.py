@@ -12,8 +12,7 @@ from PIL import Image
 
 from ..control.runner import pixel_perfect_resolution
 from ..control.units import NO_MODULE
-from ..engine.request import RequestError
-from ..services import USER_ERRORS
+from ..core.errors import RequestError, UserError
 from . import canvas, notices
 from .img2img_inputs import Img2ImgInputs
 
@@ -64,7 +63,7 @@ def run_preview(services, mode: str, index: int, values: dict, width, height, us
         return preview_map(services, index, picture, mask, values.get("module"), values.get("processor_res"),
                            values.get("threshold_a"), values.get("threshold_b"), bool(values.get("pixel_perfect")),
                            values.get("resize_mode"), width, height)
-    except USER_ERRORS as exc:
+    except UserError as exc:
         notices.warn(f"ControlNet Unit {index}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a broken annotator is a notice, never a crash
         notices.report(exc)

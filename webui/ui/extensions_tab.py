@@ -246,10 +246,22 @@ def available_html(services, index: ExtensionIndex | None, query: str, hide_tags
     return summary + table, gr.Dropdown(choices=choices, value=None)
 
 
+def _hides_dirs(services) -> bool:
+    return bool(getattr(getattr(services, "flags", None), "hide_ui_dir_config", False))
+
+
 def load_available(services, url: str, query: str, hide_tags, sort: str) -> tuple:
-    """"Load from:": (index state, hide-tags choices, results table, install picker); offline is a notice."""
+    """"Load from:": (index state, hide-tags choices, results table, install picker); offline is a notice. Under
+    --hide-ui-dir-config only the server's own index address is read (the field also takes a local path or a
+    file:// URL, which would read the server's files)."""
+    url = (url or "").strip() or DEFAULT_INDEX_URL
+    if _hides_dirs(services) and url != DEFAULT_INDEX_URL:
+        message = (f"The extension index address cannot be changed: this server runs with --hide-ui-dir-config "
+                   f"(it reads only {DEFAULT_INDEX_URL})")
+        notices.warn(message)
+        return None, gr.skip(), f'<p class="extensions-note">{_esc(message)}</p>', gr.Dropdown(choices=[], value=None)
     try:
-        index = load_index(url or DEFAULT_INDEX_URL)
+        index = load_index(url)
     except ExtensionIndexError as exc:
         notices.warn(str(exc))
         return None, gr.skip(), f'<p class="extensions-note">{_esc(exc)}</p>', gr.Dropdown(choices=[], value=None)
@@ -331,7 +343,7 @@ def build_extensions_tab(services) -> ExtensionsTab:
                 load = gr.Button("Load from:", variant="primary", elem_id="extensions_load_index", scale=0,
                                  min_width=120)
                 index_url = gr.Textbox(DEFAULT_INDEX_URL, show_label=False, container=False,
-                                       elem_id="extensions_index_url", scale=5)
+                                       elem_id="extensions_index_url", scale=5, interactive=not _hides_dirs(services))
             with gr.Row():
                 hide_tags = gr.CheckboxGroup(choices=list(DEFAULT_HIDDEN_TAGS), value=list(DEFAULT_HIDDEN_TAGS),
                                              label="Hide extensions with tags", elem_id="extensions_hide_tags")

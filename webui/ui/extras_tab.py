@@ -10,8 +10,9 @@ from typing import Iterator
 import gradio as gr
 from PIL import Image
 
+from ..core.errors import RequestError
+from ..core.images import normalise_mode
 from ..engine.extras import SCALE_BY, SCALE_TO, ExtrasRequest, load_folder_images, text_html
-from ..engine.request import RequestError
 from ..jobs.queue import DONE, RUNNING
 from . import notices
 from .progress import panels_until_done, progress_html
@@ -174,7 +175,7 @@ def _open_file(file) -> tuple[Image.Image, str]:
     try:
         with Image.open(path) as opened:
             opened.load()
-            return opened.copy(), path.name
+            return normalise_mode(opened.copy()), path.name
     except (OSError, ValueError) as exc:
         raise RequestError("extras_image_batch", f"{path.name} is not an image this server can read ({exc})") \
             from None

@@ -10,9 +10,10 @@ from typing import Any, Iterator
 
 import gradio as gr
 
+from ..core.errors import RequestError
+from ..core.request import (INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, FolderBatch, GenerationRequest,
+                            Outpaint)
 from ..engine.preview import preview_every
-from ..engine.request import (INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MODES, FolderBatch,
-                              GenerationRequest, Outpaint, RequestError)
 from ..jobs.queue import DONE, RUNNING
 from . import canvas, notices
 from .controlnet import units_from_values

@@ -6,8 +6,8 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from ..engine.request import RESIZE_MODES
-from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
+from ..core.request import RESIZE_MODES
+from ..core.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 from . import controlnet, extension_scripts, generation, hires_inputs, img2img_inputs, styles, token_counter
 from .controlnet import ControlNetPanel
 from .extension_scripts import ScriptsPanel
@@ -134,7 +134,7 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                                               elem_id="resize_mode")
                 own.update(img2img_inputs.build_inpaint_controls())
             with gr.Row():
-                c["sampler"] = gr.Dropdown([s.name for s in SAMPLERS], value="DPM++ 2M", label="Sampling method",
+                c["sampler"] = gr.Dropdown([s.name for s in SAMPLER_NAMES], value="DPM++ 2M", label="Sampling method",
                                            elem_id=f"{p}_sampling")
                 c["scheduler"] = gr.Dropdown(list(SCHEDULE_NAMES), value="Automatic", label="Schedule type",
                                              elem_id=f"{p}_scheduler")

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..engine.hires import (DEFAULT_UPSCALER, LATENT_UPSCALE_MODES, SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER,
-                            target_size)
-from ..engine.request import GenerationRequest
-from ..engine.samplers import SAMPLERS, SCHEDULE_NAMES
+from ..core.hires import DEFAULT_UPSCALER, SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER, target_size
+from ..core.request import GenerationRequest
+from ..core.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
+from ..engine.hires import LATENT_UPSCALE_MODES
 from . import notices
 
 # The accordion's values `generation.build_request` takes, in this order (names of HiresInputs fields and of the
@@ -84,7 +84,7 @@ def build(services) -> HiresInputs:
         with gr.Row():
             c["hr_checkpoint_name"] = gr.Dropdown(checkpoint_choices(services), value=SAME_CHECKPOINT,
                                                   label="Hires checkpoint", elem_id="hr_checkpoint")
-            c["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *(s.name for s in SAMPLERS)], value=SAME_SAMPLER,
+            c["hr_sampler_name"] = gr.Dropdown([SAME_SAMPLER, *(s.name for s in SAMPLER_NAMES)], value=SAME_SAMPLER,
                                                label="Hires sampling method", elem_id="hr_sampler")
             c["hr_scheduler"] = gr.Dropdown([SAME_SCHEDULER, *SCHEDULE_NAMES], value=SAME_SCHEDULER,
                                             label="Hires schedule type", elem_id="hr_scheduler")
@@ -170,7 +170,7 @@ def paste_values(services, params: dict) -> tuple:
         _whole(params.get("Hires resize-1"), 0, 2048, 0),
         _whole(params.get("Hires resize-2"), 0, 2048, 0),
         _checkpoint(services, params.get("Hires checkpoint")),
-        _choice(params.get("Hires sampler"), [s.name for s in SAMPLERS], SAME_SAMPLER),
+        _choice(params.get("Hires sampler"), [s.name for s in SAMPLER_NAMES], SAME_SAMPLER),
         _choice(params.get("Hires schedule type"), list(SCHEDULE_NAMES), SAME_SCHEDULER),
         str(params.get("Hires prompt") or ""),
         str(params.get("Hires negative prompt") or ""),

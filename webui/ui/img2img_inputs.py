@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..engine.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
+from ..core.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
 from .canvas import IMG2IMG_MODES, INPAINT_MODES
 
 # Sub-tab of each mode: (label, elem_id, which is also the tab's id within the sub-tabs).

@@ -6,7 +6,7 @@ import logging
 
 import gradio as gr
 
-from ..services import USER_ERRORS
+from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,9 @@ def info(message: str) -> None:
 
 
 def report(exc: BaseException) -> None:
-    """Show an exception as a warning: users' errors as they read, anything else with its type (and logged)."""
-    if isinstance(exc, USER_ERRORS):
+    """Show an exception as a warning: users' errors (the `UserError` family, as the API renders them) as they
+    read, anything else with its type (and logged)."""
+    if isinstance(exc, UserError):
         warn(str(exc))
     else:
         log.error("UI handler failed", exc_info=exc)

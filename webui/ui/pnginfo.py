@@ -8,8 +8,8 @@ import re
 import gradio as gr
 
 from ..control.units import INFOTEXT_KEY, parse_unit_infotext
-from ..engine import samplers
-from ..engine.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
+from ..core import samplers
+from ..core.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import read_infotext
 from . import controlnet, hires_inputs, img2img_inputs, notices
@@ -75,7 +75,7 @@ def _sampler_and_schedule(params: dict, current_sampler, current_scheduler) -> t
     if not name:
         return gr.skip(), gr.skip()
     try:
-        sampler, concrete = samplers.resolve(name, schedule)
+        sampler, concrete = samplers.resolve_name(name, schedule)
     except samplers.SamplerError as exc:
         notices.warn(f"{exc}; the sampler stays {current_sampler} ({current_scheduler})")
         return gr.skip(), gr.skip()

@@ -18,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..settings.options import Option, OptionError
+from ..settings.options import Option, OptionError, OptionRestrictedError
 from . import notices
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ SECTION_ORDER = (SAVING[0], STABLE_DIFFUSION[0], CONTROLNET[0])  # first, in thi
 BUILTIN_COMPONENTS: dict[str, tuple[Any, dict]] = {"img2img_background_color": (gr.ColorPicker, {})}
 
 RESTART_NOTE = "(requires restart)"
+LOCKED_NOTE = ("Folder and file-name settings are hidden and cannot be changed here: this server runs with "
+               "`--hide-ui-dir-config`.")
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 # How a component's value maps to the option's value.
@@ -62,6 +64,7 @@ class SettingField:
     label: str
     encoding: str
     section: str  # the section's id
+    locked: bool = False  # a folder option under --hide-ui-dir-config: hidden, and a change is refused
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,15 @@ def _build_field(key: str, option: Option, value, section_id: str, warnings: lis
     return built, SettingField(key, label, encoding, section_id)
 
 
+def _locked_field(key: str, option: Option, value, section_id: str):
+    """A setting --hide-ui-dir-config locks (an output folder...): a hidden, read-only field holding the current
+    value, so the page never shows the path and Apply sends it back unchanged."""
+    encoding = PLAIN if option.kind is str else JSON
+    shown = ("" if value is None else str(value)) if encoding == PLAIN else _encode(value, JSON)
+    built = gr.Textbox(value=shown, label=_label(option), elem_id=f"setting_{key}", visible=False, interactive=False)
+    return built, SettingField(key, _label(option), encoding, section_id, locked=True)
+
+
 def build_settings_tab(services) -> SettingsTab:
     """The tab's content (inside the lead's `gr.Tab("Settings")`), built after extensions added their options;
     Apply, reload and search are wired here. The lead wires `current_values` on page load."""
@@ -251,10 +263,15 @@ def build_settings_tab(services) -> SettingsTab:
     for index, section in enumerate(sections):
         safe_id = _ID_UNSAFE.sub("_", section.id)
         with gr.Accordion(section.title, open=index == 0, elem_id=f"settings_section_{safe_id}") as accordion:
+            if any(services.options.locked(key) for key in section.keys):
+                gr.Markdown(LOCKED_NOTE, elem_id=f"settings_locked_note_{safe_id}")
             for key in section.keys:
                 option = services.options.specs[key]
-                component, setting = _build_field(key, option, values.get(key, option.default), section.id,
-                                                  warnings)
+                value = values.get(key, option.default)
+                if services.options.locked(key):
+                    component, setting = _locked_field(key, option, value, section.id)
+                else:
+                    component, setting = _build_field(key, option, value, section.id, warnings)
                 components.append(component)
                 fields.append(setting)
         accordions.append(accordion)
@@ -351,6 +368,9 @@ def apply_settings(services, fields: list[SettingField], *values) -> str:
     try:
         changes = changed_values(services, fields, values)
         checked = services.options.validate(changes)
+    except OptionRestrictedError as exc:  # only a hand-made request changes a hidden field: say so loudly
+        notices.warn(str(exc))
+        return str(exc)
     except OptionError as exc:
         return str(exc)
     current = services.options.as_dict()
@@ -377,7 +397,7 @@ def search_settings(tab: SettingsTab, query: str | None) -> list:
     """Updates for the search box: the components whose label (or key) holds the text stay visible, and the
     sections holding one are shown open; an empty search shows everything again."""
     text = (query or "").strip().lower()
-    matches = [not text or text in f.label.lower() or text in f.key.lower() for f in tab.fields]
+    matches = [not f.locked and (not text or text in f.label.lower() or text in f.key.lower()) for f in tab.fields]
     updates = [gr.update(visible=m) for m in matches]
     for section in tab.sections:
         found = any(m for f, m in zip(tab.fields, matches) if f.section == section.id)

@@ -141,6 +141,12 @@ def _bound(kind: type, default: Any, args: Any, name: str) -> float | None:
     return value
 
 
+def _hides_dirs(component_args: Any) -> bool:
+    """Whether an extension marked its option as a server path the way A1111's do: `component_args=shared.hide_dirs`
+    (`{"visible": False}` under --hide-ui-dir-config); as in A1111, any argument dict that hides the component."""
+    return isinstance(component_args, dict) and component_args.get("visible", True) is False
+
+
 def option_from_info(info: OptionInfo) -> Option:
     """Our `Option` for an extension's `OptionInfo` (type from the default, choices and range from the
     component's arguments)."""
@@ -152,7 +158,8 @@ def option_from_info(info: OptionInfo) -> Option:
                   minimum=_bound(kind, info.default, info.component_args, "minimum"),
                   maximum=_bound(kind, info.default, info.component_args, "maximum"),
                   section=section, info=" ".join(info.hints), component=info.component,
-                  component_args=info.component_args, restart=info.restart)
+                  component_args=info.component_args, restart=info.restart,
+                  restricted=_hides_dirs(info.component_args))
 
 
 def info_from_option(option: Option) -> OptionInfo:
@@ -258,6 +265,13 @@ class Options:
     @property
     def data_labels(self) -> OptionsLabels:
         return OptionsLabels()
+
+    @property
+    def restricted_opts(self) -> set[str]:
+        """A1111's `opts.restricted_opts` (also `shared.restricted_opts`): keys locked under
+        --hide-ui-dir-config. Our own (A1111's list and every `outdir_*`) are always locked; a key an extension
+        adds here is locked too."""
+        return _server_options().restricted
 
     def add_option(self, key: str, info: OptionInfo) -> None:
         """Declare an extension's option; its stored value (config.json) is kept when valid. Our own options keep

@@ -113,7 +113,7 @@ class StableDiffusionProcessing:
     # --- between p and our request ---------------------------------------------------------------------------------
     def to_request(self):
         """A GenerationRequest for this p (a fresh one, or the one it came from brought up to date)."""
-        from webui.engine.request import GenerationRequest
+        from webui.core.request import GenerationRequest
         request = self.request or GenerationRequest(mode="img2img" if self.is_img2img else "txt2img")
         self.write_to(request)
         self.request = request

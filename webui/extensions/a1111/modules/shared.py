@@ -2,7 +2,7 @@
 
 `opts` (options), `cmd_opts` (flags), `state` (the running job), and, read when asked (PEP 562): `sd_model` (a
 view of the current checkpoint, None when none is loaded), `device`, `models_path`, `data_path`, `script_path`,
-`hide_dirs`.
+`hide_dirs`, `restricted_opts`.
 """
 from __future__ import annotations
 
@@ -115,6 +115,7 @@ _DYNAMIC = {
     "models_path": lambda: paths_internal.models_path,
     "data_path": lambda: paths_internal.data_path,
     "hide_dirs": lambda: {"visible": not cmd_opts.hide_ui_dir_config},
+    "restricted_opts": lambda: opts.restricted_opts,  # a live set: keys added to it are locked too
 }
 
 

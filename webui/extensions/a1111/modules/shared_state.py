@@ -11,7 +11,7 @@ from typing import Any
 
 from webui.extensions.a1111.runtime import RUNTIME
 
-# Fields kept in the running job's Progress (webui.engine.control.Progress).
+# Fields kept in the running job's Progress (webui.core.run_control.Progress).
 _PROGRESS_FIELDS = ("job_no", "job_count", "sampling_step", "sampling_steps", "textinfo")
 
 # What A1111's state holds when nothing runs.

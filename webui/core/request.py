@@ -1,13 +1,20 @@
-"""The one request record every entry point (UI, HTTP API, extensions) builds and the engine runs."""
+"""The one request record every entry point (UI, HTTP API, extensions) builds and the engine runs, with the
+validation of its fields (`RequestError`, an HTTP 422 naming the field; an unknown sampler is a `SamplerError`, 400).
+
+It lives in `webui/core` so that every room can build or read one without importing the engine."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from . import samplers
+from .errors import RequestError
+from .hires import validate_fields as validate_hires_fields
+from .images import normalise_mode
+from .samplers import resolve_name
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 # A1111's inpaint choices; the request holds their indexes (its API's integers).
@@ -16,14 +23,24 @@ INPAINT_FILLS = ("fill", "original", "latent noise", "latent nothing")
 INPAINT_AREAS = ("Whole picture", "Only masked")
 OUTPAINT_FILLS = ("edge", "noise")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# The longest prompt (and negative prompt, hires prompts) accepted, in characters. Far beyond what CLIP can use (75
+# tokens a chunk, and prompts past a few hundred tokens dilute to nothing): 20,000 characters are some 5,000-9,000
+# tokens, 70-120 chunks. It bounds what a prompt costs the one worker (a 1 MB prompt held it for minutes, 50 MB
+# made the tokenizer ask for gigabytes).
+MAX_PROMPT_CHARS = 20_000
+PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class RequestError(ValueError):
-    """Bad input, with the field it concerns; shown to the user as is."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
+def check_prompt_text(name: str, text: str) -> None:
+    """Refuse (RequestError naming `name`) a prompt that is too long or holds a lone UTF-16 surrogate (JSON's
+    "\\ud800" without its pair: not a character, and no tokenizer can take it)."""
+    if len(text) > MAX_PROMPT_CHARS:
+        raise RequestError(name, f"{name} is too long: {len(text):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+    bad = _SURROGATE.search(text)
+    if bad is not None:
+        raise RequestError(name, f"{name} holds an invalid character at position {bad.start()}: a lone UTF-16 "
+                           f"surrogate (U+{ord(bad.group()):04X}), which is not text; remove it")
 
 
 @dataclass
@@ -112,8 +129,7 @@ class GenerationRequest:
         """Normalise in place (A1111 rounds sizes down to a multiple of 8) and reject what cannot run."""
         if self.mode not in ("txt2img", "img2img"):
             raise RequestError("mode", f"unknown mode {self.mode!r}")
-        self.prompt = "" if self.prompt is None else str(self.prompt)
-        self.negative_prompt = "" if self.negative_prompt is None else str(self.negative_prompt)
+        self.check_prompts()
         self._int_range("steps", 1, 150)
         self._float_range("cfg_scale", 1.0, 30.0)
         self._int_range("batch_size", 1, 64)
@@ -127,10 +143,7 @@ class GenerationRequest:
             self._int_range("clip_skip", 1, 12)
         for name in ("seed", "subseed", "seed_resize_from_w", "seed_resize_from_h"):
             self._int_range(name, -1, 2 ** 32)
-        try:
-            sampler, schedule = samplers.resolve(self.sampler_name, self.scheduler)
-        except samplers.SamplerError as exc:
-            raise RequestError("sampler_name", str(exc)) from None
+        sampler, schedule = resolve_name(self.sampler_name, self.scheduler)  # SamplerError (400) when unknown
         self.sampler_name, self.scheduler = sampler.name, schedule
         if not isinstance(self.controlnet_units, (list, tuple)):
             raise RequestError("controlnet_units", "controlnet_units must be a list of units")
@@ -145,8 +158,7 @@ class GenerationRequest:
                                    "image (upload one, or disable the unit)")
         self.enable_hr = bool(self.enable_hr)
         if self.enable_hr:
-            from .hires import validate_fields  # here: hires.py builds on this module
-            validate_fields(self)
+            validate_hires_fields(self)
         if self.mode == "img2img":
             self._validate_img2img()
         else:
@@ -155,6 +167,15 @@ class GenerationRequest:
                     raise RequestError(name, f"{name} needs img2img (this is a {self.mode} request)")
         return self
 
+    def check_prompts(self) -> None:
+        """The prompts as text, each within MAX_PROMPT_CHARS and free of lone surrogates (also run again once styles
+        have been applied)."""
+        for name in PROMPT_FIELDS:
+            value = getattr(self, name)
+            text = "" if value is None else str(value)
+            check_prompt_text(name, text)
+            setattr(self, name, text)
+
     def _validate_img2img(self) -> None:
         if not self.init_images and self.folder_batch is None:
             raise RequestError("init_images", "img2img needs an init image: none was given")
@@ -162,6 +183,8 @@ class GenerationRequest:
             raise RequestError("init_images", "init_images must be images")
         if self.mask is not None and not isinstance(self.mask, Image.Image):
             raise RequestError("mask", "mask must be an image")
+        self.init_images = [normalise_mode(image) for image in self.init_images]  # CMYK, 16-bit, palette, ...
+        self.mask = normalise_mode(self.mask) if self.mask is not None else None
         if self._number("resize_mode", int) not in range(len(RESIZE_MODES)):
             raise RequestError("resize_mode", f"resize_mode must be 0..{len(RESIZE_MODES) - 1} "
                                f"({', '.join(RESIZE_MODES)})")
@@ -214,7 +237,7 @@ class GenerationRequest:
             number = kind(value)
             if kind is int and number != float(value):
                 raise ValueError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # 10**400 has no float
             raise RequestError(name, f"{name} must be a number, got {value!r}") from None
         setattr(self, name, number)
         return number
