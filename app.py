@@ -14,8 +14,8 @@ log = logging.getLogger("webui")
 
 def create_app(flags, services=None) -> tuple[FastAPI, object]:
     """The FastAPI app with the API routes and (unless --nowebui) the Gradio UI mounted at /. Extensions' routes
-    come after ours, their on_app_started callbacks last. With --gradio-auth every route but the API's (which has
-    --api-auth) needs the UI's login."""
+    come after ours, their on_app_started callbacks last. With --gradio-auth every route needs the UI's login, but
+    the API's when --api-auth guards them."""
     from webui.api.routes import install_api
     from webui.extensions.routes import install_extension_routes, start_extensions
     from webui.services import build_services
@@ -27,8 +27,9 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
     if not flags.nowebui:  # added first, so it runs inside the body limit (and the login gate) that come later
         from webui.ui.gradio_guard import GradioGuard
         app.add_middleware(GradioGuard, blocks=lambda: blocks)  # the page built below
-    install_api(app, services, logins=parse_logins(flags.api_auth))
-    api_routes = list(app.router.routes)  # the API keeps its own --api-auth; all later routes are the UI's
+    api_logins = parse_logins(flags.api_auth)
+    install_api(app, services, logins=api_logins)
+    api_routes = list(app.router.routes)  # all later routes are the UI's
     install_extension_routes(app, services.extension_host)
     if not flags.nowebui:
         import gradio as gr
@@ -40,7 +41,10 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
         logins = parse_logins(flags.gradio_auth)
         login = UiLogin(logins) if logins else None
         if login is not None:  # the whole page behind one login: Gradio's routes, thumbs, extensions' routes
-            app.add_middleware(UiLoginGate, login=login, open_routes=api_routes + login.install_routes(app))
+            # The API keeps its own --api-auth. Without one, it takes the UI's login too: it is always on, and a
+            # --gradio-auth that left generation, settings and the history open would open more than it says.
+            open_routes = (api_routes if api_logins else []) + login.install_routes(app)
+            app.add_middleware(UiLoginGate, login=login, open_routes=open_routes)
         install_thumb_route(app, services)  # before the UI takes "/"
         blocks = build_ui(services)
         app = gr.mount_gradio_app(app, blocks, path="/", auth_dependency=login.user if login else None,

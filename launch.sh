@@ -52,15 +52,18 @@ sync() {
   if [ -f "$record" ]; then
     echo "The $name dependency lock changed: bringing $VENV to it ($*)"
   else
-    echo "Installing the $name dependencies from $* (the first run downloads PyTorch and friends; this takes a while)"
+    echo "Installing the $name dependencies from $*"
+    if [ "$name" = app ]; then echo "(the first run downloads PyTorch and friends; this takes a while)"; fi
   fi
   # Every line of a lock carries hashes, so pip installs exactly those files and refuses anything unlisted.
   local args=()
   for lock in "$@"; do args+=(-r "$lock"); done
-  [ -f "$record" ] && args+=(--quiet)  # an upgrade: only what changes is worth reading
-  "$VENV/bin/python" -m pip install --disable-pip-version-check --require-hashes "${args[@]}"
+  if [ -f "$record" ]; then args+=(--quiet); fi  # an upgrade: only what changes is worth reading
+  # (`|| return 1` throughout: `set -e` does not reach into a function called as `sync ... || echo ...`, and the
+  # stamp must be written only after everything worked.)
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --require-hashes "${args[@]}" || return 1
   if [ -f "$record" ]; then
-    "$VENV/bin/python" - "$record" "$@" <<'PY'
+    "$VENV/bin/python" - "$record" "$@" <<'PY' || return 1
 import re, subprocess, sys
 from importlib import metadata
 
@@ -77,7 +80,7 @@ if dropped:
     subprocess.check_call([sys.executable, "-m", "pip", "uninstall", "-y", "-q", *dropped])
 PY
   fi
-  cat "$@" > "$record"
+  cat "$@" > "$record" || return 1
   echo "$wanted" > "$stamp"
 }
 

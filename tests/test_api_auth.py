@@ -1,6 +1,7 @@
 """Logins over a real socket. `--api-auth alice:secret,bob:pw` guards /sdapi/v1 and /controlnet with HTTP Basic
 (401 without or with wrong credentials; either user gets in, `webuiapi`'s `set_auth` included). `--gradio-auth`
-guards only the web UI, as in A1111: the page asks for a login, while /sdapi stays open.
+guards the web UI; the API, which is always on here (A1111 needs `--api`), takes the UI's logins too unless
+`--api-auth` gives it its own.
 
 Two servers: one API-only with --api-auth, one with the UI and --gradio-auth; each over a tiny SD1 checkpoint.
 """
@@ -76,7 +77,7 @@ def test_webuiapi_with_set_auth(api_auth_server):
 
 
 # --- --gradio-auth -------------------------------------------------------------------------------------------------
-def test_gradio_auth_guards_the_ui_but_not_the_api(gradio_auth_server):
+def test_gradio_auth_guards_the_ui_and_the_api_without_its_own_auth(gradio_auth_server):
     url = gradio_auth_server.url
     with httpx.Client(base_url=url, timeout=60) as browser:
         page = browser.get("/")
@@ -93,8 +94,27 @@ def test_gradio_auth_guards_the_ui_but_not_the_api(gradio_auth_server):
         assert config.status_code == 200 and "txt2img_generate" in config.text
         assert "txt2img_generate" in browser.get("/").text  # now the page is the UI
 
-    # A1111: --gradio-auth covers only the UI; the API stays open without any credentials
-    samplers = httpx.get(gradio_auth_server.api("samplers"), timeout=30)
+    # No --api-auth: the always-on API is not left open; the UI's login works as HTTP Basic (webuiapi's set_auth)
+    assert httpx.get(gradio_auth_server.api("samplers"), timeout=30).status_code == 401
+    assert httpx.post(gradio_auth_server.api("txt2img"), json=SMALL, timeout=60).status_code == 401
+    samplers = httpx.get(gradio_auth_server.api("samplers"), auth=("carol", "hunter2"), timeout=30)
     assert samplers.status_code == 200 and any(s["name"] == "Euler" for s in samplers.json())
-    made = httpx.post(gradio_auth_server.api("txt2img"), json={**SMALL, "prompt": "open api"}, timeout=60)
+    api = webuiapi.WebUIApi(host="127.0.0.1", port=int(url.rsplit(":", 1)[1].strip("/")))
+    api.set_auth("carol", "hunter2")
+    assert api.txt2img(prompt="through webuiapi", steps=2, width=64, height=64, seed=3).image.size == (64, 64)
+    made = httpx.post(gradio_auth_server.api("txt2img"), json={**SMALL, "prompt": "open api"},
+                      auth=("carol", "hunter2"), timeout=60)
     assert made.status_code == 200 and len(made.json()["images"]) == 1
+
+
+def test_with_both_logins_each_guards_its_own_side(tmp_path, tiny_models):
+    install_model(tmp_path, tiny_models["sd1"], "alpha-tiny.safetensors")
+    with serve(tmp_path, "--gradio-auth", "carol:hunter2", "--api-auth", "alice:secret") as live:
+        assert httpx.get(live.api("samplers"), timeout=30).status_code == 401
+        assert httpx.get(live.api("samplers"), auth=("carol", "hunter2"), timeout=30).status_code == 401
+        assert httpx.get(live.api("samplers"), auth=("alice", "secret"), timeout=30).status_code == 200
+        with httpx.Client(base_url=live.url, timeout=60) as browser:
+            assert "txt2img_generate" not in browser.get("/").text
+            assert browser.get("/config", auth=("alice", "secret")).status_code == 401  # the API login is not the UI's
+            assert browser.post("/login", data={"username": "carol", "password": "hunter2"}).status_code == 200
+            assert "txt2img_generate" in browser.get("/").text

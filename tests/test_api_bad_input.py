@@ -286,6 +286,50 @@ def test_a_chunked_body_over_the_limit_is_a_413_and_one_under_it_reaches_the_rou
     assert client.post("/elsewhere", content=b"y" * 5000).json() == {"length": 5000}  # not the API's business
 
 
+def test_a_content_length_beside_chunked_encoding_does_not_slip_past_the_limit():
+    """The HTTP server reads chunks and ignores Content-Length when both are sent: the limit must count them."""
+    import threading
+
+    import uvicorn
+
+    from live_server import free_port
+
+    app = FastAPI()
+
+    @app.post("/sdapi/v1/echo")
+    async def echo(request: Request):
+        return {"length": len(await request.body())}
+
+    app.add_middleware(BodyLimit, limit=1000)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def post(size: int) -> bytes:
+            body = b"".join(b"%x\r\n%s\r\n" % (500, b"x" * 500) for _ in range(size // 500)) + b"0\r\n\r\n"
+            head = (b"POST /sdapi/v1/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n"
+                    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(head + body)
+                reply = b""
+                while chunk := sock.recv(65536):
+                    reply += chunk
+            return reply
+
+        refused = post(5000)
+        assert b" 413 " in refused.partition(b"\r\n")[0] and b"RequestTooLarge" in refused, refused[:300]
+        admitted = post(500)  # under the limit, the route gets every chunk
+        assert b" 200 " in admitted.partition(b"\r\n")[0] and b'{"length":500}' in admitted, admitted[:300]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
 @pytest.mark.parametrize("size", [1_000_000, 50_000_000])
 def test_an_oversized_prompt_is_refused_at_once(server, field, size):

@@ -27,7 +27,7 @@ from webui.extensions.problems import ProblemLog
 from webui.settings.flags import parse_flags
 from webui.settings.options import Option, OptionError, OptionRestrictedError, Options
 from webui.ui import extensions_tab
-from webui.ui.settings_tab import apply_settings, build_settings_tab, search_settings
+from webui.ui.settings_tab import apply_settings, build_settings_tab, current_values, search_settings
 
 TXT2IMG = "/sdapi/v1/txt2img"
 IMG2IMG = "/sdapi/v1/img2img"
@@ -167,10 +167,18 @@ def field_of(tab, key: str):
 
 
 def test_settings_tab_hides_the_folders_and_refuses_a_forged_change(make_services, tmp_path):
+    secret_folder = str(tmp_path / "the-admins-folder")
+    data = tmp_path / "data0"  # make_services' first data dir: the admin set the folder in its config.json
+    data.mkdir()
+    (data / "config.json").write_text(json.dumps({"outdir_txt2img_samples": secret_folder}))
     services = make_services(flags=[FLAG])
+    assert services.options.get("outdir_txt2img_samples") == secret_folder
     tab = settings_tab(services)
     index, setting, component = field_of(tab, "outdir_txt2img_samples")
     assert setting.locked and component.visible is False and component.interactive is False
+    # the page never carries the path, neither when built nor when it loads the current values
+    assert secret_folder not in str(component.value)
+    assert secret_folder not in str(current_values(services, tab)[index])
     assert not field_of(tab, "samples_format")[1].locked
     values = [component.value for component in tab.components]
     assert apply_settings(services, tab.fields, *values) == "Nothing changed."
@@ -178,7 +186,7 @@ def test_settings_tab_hides_the_folders_and_refuses_a_forged_change(make_service
     with pytest.warns(UserWarning, match="outdir_txt2img_samples"):
         result = apply_settings(services, tab.fields, *values)
     assert "outdir_txt2img_samples" in result and FLAG in result
-    assert services.options.get("outdir_txt2img_samples") == ""
+    assert services.options.get("outdir_txt2img_samples") == secret_folder
     search = search_settings(tab, "output folder")  # searching never reveals a hidden folder field
     assert search[index]["visible"] is False
 

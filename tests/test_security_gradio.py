@@ -5,7 +5,8 @@
    secret on the server; neither the event's messages nor `/gradio_api/file=` for any path they mention gives the
    secret back. Gradio serves the outputs folder, but never the settings, job history or models, even when the
    outputs folder is the data dir. Uploads (PNG Info, img2img) still work.
-2. With `--gradio-auth`, nothing but the API and the login form answers before a login: the extra networks'
+2. With `--gradio-auth`, nothing but the login form answers before a login (the API too, unless `--api-auth`
+   guards it): the extra networks'
    previews, extensions' routes and Gradio's routes answer 401, the same for a file that exists and one that does
    not. After a login (session cookie or HTTP Basic) they work as before; the API keeps its own `--api-auth`.
 3. The login page is only a form: no Gradio config, no API description, no checkpoint name.
@@ -354,9 +355,18 @@ def test_before_a_login_only_the_login_form_answers(target):
         assert stranger.post("/login", data={"username": USER, "password": "wrong"}).status_code == 400
         assert stranger.get("/config").status_code == 401
 
-        # the API keeps its own auth (none here)
-        assert stranger.get("/sdapi/v1/samplers").status_code == 200
-        assert stranger.get("/docs").status_code == 200
+        # no --api-auth here: the always-on API takes the UI's login, so the flag opens nothing more than it says
+        for path in ["/sdapi/v1/samplers", "/sdapi/v1/options", "/queue/history", "/controlnet/model_list",
+                     "/docs", "/openapi.json"]:
+            response = stranger.get(path)
+            assert response.status_code == 401, f"{path}: {response.status_code}"
+            assert_tells_nothing(response)
+        made = stranger.post("/sdapi/v1/txt2img", json={"prompt": "a fox", "steps": 1, "width": 64, "height": 64})
+        assert made.status_code == 401
+        # a wrong method on an API path does not slip through to the page either
+        assert stranger.post("/sdapi/v1/samplers").status_code == 401
+        basic = stranger.get("/sdapi/v1/samplers", auth=(USER, PASSWORD))  # scripts send the UI login
+        assert basic.status_code == 200 and any(s["name"] == "Euler" for s in basic.json())
 
 
 @only("auth")

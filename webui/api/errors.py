@@ -2,6 +2,7 @@
 own HTTP status; anything else is a bug of ours and a 500."""
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from ..core.errors import UserError
@@ -51,3 +52,19 @@ def run_job(submit: Callable[[], Job]) -> Job:
     if job.state != DONE:
         raise job_failure(job)
     return job
+
+
+async def send_error(send, error: UserError) -> None:
+    """Answer an ASGI request with `error` in A1111's JSON shape and close the connection (for middlewares that
+    refuse a request before any route runs)."""
+    payload = json.dumps(error_body(error.kind, str(error))).encode("utf-8")
+    await send({"type": "http.response.start", "status": error.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def app_path(scope) -> str:
+    """The request's path inside the app (without the ASGI root_path a proxy may add)."""
+    root, path = scope.get("root_path", ""), scope["path"]
+    return path[len(root):] if root and path.startswith(root) else path

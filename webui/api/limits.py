@@ -3,10 +3,8 @@
 request cannot take the server's memory. The prompt limit is the request record's (`webui.core.request.MAX_PROMPT_CHARS`, a 422)."""
 from __future__ import annotations
 
-import json
-
 from ..core.errors import RequestTooLargeError
-from .errors import error_body
+from .errors import app_path, send_error
 
 # 512 MiB. The largest body a real client sends is an img2img at the decoder's limit: an 8192x8192 init image and
 # a mask as base64 PNG. Measured: pure-noise pictures (which PNG cannot compress; real ones are far smaller) weigh
@@ -14,7 +12,8 @@ from .errors import error_body
 MAX_BODY_BYTES = 512 * 2 ** 20
 # The API's routes, and Gradio's (the UI's uploads, /gradio_api/upload: a picture dropped into the page; its events,
 # /gradio_api/queue/join and others, whose JSON bodies Gradio reads whole).
-LIMITED_PREFIXES = ("/sdapi/", "/controlnet/", "/queue", "/gradio_api/")
+# /login is the UI's login form (reachable without a login).
+LIMITED_PREFIXES = ("/sdapi/", "/controlnet/", "/queue", "/gradio_api/", "/login")
 
 
 def too_large(limit: int, size: int | None = None) -> RequestTooLargeError:
@@ -32,18 +31,17 @@ class BodyLimit:
         self.app, self.limit, self.prefixes = app, int(limit), tuple(prefixes)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.prefixes):
+        if scope["type"] != "http" or not app_path(scope).startswith(self.prefixes):
             return await self.app(scope, receive, send)
-        declared = next((value for name, value in scope.get("headers", []) if name == b"content-length"), None)
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                size = None
-            if size is not None and size > self.limit:
-                return await _refuse(send, too_large(self.limit, size))
-            if size is not None:  # the server holds the client to its Content-Length
-                return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        size = int(declared) if declared is not None and declared.strip().isdigit() else None
+        if size is not None and size > self.limit:
+            return await send_error(send, too_large(self.limit, size))
+        if size is not None and b"transfer-encoding" not in headers:
+            return await self.app(scope, receive, send)  # the server reads exactly Content-Length bytes
+        # No usable length, or a Transfer-Encoding beside it (the server then reads the chunks and ignores the
+        # length): counted as it comes.
         chunks, total = [], 0  # no length given (chunked): counted as it comes
         while True:
             message = await receive()
@@ -52,7 +50,7 @@ class BodyLimit:
             body = message.get("body", b"")
             total += len(body)
             if total > self.limit:
-                return await _refuse(send, too_large(self.limit))
+                return await send_error(send, too_large(self.limit))
             chunks.append(body)
             if not message.get("more_body", False):
                 break
@@ -70,10 +68,3 @@ def _replay(chunks: list[bytes], last, receive):
 
     return replay
 
-
-async def _refuse(send, error: RequestTooLargeError) -> None:
-    payload = json.dumps(error_body(error.kind, str(error))).encode("utf-8")
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})

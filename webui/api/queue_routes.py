@@ -24,6 +24,7 @@ from ..engine.preview import preview_every, shared_preview
 from ..jobs.queue import QUEUED, RUNNING, Job
 from ..jobs.store import SQLITE_MAX_INT, json_safe
 from ..outputs.save import encode_png_base64
+from ..core.errors import NotFoundError
 from .errors import ApiError, classify
 
 HEARTBEAT_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
@@ -66,14 +67,14 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
             return job_view(job, queue.position(job))
         record = queue.store.get(job_id) if queue.store is not None else None
         if record is None:
-            raise ApiError(404, "UnknownJob", f"No job {job_id!r} in the queue or the history")
+            raise NotFoundError(f"No job {job_id!r} in the queue or the history", kind="UnknownJob")
         return record.as_dict()
 
     @router.delete("/jobs/{job_id}")
     def cancel_job(job_id: str):
         job = queue.get(job_id)
         if job is None:
-            raise ApiError(404, "UnknownJob", f"No job {job_id!r} is queued or running")
+            raise NotFoundError(f"No job {job_id!r} is queued or running", kind="UnknownJob")
         if not queue.cancel(job_id):
             raise ApiError(409, "JobFinished", f"Job {job_id!r} has already finished ({job.state})")
         return {"id": job_id, "state": job.state}
@@ -91,7 +92,7 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
     @router.post("/history/{seq}/rerun")
     def rerun(seq: int):
         if queue.store is None or queue.store.get_seq(seq) is None:
-            raise ApiError(404, "UnknownJob", f"No job #{seq} in the history")
+            raise NotFoundError(f"No job #{seq} in the history", kind="UnknownJob")
         try:
             job = services.rerun(seq, source="api")
         except Exception as exc:  # noqa: BLE001 - refusals (and a closed queue) get their status

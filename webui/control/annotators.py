@@ -589,7 +589,9 @@ def download_annotators(module_name: str, folder: Path, progress: Progress | Non
             digest = _fetch(name, partial, progress, timeout)
             if digest != expected:
                 raise AnnotatorError(f"downloaded {name} does not match its checksum (sha256 {digest}, expected "
-                                     f"{expected}); nothing was saved, try again")
+                                     f"{expected}); nothing was saved. Try again; if it keeps differing, the file was changed where it "
+                                     f"is published (or our pinned sum is wrong): put a file you trust in {folder} "
+                                     "yourself")
             _check_loadable(name, partial)
             partial.replace(folder / name)
             log.info("downloaded %s into %s (sha256 %s)", name, folder, digest)

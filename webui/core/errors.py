@@ -28,10 +28,6 @@ class UserError(Exception):
             self.kind = kind
 
     @property
-    def message(self) -> str:
-        return str(self)
-
-    @property
     def detail(self) -> str:  # the API's name for the message
         return str(self)
 
@@ -81,7 +77,3 @@ class UnavailableError(UserError):
 
     status = 503
     kind = "Unavailable"
-
-
-def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, UserError)

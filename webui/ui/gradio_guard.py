@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..api.errors import error_body
+from ..api.errors import app_path, send_error
 from ..core.errors import RequestError, UserError
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ class GradioGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST" or self.blocks() is None:
             return await self.app(scope, receive, send)
-        root = scope.get("root_path", "")
-        path = scope["path"][len(root):] if root and scope["path"].startswith(root) else scope["path"]
+        path = app_path(scope)
         if path.startswith(EVENT_ROUTES):
             return await self._event(scope, receive, send)
         if path.rstrip("/") == UPLOAD_ROUTE:
@@ -164,7 +163,7 @@ class GradioGuard:
             payload = None
         problem = unknown_event(payload, self.blocks())
         if problem is not None:
-            return await _answer(send, problem)
+            return await send_error(send, problem)
 
         async def replay():
             return messages.pop(0) if messages else await receive()
@@ -176,7 +175,7 @@ class GradioGuard:
         if scanner is None:
             return await self.app(scope, receive, send)
         if scanner.problem is not None:
-            return await _answer(send, scanner.problem)
+            return await send_error(send, scanner.problem)
         refused: list[UserError] = []
         answered = []
 
@@ -200,12 +199,5 @@ class GradioGuard:
             if not refused:
                 raise
         if refused and "http.response.start" not in answered:
-            await _answer(send, refused[0])
+            await send_error(send, refused[0])
 
-
-async def _answer(send, error: UserError) -> None:
-    payload = json.dumps(error_body(error.kind, str(error))).encode("utf-8")
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": payload})

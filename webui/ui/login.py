@@ -5,8 +5,8 @@
 session. Gradio asks it who is logged in (`auth_dependency` of `gr.mount_gradio_app`), so `gr.Request.username`
 is the login. HTTP Basic with a `--gradio-auth` login works too (scripts, `curl`).
 
-`UiLoginGate` (an ASGI middleware) lets a request without a login through only to the API's own routes (they
-keep `--api-auth`), the login routes and the login page: `GET /` answers `LOGIN_PAGE`, a form and nothing else (no
+`UiLoginGate` (an ASGI middleware) lets a request without a login through only to the routes it is told are open
+(the API's, when `--api-auth` guards them), the login routes and the login page: `GET /` answers `LOGIN_PAGE`, a form and nothing else (no
 Gradio config, no API description, no checkpoint names); anything else answers 401 before any route runs, so
 `/sd_extra_networks/thumb`, extensions' routes and Gradio's own routes tell nothing, not even whether a file exists.
 """
@@ -22,6 +22,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.requests import HTTPConnection
 from starlette.routing import Match
 from starlette.websockets import WebSocketClose
+
+from ..api.errors import app_path
 
 
 class UiLogin:
@@ -91,7 +93,7 @@ class UiLoginGate:
         self.page = LOGIN_PAGE.replace("{title}", html.escape(title))
 
     def _open(self, scope) -> bool:
-        return any(route.matches(dict(scope))[0] != Match.NONE for route in self.open_routes)
+        return any(route.matches(dict(scope))[0] == Match.FULL for route in self.open_routes)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket") or self.login.user(HTTPConnection(scope)) is not None \
@@ -101,9 +103,7 @@ class UiLoginGate:
         if scope["type"] == "websocket":
             await WebSocketClose(code=1008)(scope, receive, send)
             return
-        root = scope.get("root_path", "")
-        path = scope["path"][len(root):] if root and scope["path"].startswith(root) else scope["path"]
-        if path in ("", "/") and scope["method"] in ("GET", "HEAD"):
+        if app_path(scope) in ("", "/") and scope["method"] in ("GET", "HEAD"):
             response = HTMLResponse(self.page, headers={"Cache-Control": "no-store"})
         else:
             response = JSONResponse({"detail": "Not authenticated"}, status_code=401)

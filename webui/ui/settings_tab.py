@@ -240,12 +240,16 @@ def _build_field(key: str, option: Option, value, section_id: str, warnings: lis
     return built, SettingField(key, label, encoding, section_id)
 
 
+# What a locked field holds instead of its value: the page (and Gradio's config of it) never carries the path.
+LOCKED_VALUE = "(hidden: --hide-ui-dir-config)"
+
+
 def _locked_field(key: str, option: Option, value, section_id: str):
-    """A setting --hide-ui-dir-config locks (an output folder...): a hidden, read-only field holding the current
-    value, so the page never shows the path and Apply sends it back unchanged."""
+    """A setting --hide-ui-dir-config locks (an output folder...): a hidden, read-only field holding LOCKED_VALUE,
+    which Apply sends back and which means "unchanged"."""
     encoding = PLAIN if option.kind is str else JSON
-    shown = ("" if value is None else str(value)) if encoding == PLAIN else _encode(value, JSON)
-    built = gr.Textbox(value=shown, label=_label(option), elem_id=f"setting_{key}", visible=False, interactive=False)
+    built = gr.Textbox(value=LOCKED_VALUE, label=_label(option), elem_id=f"setting_{key}", visible=False,
+                       interactive=False)
     return built, SettingField(key, _label(option), encoding, section_id, locked=True)
 
 
@@ -304,6 +308,9 @@ def current_values(services, tab: SettingsTab) -> list:
         if option is None:  # cannot happen within one run; keep the component as it is
             shown.append(gr.skip())
             continue
+        if setting.locked:
+            shown.append(LOCKED_VALUE)
+            continue
         value = _encode(values.get(setting.key, option.default), setting.encoding)
         dynamic = callable(option.choices) or option.offered is not None
         if dynamic and option.component is None and isinstance(component, gr.Dropdown):
@@ -352,6 +359,10 @@ def changed_values(services, fields: list[SettingField], values) -> dict[str, An
     for setting, raw in zip(fields, values):
         option = services.options.specs.get(setting.key)
         if option is None:
+            continue
+        if setting.locked:  # anything but the placeholder is a change, which validation refuses naming the option
+            if raw != LOCKED_VALUE:
+                changes[setting.key] = raw
             continue
         now = current.get(setting.key, option.default)
         if raw == _encode(now, setting.encoding):
