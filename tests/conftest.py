@@ -54,6 +54,21 @@ def make_services(tmp_path, tiny_models):
         services.stop()
 
 
+@pytest.fixture
+def compat_path():
+    """A1111's `modules` package importable by its own name, as extensions import it (for the test's duration)."""
+    import sys
+
+    from webui.extensions.a1111 import COMPAT_PATH
+
+    added = str(COMPAT_PATH) not in sys.path
+    if added:
+        sys.path.append(str(COMPAT_PATH))
+    yield
+    if added:
+        sys.path.remove(str(COMPAT_PATH))
+
+
 def quick_run(services, **fields):
     """Run a small txt2img job straight on the engine (64x64, 3 Euler steps, fixed seed, not saved)."""
     from webui.core.request import GenerationRequest

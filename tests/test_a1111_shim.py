@@ -33,16 +33,6 @@ A1111_INFOTEXT = (
 
 
 @pytest.fixture
-def compat_path():
-    added = str(COMPAT_PATH) not in sys.path
-    if added:
-        sys.path.append(str(COMPAT_PATH))
-    yield
-    if added:
-        sys.path.remove(str(COMPAT_PATH))
-
-
-@pytest.fixture
 def bound(make_services, compat_path):
     """A running server's services with a small extension host, bound where the shim looks."""
     services = make_services("sd1")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +19,6 @@ from PIL import Image
 
 from app import create_app
 from conftest import install_model
-from webui.extensions.a1111 import COMPAT_PATH
 from webui.extensions.a1111.runtime import RUNTIME
 from webui.extensions.callbacks import CallbackRegistry
 from webui.extensions.problems import ProblemLog
@@ -203,18 +201,7 @@ def test_settings_tab_shows_and_applies_the_folders_without_the_flag(make_servic
 
 
 # --- options extensions mark, and the options object itself ----------------------------------------------------------
-@pytest.fixture
-def compat():
-    """A1111's `modules` importable by its own name, as extensions import it."""
-    added = str(COMPAT_PATH) not in sys.path
-    if added:
-        sys.path.append(str(COMPAT_PATH))
-    yield
-    if added:
-        sys.path.remove(str(COMPAT_PATH))
-
-
-def test_an_option_an_extension_marks_with_hide_dirs_is_locked(compat):
+def test_an_option_an_extension_marks_with_hide_dirs_is_locked(compat_path):
     from modules.options import OptionInfo, option_from_info
 
     options = Options(None, hide_dirs=True)
@@ -229,7 +216,7 @@ def test_an_option_an_extension_marks_with_hide_dirs_is_locked(compat):
         options.validate({"myext_model_dir": "/tmp/elsewhere"})
 
 
-def test_the_shim_exposes_restricted_opts(make_services, tmp_path, compat):
+def test_the_shim_exposes_restricted_opts(make_services, tmp_path, compat_path):
     services = make_services(flags=[FLAG])
     problems = ProblemLog()
     RUNTIME.bind(services, types.SimpleNamespace(callbacks=CallbackRegistry(problems), problems=problems))
