@@ -5,7 +5,10 @@
 
 Both sides use the very same modules (`services.models.get()`), prompt, seeds (one generator per image), steps,
 size, CFG scale and sampler (Euler a; DPM++ 2M Karras). After a warm-up of each, runs alternate engine, diffusers,
-engine, diffusers ... and the medians are compared. Target: engine / diffusers at most 1.03.
+engine, diffusers ... and the medians are compared. Target: engine / diffusers at most 1.03: the engine's sampling
+loop (A1111's k-diffusion algorithms, webui/engine/sampling, with CFG, hooks and previews around the UNet) costs no
+more per step than diffusers' own. The pictures agree for Euler a; for DPM++ 2M they differ on purpose (A1111 starts
+from noise x sigma_max, diffusers from noise x sqrt(1 + sigma_max^2)).
 
 Settings: (a) the tiny SD1 model, 64x64, 20 steps, batch 2; (b) an SD1.5-size checkpoint with random weights,
 2 steps, batch 1, at 512x512, or 256x256 when 512x512 would take longer than the time budget (said in the output).
@@ -113,6 +116,8 @@ def report(results: list[dict]) -> None:
     say()
     for r in results:
         same = "identical" if r["diff"] == 0 else ("within 1 level" if r["diff"] <= 1 else "DIFFERENT")
+        if r["sampler"] == "DPM++ 2M Karras" and r["diff"] > 1:
+            same = "differs: A1111's start noise, expected"
         say(f"ratio engine/diffusers ({r['setting']}, {r['sampler']}): {r['ratio']:.3f} "
             f"(per-pair median {r['paired']:.3f}, fastest/fastest {r['best']:.3f})  target <= {TARGET}  "
             f"{verdict(r['ratio'] <= TARGET)}  | max pixel diff {r['diff']} ({same})")

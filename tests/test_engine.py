@@ -15,7 +15,7 @@ from webui.core.run_control import RunControl
 from webui.engine.images import fit
 from webui.core.errors import RequestError
 from webui.core.request import GenerationRequest
-from webui.engine.seeds import image_noise, make_generators
+from webui.engine.sampling.noise import BatchNoise
 from webui.models.manager import ModelLoadError
 from webui.outputs.infotext import parse_infotext
 from webui.outputs.save import read_infotext
@@ -87,11 +87,11 @@ def test_variation_seed(services):
 
 
 def test_seed_resize_keeps_the_noise_in_the_centre():
-    small = image_noise(make_generators([3], "CPU", torch.device("cpu")), [0], 0.0, (4, 8, 8), None, "CPU",
-                        torch.device("cpu"))
-    big = image_noise(make_generators([3], "CPU", torch.device("cpu")), [0], 0.0, (4, 12, 16), (64, 64), "CPU",
-                      torch.device("cpu"))
+    small = BatchNoise((4, 8, 8), [3]).next()
+    big = BatchNoise((4, 12, 16), [3], resize_from=(64, 64)).next()
     assert torch.equal(big[0, :, 2:10, 4:12], small[0])
+    cut = BatchNoise((4, 6, 8), [3], resize_from=(64, 64)).next()  # smaller than the size it was found at
+    assert torch.equal(cut[0], small[0, :, 1:7, 0:8])
 
 
 # --- samplers and schedules -------------------------------------------------------------------------------------
@@ -120,31 +120,18 @@ def test_sampler_names_as_a1111_writes_them():
     with pytest.raises(samplers.SamplerError, match="Unknown sampler 'Eulerish'. Available: DPM"):
         samplers.resolve("Eulerish")
     assert samplers.resolve("Euler a", "Karras")[1] == "Karras"
-    with pytest.raises(samplers.SamplerError, match="DDIM does not support the Karras schedule"):
-        samplers.resolve("DDIM", "Karras")
+    # A1111 accepts every schedule type with every sampler; the timestep samplers run their own timesteps
+    assert samplers.resolve("DDIM", "Karras") == (samplers.SAMPLERS_BY_NAME["DDIM"], "Karras")
+    assert samplers.resolve("Euler Align Your Steps", None)[1] == "Align Your Steps"
+    assert samplers.resolve("DPM++ 2M", "kl_optimal")[1] == "KL Optimal"
+    with pytest.raises(samplers.SamplerError, match="Unknown schedule type 'Karas'"):
+        samplers.resolve("Euler", "Karas")
 
 
-def test_euler_a_on_sigma_schedules_matches_diffusers_on_the_uniform_one(services):
-    """Our sigma-schedule Euler a is the same algorithm as diffusers' Euler a: equal on the uniform schedule."""
-    from diffusers import EulerAncestralDiscreteScheduler
-
-    from webui.engine.euler_ancestral import EulerAncestralSigmaScheduler
-    _, model = services.models.get()
-    config = dict(model.scheduler_config, timestep_spacing="linspace")
-    ours, theirs = EulerAncestralSigmaScheduler.from_config(config), EulerAncestralDiscreteScheduler.from_config(config)
-    for scheduler in (ours, theirs):
-        scheduler.set_timesteps(6)
-    assert torch.allclose(ours.sigmas, theirs.sigmas)
-    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    a, b = x.clone(), x.clone()
-    ga, gb = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    for t in ours.timesteps:
-        eps = torch.sin(a * 3)  # any deterministic "model"
-        a = ours.step(eps, t, a, generator=ga).prev_sample
-        b = theirs.step(torch.sin(b * 3), t, b, generator=gb).prev_sample
-    assert torch.allclose(a, b, atol=1e-5)
-    karras = run(services, sampler_name="Euler a", scheduler="Karras")
-    assert "Sampler: Euler a, Schedule type: Karras," in karras.infotexts[0]
+def test_every_schedule_type_is_accepted_and_written(services):
+    for schedule in samplers.SCHEDULE_NAMES[1:]:
+        result = run(services, sampler_name="Euler", scheduler=schedule, steps=3)
+        assert f"Sampler: Euler, Schedule type: {schedule}," in result.infotexts[0]
 
 
 # --- model families ---------------------------------------------------------------------------------------------
@@ -160,16 +147,21 @@ def test_each_family_does_txt2img_and_img2img(services, name):
     assert "Denoising strength: 0.5," in image.infotexts[0]
 
 
-def test_img2img_at_zero_denoising_is_just_the_vae_round_trip(services):
+def test_img2img_at_zero_denoising_runs_one_step_at_the_smallest_sigma(services):
+    """A1111 runs t_enc + 1 = 1 step at denoising 0: from the init latents plus noise at the schedule's smallest
+    sigma. With Euler that step lands on the model's x0 prediction there: nearer the VAE round trip than a 0.5
+    denoise."""
     from webui.engine.images import to_pil, to_tensor
     rng = np.random.default_rng(1)
     source = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     result = run(services, mode="img2img", init_images=[source], denoising_strength=0.0, seed=10)
     _, model = services.models.get()
     with torch.no_grad():
-        latent = model.vae.encode(to_tensor([source])).latent_dist.sample(generator=torch.Generator().manual_seed(10))
-        expected = to_pil(model.vae.decode(latent).sample)[0]
-    assert np.abs(pixels(result.images[0]) - pixels(expected)).max() <= 1
+        expected = to_pil(model.vae.decode(model.vae.encode(to_tensor([source])).latent_dist.mode()).sample)[0]
+    half = run(services, mode="img2img", init_images=[source], denoising_strength=0.5, seed=10)
+    moved = np.abs(pixels(result.images[0]) - pixels(expected)).mean()
+    assert 0 < moved < np.abs(pixels(half.images[0]) - pixels(expected)).mean()
+    assert "Denoising strength: 0," in result.infotexts[0]
 
 
 # --- requests ---------------------------------------------------------------------------------------------------
@@ -260,17 +252,33 @@ def _control_that(action: str, at_batch: int, at_step: int) -> RunControl:
     return control
 
 
-def test_interrupt_keeps_finished_images(services):
+def test_interrupt_keeps_the_batch_being_sampled_then_stops(services):
+    """As A1111: the interrupted batch is decoded at its last denoised latents and kept like a finished one."""
+    full = services.engine.run(req(n_iter=2, batch_size=2, steps=4))
     control = _control_that("interrupt", at_batch=1, at_step=2)
-    result = services.engine.run(req(n_iter=3, batch_size=2), control)
-    assert result.interrupted and len(result.images) == 2 and result.seeds == [10, 11]
+    result = services.engine.run(req(n_iter=3, batch_size=2, steps=4), control)
+    assert result.interrupted and len(result.images) == 4 and result.seeds == [10, 11, 12, 13]
     assert "Interrupted" in result.warnings[-1]
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(result.images[:2], full.images[:2]))
+    stopped = pixels(result.images[2])
+    assert stopped.std() > 1 and max_pixel_difference(result.images[2], full.images[2]) > PARITY_TOLERANCE
+    assert "Seed: 12," in result.infotexts[2] and control.progress.textinfo  # the stopped batch has its infotext
 
 
-def test_skip_drops_the_current_batch_and_goes_on(services):
+def test_skip_keeps_the_current_batch_as_it_is_and_goes_on(services):
+    full = services.engine.run(req(n_iter=3, steps=4))
     control = _control_that("skip", at_batch=0, at_step=2)
-    result = services.engine.run(req(n_iter=3), control)
-    assert not result.interrupted and result.skipped_batches == 1 and result.seeds == [11, 12]
+    result = services.engine.run(req(n_iter=3, steps=4), control)
+    assert not result.interrupted and result.skipped_batches == 1 and result.seeds == [10, 11, 12]
+    assert max_pixel_difference(result.images[0], full.images[0]) > PARITY_TOLERANCE  # ended early
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(result.images[1:], full.images[1:]))
+
+
+def test_interrupt_before_the_first_step_keeps_nothing_of_that_batch(services):
+    control = RunControl()
+    control.interrupt()
+    result = services.engine.run(req(n_iter=2), control)
+    assert result.interrupted and result.images == []
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------------

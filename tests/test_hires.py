@@ -111,7 +111,9 @@ def test_hires_makes_the_bigger_image_with_a1111_infotext(services):
 
 def test_second_pass_is_img2img_of_the_upscaled_first_pass_with_the_same_seed(services):
     """Independent reconstruction: the first pass is exactly a plain txt2img of the seed, and the result is exactly
-    the engine's plain img2img of that picture (Lanczos-upscaled) with the same seed, 4 of 8 steps at 0.5."""
+    the engine's plain img2img of that picture (Lanczos-upscaled) with the same seed over the same sigmas: A1111's
+    hires pass runs its 4 steps as the tail of int(4 / 0.5) = 8 (t_enc 3), which plain img2img runs at 8 steps with
+    denoising 0.4 (t_enc = int(0.4 x 8) = 3, so 4 steps)."""
     engine = copy.copy(services.engine)
     engine.upscalers = RecordingUpscalers(services.upscalers)
     result = engine.run(hires_request(hr_upscaler="Lanczos", hr_second_pass_steps=4, denoising_strength=0.5))
@@ -123,12 +125,12 @@ def test_second_pass_is_img2img_of_the_upscaled_first_pass_with_the_same_seed(se
 
     upscaled = plain.images[0].resize((128, 128), Image.LANCZOS)
     again = run(services, request(mode="img2img", init_images=[upscaled], width=128, height=128, steps=8,
-                                  denoising_strength=0.5))
+                                  denoising_strength=0.4))
     assert result.images[0].size == (128, 128)
     # the second pass is the engine's own img2img path on the same inputs, one image each: bit-identical
     assert np.array_equal(pixels(result.images[0]), pixels(again.images[0]))
     other_seed = run(services, request(mode="img2img", init_images=[upscaled], width=128, height=128, steps=8,
-                                       denoising_strength=0.5, seed=6))
+                                       denoising_strength=0.4, seed=6))
     assert not np.array_equal(pixels(result.images[0]), pixels(other_seed.images[0]))
     assert parse_infotext(result.infotexts[0])["Hires steps"] == "4"
 
@@ -200,7 +202,8 @@ def test_hires_steps_and_progress_show_both_passes(services):
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 
 
-def test_interrupt_in_the_second_pass_keeps_nothing_of_that_batch(services):
+def test_interrupt_in_the_second_pass_keeps_that_batch_at_the_hires_size(services):
+    """As A1111: the batch being sampled is decoded at its last denoised latents and kept; then the run stops."""
     control = RunControl()
 
     def on_progress(progress):
@@ -208,10 +211,11 @@ def test_interrupt_in_the_second_pass_keeps_nothing_of_that_batch(services):
             control.interrupt()
     control._on_progress = on_progress
     result = run(services, hires_request(n_iter=2), control)
-    assert result.interrupted and result.images == []
+    assert result.interrupted and result.seeds == [5] and result.images[0].size == (128, 128)
+    assert "Hires upscale: 2" in result.infotexts[0]
 
 
-def test_skip_in_the_second_pass_drops_that_batch_only(services):
+def test_skip_in_the_second_pass_ends_that_batch_early_and_goes_on(services):
     control = RunControl()
 
     def on_progress(progress):
@@ -220,9 +224,12 @@ def test_skip_in_the_second_pass_drops_that_batch_only(services):
     control._on_progress = on_progress
     result = run(services, hires_request(n_iter=2), control)
     alone = run(services, hires_request(seed=6))
-    assert result.skipped_batches == 1 and result.seeds == [6]
+    full = run(services, hires_request(seed=5))
+    assert result.skipped_batches == 1 and result.seeds == [5, 6]
+    assert result.images[0].size == (128, 128)
+    assert not np.array_equal(pixels(result.images[0]), pixels(full.images[0]))  # ended early
     # each batch is one image: the same computation as seed 6 alone, bit-identical
-    assert np.array_equal(pixels(result.images[0]), pixels(alone.images[0]))
+    assert np.array_equal(pixels(result.images[1]), pixels(alone.images[0]))
 
 
 def test_hires_prompt_is_used_and_written_only_when_it_differs(services):

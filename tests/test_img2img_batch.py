@@ -194,12 +194,13 @@ def test_interrupt_keeps_what_was_saved(make_services, folders):
     control = RunControl(on_progress=interrupt_during_b)
     result = services.engine.run(batch_request(folders), control)
     assert result.interrupted
-    assert [p.name for p in folders["output"].iterdir()] == ["a.png"]
-    assert result.saved_paths == [str(folders["output"] / "a.png")] and len(result.images) == 1
+    # as A1111: the file being sampled is decoded where it got to and saved, then the batch stops
+    assert sorted(p.name for p in folders["output"].iterdir()) == ["a.png", "b.png"]
+    assert result.saved_paths == [str(folders["output"] / n) for n in ("a.png", "b.png")] and len(result.images) == 2
     assert any(w.startswith("Interrupted: 1 of 4 files") for w in result.warnings)
 
 
-def test_skip_drops_only_the_current_file(make_services, folders):
+def test_skip_ends_only_the_current_file_early(make_services, folders):
     services = make_services("sd1")
     pressed = []
 
@@ -211,6 +212,6 @@ def test_skip_drops_only_the_current_file(make_services, folders):
     control = RunControl(on_progress=skip_during_b)
     result = services.engine.run(batch_request(folders), control)
     assert not result.interrupted
-    assert sorted(p.name for p in folders["output"].iterdir()) == ["a.png", "c.png"]
-    assert any(w == "Skipped b.png: Skip was pressed" for w in result.warnings)
+    assert sorted(p.name for p in folders["output"].iterdir()) == ["a.png", "b.png", "c.png"]
+    assert any(w == "b.png: Skip was pressed; its picture stops where sampling had got" for w in result.warnings)
     assert not any(w.startswith("Interrupted") for w in result.warnings)

@@ -34,7 +34,11 @@ class Txt2ImgBody(_Lenient):
     tiling: bool | None = None
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
-    eta: float | None = None
+    eta: float | None = None  # A1111's sampler parameters; None: the setting (eta_ancestral / eta_ddim, s_*)
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
     denoising_strength: float | None = None
     override_settings: dict[str, Any] | None = None
     override_settings_restore_afterwards: bool = True

@@ -28,6 +28,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 # tokens, 70-120 chunks. It bounds what a prompt costs the one worker (a 1 MB prompt held it for minutes, 50 MB
 # made the tokenizer ask for gigabytes).
 MAX_PROMPT_CHARS = 20_000
+# The sampler parameters a request may set, and their largest values (s_tmax 0 means no limit, as in A1111).
+SAMPLER_VALUE_LIMITS = {"eta": 10.0, "s_churn": 100.0, "s_tmin": 1000.0, "s_tmax": 1000.0, "s_noise": 10.0}
 PROMPT_FIELDS = ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -102,6 +104,12 @@ class GenerationRequest:
     outpaint: Outpaint | None = None
     folder_batch: FolderBatch | None = None
     controlnet_units: list = field(default_factory=list)  # webui.control.units.ControlUnit, in unit order
+    # A1111's sampler parameters; None: the setting (eta_ancestral / eta_ddim, s_churn, s_tmin, s_tmax, s_noise)
+    eta: float | None = None
+    s_churn: float | None = None
+    s_tmin: float | None = None
+    s_tmax: float | None = None
+    s_noise: float | None = None
     tiling: bool = False  # A1111's "Tiling": seamless textures (every convolution wraps around the edges)
     # hires fix (txt2img; webui/engine/hires.py): A1111's fields and meanings, checked only when enable_hr is on
     enable_hr: bool = False
@@ -143,6 +151,9 @@ class GenerationRequest:
             self._int_range("clip_skip", 1, 12)
         for name in ("seed", "subseed", "seed_resize_from_w", "seed_resize_from_h"):
             self._int_range(name, -1, 2 ** 32)
+        for name, high in SAMPLER_VALUE_LIMITS.items():
+            if getattr(self, name) is not None:
+                self._float_range(name, 0.0, high)
         sampler, schedule = resolve_name(self.sampler_name, self.scheduler)  # SamplerError (400) when unknown
         self.sampler_name, self.scheduler = sampler.name, schedule
         if not isinstance(self.controlnet_units, (list, tuple)):
@@ -246,6 +257,11 @@ class GenerationRequest:
         value = self._number(name, int)
         if not low <= value <= high:
             raise RequestError(name, f"{name} must be between {low} and {high}, got {value}")
+
+    def sampler_values(self) -> dict:
+        """The sampler parameters the request sets (eta is read separately: its default depends on the sampler)."""
+        return {name: getattr(self, name) for name in ("s_churn", "s_tmin", "s_tmax", "s_noise")
+                if getattr(self, name) is not None}
 
     def _float_range(self, name: str, low: float, high: float) -> None:
         value = self._number(name, float)

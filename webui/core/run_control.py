@@ -58,10 +58,18 @@ class RunControl:
         self.preview_cache = None  # (stage marker, picture): the followers' shared render (preview.shared_preview)
 
     def interrupt(self) -> None:
+        """Stop at the next model evaluation: the batch being sampled is decoded and kept, then the run ends."""
+        first = not self._interrupt.is_set()
         self._interrupt.set()
+        if first:
+            self.report(textinfo="Interrupting...")
 
     def skip(self) -> None:
+        """End the batch being sampled at the next model evaluation (it is decoded and kept), then go on."""
+        first = not self._skip.is_set()
         self._skip.set()
+        if first:
+            self.report(textinfo="Skipping...")
 
     @property
     def interrupted(self) -> bool:

@@ -7,10 +7,16 @@ from dataclasses import dataclass
 
 from .errors import RequestError
 
-SIGMA_SCHEDULES = ("Uniform", "Karras", "Exponential", "SGM Uniform", "Beta")
-TIMESTEP_SCHEDULES = ("Uniform", "SGM Uniform")
-SCHEDULE_NAMES = ("Automatic",) + SIGMA_SCHEDULES
-
+# A1111 1.10's schedule types (label, API name, default rho); every sampler accepts every one, the timestep samplers
+# (DDIM, DDIM CFG++, PLMS, UniPC) and LCM run their own timesteps whatever is chosen, as in A1111.
+SCHEDULE_TYPES: tuple[tuple[str, str, float], ...] = (
+    ("Automatic", "automatic", -1), ("Uniform", "uniform", -1), ("Karras", "karras", 7.0),
+    ("Exponential", "exponential", -1), ("Polyexponential", "polyexponential", 1.0),
+    ("SGM Uniform", "sgm_uniform", -1), ("KL Optimal", "kl_optimal", -1), ("Align Your Steps", "align_your_steps", -1),
+    ("Simple", "simple", -1), ("Normal", "normal", -1), ("DDIM", "ddim", -1), ("Beta", "beta", -1),
+)
+SCHEDULE_NAMES = tuple(label for label, _, _ in SCHEDULE_TYPES)
+SIGMA_SCHEDULES = SCHEDULE_NAMES[1:]
 
 class SamplerError(RequestError):
     """An unknown sampler or schedule type, or a pair that does not go together; the message lists the choices."""
@@ -28,24 +34,36 @@ class SamplerName:
     default_schedule: str = "Uniform"
     schedules: tuple[str, ...] = SIGMA_SCHEDULES
     aliases: tuple[str, ...] = ()
+    # A1111's sampler options (listed by /sdapi/v1/samplers): second_order (two model evaluations a step),
+    # brownian_noise (SDE: a Brownian tree of the batch's seeds), uses_ensd, discard_next_to_last_sigma
+    flags: frozenset[str] = frozenset()
 
 
-SAMPLER_NAMES: tuple[SamplerName, ...] = (
+def _flags(names: str) -> frozenset[str]:
+    return frozenset(names.split())
+
+
+SAMPLER_NAMES: tuple[SamplerName, ...] = (  # A1111 1.10's list, in its order
     SamplerName("DPM++ 2M", "Karras", aliases=("k_dpmpp_2m",)),
-    SamplerName("DPM++ SDE", "Karras", aliases=("k_dpmpp_sde",)),
-    SamplerName("DPM++ 2M SDE", "Exponential", aliases=("k_dpmpp_2m_sde",)),
-    SamplerName("DPM++ 2S a", "Karras", ("Uniform", "Karras", "Exponential", "SGM Uniform"), aliases=("k_dpmpp_2s_a",)),
-    SamplerName("DPM++ 3M SDE", "Exponential", aliases=("k_dpmpp_3m_sde",)),
-    SamplerName("Euler a", aliases=("k_euler_a",)),
+    SamplerName("DPM++ SDE", "Karras", aliases=("k_dpmpp_sde",), flags=_flags("second_order brownian_noise")),
+    SamplerName("DPM++ 2M SDE", "Exponential", aliases=("k_dpmpp_2m_sde",), flags=_flags("brownian_noise")),
+    SamplerName("DPM++ 2M SDE Heun", "Exponential", aliases=("k_dpmpp_2m_sde_heun",), flags=_flags("brownian_noise")),
+    SamplerName("DPM++ 2S a", "Karras", aliases=("k_dpmpp_2s_a",), flags=_flags("uses_ensd second_order")),
+    SamplerName("DPM++ 3M SDE", "Exponential", aliases=("k_dpmpp_3m_sde",), flags=_flags("discard_next_to_last_sigma brownian_noise")),
+    SamplerName("Euler a", aliases=("k_euler_a", "k_euler_ancestral"), flags=_flags("uses_ensd")),
     SamplerName("Euler", aliases=("k_euler",)),
     SamplerName("LMS", aliases=("k_lms",)),
-    SamplerName("Heun", aliases=("k_heun",)),
-    SamplerName("DPM2", "Karras", aliases=("k_dpm_2",)),
-    SamplerName("DPM2 a", "Karras", aliases=("k_dpm_2_a",)),
-    SamplerName("DDIM", schedules=TIMESTEP_SCHEDULES),
-    SamplerName("PLMS", schedules=TIMESTEP_SCHEDULES),
-    SamplerName("UniPC"),
-    SamplerName("LCM", schedules=TIMESTEP_SCHEDULES),
+    SamplerName("Heun", aliases=("k_heun",), flags=_flags("second_order")),
+    SamplerName("DPM2", "Karras", aliases=("k_dpm_2",), flags=_flags("discard_next_to_last_sigma second_order")),
+    SamplerName("DPM2 a", "Karras", aliases=("k_dpm_2_a",), flags=_flags("discard_next_to_last_sigma uses_ensd second_order")),
+    SamplerName("DPM fast", aliases=("k_dpm_fast",), flags=_flags("uses_ensd")),
+    SamplerName("DPM adaptive", aliases=("k_dpm_ad",), flags=_flags("uses_ensd")),
+    SamplerName("Restart", "Karras", aliases=("restart",), flags=_flags("second_order")),
+    SamplerName("DDIM", aliases=("ddim",)),
+    SamplerName("DDIM CFG++", aliases=("ddim_cfgpp",)),
+    SamplerName("PLMS", aliases=("plms",)),
+    SamplerName("UniPC", aliases=("unipc",)),
+    SamplerName("LCM", aliases=("k_lcm",)),
 )
 SAMPLER_NAMES_BY_NAME = {s.name: s for s in SAMPLER_NAMES}
 
@@ -65,7 +83,8 @@ def resolve_name(sampler_name: str | None, schedule: str | None = None) -> tuple
     sampler = _lookup(name)
     split_schedule = None
     if sampler is None:
-        for suffix in ("Karras", "Exponential", "SGM Uniform", "Uniform"):
+        for suffix in ("Karras", "Exponential", "SGM Uniform", "Uniform", "Polyexponential", "KL Optimal",
+                       "Align Your Steps", "Simple", "Normal", "DDIM", "Beta"):
             if name.lower().endswith(" " + suffix.lower()):
                 sampler = _lookup(name[: -len(suffix) - 1])
                 split_schedule = suffix
@@ -76,7 +95,8 @@ def resolve_name(sampler_name: str | None, schedule: str | None = None) -> tuple
     wanted = (schedule or "Automatic").strip() if isinstance(schedule, str) or schedule is None else str(schedule)
     if wanted.lower() == "automatic" and split_schedule:
         wanted = split_schedule
-    match = next((s for s in SCHEDULE_NAMES if s.lower() == wanted.lower().replace("_", " ")), None)
+    match = next((label for label, name, _ in SCHEDULE_TYPES
+                  if wanted.lower() in (label.lower(), name, name.replace("_", " "))), None)
     if match is None:
         raise SamplerError(f"Unknown schedule type {schedule!r}. Available: {', '.join(SCHEDULE_NAMES)}",
                            "scheduler")
@@ -89,13 +109,18 @@ def resolve_name(sampler_name: str | None, schedule: str | None = None) -> tuple
 
 def sampler_listing() -> list[dict]:
     """`/sdapi/v1/samplers` entries."""
-    return [{"name": s.name, "aliases": list(s.aliases),
-             "options": {"scheduler": s.default_schedule.lower()} if s.default_schedule != "Uniform" else {}}
-            for s in SAMPLER_NAMES]
+    listing = []
+    for sampler in SAMPLER_NAMES:
+        options = {"scheduler": sampler.default_schedule.lower()} if sampler.default_schedule != "Uniform" else {}
+        options.update({flag: True for flag in sorted(sampler.flags)})
+        if sampler.name == "DPM++ 2M SDE Heun":
+            options["solver_type"] = "heun"
+        listing.append({"name": sampler.name, "aliases": list(sampler.aliases), "options": options})
+    return listing
 
 
 def schedule_listing() -> list[dict]:
     """`/sdapi/v1/schedulers` entries."""
-    rho = {"Karras": 7.0}
-    return [{"name": n.lower().replace(" ", "_"), "label": n, "aliases": None, "default_rho": rho.get(n, -1),
-             "need_inner_model": False} for n in SCHEDULE_NAMES]
+    inner = ("uniform", "sgm_uniform", "simple", "normal", "ddim", "beta")  # need the model's own sigma table
+    return [{"name": name, "label": label, "aliases": None, "default_rho": rho, "need_inner_model": name in inner}
+            for label, name, rho in SCHEDULE_TYPES]

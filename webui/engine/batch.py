@@ -79,7 +79,7 @@ def run_folder_batch(engine, request: GenerationRequest, control) -> GenerationR
                 collected.save(picture, infotext, output_dir, f"{path.stem}-{number}" if several else path.stem,
                                extension)
         if file_control.skipped and not control.interrupted:
-            result.warnings.append(f"Skipped {path.name}: Skip was pressed")
+            result.warnings.append(f"{path.name}: Skip was pressed; its picture stops where sampling had got")
             continue
         if sub_result.interrupted:
             result.interrupted = True

@@ -38,12 +38,20 @@ from . import preview
 from . import samplers
 from .img2img import Img2ImgSetup, prepare_img2img
 from .networks import prepare_networks, ti_hashes
-from .seeds import fix_seed, image_noise, make_generators
+from .denoiser import Denoiser, Interrupted, LCMParameterization, UNetCall
+from .sampling.noise import BatchNoise
+from .sampling.sigmas import NoiseLevels
+from .seeds import fix_seed
 from .tiling import circular_padding
 
 log = logging.getLogger(__name__)
 
 _LAST = ("Lora hashes", "TI hashes")  # extra infotext keys A1111 writes after those of img2img, hires fix, ...
+
+
+def model_noise_levels(model) -> NoiseLevels:
+    """The checkpoint's noise levels as A1111 computes them (from its beta schedule)."""
+    return NoiseLevels.from_config(dict(model.scheduler_config))
 
 
 def _is_controlnet_key(key: str) -> bool:  # "ControlNet N" entries follow the hashes, as A1111's extension adds them
@@ -165,18 +173,24 @@ class Engine:
                 conditioning, params = prompts.for_batch(run.prompts, run.negative_prompts, base_params)
                 self.hooks.process_batch(run)
                 latents = self._sample(model, request, sampler, schedule, conditioning, run.seeds, run.subseeds,
-                                       control, setup, items.start, control_plan, run)
-                if latents is not None and hires is not None:
+                                       control, setup, items.start, control_plan, run,
+                                       fill_seeds=run.all_seeds[:request.batch_size], infotext=params)
+                stopped = control.interrupted or control.skip_requested
+                decoder = model
+                if latents is not None and hires is not None and not stopped:
                     control.report(job_no=batch * passes + 1, sampling_step=0,
                                    sampling_steps=hires.request.steps_to_run, textinfo="Hires fix")
-                    latents = self._hires_pass(hires, model, latents, run, control, result)
-                if latents is None:
+                    hires_latents = self._hires_pass(hires, model, latents, run, control, result)
+                    if hires_latents is not None:
+                        latents, decoder = hires_latents, hires.model
+                if control.take_skip():
+                    result.skipped_batches += 1
+                if latents is None:  # stopped before the model was evaluated: nothing to show
                     if control.interrupted:
                         result.interrupted = True
                         break
-                    result.skipped_batches += 1
                     continue
-                pictures = self._decode(hires.model if hires else model, latents, result)
+                pictures = self._decode(decoder, latents, result)
                 if setup is not None:
                     pictures = [setup.paste_back(picture, items.start + i) for i, picture in enumerate(pictures)]
                 decoded = list(pictures)
@@ -197,6 +211,9 @@ class Engine:
                         if hires else params
                     self._finish_image(result, request, info, event, sampler.name, schedule, clip_skip,
                                        run.subseeds[i], variation, image_params, run)
+                if control.interrupted:  # the interrupted batch was decoded and saved like a finished one
+                    result.interrupted = True
+                    break
             result.extra_params = {**(hires.params if hires else {}), **prompts.params(base_params),
                                    **run.extra_params}
         if hires is not None and hires.model is not model:
@@ -243,12 +260,13 @@ class Engine:
         return request.steps * (2 if sampler.second_order else 1)
 
     # --- pieces ------------------------------------------------------------------------------------------------
-    @staticmethod
-    def _steps_to_run(request: GenerationRequest) -> int:
+    @classmethod
+    def _steps_to_run(cls, request: GenerationRequest) -> int:
+        """The sampling steps the progress bar counts (A1111's sampling_steps)."""
         if isinstance(request, hires_fix.SecondPassRequest):
             return request.steps_to_run
         if request.mode == "img2img":
-            return min(int(request.steps * request.denoising_strength), request.steps)
+            return cls._img2img_steps(request)[1] + 1
         return request.steps
 
     @contextlib.contextmanager
@@ -272,90 +290,121 @@ class Engine:
 
     def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: BatchConditioning,
                 seeds: list[int], subseeds: list[int], control: RunControl, setup: Img2ImgSetup | None = None,
-                first_item: int = 0, control_plan: ControlPlan | None = None, run: ProcessingRun | None = None):
-        """One batch from noise (or the init images) to latents; None when it was skipped or interrupted.
-        `first_item` is the index of the batch's first image in the whole run (which init image it starts from)."""
-        device, dtype = self.policy.device, model.unet.dtype
+                first_item: int = 0, control_plan: ControlPlan | None = None, run: ProcessingRun | None = None,
+                fill_seeds: list[int] | None = None, infotext: dict | None = None):
+        """One batch from noise (or the init images) to latents, as A1111 1.10 samples it. Interrupt or Skip stops
+        the sampler: the batch then ends at its last denoised latents (None if the model was not evaluated yet).
+        `first_item` is the index of the batch's first image in the whole run (which init image it starts from);
+        `fill_seeds` the seeds whose noise fills "latent noise" inpainting (A1111: the run's first batch's);
+        `infotext` receives the sampler's keys (Eta, Sigma churn, Schedule rho, ...)."""
+        device = self.policy.device
         batch = len(seeds)
         items = list(range(first_item, first_item + batch))
         scale = model.vae_scale_factor
         width, height = (setup.width, setup.height) if setup is not None else (request.width, request.height)
         shape = (4, height // scale, width // scale)
-        scheduler = samplers.make_scheduler(sampler, schedule, model.scheduler_config, seeds=seeds)
-        scheduler.set_timesteps(request.steps, device=device)
-        generators = make_generators(seeds, self.options.get("randn_source"), device)
-        resize_from = (request.seed_resize_from_w, request.seed_resize_from_h)
+        base_levels = model_noise_levels(model)
+        levels = samplers.sampler_levels(sampler, base_levels)
+        source = str(self.options.get("randn_source"))
+        noise = BatchNoise(shape, seeds, subseeds, request.subseed_strength,
+                           (request.seed_resize_from_w, request.seed_resize_from_h), source, device,
+                           ensd=int(self.options.get("eta_noise_seed_delta") or 0), vae_scale=scale)
+        plan = samplers.plan_pass(sampler, schedule, request.steps, levels, self.options, model.family,
+                                  eta=request.eta, s_values=request.sampler_values(),
+                                  img2img=self._img2img_steps(request) if setup is not None else None)
+        if infotext is not None:
+            infotext.update({key: value for key, value in plan.params.items() if key not in infotext})
 
-        regenerate = None  # inpainting with an ordinary checkpoint: 1 where the latents are regenerated
+        mask = init = None  # mask: 1 where the latents are regenerated (inpainting)
+        x = noise.next()
         if setup is not None:
-            init = self._init_latents(model, setup, items, generators)
-            noise = image_noise(generators, subseeds, request.subseed_strength, shape, resize_from,
-                                self.options.get("randn_source"), device, scale).to(dtype)
-            noise = noise * request.initial_noise_multiplier
+            init = self._init_latents(model, setup, items)
+            x = x * request.initial_noise_multiplier
             if setup.masked:
-                masks = setup.latent_masks(items, shape[1:], device, dtype)
-                if request.inpainting_fill == 2:  # latent noise
-                    init = init * (1 - masks) + noise * masks
+                mask = setup.latent_masks(items, shape[1:], device, torch.float32)
+                if request.inpainting_fill == 2:  # latent noise: fresh noise from the run's first seeds
+                    fill = BatchNoise(shape, fill_seeds or seeds, source=source, device=device).next()
+                    init = init * (1 - mask) + fill * mask
                 elif request.inpainting_fill == 3:  # latent nothing
-                    init = init * (1 - masks)
-                if not model.inpainting:
-                    regenerate = masks
-            timesteps = self._img2img_timesteps(scheduler, request)
-            latents = scheduler.add_noise(init, noise, timesteps[:1].repeat(batch)) if len(timesteps) else init
+                    init = init * (1 - mask)
+            if plan.img2img_alpha is not None:
+                alpha = base_levels.alphas_cumprod[plan.img2img_alpha]
+                start = init * torch.sqrt(alpha) + x * torch.sqrt(1 - alpha)
+            else:
+                start = init + x * plan.start_scale
         else:
-            noise = image_noise(generators, subseeds, request.subseed_strength, shape, resize_from,
-                                self.options.get("randn_source"), device, scale).to(dtype)
-            timesteps = scheduler.timesteps
-            latents = noise * scheduler.init_noise_sigma
+            start = x if sampler.kind == samplers.TIMESTEP else x * plan.start_scale
 
-        do_cfg = request.cfg_scale > 1.0 or conditioning.composable
+        do_cfg = request.cfg_scale != 1.0 or conditioning.composable
         copies = (1 if do_cfg else 0) + conditioning.part_count  # uncond, then each AND sub-prompt
         extra_channels = None
         if model.inpainting:  # txt2img: one grey conditioning for all; img2img: each image's own (cached)
             per_image = ([self._inpaint_channels(model, setup, item, width, height) for item in items]
                          if setup is not None else [self._inpaint_channels(model, None, 0, width, height)] * batch)
-            extra_channels = torch.cat(per_image).repeat(copies, 1, 1, 1).to(dtype)
+            extra_channels = torch.cat(per_image).repeat(copies, 1, 1, 1).to(model.unet.dtype)
         inputs = _StepInputs(self, model, conditioning, do_cfg, (width, height))
-        denoiser = run is not None and self.hooks.wants_denoiser
-        step_kwargs = {}
-        accepted = inspect.signature(scheduler.step).parameters
-        if "generator" in accepted:
-            step_kwargs["generator"] = generators
-        if "eta" in accepted:
-            step_kwargs["eta"] = 0.0
-
-        evaluations, steps_shown = len(timesteps), self._steps_to_run(request)
-        previewer = control.previewer = self._previewer(model)
-        control.preview = None  # a new batch never shows the last one's picture
+        expected = max(1, plan.steps_shown * (2 if sampler.second_order else 1))
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
-        for index, t in enumerate(timesteps):
-            if regenerate is not None and index > 0:  # keep the unmasked part on the init image's noisy path
-                latents = scheduler.add_noise(init, noise, t.repeat(batch)) * (1 - regenerate) + latents * regenerate
+        hook = run is not None and self.hooks.wants_denoiser
+
+        def unet(x_rows, c_in, t, index, hook_t):
             embeds, added = inputs.at(index)
-            model_input = scheduler.scale_model_input(torch.cat([latents] * copies), t)
-            if denoiser:
-                model_input, embeds = self._denoiser_hook(run, model_input, extra_channels, t, index, evaluations,
-                                                          embeds, batch if do_cfg else 0)
+            if hook:
+                x_rows, embeds = self._denoiser_hook(run, x_rows, extra_channels, hook_t, index, expected, embeds,
+                                                     batch if do_cfg else 0)
+            model_input = (x_rows * c_in).to(model.unet.dtype)
             residuals = {}
             if control_plan is not None:
-                residuals = control_plan.residuals(index / evaluations, model_input, t, embeds, added, sources, batch,
+                residuals = control_plan.residuals(index / expected, model_input, t, embeds, added, sources, batch,
                                                    do_cfg)
             if extra_channels is not None:
                 model_input = torch.cat([model_input, extra_channels], dim=1)
-            prediction = model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
-                                    return_dict=False, **residuals)[0]
-            prediction = self._combine(prediction, request.cfg_scale, conditioning, do_cfg, batch)
-            latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
-            shown_step = -(-(index + 1) * steps_shown // evaluations)
-            control.publish_latents(latents, model.family)  # before the report: a step's follower finds its latents
-            if previewer.in_loop and previewer.due(shown_step):
-                control.publish_preview(previewer.render(latents, model.family))
-            control.report(sampling_step=shown_step)
-            if control.interrupted or control.take_skip():
+            return model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
+                              return_dict=False, **residuals)[0]
+
+        def combine(rows, multiplier):
+            return self._combine(rows, request.cfg_scale * multiplier, conditioning, do_cfg, batch)
+
+        parameterization = LCMParameterization(levels) if sampler.kind == samplers.LCM else levels
+        denoiser = Denoiser(UNetCall(unet, copies, combine, batch, do_cfg), parameterization,
+                            base_levels.alphas_cumprod, base_levels.prediction, control, mask=mask, init_latent=init)
+        previewer = control.previewer = self._previewer(model)
+        control.preview = None  # a new batch never shows the last one's picture
+
+        def on_step(info: dict) -> None:
+            denoised = info.get("denoised")
+            if denoised is not None:
+                denoiser.last = denoised
+                control.publish_latents(denoised, model.family)  # before the report: a follower finds them
+            step = min(int(info.get("i", 0)) + 1, plan.steps_shown)
+            if denoised is not None and previewer.in_loop and previewer.due(step):
+                control.publish_preview(previewer.render(denoised, model.family))
+            control.report(sampling_step=step)
+
+        control.report(sampling_step=0, sampling_steps=plan.steps_shown)
+        try:
+            latents = self._run_sampler(sampler, plan, denoiser, start, noise, base_levels, seeds, on_step)
+        except Interrupted:
+            latents = denoiser.last
+            if latents is None:
                 return None
-        if regenerate is not None:
-            latents = init * (1 - regenerate) + latents * regenerate
+        if mask is not None:
+            latents = latents * mask + init * (1 - mask)
         return latents
+
+    @staticmethod
+    def _run_sampler(sampler, plan, denoiser: Denoiser, start: torch.Tensor, noise: BatchNoise, levels, seeds,
+                     on_step):
+        function, kwargs = sampler.function, dict(plan.kwargs)
+        if sampler.kind == samplers.TIMESTEP:
+            if "noise" in inspect.signature(function).parameters:
+                kwargs["noise"] = lambda x: noise.next()
+            return function(denoiser.eps_model(), start, plan.timesteps, alphas_cumprod=levels.alphas_cumprod,
+                            callback=on_step, **kwargs)
+        noise_sampler = samplers.brownian_noise(plan, start, seeds) if sampler.brownian else noise.sampler
+        if "sigma_min" in kwargs:  # DPM fast / adaptive
+            return function(denoiser, start, noise_sampler=noise_sampler, callback=on_step, **kwargs)
+        return function(denoiser, start, plan.sigmas, noise_sampler=noise_sampler, callback=on_step, **kwargs)
 
     def _denoiser_hook(self, run: ProcessingRun, model_input, image_cond, t, index: int, evaluations: int,
                        embeds, uncond_rows: int):
@@ -372,39 +421,41 @@ class Engine:
     @staticmethod
     def _combine(prediction: torch.Tensor, cfg_scale: float, conditioning: BatchConditioning, do_cfg: bool,
                  batch: int) -> torch.Tensor:
-        """Classifier-free guidance; with AND, composable diffusion: uncond + cfg * sum(w_i * (cond_i - uncond)),
-        with each image's own weights."""
+        """Classifier-free guidance as A1111's CFGDenoiser: uncond + (cond - uncond) x scale; with AND, composable
+        diffusion: each sub-prompt adds (cond_i - uncond) x (weight_i x scale), with each image's own weights."""
         if not do_cfg:
             return prediction
         uncond, *conds = prediction.split(batch)
         if not conditioning.composable:
-            return uncond + cfg_scale * (conds[0] - uncond)
-        weights = torch.tensor(conditioning.weights(), dtype=prediction.dtype, device=prediction.device)
-        guidance = sum(w.view(-1, 1, 1, 1) * (cond - uncond) for w, cond in zip(weights, conds))
-        return uncond + cfg_scale * guidance
+            return uncond + (conds[0] - uncond) * cfg_scale
+        combined = uncond.clone()
+        for weights, cond in zip(conditioning.weights(), conds):
+            factor = torch.tensor([w * cfg_scale for w in weights], dtype=prediction.dtype, device=prediction.device)
+            combined += (cond - uncond) * factor.view(-1, 1, 1, 1)
+        return combined
 
-    def _img2img_timesteps(self, scheduler, request: GenerationRequest):
-        """The tail of the full schedule: int(steps x denoising strength) steps, as A1111 and diffusers run."""
-        start = request.steps - self._steps_to_run(request)
-        if hasattr(scheduler, "start_at_step"):
-            scheduler.start_at_step(start)
-            return scheduler.timesteps
-        timesteps = scheduler.timesteps[start * scheduler.order:]
-        if hasattr(scheduler, "set_begin_index"):
-            scheduler.set_begin_index(start * scheduler.order)
-        return timesteps
+    @staticmethod
+    def _img2img_steps(request: GenerationRequest) -> tuple[int, int]:
+        """(steps of the whole schedule, t_enc) as A1111's setup_img2img_steps: img2img runs t_enc + 1 steps of
+        `steps`; a hires pass exactly its steps, the tail of int(steps / denoising)."""
+        if isinstance(request, hires_fix.SecondPassRequest):
+            return request.steps, max(request.steps_to_run - 1, 0)
+        return request.steps, int(min(request.denoising_strength, 0.999) * request.steps)
 
     def _vae_encode(self, model, pixels: torch.Tensor) -> torch.distributions.Distribution:
         vae = model.vae
         return vae_tiling.encode(vae, pixels.to(self.policy.device, vae.dtype),
                                  vae_tiling.TileSettings.from_options(self.options))
 
-    def _init_latents(self, model, setup: Img2ImgSetup, items: list[int], generators) -> torch.Tensor:
+    def _init_latents(self, model, setup: Img2ImgSetup, items: list[int]) -> torch.Tensor:
+        """The init images' latents (float32). The VAE posterior's mean: A1111 samples it from torch's unseeded
+        global generator, which no one can reproduce; its spread is ~1e-4 for real VAEs, so the mean is the same
+        picture, and it keeps every image's own noise for sampling."""
         if isinstance(setup, hires_fix.LatentStart):  # hires fix from upscaled latents: nothing to encode
-            return setup.latents.to(self.policy.device, model.unet.dtype)
-        latents = [self._vae_encode(model, imaging.to_tensor([setup.sources[setup.source_index(item)]]))
-                   .sample(generator=generator) for item, generator in zip(items, generators)]
-        return (torch.cat(latents) * model.vae.config.scaling_factor).to(model.unet.dtype)
+            return setup.latents.to(self.policy.device, torch.float32)
+        latents = [self._vae_encode(model, imaging.to_tensor([setup.sources[setup.source_index(item)]])).mode()
+                   for item in items]
+        return (torch.cat(latents) * model.vae.config.scaling_factor).to(torch.float32)
 
     def _inpaint_channels(self, model, setup: Img2ImgSetup | None, item: int, width: int, height: int):
         """The extra UNet input of a 9-channel inpainting checkpoint for one image: a mask and masked-image
@@ -417,6 +468,15 @@ class Engine:
         latent = encode(torch.zeros(1, 3, height, width))
         mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
         return torch.cat([mask, latent], dim=1)
+
+    def _ensd(self, request: GenerationRequest, sampler_name: str) -> int | None:
+        """A1111 writes ENSD for the samplers that draw from the image generators, when their eta is not 0."""
+        ensd = int(self.options.get("eta_noise_seed_delta") or 0)
+        sampler = samplers.SAMPLERS_BY_NAME.get(sampler_name)
+        if not ensd or sampler is None or not sampler.uses_ensd:
+            return None
+        eta = request.eta if request.eta is not None else float(self.options.get("eta_ancestral"))
+        return ensd if eta != 0 else None
 
     def _previewer(self, model) -> preview.Previewer:
         """How this run's live previews are rendered (`show_progress_type`; an unknown name: cheap)."""
@@ -469,6 +529,7 @@ class Engine:
             "Denoising strength": (f"{request.denoising_strength:g}" if request.mode == "img2img" or request.enable_hr
                                    else None),
             "Clip skip": clip_skip if clip_skip > 1 else None,
+            "ENSD": self._ensd(request, sampler_name),
             "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
             "Tiling": "True" if request.tiling else None,
             "Emphasis": self.options.get("emphasis") if self.options.get("emphasis") != "Original" else None,

@@ -47,6 +47,7 @@ def to_tensor(images: list[Image.Image]) -> torch.Tensor:
 
 
 def to_pil(decoded: torch.Tensor) -> list[Image.Image]:
-    """VAE output in [-1, 1] -> 8-bit images, rounded as diffusers does."""
-    array = (decoded / 2 + 0.5).clamp(0, 1).float().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray((a * 255).round().astype("uint8")) for a in array]
+    """VAE output in [-1, 1] -> 8-bit images as A1111 makes them: (x + 1) / 2 clamped in float32, times 255,
+    truncated (not rounded)."""
+    array = torch.clamp((decoded.float() + 1.0) / 2.0, min=0.0, max=1.0).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray((255.0 * a).astype("uint8")) for a in array]

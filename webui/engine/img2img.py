@@ -32,10 +32,15 @@ class Img2ImgSetup:
         return item % len(self.sources)
 
     def latent_masks(self, items: list[int], latent_size: tuple[int, int], device, dtype) -> torch.Tensor:
-        """(N, 1, h, w), 1 where the image is regenerated, rounded to 0/1 as A1111 rounds its latent mask."""
-        masks = [_mask_tensor(self.plans[self.source_index(i)].mask) for i in items]
-        scaled = F.interpolate(torch.cat(masks), size=latent_size, mode="bilinear", antialias=True)
-        return scaled.round().to(device, dtype)
+        """(N, 1, h, w), 1 where the image is regenerated: the mask resized to the latents' size with Pillow's
+        default (bicubic) filter and rounded to 0/1, as A1111 makes its latent mask."""
+        height, width = latent_size
+        masks = []
+        for i in items:
+            mask = self.plans[self.source_index(i)].mask.convert("RGB").resize((width, height))
+            values = np.asarray(mask, dtype=np.float32)[:, :, 0] / 255
+            masks.append(torch.from_numpy(np.around(values))[None, None])
+        return torch.cat(masks).to(device, dtype)
 
     def generated_region(self) -> tuple[tuple[int, int, int, int], tuple[int, int]] | None:
         """For "only masked": ((x, y, w, h) of the region generated, the init image's size); else None."""

@@ -68,8 +68,9 @@ class SaveEvent:
 
 @dataclass
 class DenoiserEvent:
-    """One model evaluation (A1111's CFGDenoiserParams): `x` (the batched UNet input: uncond rows first when CFG
-    runs), `text_cond` and `text_uncond` may be replaced."""
+    """One model evaluation (A1111's CFGDenoiserParams): `x` (the batched latents before the model's input scaling:
+    uncond rows first when CFG runs), `timestep` (A1111's sigma_in: each row's sigma; the timestep for DDIM, PLMS
+    and UniPC), `text_cond` and `text_uncond` may be replaced."""
     x: Any
     image_cond: Any
     timestep: Any

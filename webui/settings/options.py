@@ -33,12 +33,47 @@ class Option:
     restricted: bool = False  # names a folder or file on the server: locked under --hide-ui-dir-config
 
 
+_SAMPLER = ("sampler-params", "Sampler parameters")
 # Keys are A1111's option names, so `/sdapi/v1/options` clients keep working.
 OPTIONS: dict[str, Option] = {
     "sd_model_checkpoint": Option("", "Stable Diffusion checkpoint", str),
     "sd_checkpoints_limit": Option(1, "Checkpoints to keep loaded (LRU cache)", int, minimum=1, maximum=10),
     "sd_checkpoint_cache_ram_gb": Option(16.0, "RAM budget for cached checkpoints (GiB)", float, minimum=0.0),
-    "randn_source": Option("CPU", "Random number generator source", str, choices=("CPU", "GPU")),
+    "randn_source": Option("CPU", "Random number generator source", str, choices=("GPU", "CPU", "NV"),
+                           info="CPU: the same pictures on every machine; GPU: the CUDA generator (CPU where there "
+                                "is none); NV: NVIDIA's generator computed on the CPU, so pictures made on NVIDIA "
+                                "GPUs (A1111's default) reproduce anywhere"),
+    # A1111's "Sampler parameters" (same keys and defaults); infotext keys in brackets when not the default.
+    "eta_ancestral": Option(1.0, "Eta for k-diffusion samplers [Eta]", float, minimum=0.0, maximum=1.0,
+                            section=_SAMPLER, info="noise multiplier of the ancestral and SDE samplers"),
+    "eta_ddim": Option(0.0, "Eta for DDIM [Eta DDIM]", float, minimum=0.0, maximum=1.0, section=_SAMPLER),
+    "eta_noise_seed_delta": Option(0, "Eta noise seed delta [ENSD]", int, minimum=0, maximum=2 ** 32,
+                                   section=_SAMPLER,
+                                   info="the per-step noise comes from seed + this (31337 in NovelAI-style "
+                                        "infotexts)"),
+    "s_churn": Option(0.0, "Sigma churn [Sigma churn]", float, minimum=0.0, maximum=100.0, section=_SAMPLER),
+    "s_tmin": Option(0.0, "Sigma tmin [Sigma tmin]", float, minimum=0.0, maximum=10.0, section=_SAMPLER),
+    "s_tmax": Option(0.0, "Sigma tmax (0 = no limit) [Sigma tmax]", float, minimum=0.0, maximum=999.0,
+                     section=_SAMPLER),
+    "s_noise": Option(1.0, "Sigma noise [Sigma noise]", float, minimum=0.0, maximum=1.1, section=_SAMPLER),
+    "sigma_min": Option(0.0, "Schedule min sigma (0 = the model's) [Schedule min sigma]", float, minimum=0.0,
+                        section=_SAMPLER),
+    "sigma_max": Option(0.0, "Schedule max sigma (0 = the model's) [Schedule max sigma]", float, minimum=0.0,
+                        section=_SAMPLER),
+    "rho": Option(0.0, "Schedule rho (0 = the schedule's) [Schedule rho]", float, minimum=0.0, section=_SAMPLER),
+    "beta_dist_alpha": Option(0.6, "Beta schedule alpha [Beta schedule alpha]", float, minimum=0.01, maximum=1.0,
+                              section=_SAMPLER),
+    "beta_dist_beta": Option(0.6, "Beta schedule beta [Beta schedule beta]", float, minimum=0.01, maximum=1.0,
+                             section=_SAMPLER),
+    "always_discard_next_to_last_sigma": Option(False, "Always discard the next-to-last sigma "
+                                                "[Discard penultimate sigma]", bool, section=_SAMPLER),
+    "sgm_noise_multiplier": Option(False, "SGM noise multiplier: scale the initial noise as SGM does "
+                                   "[SGM noise multiplier]", bool, section=_SAMPLER),
+    "uni_pc_variant": Option("bh1", "UniPC variant", str, choices=("bh1", "bh2", "vary_coeff"), section=_SAMPLER),
+    "uni_pc_skip_type": Option("time_uniform", "UniPC skip type", str,
+                               choices=("time_uniform", "time_quadratic", "logSNR"), section=_SAMPLER),
+    "uni_pc_order": Option(3, "UniPC order", int, minimum=1, maximum=50, section=_SAMPLER),
+    "uni_pc_lower_order_final": Option(True, "UniPC lower order final", bool, section=_SAMPLER),
     "CLIP_stop_at_last_layers": Option(1, "Clip skip", int, minimum=1, maximum=12),
     "sd_vae": Option("Automatic", "SD VAE (Automatic, None or a file in models/VAE)", str),
     "emphasis": Option("Original", "Emphasis mode", str, choices=("Original", "No norm", "Ignore")),

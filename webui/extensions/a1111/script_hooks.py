@@ -265,5 +265,5 @@ def _to_tensor(images: list) -> torch.Tensor:
 
 
 def _to_pil(tensor: torch.Tensor) -> list:
-    array = (tensor.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    array = (255.0 * tensor.clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()).astype(np.uint8)  # A1111 truncates
     return [Image.fromarray(a) for a in array]

@@ -1,0 +1,248 @@
+"""A1111's timestep samplers over integer timesteps: DDIM, DDIM CFG++ and PLMS (UniPC lives in `unipc.py`).
+
+What A1111 1.10 does, and this module repeats:
+
+- The schedule is `a1111_timesteps(steps)`: every `1000 // steps`-th integer timestep from 0, plus one, clipped to
+  [0, 999] (steps + 1 when "discard penultimate sigma" is on). It is ascending; the samplers walk it from the top and
+  take `len(timesteps) - 1` steps, each from `timesteps[k]` to `timesteps[k - 1]` (k = len - 1 ... 1). The lowest
+  entry is never given to the model: the last step lands on the noise level of `timesteps[0]` (timestep 1). When
+  1000 is not a multiple of `steps` the list has one more entry than `steps` (6 steps: 1, 167, ..., 997: 6 sampler
+  steps; 4 steps: 1, 251, 501, 751: only 3).
+- `model(x, t)` returns the noise prediction eps (CFG already combined) for the batch `x` at `t`: a tensor [batch]
+  in x's dtype holding the integer timestep (`timestep * x.new_ones(batch)`).
+- DDIM's step: x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t);
+  x' = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z, with
+  sigma = eta sqrt((1 - a_prev) / (1 - a_t) (1 - a_t / a_prev)). `noise(x)` (z) is drawn at every step, eta 0
+  included, as A1111 calls `torch.randn_like` there every step.
+- The per-step constants come from `alphas_cumprod` (float32, as the checkpoint holds them): a_t and sqrt(1 - a_t)
+  in float32, a_prev in float64 (float32 on MPS and XPU) and sigma in float64; each is then taken as a Python float
+  and broadcast in x's dtype, so the arithmetic on latents is in x's dtype.
+
+The callback gets A1111's dict once per step: {'x': the new latent, 'i': the step index from 0, 'sigma': 0,
+'sigma_hat': 0, 'denoised': the step's x0 prediction}.
+
+img2img (A1111's `CompVisSampler.sample_img2img`): see `img2img_schedule` and `add_img2img_noise`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol, Sequence, Union
+
+import torch
+
+__all__ = [
+    "CFGPPModel", "Img2ImgSchedule", "a1111_timesteps", "add_img2img_noise", "ddim", "ddim_cfgpp",
+    "img2img_schedule", "plms", "CFGPP_SCALE_MULTIPLIER",
+]
+
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[dict], None]
+NoiseFn = Callable[[torch.Tensor], torch.Tensor]
+Timesteps = Union[torch.Tensor, Sequence[int]]
+
+CFGPP_SCALE_MULTIPLIER = 1 / 12.5
+"""DDIM CFG++ multiplies the CFG scale by this (maps a CFG of 0..12.5 to CFG++'s 0..1)."""
+
+
+class CFGPPModel(Protocol):
+    """What `ddim_cfgpp` needs from the engine's model wrapper, besides `__call__(x, t) -> eps`.
+
+    - `cond_scale_multiplier`: the wrapper combines its predictions as
+      uncond + (cond - uncond) * (weight * (cfg_scale * cond_scale_multiplier)) (A1111 multiplies the CFG scale
+      before handing it to its combine; 1.0 normally; the Image CFG of an edit model's combine is not scaled; a
+      step that skips the uncond pass combines with scale 1.0 as usual).
+    - `need_last_noise_uncond`: when true the wrapper keeps, on every call, a copy of the unconditional eps of the
+      batch (the uncond rows of the UNet output, after any cfg_denoised hooks, before the combine; on a step that
+      skipped the uncond pass, the cond rows that stand in for it) in `last_noise_uncond`.
+    `ddim_cfgpp` sets the two switches before its first call and puts their old values back when it ends.
+    """
+
+    cond_scale_multiplier: float
+    need_last_noise_uncond: bool
+    last_noise_uncond: Optional[torch.Tensor]
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+
+def a1111_timesteps(steps: int, discard_penultimate: bool = False, device=None) -> torch.Tensor:
+    """A1111's timestep list for `steps` (int64, ascending): clip(range(0, 1000, 1000 // steps) + 1, 0, 999)."""
+    steps = int(steps) + (1 if discard_penultimate else 0)
+    if steps < 1 or steps > 1000:
+        raise ValueError(f"timestep samplers take 1 to 1000 steps (999 when discarding the penultimate); got {steps}")
+    return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps)), device=device) + 1, 0, 999)
+
+
+@dataclass(frozen=True)
+class Img2ImgSchedule:
+    """How A1111 runs a timestep sampler for img2img.
+
+    timesteps: what the sampler gets (the first t_enc entries of the full list); noise_timestep: the timestep whose
+    noise level the init latent is brought to (the full list's entry t_enc, one above the first timestep the model
+    sees: A1111's off-by-one, kept); progress_steps: the step total A1111 shows (t_enc + 1)."""
+
+    steps: int
+    t_enc: int
+    timesteps: torch.Tensor
+    noise_timestep: int
+    progress_steps: int
+
+
+def img2img_schedule(steps: int, denoising_strength: float, *, fix_steps: bool = False,
+                     discard_penultimate: bool = False, device=None) -> Img2ImgSchedule:
+    """A1111's `setup_img2img_steps` and the timestep slice of `sample_img2img`.
+
+    Without "img2img_fix_steps": t_enc = int(min(strength, 0.999) * steps) over the full `steps` schedule. With it
+    (or for the hires pass, which always passes its step count): the schedule has int(steps / min(strength, 0.999))
+    steps and t_enc = steps - 1."""
+    if fix_steps:
+        total = int(steps / min(denoising_strength, 0.999)) if denoising_strength > 0 else 0
+        t_enc = steps - 1
+    else:
+        total = steps
+        t_enc = int(min(denoising_strength, 0.999) * steps)
+    full = a1111_timesteps(total, discard_penultimate, device=device)
+    return Img2ImgSchedule(steps=total, t_enc=t_enc, timesteps=full[:t_enc], noise_timestep=int(full[t_enc]),
+                           progress_steps=t_enc + 1)
+
+
+def add_img2img_noise(latent: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, timestep: int,
+                      extra_noise: float = 0.0) -> torch.Tensor:
+    """The init latent at `timestep`'s noise level, as A1111's `sample_img2img` makes it:
+    x * sqrt(a) + noise * sqrt(1 - a) with a = alphas_cumprod[timestep] (float32 scalars), then, for the
+    "img2img_extra_noise" option, + noise * extra_noise * sqrt(a) (A1111 lets an extension swap that noise first)."""
+    a = alphas_cumprod[timestep]
+    sqrt_a, sqrt_one_minus_a = torch.sqrt(a), torch.sqrt(1 - a)
+    noised = latent * sqrt_a + noise * sqrt_one_minus_a
+    if extra_noise > 0:
+        noised += noise * extra_noise * sqrt_a
+    return noised
+
+
+def _wide_float(x: torch.Tensor) -> torch.dtype:
+    """The dtype A1111 keeps a_prev in: float64, except where the device has none."""
+    return torch.float32 if x.device.type in ("mps", "xpu") else torch.float64
+
+
+class _Schedule:
+    """The per-step constants of DDIM and PLMS for one timestep list, looked up by list index."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, x: torch.Tensor, eta: float = 0.0):
+        self.timesteps = timesteps
+        index = timesteps.to(alphas_cumprod.device)
+        previous = torch.cat([index.new_zeros(1), index[:-1]])  # the list shifted up by one, timestep 0 first
+        self.a = alphas_cumprod[index]
+        self.a_prev = alphas_cumprod[previous].to(_wide_float(x))
+        self.sqrt_one_minus_a = torch.sqrt(1 - self.a)
+        self.sigma = None
+        if eta is not None:
+            a, a_prev = self.a.cpu(), self.a_prev.cpu()
+            # A1111 mixes numpy and torch here; these are the dtypes and operations that mix works out to
+            # ((1 - a) is inverted in float32 before the float64 product).
+            ratio = torch.reciprocal(1 - a) * (1 - a_prev)
+            self.sigma = eta * torch.sqrt(ratio * (1 - a / a_prev))
+        self.ones_x = x.new_ones((x.shape[0],) + (1,) * (x.dim() - 1))
+        self.ones_t = x.new_ones((x.shape[0],))
+
+    def t(self, index: int) -> torch.Tensor:
+        return self.timesteps[index].item() * self.ones_t
+
+    def constants(self, index: int):
+        """(a_t, a_prev, sqrt(1 - a_t)), each [batch, 1, ...] in x's dtype."""
+        return (self.a[index].item() * self.ones_x, self.a_prev[index].item() * self.ones_x,
+                self.sqrt_one_minus_a[index].item() * self.ones_x)
+
+    def sigma_at(self, index: int) -> torch.Tensor:
+        return self.sigma[index].item() * self.ones_x
+
+
+def _as_timesteps(timesteps: Timesteps, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(timesteps, torch.Tensor):
+        return timesteps.to(dtype=torch.int64)
+    return torch.as_tensor(list(timesteps), dtype=torch.int64, device=x.device)
+
+
+def _report(callback: Optional[Callback], i: int, x: torch.Tensor, denoised: Optional[torch.Tensor]) -> None:
+    if callback is not None:
+        callback({"x": x, "i": i, "sigma": 0, "sigma_hat": 0, "denoised": denoised})
+
+
+def _ddim_loop(model, x, timesteps, alphas_cumprod, noise, callback, eta, direction_from):
+    timesteps = _as_timesteps(timesteps, x)
+    schedule = _Schedule(alphas_cumprod, timesteps, x, eta)
+    last = len(timesteps) - 1
+    for i in range(last):
+        index = last - i
+        eps = model(x, schedule.t(index))
+        direction = direction_from(eps)
+        a_t, a_prev, sqrt_one_minus_a_t = schedule.constants(index)
+        sigma_t = schedule.sigma_at(index)
+
+        x0 = (x - sqrt_one_minus_a_t * eps) / a_t.sqrt()
+        towards_x = (1. - a_prev - sigma_t ** 2).sqrt() * direction
+        fresh = sigma_t * noise(x)
+        x = a_prev.sqrt() * x0 + towards_x + fresh
+        _report(callback, i, x, x0)
+    return x
+
+
+@torch.no_grad()
+def ddim(model: EpsModel, x: torch.Tensor, timesteps: Timesteps, *, alphas_cumprod: torch.Tensor, noise: NoiseFn,
+         callback: Optional[Callback] = None, eta: float = 0.0) -> torch.Tensor:
+    """A1111's DDIM over `timesteps` (ascending, as `a1111_timesteps` gives): len(timesteps) - 1 steps, one model
+    call each; `noise(x)` once per step (eta 0 too). eta is A1111's "eta_ddim" option (default 0)."""
+    return _ddim_loop(model, x, timesteps, alphas_cumprod, noise, callback, eta, lambda eps: eps)
+
+
+@torch.no_grad()
+def ddim_cfgpp(model: CFGPPModel, x: torch.Tensor, timesteps: Timesteps, *, alphas_cumprod: torch.Tensor,
+               noise: NoiseFn, callback: Optional[Callback] = None, eta: float = 0.0) -> torch.Tensor:
+    """A1111's DDIM CFG++: DDIM whose x0 comes from the CFG eps (with the CFG scale multiplied by 1/12.5) and whose
+    direction towards x_t uses the unconditional eps. `model` follows `CFGPPModel`."""
+    saved = (model.cond_scale_multiplier, model.need_last_noise_uncond)
+    model.cond_scale_multiplier = CFGPP_SCALE_MULTIPLIER
+    model.need_last_noise_uncond = True
+    try:
+        return _ddim_loop(model, x, timesteps, alphas_cumprod, noise, callback, eta,
+                          lambda eps: model.last_noise_uncond)
+    finally:
+        model.cond_scale_multiplier, model.need_last_noise_uncond = saved
+
+
+def _adams_bashforth(eps: torch.Tensor, history: list) -> torch.Tensor:
+    """PLMS's combination of the current eps with up to three earlier ones (newest last in `history`)."""
+    if len(history) == 1:
+        return (3 * eps - history[-1]) / 2
+    if len(history) == 2:
+        return (23 * eps - 16 * history[-1] + 5 * history[-2]) / 12
+    return (55 * eps - 59 * history[-1] + 37 * history[-2] - 9 * history[-3]) / 24
+
+
+@torch.no_grad()
+def plms(model: EpsModel, x: torch.Tensor, timesteps: Timesteps, *, alphas_cumprod: torch.Tensor,
+         callback: Optional[Callback] = None) -> torch.Tensor:
+    """A1111's PLMS: len(timesteps) - 1 steps. The first is a pseudo improved-Euler step (a second model call at the
+    next timestep on the DDIM-predicted latent, and the mean of the two eps); later steps combine the eps of the
+    last 2, 3, then 4 steps with the Adams-Bashforth weights. len(timesteps) model calls in all."""
+    timesteps = _as_timesteps(timesteps, x)
+    schedule = _Schedule(alphas_cumprod, timesteps, x, eta=None)
+
+    def ddim_step(latent, eps, index):
+        a_t, a_prev, sqrt_one_minus_a_t = schedule.constants(index)
+        x0 = (latent - sqrt_one_minus_a_t * eps) / a_t.sqrt()
+        return a_prev.sqrt() * x0 + (1. - a_prev).sqrt() * eps, x0
+
+    history: list = []
+    last = len(timesteps) - 1
+    for i in range(last):
+        index = last - i
+        eps = model(x, schedule.t(index))
+        if not history:
+            guess, _ = ddim_step(x, eps, index)
+            eps_next = model(guess, schedule.t(max(index - 1, 0)))
+            combined = (eps + eps_next) / 2
+        else:
+            combined = _adams_bashforth(eps, history)
+        x, x0 = ddim_step(x, combined, index)
+        history = (history + [eps])[-3:]
+        _report(callback, i, x, x0)
+    return x
