@@ -35,7 +35,7 @@ from .prompts.encoder import PromptEncoder
 from .prompts.extra_networks import extract_extra_networks
 from .prompts.schedule import strip_comments
 from .prompts.styles import StyleDatabase
-from .settings.options import Options, OptionsOverlay
+from .settings.options import OptionError, Options, OptionsOverlay
 from .settings.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,23 @@ class Services:
             # A1111's `override_settings_restore_afterwards: false`: the job's overrides stay as the settings
             self.apply_settings({**overrides, **({"sd_model_checkpoint": checkpoint} if checkpoint else {})})
         return result
+
+    def infotext_setting(self, option: str, value):
+        """An infotext's text for a setting (a `SETTING_KEYS` entry: "31337" for ENSD, a hash for Model hash) as
+        the option's value, as an override of a generation takes it: a checkpoint's title, a VAE this server has,
+        "True"/"False" as booleans, numbers as the option's type. Raises a UserError (OptionError, an unknown
+        checkpoint or VAE) saying why when this server cannot use it."""
+        spec = self.options.specs.get(option)
+        if spec is None:
+            raise OptionError(f"this server has no setting {option!r}")
+        if option == "sd_model_checkpoint":
+            return self.models.resolve(str(value)).title
+        if option == "sd_vae":
+            self.models.vaes.refresh()
+            self.models.vaes.choose(str(value), None)  # an unknown VAE name fails here
+        if spec.kind is bool and isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            value = value.strip().lower() == "true"  # infotext writes booleans as A1111 does: True / False
+        return self.options.validate({option: value})[option]
 
     def apply_settings(self, changes: dict) -> None:
         """Apply checked settings now (on the queue's worker: a `set_options` job, or a job keeping its overrides):

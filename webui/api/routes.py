@@ -185,13 +185,8 @@ def _infotext_setting(services, option: str, value: str):
     if option not in services.options.specs:
         return None
     try:
-        if option == "sd_model_checkpoint":
-            return services.models.resolve(value).title
-        if option == "sd_vae":
-            services.models.vaes.refresh()
-            services.models.vaes.choose(value, None)
-        return services.options.validate({option: value})[option]
-    except (ValueError, KeyError):
+        return services.infotext_setting(option, value)  # as the UI's Override settings take it
+    except (ValueError, KeyError, UserError):
         return None
 
 

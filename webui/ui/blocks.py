@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from . import checkpoints, extensions_tab, extras_tab, pnginfo, settings_tab, styles, ui_config, vae
+from . import checkpoints, extensions_tab, extras_tab, override_settings, pnginfo, settings_tab, styles, ui_config, vae
 from .assets import CSS as PAGE_CSS, JS
 from .extension_scripts import ComponentCallbacks
 
@@ -107,6 +107,7 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, 
         if tab.hires:  # the same Send button fills txt2img's Hires. fix accordion from the `Hires …` keys
             button.click(lambda infotext: pnginfo.hires_values(services, infotext), inputs=[text],
                          outputs=tab.hires.components(), show_progress="hidden", api_visibility="undocumented")
+        _wire_override_paste(button, [text], lambda infotext: infotext, tab, services)
 
 
 def _history_tab(history: gr.Tab, tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, services) -> None:
@@ -135,6 +136,25 @@ def _history_tab(history: gr.Tab, tabs: gr.Tabs, txt2img: GenerationTab, img2img
                              services, history_tab.selected_infotext(state), count),
                          inputs=[view.state], outputs=tab.controlnet.paste_outputs(), show_progress="hidden",
                          api_visibility="undocumented")
+        if tab.hires:  # as PNG Info's Send: the `Hires …` keys fill txt2img's Hires. fix accordion
+            button.click(lambda state: pnginfo.hires_values(services, _history_text(state)),
+                         inputs=[view.state], outputs=tab.hires.components(), show_progress="hidden",
+                         api_visibility="undocumented")
+        _wire_override_paste(button, [view.state], _history_text, tab, services)
+
+
+def _history_text(state) -> str:
+    """The History tab's selected infotext, "" when no job is selected (its Send handler says so)."""
+    return history_tab.selected_infotext(state) if (state or {}).get("seq") is not None else ""
+
+
+def _wire_override_paste(button: gr.Button, inputs: list, infotext, tab: GenerationTab, services) -> None:
+    """The same Send button fills the tab's Override settings with the settings the infotext carries that differ
+    from the server's (`infotext(*inputs)` reads the infotext sent)."""
+    if tab.override_settings is None:
+        return
+    button.click(lambda *values: override_settings.pasted(services, infotext(*values)), inputs=inputs,
+                 outputs=[tab.override_settings], show_progress="hidden", api_visibility="undocumented")
 
 
 def _wire_controlnet_paste(button: gr.Button, text: gr.Textbox, tab: GenerationTab, services) -> None:
@@ -169,6 +189,8 @@ def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: 
                 button.click(lambda state: pnginfo.controlnet_values(services, pnginfo.selected_infotext(state), count),
                              inputs=[source.state], outputs=img2img.controlnet.paste_outputs(),
                              show_progress="hidden", api_visibility="undocumented")
+            if services is not None:  # the tab's last results' infotexts: none when the gallery is empty
+                _wire_override_paste(button, [source.state], pnginfo.selected_infotext, img2img, services)
 
 
 def _extension_tabs(services, announced: list) -> None:

@@ -18,6 +18,7 @@ from ..jobs.queue import DONE, RUNNING
 from . import canvas, notices
 from .controlnet import units_from_values
 from .hires_inputs import apply_hires
+from .override_settings import to_overrides
 from .progress import progress_html, updates_until_done
 
 
@@ -118,14 +119,18 @@ def apply_img2img(request: GenerationRequest, values: dict, allow_folders: bool 
 def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps, width, height, batch_count,
                   batch_size, cfg_scale, seed, *, img2img: dict | None = None, styles=None,
                   allow_folders: bool = True, controlnet: list[dict] | None = None,
-                  scripts: dict | None = None, hires: dict | None = None) -> GenerationRequest:
+                  scripts: dict | None = None, hires: dict | None = None,
+                  override_settings: dict | None = None) -> GenerationRequest:
     """The request for the tab's values (checked by `validate` when it is queued; the chosen `styles` are
     applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS, txt2img's hires
     fix as one named as `hires_inputs.HIRES_FIELDS`; the ControlNet units' as one dict per unit tab
-    (`controlnet.REQUEST_FIELDS`)."""
+    (`controlnet.REQUEST_FIELDS`); the Override settings as {option: value} (`override_settings.to_overrides`),
+    the job's settings as the API's `override_settings` are."""
     request = GenerationRequest(mode=mode, prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler,
                                 scheduler=scheduler, steps=steps, width=width, height=height, n_iter=batch_count,
                                 batch_size=batch_size, cfg_scale=cfg_scale, seed=seed, styles=list(styles or []))
+    if override_settings:
+        request.extra["override_settings"] = dict(override_settings)
     if mode == "img2img":
         apply_img2img(request, img2img or {}, allow_folders)
     elif hires:
@@ -139,7 +144,8 @@ def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps,
 
 
 def _buttons(running: bool) -> tuple:
-    return gr.Button(visible=not running), gr.Button(visible=running), gr.Button(visible=running)
+    return (gr.Button(visible=not running), gr.Button("Interrupt", visible=running, interactive=True),
+            gr.Button(visible=running))
 
 
 def _with_infotext(image, infotext: str):
@@ -151,18 +157,20 @@ def _with_infotext(image, infotext: str):
 
 def generate(services, mode: str, state: dict | None, *values, img2img: dict | None = None,
              styles=None, controlnet: list[dict] | None = None, scripts: dict | None = None,
-             hires: dict | None = None) -> Iterator[tuple]:
+             hires: dict | None = None, override_settings=None) -> Iterator[tuple]:
     """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip).
     `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS, the
-    ControlNet units' as one dict per unit. The gallery shows the images, then the units' detected maps (unless
-    the option `control_net_no_detectmap` is set); only the images carry infotext."""
+    ControlNet units' as one dict per unit, the Override settings as the dropdown's selected "Key: value" entries
+    (one the server cannot use is a notice, and nothing is queued). The gallery shows the images, then the units'
+    detected maps (unless the option `control_net_no_detectmap` is set); only the images carry infotext."""
     state = dict(state or new_state())
     skip = gr.skip()
     try:
         allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
+        overrides = to_overrides(services, override_settings)
         job = services.generate(build_request(mode, *values, img2img=img2img, styles=styles,
                                               allow_folders=allow_folders, controlnet=controlnet, scripts=scripts,
-                                              hires=hires),
+                                              hires=hires, override_settings=overrides),
                                 source="ui")
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
@@ -210,11 +218,13 @@ def _job_of(services, state: dict | None):
     return services.queue.get(job_id) if job_id else None
 
 
-def interrupt(services, state: dict | None) -> None:
-    """Stop this tab's job: a queued one is cancelled, a running one stops after its current step."""
+def interrupt(services, state: dict | None):
+    """Stop this tab's job: a queued one is cancelled; a running one stops at its next model evaluation and keeps
+    the batch being sampled. The button says so at once (it comes back when the job has ended)."""
     job = _job_of(services, state)
     if job is not None:  # only this tab's job: a late click never stops someone else's
         services.queue.cancel(job.id)
+    return gr.Button("Interrupting…", interactive=False)
 
 
 def skip_batch(services, state: dict | None) -> None:

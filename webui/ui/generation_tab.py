@@ -8,7 +8,8 @@ import gradio as gr
 
 from ..core.request import RESIZE_MODES
 from ..core.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
-from . import controlnet, extension_scripts, generation, hires_inputs, img2img_inputs, styles, token_counter
+from . import (controlnet, extension_scripts, generation, hires_inputs, img2img_inputs, override_settings, styles,
+               token_counter)
 from .controlnet import ControlNetPanel
 from .extension_scripts import ScriptsPanel
 from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
@@ -55,6 +56,7 @@ class GenerationTab:
     controlnet: ControlNetPanel | None = None  # the ControlNet units' accordion
     scripts: ScriptsPanel | None = None  # extensions' controls and the Script dropdown
     hires: HiresInputs | None = None  # txt2img's Hires. fix accordion
+    override_settings: gr.Dropdown | None = None  # settings an infotext sent here carries (override_settings.py)
 
     def request_inputs(self) -> list:
         """The components of `generation.build_request`'s shared values, in its order."""
@@ -63,13 +65,14 @@ class GenerationTab:
 
     def generate_inputs(self) -> list:
         """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS) or txt2img's hires
-        fix (HIRES_FIELDS), the ControlNet units' values, the extensions' controls (and Script dropdown), and last
-        the chosen styles."""
+        fix (HIRES_FIELDS), the ControlNet units' values, the extensions' controls (and Script dropdown), the Override
+        settings (when the tab has them), and last the chosen styles."""
         own = self.img2img.components(generation.IMG2IMG_FIELDS) if self.img2img else []
         own += self.hires.components(HIRES_FIELDS) if self.hires else []
         units = self.controlnet.request_inputs() if self.controlnet else []
         scripts = self.scripts.request_inputs() if self.scripts else []
-        return [self.state, *self.request_inputs(), *own, *units, *scripts, self.styles]
+        overrides = [self.override_settings] if self.override_settings is not None else []
+        return [self.state, *self.request_inputs(), *own, *units, *scripts, *overrides, self.styles]
 
     def generate_outputs(self) -> list:
         return [getattr(self, name) for name in generation.OUTPUTS]
@@ -162,6 +165,7 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                 own.update(img2img_inputs.build_outpaint())
             else:
                 c["hires"] = hires_inputs.build(services)
+            c["override_settings"] = override_settings.build(p)
             if services is not None:
                 c["controlnet"] = controlnet.build_panel(mode, services)
                 c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None))
@@ -188,14 +192,15 @@ def wire_tab(tab: GenerationTab, services) -> None:
     unit_count = len(tab.controlnet.request_inputs()) if tab.controlnet else 0
 
     def run(state, *values):
-        *values, chosen_styles = values
+        *values, overrides, chosen_styles = values if tab.override_settings is not None \
+            else (*values[:-1], None, values[-1])
         own = dict(zip(generation.IMG2IMG_FIELDS, values[shared:shared + own_count])) if tab.img2img else None
         hires = dict(zip(HIRES_FIELDS, values[shared:shared + own_count])) if tab.hires else None
         rest = values[shared + own_count:]
         units = tab.controlnet.split_values(rest[:unit_count]) if tab.controlnet else None
         scripts = tab.scripts.values(rest[unit_count:]) if tab.scripts else None
         yield from generation.generate(services, mode, state, *values[:shared], img2img=own, styles=chosen_styles,
-                                       controlnet=units, scripts=scripts, hires=hires)
+                                       controlnet=units, scripts=scripts, hires=hires, override_settings=overrides)
 
     run.__signature__ = _generate_signature(tab)
 
@@ -205,7 +210,8 @@ def wire_tab(tab: GenerationTab, services) -> None:
     tab.generate.click(run, inputs=tab.generate_inputs(), outputs=tab.generate_outputs(),
                        show_progress="hidden", concurrency_limit=None, api_name=mode)
     tab.interrupt.click(lambda state: generation.interrupt(services, state), inputs=[tab.state],
-                        concurrency_limit=None, show_progress="hidden", api_visibility="undocumented")
+                        outputs=[tab.interrupt], concurrency_limit=None, show_progress="hidden",
+                        api_visibility="undocumented")
     tab.skip.click(lambda state: generation.skip_batch(services, state), inputs=[tab.state],
                    concurrency_limit=None, show_progress="hidden", api_visibility="undocumented")
     tab.random_seed.click(generation.random_seed, outputs=[tab.seed], show_progress="hidden",
@@ -234,7 +240,8 @@ REQUEST_NAMES = ("prompt", "negative_prompt", "sampler", "scheduler", "steps", "
 def _generate_signature(tab: GenerationTab) -> inspect.Signature:
     """Generate's parameters as Gradio's API shows them (`/txt2img`, `/img2img`): named after the request's
     fields, the ControlNet units' optional (left out: the unit is disabled), so a client passing only the prompt
-    and settings keeps working."""
+    and settings keeps working; the Override settings ("Key: value" entries) come before the styles, optional
+    too."""
     def parameter(name: str, **default) -> inspect.Parameter:
         return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, **default)
 
@@ -245,6 +252,8 @@ def _generate_signature(tab: GenerationTab) -> inspect.Signature:
     scripts = [f"script_arg_{i}" for i in range(len(tab.scripts.request_inputs()))] if tab.scripts else []
     return inspect.Signature([parameter("state"), *map(parameter, (*REQUEST_NAMES, *own)),
                               *(parameter(name, default=None) for name in hires + units + scripts),
+                              *([parameter("override_settings", default=None)] if tab.override_settings is not None
+                                else []),
                               parameter("styles", default=None)])
 
 

@@ -239,5 +239,7 @@ def _user(request) -> str | None:
 
 
 def _rememberable(component) -> bool:
-    """Not a ControlNet unit's inputs: a unit restored as enabled has no picture, and its first Generate would fail."""
-    return "_controlnet_" not in (component.elem_id or "")
+    """Not a ControlNet unit's inputs: a unit restored as enabled has no picture, and its first Generate would fail.
+    Not the Override settings: they belong to the infotext last sent to the tab, and restored they would act hidden."""
+    elem_id = component.elem_id or ""
+    return "_controlnet_" not in elem_id and not elem_id.endswith("_override_settings")
