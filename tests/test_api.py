@@ -271,31 +271,25 @@ def test_img2img_accepts_data_url_prefix(client):
     assert decode_png(payload["images"][0]).size == (64, 64)
 
 
-def test_img2img_denoising_zero_keeps_the_init_image(api, client):
-    """Denoising 0 runs no sampling step: the result is the (fitted) init image through the VAE and nothing else.
-    The tiny test VAE has random weights, so the VAE round trip itself is far from the identity; the result is
-    compared with that round trip made here with the loaded model's own VAE."""
+def test_img2img_denoising_zero_stays_near_the_init_image(api, client):
+    """Denoising 0 runs A1111's single step (t_enc + 1 = 1) at the schedule's smallest sigma: the result stays
+    near the init image's VAE round trip (made here with the loaded model's own VAE; the tiny test VAE has random
+    weights, so the round trip itself is far from the identity), nearer than a 0.75 denoise."""
     init = gradient_image()
     body = {"width": 64, "height": 64, "steps": 4, "seed": 31, "denoising_strength": 0,
             "init_images": [encode_png(init)]}
     payload = post_ok(client, IMG2IMG, body)
     result = pixels(decode_png(payload["images"][0]))
     assert "Denoising strength: 0," in info_of(payload)["infotexts"][0]
-
-    # nothing from sampling reaches the image: prompt, sampler, cfg and steps make no difference
-    changed = post_ok(client, IMG2IMG, {**body, "prompt": "a completely different prompt", "cfg_scale": 3,
-                                        "sampler_name": "DDIM", "steps": 10})
-    # no sampling step runs: the same VAE round trip in the same process, bit-identical
-    assert np.array_equal(result, pixels(decode_png(changed["images"][0])))
+    strong = pixels(decode_png(post_ok(client, IMG2IMG, {**body, "denoising_strength": 0.75})["images"][0]))
 
     _, model = api.services.models.current
     fitted = imaging.fit(init, 64, 64, 0)
     with torch.no_grad():
         vae = model.vae
-        dist = vae.encode(imaging.to_tensor([fitted]).to(vae.dtype)).latent_dist
-        candidates = [dist.sample(generator=torch.Generator().manual_seed(31)), dist.mode()]
-        round_trips = [pixels(imaging.to_pil(vae.decode(latent, return_dict=False)[0])[0]) for latent in candidates]
-    assert min(int(np.abs(result - trip).max()) for trip in round_trips) <= 2
+        latent = vae.encode(imaging.to_tensor([fitted]).to(vae.dtype)).latent_dist.mode()
+        trip = pixels(imaging.to_pil(vae.decode(latent, return_dict=False)[0])[0])
+    assert np.abs(result - trip).mean() < np.abs(strong - trip).mean()
 
 
 # --- models and options --------------------------------------------------------------------------------------------

@@ -302,7 +302,7 @@ def _wait_for(job, condition, what: str) -> None:
         time.sleep(0.005)
 
 
-def test_skip_drops_only_the_current_batch(make_services):
+def test_skip_ends_only_the_current_batch_early(make_services):
     services = make_services("sd1")
     job = services.generate(_batch_request(seed=100))
     # right after the first progress report of batch 2
@@ -313,12 +313,13 @@ def test_skip_drops_only_the_current_batch(make_services):
     result = job.result
     assert result.skipped_batches == 1
     assert not result.interrupted
-    assert len(result.images) == 2 and len(result.infotexts) == 2
-    assert result.seeds == [100, 102]  # batches 1 and 3
-    assert "Seed: 100," in result.infotexts[0] and "Seed: 102," in result.infotexts[1]
+    # as A1111: the skipped batch is decoded where it got to and kept, then batch 3 runs
+    assert len(result.images) == 3 and len(result.infotexts) == 3
+    assert result.seeds == [100, 101, 102]
+    assert "Seed: 100," in result.infotexts[0] and "Seed: 102," in result.infotexts[2]
 
 
-def test_interrupt_keeps_finished_batches_only(make_services):
+def test_interrupt_keeps_the_batch_it_stopped_and_starts_no_other(make_services):
     services = make_services("sd1")
     job = services.generate(_batch_request(seed=200))
     _wait_for(job, lambda p: p.job_no == 1 and p.sampling_step >= 1, "batch 2 to start sampling")
@@ -328,8 +329,8 @@ def test_interrupt_keeps_finished_batches_only(make_services):
     result = job.result
     assert result.interrupted
     assert result.images and len(result.images) < 3
-    assert result.seeds == [200 + i for i in range(len(result.images))]  # finished batches, in order
-    assert len(result.images) == 1  # batch 1 only: batch 2 was cut short, batch 3 never started
+    assert result.seeds == [200 + i for i in range(len(result.images))]  # in order
+    assert len(result.images) == 2  # batch 1, and batch 2 as far as it got (as A1111); batch 3 never started
     assert any("Interrupted" in warning for warning in result.warnings)
     # the next job is not affected
     follow = services.generate(GenerationRequest(steps=2, width=64, height=64, n_iter=2, save_images=False))

@@ -107,7 +107,7 @@ def test_every_shown_option_has_its_a1111_elem_id_and_the_excluded_ones_none(ser
 def test_sections_follow_a1111_and_extensions_get_their_own(tab):
     titles = [s.title for s in tab.sections]
     assert titles == ["Saving images/grids", "Stable Diffusion", "ControlNet", "Live previews", "My Extension",
-                      "Queue and history", "Upscaling", "User interface", "VAE", "Other"]
+                      "Queue and history", "Sampler parameters", "Upscaling", "User interface", "VAE", "Other"]
     keys = {s.title: s.keys for s in tab.sections}
     assert {"samples_save", "samples_format", "outdir_txt2img_samples", "outdir_img2img_samples",
             "outdir_extras_samples"} == \
@@ -255,7 +255,8 @@ def test_every_builtin_option_has_a_section_of_ours(tmp_path):
     with gr.Blocks():
         built = build_settings_tab(SimpleNamespace(options=options))
     assert [s.title for s in built.sections] == ["Saving images/grids", "Stable Diffusion", "ControlNet",
-                                                 "Live previews", "Queue and history", "Upscaling", "User interface", "VAE"]
+                                                 "Live previews", "Queue and history", "Sampler parameters",
+                                                 "Upscaling", "User interface", "VAE"]
     assert sorted(f.key for f in built.fields) == sorted(set(OPTIONS) - HIDDEN_KEYS)
     assert built.warnings == []
 

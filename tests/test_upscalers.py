@@ -218,7 +218,8 @@ def test_progress_per_tile_and_interrupt(folders, tmp_path):
     control.report = report
     assert registry.upscale(image, "2x-TinyCompact", 128, 128, control=control) is None
     assert seen[0] == (0, 9, "Upscaling with 2x-TinyCompact")  # 64 px in 32 px tiles overlapping 8: 3 x 3
-    assert [step for step, _, _ in seen] == [0, 1, 2]
+    assert [step for step, _, text in seen if text != "Interrupting..."] == [0, 1, 2]
+    assert seen[-1][2] == "Interrupting..."  # said at once, before the next tile would start
 
 
 # --- cache --------------------------------------------------------------------------------------------------------

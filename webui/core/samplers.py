@@ -1,6 +1,6 @@
 """Sampler and schedule type names as A1111 spells them: which samplers exist, their aliases, which schedule types
-each offers and picks by default, and resolving what a client or an infotext says. Pure data: the diffusers
-scheduler behind each name is the engine's (`webui/engine/samplers.py`)."""
+each offers and picks by default, A1111's options per sampler, and resolving what a client or an infotext says. Pure
+data: how each name samples is the engine's (`webui/engine/samplers.py`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,8 +1,8 @@
 """The generation engine: a validated request in, images with infotext out.
 
 It knows nothing of Gradio or HTTP. It asks the model manager for weights, encodes prompts, draws per-image
-noise, runs the sampling loop over a diffusers scheduler (reporting every step and obeying Interrupt/Skip),
-decodes, writes infotext and saves.
+noise, runs A1111's sampler (webui/engine/sampling, around the UNet through denoiser.py; reporting every step and
+obeying Interrupt/Skip), decodes, writes infotext and saves.
 """
 from __future__ import annotations
 

@@ -70,6 +70,8 @@ _BY_NAME = {names.name: Sampler(names, _KINDS.get(names.name, K)) for names in S
 SAMPLERS: tuple[Sampler, ...] = tuple(_BY_NAME[names.name] for names in SAMPLER_NAMES)  # every name has one
 SAMPLERS_BY_NAME = {s.name: s for s in SAMPLERS}
 
+_UNIPC_INFOTEXT = (("variant", "UniPC variant", "bh1"), ("skip_type", "UniPC skip type", "time_uniform"),
+                   ("order", "UniPC order", 3), ("lower_order_final", "UniPC lower order final", True))
 _S_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0}
 _S_INFOTEXT = {"s_churn": "Sigma churn", "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "s_noise": "Sigma noise"}
 
@@ -213,9 +215,12 @@ def _plan_timesteps(sampler: Sampler, steps: int, discard: bool, options, eta, i
             raise RequestError("steps", f"UniPC of order {order} needs at least {order} steps, and this pass runs "
                                f"{runs}: raise the steps (or the denoising strength), or lower the UniPC order in "
                                "Settings > Sampler parameters")
-        plan.kwargs.update(variant=str(options.get("uni_pc_variant")), order=int(options.get("uni_pc_order")),
+        plan.kwargs.update(variant=str(options.get("uni_pc_variant")), order=order,
                            skip_type=str(options.get("uni_pc_skip_type")),
                            lower_order_final=bool(options.get("uni_pc_lower_order_final")))
+        for key, label, default in _UNIPC_INFOTEXT:  # written when not the default, so the picture reproduces
+            if plan.kwargs[key] != default:
+                params[label] = plan.kwargs[key]
     if "is_img2img" in plan.kwargs and "is_img2img" not in accepted:
         del plan.kwargs["is_img2img"]
     plan.params = params
