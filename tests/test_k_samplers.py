@@ -450,3 +450,25 @@ def test_sampler_table():
     for name in ks.SAMPLERS:
         assert ks.A1111_OPTIONS[name] <= ks.SAMPLER_OPTIONS[name], name
     assert ks.BROWNIAN_SAMPLERS == SDE
+
+
+def test_brownian_trees_draw_from_the_given_source_only_inside_their_calls():
+    """A1111 makes the Brownian trees draw their normals from the run's random source (CPU / GPU / NV): with a source
+    of zeros every increment is zero; without one, torchsde's own draws are used, inside and outside our calls."""
+    import torchsde
+    from torchsde._brownian import brownian_interval
+
+    from webui.engine.sampling import brownian
+
+    assert brownian_interval._randn is brownian._randn  # the hook is in place (a torchsde upgrade would show here)
+    x = torch.zeros(2, 4, 8, 8)
+    zeros = BrownianNoise(x, 0.1, 10.0, [5, 6], randn=lambda seed, shape: torch.zeros(shape))
+    assert torch.count_nonzero(zeros(torch.tensor(10.0), torch.tensor(3.0))) == 0
+    own = BrownianNoise(x, 0.1, 10.0, [5, 6])
+    drawn = own(torch.tensor(10.0), torch.tensor(3.0))
+    assert drawn.std() > 0.5
+    outside = torchsde.BrownianTree(torch.tensor(0.1), torch.zeros(4, 8, 8), torch.tensor(10.0), entropy=5)
+    assert outside(torch.tensor(0.1), torch.tensor(10.0)).std() > 0.5  # other torchsde users are untouched
+    seeded = BrownianNoise(x, 0.1, 10.0, [5, 6],
+                           randn=lambda seed, shape: torch.randn(shape, generator=torch.Generator().manual_seed(seed)))
+    assert torch.equal(seeded(torch.tensor(10.0), torch.tensor(3.0)), drawn)  # = torchsde's own CPU draws

@@ -401,7 +401,8 @@ class Engine:
                 kwargs["noise"] = lambda x: noise.next()
             return function(denoiser.eps_model(), start, plan.timesteps, alphas_cumprod=levels.alphas_cumprod,
                             callback=on_step, **kwargs)
-        noise_sampler = samplers.brownian_noise(plan, start, seeds) if sampler.brownian else noise.sampler
+        noise_sampler = samplers.brownian_noise(plan, start, seeds, noise.source) if sampler.brownian \
+            else noise.sampler
         if "sigma_min" in kwargs:  # DPM fast / adaptive
             return function(denoiser, start, noise_sampler=noise_sampler, callback=on_step, **kwargs)
         return function(denoiser, start, plan.sigmas, noise_sampler=noise_sampler, callback=on_step, **kwargs)

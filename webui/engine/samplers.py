@@ -14,6 +14,7 @@ from ..core.samplers import (SAMPLER_NAMES, SAMPLER_NAMES_BY_NAME, SCHEDULE_NAME
                              SamplerError, SamplerName, resolve_name)  # (SamplerError: what `resolve` raises)
 from .sampling import k_samplers, timestep_samplers, unipc
 from .sampling.brownian import BrownianNoise
+from .sampling.noise import seeded_randn
 from .sampling.schedules import make_sigmas
 from .sampling.sigmas import NoiseLevels
 
@@ -179,13 +180,17 @@ def _sigmas(schedule: str, n: int, levels: NoiseLevels, options, family: str, pa
 
 
 def _s_params(options, requested: dict, forwarded, kwargs: dict, params: dict) -> None:
-    """s_churn / s_tmin / s_tmax / s_noise: the request's value, else the option's; written when not the default."""
+    """s_churn / s_tmin / s_tmax / s_noise as A1111 1.10 takes them: the setting when it was changed from its default,
+    else the request's value, else the default; written to the infotext when not the default."""
     for key in _S_DEFAULTS:
         if key not in forwarded:
             continue
-        value = requested.get(key)
+        setting = _number(options, key, _S_DEFAULTS[key])
+        if key == "s_tmax" and setting == 0:
+            setting = math.inf
+        value = setting if setting != _S_DEFAULTS[key] else requested.get(key)
         if value is None:
-            value = _number(options, key, _S_DEFAULTS[key])
+            continue
         value = float(value)
         if key == "s_tmax" and value == 0:
             value = math.inf
@@ -235,7 +240,9 @@ def sampler_levels(sampler: Sampler, levels: NoiseLevels):
     return levels
 
 
-def brownian_noise(plan: PassPlan, x: torch.Tensor, seeds: list[int]):
-    """The SDE samplers' noise: one Brownian tree per image, seeded with its seed (A1111's batch determinism)."""
+def brownian_noise(plan: PassPlan, x: torch.Tensor, seeds: list[int], source: str):
+    """The SDE samplers' noise: one Brownian tree per image, seeded with its seed (A1111's batch determinism), its
+    normals drawn from the run's random source as A1111 does."""
     low, high = plan.brownian_range
-    return BrownianNoise(x, low, high, list(seeds))
+    return BrownianNoise(x, low, high, list(seeds),
+                         randn=lambda seed, shape: seeded_randn(seed, shape, source, x.device))

@@ -56,8 +56,10 @@ def _text_encoder(width: int, layers: int, act: str, projection: bool, seed: int
     return cls(config).eval()
 
 
-def _randomise(module: torch.nn.Module, seed: int) -> None:
-    """Give every weight a visible random value (default inits leave some layers zero, which hides bugs)."""
+def _randomise(module: torch.nn.Module, seed: int, weight_scale: float = 1.0) -> None:
+    """Give every weight a visible random value (default inits leave some layers zero, which hides bugs).
+    `weight_scale` multiplies the weight matrices and kernels (not biases or norms): below 1 a "calm" network, whose
+    output moves smoothly with its input."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in module.named_parameters():
@@ -67,11 +69,14 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
                 param.copy_(1 + torch.randn(param.shape, generator=generator) * 0.05)
             else:
                 fan_in = max(1, param[0].numel()) if param.ndim > 1 else 1
-                param.copy_(torch.randn(param.shape, generator=generator) / fan_in ** 0.5)
+                value = torch.randn(param.shape, generator=generator) / fan_in ** 0.5
+                param.copy_(value * weight_scale if weight_scale != 1.0 else value)
 
 
-def build_modules(kind: str, full: bool = False, seed: int = 0):
-    """(family, ldm_config, unet, vae, text_encoders) with random weights."""
+def build_modules(kind: str, full: bool = False, seed: int = 0, unet_weight_scale: float = 1.0):
+    """(family, ldm_config, unet, vae, text_encoders) with random weights. `unet_weight_scale` < 1 makes the tiny
+    UNet calmer (see `_randomise`): its pictures move less under tiny changes of the noise, so that float rounding
+    stays far below one 8-bit level in exact-parity tests (tests/conftest.py `tiny_calm_sd1`)."""
     family = "sdxl" if kind.startswith("sdxl") else ("sd2" if kind.startswith("sd2") else "sd1")
     if full:
         ldm = builtin_ldm_config(family, kind.endswith("inpaint"), kind.endswith("-v"))
@@ -83,7 +88,7 @@ def build_modules(kind: str, full: bool = False, seed: int = 0):
     unet = UNet2DConditionModel.from_config(unet_config(arch)).eval()
     vae = AutoencoderKL.from_config(vae_config(arch)).eval()
     if not full:
-        _randomise(unet, seed + 1)
+        _randomise(unet, seed + 1, unet_weight_scale)
         _randomise(vae, seed + 2)
     if full:
         width, layers = {"sd1": (768, 12), "sd2": (1024, 24), "sdxl": (768, 12)}[family], None
@@ -113,9 +118,10 @@ def _randomise_norms(module: torch.nn.Module, seed: int) -> None:
 
 
 def write_single_file(path: Path, kind: str, full: bool = False, seed: int = 0, ckpt: bool = False,
-                      dtype: torch.dtype = torch.float32) -> Path:
-    """Write `path` (.safetensors, or .ckpt when ckpt) and, for tiny models, the `.yaml` sidecar beside it."""
-    family, ldm, unet, vae, encoders = build_modules(kind, full, seed)
+                      dtype: torch.dtype = torch.float32, unet_weight_scale: float = 1.0) -> Path:
+    """Write `path` (.safetensors, or .ckpt when ckpt) and, for tiny models, the `.yaml` sidecar beside it.
+    `unet_weight_scale` < 1: a calm UNet (tiny models only; see `build_modules`)."""
+    family, ldm, unet, vae, encoders = build_modules(kind, full, seed, unet_weight_scale)
     state = {k: v.to(dtype) for k, v in to_ldm_state_dict(family, unet, vae, encoders).items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +203,8 @@ def main(argv=None) -> None:
     parser.add_argument("--kind", nargs="+", default=list(KINDS) + ["diffusers"])
     parser.add_argument("--full", action="store_true", help="full SD-size shapes (random weights, no sidecar)")
     parser.add_argument("--ckpt", action="store_true", help="write .ckpt instead of .safetensors")
+    parser.add_argument("--unet-weight-scale", type=float, default=1.0,
+                        help="scale of the tiny UNet's random weights (below 1: a calm model for parity tests)")
     args = parser.parse_args(argv)
     out = Path(args.outdir)
     for kind in args.kind:
@@ -205,7 +213,7 @@ def main(argv=None) -> None:
         else:
             suffix = ".ckpt" if args.ckpt else ".safetensors"
             print(write_single_file(out / f"{'full' if args.full else 'tiny'}-{kind}{suffix}", kind, args.full,
-                                    ckpt=args.ckpt))
+                                    ckpt=args.ckpt, unet_weight_scale=args.unet_weight_scale))
 
 
 if __name__ == "__main__":

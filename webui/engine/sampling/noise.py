@@ -33,6 +33,11 @@ class _Stream:
         return torch.randn(shape, generator=self.generator, device=self.generator.device)
 
 
+def seeded_randn(seed: int, shape: tuple[int, ...], source: str, device: torch.device) -> torch.Tensor:
+    """The first draw of a stream seeded with `seed` (A1111's randn_local), on `device`."""
+    return _Stream(seed, source, device).randn(tuple(shape)).to(device)
+
+
 def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """A1111's variation-seed blend of one image's [C, H, W] noises: normalised along dim 1 (the height axis, as
     A1111 does on the unbatched tensor); nearly parallel noises are mixed linearly, with A1111's weights."""
