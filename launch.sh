@@ -40,7 +40,8 @@ if [ "${1:-}" = "--lock" ]; then
       echo "$pin \\"
       for f in "$nodeps_dir/$pin"/*; do echo "    --hash=sha256:$(sha256sum "$f" | cut -d' ' -f1)"; done
     done
-  } > requirements-test-nodeps.lock
+  } > "$nodeps_dir/lock"  # written aside, then moved: a failed download leaves the old lock whole
+  mv "$nodeps_dir/lock" requirements-test-nodeps.lock
   rm -rf "$nodeps_dir"
   echo "Locks refreshed. Review the diff (git diff *.lock), then run the whole suite: ./launch.sh --test"
   exit 0

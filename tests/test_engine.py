@@ -330,3 +330,49 @@ def test_no_checkpoint_at_all_is_explained(make_services):
     services = make_services()
     with pytest.raises(ModelLoadError, match="No checkpoint found. Put a .safetensors"):
         services.engine.run(req())
+
+
+# --- A1111's sampler rules the engine enforces --------------------------------------------------------------------
+
+def test_a_pass_a1111_cannot_run_is_refused_before_anything_is_sampled(services):
+    from webui.core.errors import RequestError
+    control = RunControl()
+    with pytest.raises(RequestError, match="UniPC of order 3 needs at least 3 steps"):  # the hires pass: 2 steps
+        services.engine.run(req(sampler_name="UniPC", steps=6, enable_hr=True, hr_second_pass_steps=2,
+                                denoising_strength=0.5), control)
+    assert control.progress.sampling_step == 0
+    source = Image.new("RGB", (64, 64), (120, 90, 60))
+    with pytest.raises(RequestError, match="DPM fast needs at least 2 img2img steps"):  # t_enc 0: one step
+        run(services, mode="img2img", init_images=[source], sampler_name="DPM fast", denoising_strength=0.1)
+
+
+def test_ddim_cfgpp_uses_the_negative_prompt_even_at_cfg_1(services):
+    """CFG++ steps along the unconditional prediction, so A1111 runs it whatever the CFG scale."""
+    with_negative = run(services, sampler_name="DDIM CFG++", cfg_scale=1, negative_prompt="ugly")
+    other_negative = run(services, sampler_name="DDIM CFG++", cfg_scale=1, negative_prompt="a red sky at noon")
+    assert max_pixel_difference(with_negative.images[0], other_negative.images[0]) > PARITY_TOLERANCE
+
+
+def test_a_skip_pressed_after_sampling_does_not_cost_the_next_batch(services):
+    """As A1111, a Skip that arrives after a batch finished sampling (while it decodes) is spent by the next batch's
+    start, not by cutting that batch short."""
+    import copy
+    full = services.engine.run(req(n_iter=2, steps=4))
+    engine = copy.copy(services.engine)
+    control = RunControl()
+
+    def decode(*args, **kwargs):
+        control.skip()
+        return services.engine._decode(*args, **kwargs)
+    engine._decode = decode
+    result = engine.run(req(n_iter=2, steps=4), control)
+    assert len(result.images) == 2
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(result.images, full.images))
+
+
+def test_sampler_settings_reach_the_infotext_and_the_info(services):
+    result = run(services, sampler_name="Euler a", eta=0.5)
+    assert "Eta: 0.5," in result.infotexts[0] and result.extra_params["Eta"] == 0.5
+    churned = run(services, sampler_name="Euler", s_churn=1.0)
+    assert "Sigma churn: 1.0," in churned.infotexts[0]
+    assert max_pixel_difference(churned.images[0], run(services, sampler_name="Euler").images[0]) > 0

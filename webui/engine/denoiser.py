@@ -28,7 +28,8 @@ class Interrupted(Exception):
 @dataclass
 class UNetCall:
     """What one model evaluation needs besides x and t (built by the engine for a batch)."""
-    unet: Callable  # (x_rows, c_in, t, evaluation index, hook_t) -> raw UNet output, [copies x batch] rows
+    unet: Callable  # (x_rows, c_in, t, evaluation index, hook_t) -> (raw UNet output rows, the x rows it was given:
+    #                 an extension's cfg_denoiser hook may replace them, and x0 is then computed from those, as A1111)
     copies: int  # rows per image: the uncond (when CFG runs) and each AND sub-prompt
     combine: Callable  # (rows, cfg scale multiplier) -> the CFG-combined prediction [batch]
     batch: int
@@ -50,16 +51,14 @@ class Denoiser:
         self.need_last_noise_uncond = False
         self.last_noise_uncond = None
         self._alphas = alphas_cumprod.to(torch.float32)
-        self._sqrt_alphas = alphas_cumprod.double().sqrt().float()
-        self._sqrt_one_minus = (1 - alphas_cumprod.double()).sqrt().float()
+        self._on_device: dict = {}  # device -> (alphas, sqrt alphas, sqrt(1 - alphas)) there, made once
 
     # --- k-diffusion samplers ----------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         self._check_stop()
-        copies = self.call.copies
         c_in, t = self.levels.unet_input(sigma)
-        rows = self._evaluate(x, c_in, t, sigma)
-        denoised_rows = self.levels.denoised(torch.cat([x] * copies), sigma.repeat(copies), rows)
+        rows, x_rows = self._evaluate(x, c_in, t, sigma)
+        denoised_rows = self.levels.denoised(x_rows, sigma.repeat(self.call.copies), rows)
         denoised = self._combine(denoised_rows)
         if self.mask is not None:
             denoised = self.init_latent * (1 - self.mask) + self.mask * denoised
@@ -74,17 +73,23 @@ class Denoiser:
         self._check_stop()
         if self.mask is not None:  # A1111 blends before the evaluation for these samplers
             x = self.init_latent * (1 - self.mask) + self.mask * x
-        step = t.reshape(-1)[:1].to(torch.int64).cpu()
+        alphas, sqrt_alphas, sqrt_one_minus = self._tables(x.device)
+        step = t.reshape(-1)[:1].to(device=x.device, dtype=torch.int64)  # A1111 truncates UniPC's fractional t
         ones = torch.ones(1, 1, 1, 1, dtype=x.dtype, device=x.device)
-        rows = self._evaluate(x, ones, t.reshape(-1)[0], t)
+        rows, x_rows = self._evaluate(x, ones, t.reshape(-1)[0], t)
         if self.prediction == "v_prediction":
-            x_rows = torch.cat([x] * self.call.copies)
-            rows = self._sqrt_alphas[step].to(x.device).view(-1, 1, 1, 1) * rows + \
-                self._sqrt_one_minus[step].to(x.device).view(-1, 1, 1, 1) * x_rows
+            rows = sqrt_alphas[step].view(-1, 1, 1, 1) * rows + sqrt_one_minus[step].view(-1, 1, 1, 1) * x_rows
         eps = self._combine(rows)
-        a_t = self._alphas[step].to(x.device).view(-1, 1, 1, 1)
-        self.last = (x - (1 - a_t).sqrt() * self._first_cond(rows)) / a_t.sqrt()
+        a_t = alphas[step].view(-1, 1, 1, 1)
+        self.last = (self._first_cond(x_rows) - (1 - a_t).sqrt() * self._first_cond(rows)) / a_t.sqrt()
         return eps
+
+    def _tables(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if device not in self._on_device:
+            alphas = self._alphas
+            self._on_device[device] = (alphas.to(device), alphas.double().sqrt().float().to(device),
+                                       (1 - alphas.double()).sqrt().float().to(device))
+        return self._on_device[device]
 
     # --- shared ------------------------------------------------------------------------------------------------
     def _check_stop(self) -> None:
@@ -92,12 +97,14 @@ class Denoiser:
             raise Interrupted()
 
     def _evaluate(self, x: torch.Tensor, c_in: torch.Tensor, t: torch.Tensor, hook_t: torch.Tensor):
+        """(the UNet's output rows in x's dtype, the x rows it was given)."""
         copies = self.call.copies
         hook_rows = hook_t.reshape(-1).repeat(copies) if hook_t.dim() else hook_t
-        rows = self.call.unet(torch.cat([x] * copies), c_in.repeat(copies, 1, 1, 1) if c_in.shape[0] > 1 else c_in,
-                              t, self.evaluations, hook_rows)
+        rows, x_rows = self.call.unet(torch.cat([x] * copies),
+                                      c_in.repeat(copies, 1, 1, 1) if c_in.shape[0] > 1 else c_in, t,
+                                      self.evaluations, hook_rows)
         self.evaluations += 1
-        return rows.to(x.dtype)
+        return rows.to(x.dtype), x_rows
 
     def _combine(self, rows: torch.Tensor) -> torch.Tensor:
         if self.need_last_noise_uncond:

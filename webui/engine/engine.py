@@ -141,6 +141,7 @@ class Engine:
                  if request.mode == "img2img" else None)
         prompts = _RunPrompts(self, model, info, clip_skip, self._schedule_steps(request, sampler), result)
         hires = self._plan_hires(request, schedule, model, info, prompts) if request.enable_hr else None
+        self._check_passes(request, sampler, schedule, model, hires)  # a pass A1111 cannot run: refused before any
         base_params = dict(setup.params) if setup is not None else {}
         if model.inpainting:
             base_params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
@@ -155,10 +156,12 @@ class Engine:
             base_params.update(control_plan.params)
         with self._autocast(), self._controlnets_on_device(control_plan), \
                 circular_padding(model.unet, model.vae, enabled=request.tiling):
+            sampler_params: dict = {}  # the sampler's infotext keys (Eta, Sigma churn, ...): every image's, and info's
             for batch in range(request.n_iter):
                 if control.interrupted:
                     result.interrupted = True
                     break
+                control.take_skip()  # a Skip pressed after the last batch had finished sampling is spent (A1111)
                 items = run.batch_range(batch)
                 run.batch_number = batch
                 run.prompts = run.all_prompts[items.start:items.stop]
@@ -174,7 +177,8 @@ class Engine:
                 self.hooks.process_batch(run)
                 latents = self._sample(model, request, sampler, schedule, conditioning, run.seeds, run.subseeds,
                                        control, setup, items.start, control_plan, run,
-                                       fill_seeds=run.all_seeds[:request.batch_size], infotext=params)
+                                       fill_seeds=run.all_seeds[:request.batch_size], infotext=sampler_params)
+                params.update({key: value for key, value in sampler_params.items() if key not in params})
                 stopped = control.interrupted or control.skip_requested
                 decoder = model
                 if latents is not None and hires is not None and not stopped:
@@ -215,7 +219,7 @@ class Engine:
                     result.interrupted = True
                     break
             result.extra_params = {**(hires.params if hires else {}), **prompts.params(base_params),
-                                   **run.extra_params}
+                                   **sampler_params, **run.extra_params}
         if hires is not None and hires.model is not model:
             self.models.trim()  # the borrowed hires checkpoint leaves the cache if it is over its limit
         result.warnings.extend(model.warnings)
@@ -236,6 +240,19 @@ class Engine:
         if any(unit.enabled for unit in request.controlnet_units):
             prompts.result.warnings.append("ControlNet guides the first pass only: the hires fix pass runs without it")
         return plan
+
+    def _check_passes(self, request: GenerationRequest, sampler, schedule: str, model, hires) -> None:
+        """Plan each pass once up front, so that one that cannot run (UniPC with fewer steps than its order, DPM
+        fast / adaptive img2img of one step) is a RequestError before anything is sampled, not after a first pass."""
+        passes = [(model, request, sampler, schedule)]
+        if hires is not None:
+            passes.append((hires.model, hires.request, hires.sampler, hires.schedule))
+        for pass_model, pass_request, pass_sampler, pass_schedule in passes:
+            img2img = pass_request.mode == "img2img" or isinstance(pass_request, hires_fix.SecondPassRequest)
+            levels = samplers.sampler_levels(pass_sampler, model_noise_levels(pass_model))
+            samplers.plan_pass(pass_sampler, pass_schedule, pass_request.steps, levels, self.options,
+                               pass_model.family, eta=pass_request.eta,
+                               img2img=self._img2img_steps(pass_request) if img2img else None)
 
     def _hires_pass(self, plan: hires_fix.HiresPlan, model, latents: torch.Tensor, run: ProcessingRun,
                     control: RunControl, result: GenerationResult):
@@ -335,7 +352,9 @@ class Engine:
         else:
             start = x if sampler.kind == samplers.TIMESTEP else x * plan.start_scale
 
-        do_cfg = request.cfg_scale != 1.0 or conditioning.composable
+        # A1111 always runs the unconditional rows; at CFG 1 they change nothing, except for DDIM CFG++ (which
+        # steps along them)
+        do_cfg = request.cfg_scale != 1.0 or conditioning.composable or sampler.name == "DDIM CFG++"
         copies = (1 if do_cfg else 0) + conditioning.part_count  # uncond, then each AND sub-prompt
         extra_channels = None
         if model.inpainting:  # txt2img: one grey conditioning for all; img2img: each image's own (cached)
@@ -346,24 +365,36 @@ class Engine:
         expected = max(1, plan.steps_shown * (2 if sampler.second_order else 1))
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
         hook = run is not None and self.hooks.wants_denoiser
+        unet_dtype = model.unet.dtype  # read once: the property walks every parameter of the UNet
+        factors: dict[float, list[torch.Tensor]] = {}  # AND: per scale, each sub-prompt's weight x scale per image
+
+        def guidance(scale: float) -> list[torch.Tensor] | None:
+            if not conditioning.composable:
+                return None
+            if scale not in factors:  # made once per batch (per scale: DDIM CFG++ multiplies it), not per step
+                factors[scale] = [torch.tensor([w * scale for w in weights], device=device).view(-1, 1, 1, 1)
+                                  for weights in conditioning.weights()]
+            return factors[scale]
 
         def unet(x_rows, c_in, t, index, hook_t):
             embeds, added = inputs.at(index)
             if hook:
                 x_rows, embeds = self._denoiser_hook(run, x_rows, extra_channels, hook_t, index, expected, embeds,
                                                      batch if do_cfg else 0)
-            model_input = (x_rows * c_in).to(model.unet.dtype)
+            model_input = (x_rows * c_in).to(unet_dtype)
             residuals = {}
             if control_plan is not None:
                 residuals = control_plan.residuals(index / expected, model_input, t, embeds, added, sources, batch,
                                                    do_cfg)
             if extra_channels is not None:
                 model_input = torch.cat([model_input, extra_channels], dim=1)
-            return model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
-                              return_dict=False, **residuals)[0]
+            output = model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
+                                return_dict=False, **residuals)[0]
+            return output, x_rows
 
         def combine(rows, multiplier):
-            return self._combine(rows, request.cfg_scale * multiplier, conditioning, do_cfg, batch)
+            scale = request.cfg_scale * multiplier
+            return self._combine(rows, scale, guidance(scale), do_cfg, batch)
 
         parameterization = LCMParameterization(levels) if sampler.kind == samplers.LCM else levels
         denoiser = Denoiser(UNetCall(unet, copies, combine, batch, do_cfg), parameterization,
@@ -374,7 +405,6 @@ class Engine:
         def on_step(info: dict) -> None:
             denoised = info.get("denoised")
             if denoised is not None:
-                denoiser.last = denoised
                 control.publish_latents(denoised, model.family)  # before the report: a follower finds them
             step = min(int(info.get("i", 0)) + 1, plan.steps_shown)
             if denoised is not None and previewer.in_loop and previewer.due(step):
@@ -420,19 +450,18 @@ class Engine:
         return event.x, text
 
     @staticmethod
-    def _combine(prediction: torch.Tensor, cfg_scale: float, conditioning: BatchConditioning, do_cfg: bool,
+    def _combine(prediction: torch.Tensor, cfg_scale: float, factors: list[torch.Tensor] | None, do_cfg: bool,
                  batch: int) -> torch.Tensor:
         """Classifier-free guidance as A1111's CFGDenoiser: uncond + (cond - uncond) x scale; with AND, composable
-        diffusion: each sub-prompt adds (cond_i - uncond) x (weight_i x scale), with each image's own weights."""
+        diffusion: each sub-prompt adds (cond_i - uncond) x `factors[i]` (each image's weight x the scale)."""
         if not do_cfg:
             return prediction
         uncond, *conds = prediction.split(batch)
-        if not conditioning.composable:
+        if factors is None:
             return uncond + (conds[0] - uncond) * cfg_scale
         combined = uncond.clone()
-        for weights, cond in zip(conditioning.weights(), conds):
-            factor = torch.tensor([w * cfg_scale for w in weights], dtype=prediction.dtype, device=prediction.device)
-            combined += (cond - uncond) * factor.view(-1, 1, 1, 1)
+        for factor, cond in zip(factors, conds):
+            combined += (cond - uncond) * factor
         return combined
 
     @staticmethod

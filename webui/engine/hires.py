@@ -96,7 +96,8 @@ def plan_hires(request: GenerationRequest, schedule: str, factor: int, checkpoin
     steps = request.hr_second_pass_steps or request.steps
     strength = request.denoising_strength
     schedule_steps = int(steps / min(strength, 0.999)) if strength > 0 else steps
-    if schedule_steps > train_steps:  # schedulers refuse (DDIM) or break (DPM++, UniPC) past their training steps
+    if schedule_steps > train_steps and sampler.kind == samplers.TIMESTEP:
+        # A1111's timesteps (range(0, 1000, 1000 // steps)) need at most the training steps; sigma samplers don't
         schedule_steps = train_steps
         steps = max(1, min(steps, round(train_steps * strength)))
     pass_request = SecondPassRequest(**{f.name: getattr(request, f.name) for f in fields(GenerationRequest)})

@@ -147,6 +147,11 @@ def plan_pass(sampler: Sampler, schedule: str, steps: int, levels: NoiseLevels, 
     accepted = inspect.signature(sampler.function).parameters
     if "sigma_min" in accepted:  # DPM fast / adaptive run between two sigmas, not over the list
         if img2img:
+            if len(sigmas) < 3:  # one step: from sigma_sched[0] down to itself (A1111 fails there too)
+                raise RequestError("denoising_strength",
+                                   f"{sampler.name} needs at least 2 img2img steps, and steps x denoising strength "
+                                   "gives 1 here: raise the denoising strength or the steps, or pick another "
+                                   "sampler")
             plan.kwargs.update(sigma_min=sigmas[-2], sigma_max=sigmas[0])
         else:
             plan.kwargs.update(sigma_min=levels.sigma_min, sigma_max=levels.sigma_max)

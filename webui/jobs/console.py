@@ -59,10 +59,10 @@ class JobConsoleBars:
     def report(self, job_id: str, progress) -> None:
         """`progress`: the engine's Progress (job_no, job_count, sampling_step, sampling_steps). A console that
         cannot be written to (a closed stderr) only loses the bar: tqdm disables a bar whose writes fail."""
-        with self._lock:
+        with self._lock:  # one lock for the bars and their counts: Interrupt/Skip report from the caller's thread
             bar = self._bars.setdefault(job_id, TotalProgressBar())
-        bar.update(int(progress.sampling_step), int(progress.sampling_steps), int(progress.job_no),
-                   int(progress.job_count))
+            bar.update(int(progress.sampling_step), int(progress.sampling_steps), int(progress.job_no),
+                       int(progress.job_count))
 
     def finish(self, job_id: str) -> None:
         with self._lock:

@@ -44,18 +44,18 @@ OPTIONS: dict[str, Option] = {
                                 "is none); NV: NVIDIA's generator computed on the CPU, so pictures made on NVIDIA "
                                 "GPUs (A1111's default) reproduce anywhere"),
     # A1111's "Sampler parameters" (same keys and defaults); infotext keys in brackets when not the default.
-    "eta_ancestral": Option(1.0, "Eta for k-diffusion samplers [Eta]", float, minimum=0.0, maximum=1.0,
+    "eta_ancestral": Option(1.0, "Eta for k-diffusion samplers [Eta]", float, minimum=0.0, maximum=10.0,
                             section=_SAMPLER, info="noise multiplier of the ancestral and SDE samplers"),
-    "eta_ddim": Option(0.0, "Eta for DDIM [Eta DDIM]", float, minimum=0.0, maximum=1.0, section=_SAMPLER),
+    "eta_ddim": Option(0.0, "Eta for DDIM [Eta DDIM]", float, minimum=0.0, maximum=10.0, section=_SAMPLER),
     "eta_noise_seed_delta": Option(0, "Eta noise seed delta [ENSD]", int, minimum=0, maximum=2 ** 32,
                                    section=_SAMPLER,
                                    info="the per-step noise comes from seed + this (31337 in NovelAI-style "
                                         "infotexts)"),
     "s_churn": Option(0.0, "Sigma churn [Sigma churn]", float, minimum=0.0, maximum=100.0, section=_SAMPLER),
-    "s_tmin": Option(0.0, "Sigma tmin [Sigma tmin]", float, minimum=0.0, maximum=10.0, section=_SAMPLER),
-    "s_tmax": Option(0.0, "Sigma tmax (0 = no limit) [Sigma tmax]", float, minimum=0.0, maximum=999.0,
+    "s_tmin": Option(0.0, "Sigma tmin [Sigma tmin]", float, minimum=0.0, maximum=1000.0, section=_SAMPLER),
+    "s_tmax": Option(0.0, "Sigma tmax (0 = no limit) [Sigma tmax]", float, minimum=0.0, maximum=1000.0,
                      section=_SAMPLER),
-    "s_noise": Option(1.0, "Sigma noise [Sigma noise]", float, minimum=0.0, maximum=1.1, section=_SAMPLER),
+    "s_noise": Option(1.0, "Sigma noise [Sigma noise]", float, minimum=0.0, maximum=10.0, section=_SAMPLER),
     "sigma_min": Option(0.0, "Schedule min sigma (0 = the model's) [Schedule min sigma]", float, minimum=0.0,
                         section=_SAMPLER),
     "sigma_max": Option(0.0, "Schedule max sigma (0 = the model's) [Schedule max sigma]", float, minimum=0.0,

@@ -35,6 +35,12 @@ class NoiseLevels:
         self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
         self.log_sigmas = self.sigmas.log()
         self.prediction = prediction  # "epsilon" or "v_prediction"
+        self._log_sigmas_on: dict = {}  # device -> log_sigmas there (copied once, not at every evaluation)
+
+    def _log_sigmas(self, device) -> torch.Tensor:
+        if device not in self._log_sigmas_on:
+            self._log_sigmas_on[device] = self.log_sigmas.to(device)
+        return self._log_sigmas_on[device]
 
     @classmethod
     def from_config(cls, config: dict) -> "NoiseLevels":
@@ -51,7 +57,7 @@ class NoiseLevels:
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Continuous timestep(s) for sigma(s): linear in log sigma between the two integer timesteps around it."""
         log_sigma = sigma.log()
-        log_sigmas = self.log_sigmas.to(sigma.device)
+        log_sigmas = self._log_sigmas(sigma.device)
         above = (log_sigma - log_sigmas[:, None]) >= 0  # [1000, n]: table entries at or below each sigma
         low = above.cumsum(dim=0).argmax(dim=0).clamp(max=log_sigmas.shape[0] - 2)
         high = low + 1
@@ -61,7 +67,7 @@ class NoiseLevels:
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         t = t.float()
-        log_sigmas = self.log_sigmas.to(t.device)
+        log_sigmas = self._log_sigmas(t.device)
         low, high, w = t.floor().long(), t.ceil().long(), t.frac()
         return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
 

@@ -59,10 +59,16 @@ class DiscreteVPSchedule:
         self.end_time = 1.
         self.time_knots = torch.linspace(0., 1., self.total_n + 1)[1:]
         self.log_alpha_knots = 0.5 * torch.log(alphas_cumprod)
+        self._on_device: dict = {}  # device -> (time knots, log alpha knots): copied there once, not per call
+
+    def _knots(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._on_device:
+            self._on_device[device] = (self.time_knots.to(device), self.log_alpha_knots.to(device))
+        return self._on_device[device]
 
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
-        knots = self.time_knots.to(t.device)
-        return _interpolate(t.reshape(-1), knots, self.log_alpha_knots.to(t.device))
+        times, log_alphas = self._knots(t.device)
+        return _interpolate(t.reshape(-1), times, log_alphas)
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return torch.exp(self.log_alpha(t))
@@ -78,8 +84,8 @@ class DiscreteVPSchedule:
         """The t whose lambda is the given one (lambda's inverse)."""
         device = half_log_snr.device
         log_alpha = -0.5 * torch.logaddexp(torch.zeros((1,)).to(device), -2. * half_log_snr)
-        return _interpolate(log_alpha.reshape(-1), torch.flip(self.log_alpha_knots.to(device), [0]),
-                            torch.flip(self.time_knots.to(device), [0]))
+        times, log_alphas = self._knots(device)
+        return _interpolate(log_alpha.reshape(-1), torch.flip(log_alphas, [0]), torch.flip(times, [0]))
 
     def model_time(self, t: torch.Tensor) -> torch.Tensor:
         """The timestep the model is given for continuous time t."""
