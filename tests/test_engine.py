@@ -376,3 +376,15 @@ def test_sampler_settings_reach_the_infotext_and_the_info(services):
     churned = run(services, sampler_name="Euler", s_churn=1.0)
     assert "Sigma churn: 1.0," in churned.infotexts[0]
     assert max_pixel_difference(churned.images[0], run(services, sampler_name="Euler").images[0]) > 0
+
+
+def test_img2img_extra_noise_adds_noise_and_says_so(make_services):
+    """A1111's img2img_extra_noise: the first draw again x the multiplier on top of the start (written as Extra
+    noise); 0 (the default) leaves the picture as it was."""
+    services = make_services("sd1")
+    source = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    plain = run(services, mode="img2img", init_images=[source], denoising_strength=0.5)
+    services.options.update({"img2img_extra_noise": 0.3})
+    noisy = run(services, mode="img2img", init_images=[source], denoising_strength=0.5)
+    assert "Extra noise: 0.3," in noisy.infotexts[0] and "Extra noise" not in plain.infotexts[0]
+    assert max_pixel_difference(noisy.images[0], plain.images[0]) > PARITY_TOLERANCE

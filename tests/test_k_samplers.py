@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 
 import pytest
 import torch
 
 from tests.k_diffusion_reference import load
+from webui.core.samplers import SAMPLER_NAMES
 from webui.engine.sampling import k_samplers as ks
 from webui.engine.sampling.brownian import BrownianNoise
 from webui.engine.sampling.lcm import LCMNoiseLevels
@@ -131,9 +133,10 @@ def assert_same_model_calls(ours, theirs):
         assert max_diff(mine, reference) <= TOLERANCE
 
 
-def compare(name, reference, run_reference, run_ours):
+def compare(name, reference, run_reference, run_ours, skips_unused_draws=False):
     """Runs k-diffusion's `reference` through run_reference(fn, model, callback) under the randn tape and ours through
-    run_ours(fn, model, noise_sampler, callback); checks result, draw count, callbacks and model calls."""
+    run_ours(fn, model, noise_sampler, callback); checks result, draw count (ours makes none when
+    `skips_unused_draws`: draws k-diffusion makes and never uses), callbacks and model calls."""
     their_tape, our_tape = NoiseTape(), NoiseTape()
     their_model, our_model = make_model(), make_model()
     their_calls, our_calls = [], []
@@ -143,7 +146,7 @@ def compare(name, reference, run_reference, run_ours):
     assert got.shape == expected.shape and got.dtype == torch.float32
     assert torch.isfinite(got).all()
     assert max_diff(got, expected) <= TOLERANCE
-    assert our_tape.used == their_tape.used
+    assert our_tape.used == (0 if skips_unused_draws else their_tape.used)
     assert_same_callbacks(our_calls, their_calls)
     assert_same_model_calls(our_model, their_model)
     return our_tape.used
@@ -194,9 +197,10 @@ def test_matches_k_diffusion_with_a1111_noise(name, options, schedule, steps):
     def run_ours(fn, model, noise_sampler, callback):
         return fn(model, x.clone(), sigmas, noise_sampler=noise_sampler, callback=callback, **options)
 
-    used = compare(name, reference, run_reference, run_ours)
-    if name in {"Euler", "Heun", "DPM2"}:
-        assert used == steps  # k-diffusion draws churn noise every step, used or not
+    churn = name in {"Euler", "Heun", "DPM2"}
+    used = compare(name, reference, run_reference, run_ours, skips_unused_draws=churn and not options.get("s_churn"))
+    if churn and options.get("s_churn"):
+        assert used == steps  # with churn on, noise is drawn every step, used or not, as k-diffusion does
     if name in {"LMS", "DPM++ 2M"}:
         assert used == 0
 
@@ -420,11 +424,13 @@ def test_lcm_noise_levels_follow_a1111s_lcm_denoiser():
         positions = (torch.linspace(999, 19, n) - 19) / 20
         expected = torch.cat([reference.t_to_sigma(positions), torch.zeros(1)])
         assert max_diff(levels.uniform(n), expected) <= 1e-6
-    assert torch.equal(levels.all_levels(), sampling.append_zero(reference.sigmas.flip(0)))
+    # 50 steps visit every table level from the top (timesteps 999, 979, ..., 19), then 0
+    assert max_diff(levels.uniform(50), sampling.append_zero(reference.sigmas.flip(0))) <= 1e-6
 
     x = start_latent(3.)
     sigma = torch.tensor([3.0, 0.2])
-    x_in, timesteps = levels.unet_input(x, sigma)
+    # the UNet gets x * c_in and the integer timestep of the nearest level (the engine's LCMParameterization)
+    x_in, timesteps = x * (1 / (sigma ** 2 + 1.) ** 0.5)[:, None, None, None], levels.sigma_to_t(sigma)
     assert timesteps.dtype == torch.int64
     assert torch.equal(timesteps, reference.sigma_to_t(sigma) * 20 + 19)
     x0 = reference(x, sigma)
@@ -435,21 +441,29 @@ def test_lcm_noise_levels_follow_a1111s_lcm_denoiser():
 
 # --- the table -----------------------------------------------------------------------------------------------------
 
+def accepted_options(name):
+    """The user options (eta, the sigma options, solver_type, r) the sampler's function takes, off its signature."""
+    options = {"eta", "s_churn", "s_tmin", "s_tmax", "s_noise", "solver_type", "r"}
+    return {p for p in inspect.signature(ks.SAMPLERS[name]).parameters if p in options}
+
+
 def test_sampler_table():
     assert set(ks.SAMPLERS) == {
         "Euler", "Euler a", "Heun", "DPM2", "DPM2 a", "LMS", "DPM fast", "DPM adaptive", "DPM++ 2S a", "DPM++ SDE",
         "DPM++ 2M", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE", "Restart", "LCM"}
-    assert ks.SAMPLER_OPTIONS["Euler"] == {"s_churn", "s_tmin", "s_tmax", "s_noise"}
-    assert ks.SAMPLER_OPTIONS["Euler a"] == {"eta", "s_noise"}
-    assert ks.SAMPLER_OPTIONS["DPM++ SDE"] == {"eta", "s_noise", "r"}
-    assert ks.SAMPLER_OPTIONS["DPM++ 2M SDE"] == {"eta", "s_noise", "solver_type"}
-    assert ks.SAMPLER_OPTIONS["DPM++ 2M SDE Heun"] == {"eta", "s_noise"}
-    assert ks.SAMPLER_OPTIONS["DPM++ 2M"] == ks.SAMPLER_OPTIONS["LMS"] == ks.SAMPLER_OPTIONS["LCM"] == set()
-    assert ks.SAMPLER_OPTIONS["DPM fast"] == ks.SAMPLER_OPTIONS["DPM adaptive"] == {"eta", "s_noise"}
-    assert ks.SAMPLER_OPTIONS["Restart"] == {"s_noise"}
+    assert accepted_options("Euler") == {"s_churn", "s_tmin", "s_tmax", "s_noise"}
+    assert accepted_options("Euler a") == {"eta", "s_noise"}
+    assert accepted_options("DPM++ SDE") == {"eta", "s_noise", "r"}
+    assert accepted_options("DPM++ 2M SDE") == {"eta", "s_noise", "solver_type"}
+    assert accepted_options("DPM++ 2M SDE Heun") == {"eta", "s_noise"}
+    assert accepted_options("DPM++ 2M") == accepted_options("LMS") == accepted_options("LCM") == set()
+    assert accepted_options("DPM fast") == accepted_options("DPM adaptive") == {"eta", "s_noise"}
+    assert accepted_options("Restart") == {"s_noise"}
+    assert set(ks.A1111_OPTIONS) == set(ks.SAMPLERS)
     for name in ks.SAMPLERS:
-        assert ks.A1111_OPTIONS[name] <= ks.SAMPLER_OPTIONS[name], name
-    assert ks.BROWNIAN_SAMPLERS == SDE
+        assert ks.A1111_OPTIONS[name] <= accepted_options(name), name
+    # the Brownian-tree samplers are the "brownian_noise" flag of the name table (A1111's sampler option)
+    assert {s.name for s in SAMPLER_NAMES if "brownian_noise" in s.flags} == SDE
 
 
 def test_brownian_trees_draw_from_the_given_source_only_inside_their_calls():

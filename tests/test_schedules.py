@@ -14,7 +14,8 @@ import torch
 from scipy import stats
 
 from tests.k_diffusion_reference import load
-from webui.engine.sampling.schedules import SCHEDULES, find_schedule, make_sigmas
+from webui.core.samplers import SCHEDULE_TYPES, schedule_listing
+from webui.engine.sampling.schedules import find_schedule, make_sigmas
 from webui.engine.sampling.sigmas import NoiseLevels
 
 sampling, external = load()
@@ -49,22 +50,34 @@ def assert_schedule_shape(sigmas: torch.Tensor, length: int, ends_in_zero: bool 
 
 # --- the table -------------------------------------------------------------------------------------------------------
 
+A1111_TABLE = [  # A1111 1.10's modules/sd_schedulers.py: (name, label, default_rho, need_inner_model)
+    ("automatic", "Automatic", -1, False),
+    ("uniform", "Uniform", -1, True),
+    ("karras", "Karras", 7, False),
+    ("exponential", "Exponential", -1, False),
+    ("polyexponential", "Polyexponential", 1, False),
+    ("sgm_uniform", "SGM Uniform", -1, True),
+    ("kl_optimal", "KL Optimal", -1, False),
+    ("align_your_steps", "Align Your Steps", -1, False),
+    ("simple", "Simple", -1, True),
+    ("normal", "Normal", -1, True),
+    ("ddim", "DDIM", -1, True),
+    ("beta", "Beta", -1, True),
+]
+
+
 def test_table_is_a1111s_in_order():
-    rows = [(s.name, s.label, s.default_rho, s.need_inner_model) for s in SCHEDULES]
-    assert rows == [
-        ("automatic", "Automatic", -1, False),
-        ("uniform", "Uniform", -1, True),
-        ("karras", "Karras", 7, False),
-        ("exponential", "Exponential", -1, False),
-        ("polyexponential", "Polyexponential", 1, False),
-        ("sgm_uniform", "SGM Uniform", -1, True),
-        ("kl_optimal", "KL Optimal", -1, False),
-        ("align_your_steps", "Align Your Steps", -1, False),
-        ("simple", "Simple", -1, True),
-        ("normal", "Normal", -1, True),
-        ("ddim", "DDIM", -1, True),
-        ("beta", "Beta", -1, True),
-    ]
+    """One table (webui/core/samplers.py) feeds the engine's lookup and the /sdapi/v1/schedulers listing."""
+    rows = [(s.name, s.label, s.default_rho, s.need_inner_model) for s in SCHEDULE_TYPES]
+    assert rows == A1111_TABLE
+    assert [s.aliases for s in SCHEDULE_TYPES if s.aliases] == [("SGMUniform",)]
+    listing = schedule_listing()
+    assert [(e["name"], e["label"], e["default_rho"], e["need_inner_model"]) for e in listing] == A1111_TABLE
+    assert [e["aliases"] for e in listing] == [["SGMUniform"] if e["name"] == "sgm_uniform" else None
+                                               for e in listing]  # as A1111 lists them
+    assert [type(e["default_rho"]) for e in listing[:3]] == [int, int, float]  # JSON -1 and 7.0, as before
+    for schedule in SCHEDULE_TYPES:
+        assert find_schedule(schedule.name) is find_schedule(schedule.label) is schedule
 
 
 def test_lookup_by_name_label_and_alias():

@@ -14,11 +14,11 @@ import math
 import pytest
 import torch
 
-from webui.engine.sampling.sigmas import alphas_cumprod_for
-from webui.engine.sampling.timestep_samplers import (
-    a1111_timesteps, add_img2img_noise, ddim, ddim_cfgpp, img2img_schedule, plms,
-)
+from webui.engine.samplers import SAMPLERS_BY_NAME, plan_pass
+from webui.engine.sampling.sigmas import NoiseLevels, alphas_cumprod_for
+from webui.engine.sampling.timestep_samplers import a1111_timesteps, ddim, ddim_cfgpp, plms
 from webui.engine.sampling.unipc import DiscreteVPSchedule, unipc
+from webui.settings.options import OPTIONS
 
 ALPHAS = alphas_cumprod_for({})  # SD 1.x's scaled-linear schedule, float32
 TOL = 1e-5
@@ -116,6 +116,32 @@ def max_diff(a, b) -> float:
     return (a - b).abs().max().item()
 
 
+# --- img2img as the engine sets it up (webui/engine/samplers.py plan_pass) ------------------------------------------
+
+class DefaultOptions(dict):
+    """Settings as the engine reads them: the given values, else OPTIONS' defaults."""
+
+    def get(self, key, default=None):
+        return self[key] if key in self else OPTIONS[key].default
+
+
+def img2img_plan(sampler: str, steps: int, t_enc: int, **kwargs):
+    """The engine's plan for the img2img tail of a `steps`-step schedule that runs t_enc + 1 steps."""
+    return plan_pass(SAMPLERS_BY_NAME[sampler], "Automatic", steps, NoiseLevels.from_config({}), DefaultOptions(),
+                     "sd1", img2img=(steps, t_enc), **kwargs)
+
+
+def a1111_t_enc(steps: int, denoising: float) -> int:
+    """A1111's setup_img2img_steps without img2img_fix_steps (what the engine's img2img does)."""
+    return int(min(denoising, 0.999) * steps)
+
+
+def noised_init(latent, noise, timestep: int):
+    """A1111's sample_img2img start: the init latent at `timestep`'s noise level (float32 scalars)."""
+    a = ALPHAS[timestep]
+    return latent * torch.sqrt(a) + noise * torch.sqrt(1 - a)
+
+
 # --- schedules ----------------------------------------------------------------------------------------------------
 
 def test_a1111_timesteps():
@@ -128,20 +154,23 @@ def test_a1111_timesteps():
         a1111_timesteps(0)
 
 
-def test_img2img_schedule_and_noise():
-    plan = img2img_schedule(20, 0.75)
-    full = a1111_timesteps(20)
-    assert (plan.steps, plan.t_enc, plan.noise_timestep, plan.progress_steps) == (20, 15, 751, 16)
-    assert plan.timesteps.tolist() == full[:15].tolist()
-    fixed = img2img_schedule(20, 0.5, fix_steps=True)
-    assert (fixed.steps, fixed.t_enc, fixed.noise_timestep) == (40, 19, int(a1111_timesteps(40)[19]))
-
-    latent, noise = start_latent(1), start_latent(2)
-    a = float(ALPHAS[751])
-    expected = latent * math.sqrt(a) + noise * math.sqrt(1 - a)
-    assert max_diff(add_img2img_noise(latent, noise, ALPHAS, 751), expected) <= 1e-6
-    extra = add_img2img_noise(latent, noise, ALPHAS, 751, extra_noise=0.2)
-    assert max_diff(extra, expected + noise * 0.2 * math.sqrt(a)) <= 1e-6
+@pytest.mark.parametrize("sampler", ["DDIM", "DDIM CFG++", "PLMS", "UniPC"])
+def test_img2img_plan_is_a1111s(sampler):
+    t_enc = a1111_t_enc(20, 0.75)
+    plan = img2img_plan(sampler, 20, t_enc)
+    assert (t_enc, plan.img2img_alpha, plan.steps_shown) == (15, 751, 16)  # progress: t_enc + 1 steps
+    assert plan.timesteps.tolist() == a1111_timesteps(20)[:15].tolist()
+    # A1111's off-by-one: the init is noised one entry above the first timestep the model sees
+    assert plan.img2img_alpha == int(a1111_timesteps(20)[t_enc]) > int(plan.timesteps[-1])
+    assert plan.kwargs.get("is_img2img") is (True if sampler == "UniPC" else None)
+    # a hires pass of 20 steps at denoising 0.5: the tail of an int(20 / 0.5)-step schedule, t_enc = 20 - 1
+    hires = img2img_plan(sampler, 40, 19)
+    assert (hires.img2img_alpha, hires.steps_shown) == (int(a1111_timesteps(40)[19]), 20)
+    assert hires.timesteps.tolist() == a1111_timesteps(40)[:19].tolist()
+    assert a1111_t_enc(10, 1.0) == 9  # denoising is capped at 0.999: never the whole list
+    discard = plan_pass(SAMPLERS_BY_NAME[sampler], "Automatic", 4, NoiseLevels.from_config({}),
+                        DefaultOptions(always_discard_next_to_last_sigma=True), "sd1", img2img=(4, 3))
+    assert discard.timesteps.tolist() == [1, 201, 401] and discard.img2img_alpha == 601
 
 
 # --- DDIM, CFG++, PLMS --------------------------------------------------------------------------------------------
@@ -164,15 +193,17 @@ def test_ddim_matches_reference(steps, eta):
     assert seen[-1]["x"] is ours
 
 
-def test_ddim_draws_noise_every_step_even_at_eta_0():
+@pytest.mark.parametrize("eta, expected", [(0.0, 0), (0.5, 6)])
+def test_ddim_draws_noise_every_step_unless_eta_is_0(eta, expected):
+    """A1111 draws every step; at eta 0 that draw is multiplied by 0 and nothing else reads the stream: not made."""
     draws = []
 
     def noise(x):
         draws.append(1)
         return torch.zeros_like(x)
 
-    ddim(ToyEps(3), start_latent(), a1111_timesteps(6), alphas_cumprod=ALPHAS, noise=noise)
-    assert len(draws) == 6
+    ddim(ToyEps(3), start_latent(), a1111_timesteps(6), alphas_cumprod=ALPHAS, noise=noise, eta=eta)
+    assert len(draws) == expected
 
 
 @pytest.mark.parametrize("steps", [4, 6])
@@ -212,14 +243,15 @@ def test_plms_matches_reference(steps):
 
 
 def test_img2img_slice_runs_from_its_top():
-    plan = img2img_schedule(10, 0.6)
-    noises = noise_list(plan.t_enc - 1)
-    start = add_img2img_noise(start_latent(1), start_latent(2), ALPHAS, plan.noise_timestep)
+    plan = img2img_plan("DDIM", 10, a1111_t_enc(10, 0.6), eta=0.5)
+    assert plan.kwargs == {"eta": 0.5}
+    noises = noise_list(len(plan.timesteps) - 1)
+    start = noised_init(start_latent(1), start_latent(2), plan.img2img_alpha)
     model = ToyEps(5)
-    ours = ddim(model, start, plan.timesteps, alphas_cumprod=ALPHAS, noise=popper(noises), eta=0.5)
+    ours = ddim(model, start, plan.timesteps, alphas_cumprod=ALPHAS, noise=popper(noises), **plan.kwargs)
     expected = ref_ddim(ToyEps(5), start, plan.timesteps.tolist(), noises, 0.5)
     assert max_diff(ours, expected) <= TOL
-    assert plan.noise_timestep == 601 and int(model.calls[0][0]) == 501  # A1111's one-off start, kept
+    assert plan.img2img_alpha == 601 and int(model.calls[0][0]) == 501  # A1111's one-off start, kept
 
 
 # --- UniPC --------------------------------------------------------------------------------------------------------
@@ -263,10 +295,12 @@ def test_unipc_matches_diffusers(variant, order, steps):
 
 
 def test_unipc_img2img_starts_at_the_slice_top():
-    plan = img2img_schedule(4, 0.75)  # timesteps [1, 251, 501]: 3 steps from model time 501
+    plan = img2img_plan("UniPC", 4, a1111_t_enc(4, 0.75))  # timesteps [1, 251, 501]: 3 steps from model time 501
     assert plan.timesteps.tolist() == [1, 251, 501]
-    start = add_img2img_noise(start_latent(1), start_latent(2), ALPHAS, plan.noise_timestep)
-    ours = unipc(ToyEps(7), start, plan.timesteps, alphas_cumprod=ALPHAS, is_img2img=True)
+    assert plan.kwargs == {"is_img2img": True, "variant": "bh1", "order": 3, "skip_type": "time_uniform",
+                           "lower_order_final": True}
+    start = noised_init(start_latent(1), start_latent(2), plan.img2img_alpha)
+    ours = unipc(ToyEps(7), start, plan.timesteps, alphas_cumprod=ALPHAS, **plan.kwargs)
     visits = [501, 334, 167]
     expected = diffusers_unipc(ToyEps(7), start, visits, discrete_sigmas(visits), 3, "bh1")
     assert max_diff(ours, expected) <= TOL

@@ -86,6 +86,14 @@ class PreparedUnit:
     scales: list[float]  # per residual, the middle block's last
     cond_only: bool  # "ControlNet is more important": no residual on the unconditional half
     _batch: tuple | None = field(default=None, repr=False)  # (key, tensor) of batch_cond's last answer
+    _dtype: torch.dtype | None = field(default=None, repr=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The ControlNet's dtype, read once (diffusers' `dtype` walks every parameter, at every evaluation)."""
+        if self._dtype is None:
+            self._dtype = self.net.model.dtype
+        return self._dtype
 
     def to(self, device) -> None:
         self.conds = [cond.to(device) for cond in self.conds]
@@ -127,14 +135,14 @@ class ControlPlan:
         for prepared in self.units:
             if prepared.unit.weight == 0 or not prepared.applies_at(fraction):
                 continue
-            net = prepared.net.model
+            net, dtype = prepared.net.model, prepared.dtype
             rows = sample.shape[0]
             skip = batch if (prepared.cond_only and do_cfg) else 0  # rows of the unconditional half left out
-            cond = prepared.batch_cond(sources, (rows - skip) // batch, sample.device, net.dtype)
+            cond = prepared.batch_cond(sources, (rows - skip) // batch, sample.device, dtype)
             extra = None
             if added is not None:
                 extra = {key: value[skip:] for key, value in added.items()}
-            downs, mid = net(sample[skip:].to(net.dtype), timestep, encoder_hidden_states=embeds[skip:].to(net.dtype),
+            downs, mid = net(sample[skip:].to(dtype), timestep, encoder_hidden_states=embeds[skip:].to(dtype),
                              controlnet_cond=cond, conditioning_scale=1.0, added_cond_kwargs=extra,
                              return_dict=False)
             residuals = [*downs, mid]

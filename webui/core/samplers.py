@@ -1,22 +1,48 @@
 """Sampler and schedule type names as A1111 spells them: which samplers exist, their aliases, which schedule types
-each offers and picks by default, A1111's options per sampler, and resolving what a client or an infotext says. Pure
-data: how each name samples is the engine's (`webui/engine/samplers.py`)."""
+each offers and picks by default, A1111's options per sampler, the schedule types' table, and resolving what a client
+or an infotext says. Pure data: how each name samples is the engine's (`webui/engine/samplers.py`, and
+`webui/engine/sampling/schedules.py` for the schedule types' sigmas)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .errors import RequestError
 
-# A1111 1.10's schedule types (label, API name, default rho); every sampler accepts every one, the timestep samplers
-# (DDIM, DDIM CFG++, PLMS, UniPC) and LCM run their own timesteps whatever is chosen, as in A1111.
-SCHEDULE_TYPES: tuple[tuple[str, str, float], ...] = (
-    ("Automatic", "automatic", -1), ("Uniform", "uniform", -1), ("Karras", "karras", 7.0),
-    ("Exponential", "exponential", -1), ("Polyexponential", "polyexponential", 1.0),
-    ("SGM Uniform", "sgm_uniform", -1), ("KL Optimal", "kl_optimal", -1), ("Align Your Steps", "align_your_steps", -1),
-    ("Simple", "simple", -1), ("Normal", "normal", -1), ("DDIM", "ddim", -1), ("Beta", "beta", -1),
+
+@dataclass(frozen=True)
+class ScheduleType:
+    """One row of A1111 1.10's schedule table (`modules/sd_schedulers.py`). `label` is the UI's and the infotext's
+    spelling, `name` the API's; default_rho -1: the type takes no rho; need_inner_model: computed from the model's
+    own trained sigmas / timesteps; aliases: other spellings the engine's `schedules.find_schedule` accepts
+    (`schedule_listing` lists them, null where there are none, as A1111)."""
+
+    label: str
+    name: str
+    default_rho: float = -1
+    need_inner_model: bool = False
+    aliases: tuple[str, ...] = ()
+
+
+# A1111 1.10's schedule types, in its order; every sampler accepts every one, the timestep samplers (DDIM, DDIM CFG++,
+# PLMS, UniPC) and LCM run their own timesteps whatever is chosen, as in A1111. The one table: the engine's
+# `webui/engine/sampling/schedules.py` computes the sigmas of these rows.
+SCHEDULE_TYPES: tuple[ScheduleType, ...] = (
+    ScheduleType("Automatic", "automatic"),
+    ScheduleType("Uniform", "uniform", need_inner_model=True),
+    ScheduleType("Karras", "karras", default_rho=7.0),
+    ScheduleType("Exponential", "exponential"),
+    ScheduleType("Polyexponential", "polyexponential", default_rho=1.0),
+    ScheduleType("SGM Uniform", "sgm_uniform", need_inner_model=True, aliases=("SGMUniform",)),
+    ScheduleType("KL Optimal", "kl_optimal"),
+    ScheduleType("Align Your Steps", "align_your_steps"),
+    ScheduleType("Simple", "simple", need_inner_model=True),
+    ScheduleType("Normal", "normal", need_inner_model=True),
+    ScheduleType("DDIM", "ddim", need_inner_model=True),
+    ScheduleType("Beta", "beta", need_inner_model=True),
 )
-SCHEDULE_NAMES = tuple(label for label, _, _ in SCHEDULE_TYPES)
+SCHEDULE_NAMES = tuple(schedule.label for schedule in SCHEDULE_TYPES)
 SIGMA_SCHEDULES = SCHEDULE_NAMES[1:]
+
 
 class SamplerError(RequestError):
     """An unknown sampler or schedule type, or a pair that does not go together; the message lists the choices."""
@@ -95,8 +121,8 @@ def resolve_name(sampler_name: str | None, schedule: str | None = None) -> tuple
     wanted = (schedule or "Automatic").strip() if isinstance(schedule, str) or schedule is None else str(schedule)
     if wanted.lower() == "automatic" and split_schedule:
         wanted = split_schedule
-    match = next((label for label, name, _ in SCHEDULE_TYPES
-                  if wanted.lower() in (label.lower(), name, name.replace("_", " "))), None)
+    match = next((s.label for s in SCHEDULE_TYPES
+                  if wanted.lower() in (s.label.lower(), s.name, s.name.replace("_", " "))), None)
     if match is None:
         raise SamplerError(f"Unknown schedule type {schedule!r}. Available: {', '.join(SCHEDULE_NAMES)}",
                            "scheduler")
@@ -121,6 +147,5 @@ def sampler_listing() -> list[dict]:
 
 def schedule_listing() -> list[dict]:
     """`/sdapi/v1/schedulers` entries."""
-    inner = ("uniform", "sgm_uniform", "simple", "normal", "ddim", "beta")  # need the model's own sigma table
-    return [{"name": name, "label": label, "aliases": None, "default_rho": rho, "need_inner_model": name in inner}
-            for label, name, rho in SCHEDULE_TYPES]
+    return [{"name": s.name, "label": s.label, "aliases": list(s.aliases) or None, "default_rho": s.default_rho,
+             "need_inner_model": s.need_inner_model} for s in SCHEDULE_TYPES]  # A1111: null but for SGM Uniform

@@ -344,11 +344,18 @@ class Engine:
                     init = init * (1 - mask) + fill * mask
                 elif request.inpainting_fill == 3:  # latent nothing
                     init = init * (1 - mask)
+            extra = float(self.options.get("img2img_extra_noise") or 0)  # A1111's "Extra noise" (img2img, hires)
             if plan.img2img_alpha is not None:
                 alpha = base_levels.alphas_cumprod[plan.img2img_alpha]
                 start = init * torch.sqrt(alpha) + x * torch.sqrt(1 - alpha)
+                if extra > 0:
+                    start = start + x * extra * torch.sqrt(alpha)
             else:
                 start = init + x * plan.start_scale
+                if extra > 0:
+                    start = start + x * extra
+            if extra > 0 and infotext is not None:
+                infotext.setdefault("Extra noise", extra)
         else:
             start = x if sampler.kind == samplers.TIMESTEP else x * plan.start_scale
 

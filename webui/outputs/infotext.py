@@ -201,6 +201,7 @@ SETTING_KEYS: tuple[tuple[str, str], ...] = (
     ("Beta schedule beta", "beta_dist_beta"),
     ("Discard penultimate sigma", "always_discard_next_to_last_sigma"),
     ("SGM noise multiplier", "sgm_noise_multiplier"),
+    ("Extra noise", "img2img_extra_noise"),
     ("UniPC variant", "uni_pc_variant"),
     ("UniPC skip type", "uni_pc_skip_type"),
     ("UniPC order", "uni_pc_order"),

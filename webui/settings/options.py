@@ -69,6 +69,9 @@ OPTIONS: dict[str, Option] = {
                                                 "[Discard penultimate sigma]", bool, section=_SAMPLER),
     "sgm_noise_multiplier": Option(False, "SGM noise multiplier: scale the initial noise as SGM does "
                                    "[SGM noise multiplier]", bool, section=_SAMPLER),
+    "img2img_extra_noise": Option(0.0, "Extra noise multiplier for img2img and hires fix [Extra noise]", float,
+                                  minimum=0.0, maximum=1.0, section=_SAMPLER,
+                                  info="more noise on top of what the denoising strength adds: more detail"),
     "uni_pc_variant": Option("bh1", "UniPC variant", str, choices=("bh1", "bh2", "vary_coeff"), section=_SAMPLER),
     "uni_pc_skip_type": Option("time_uniform", "UniPC skip type", str,
                                choices=("time_uniform", "time_quadratic", "logSNR"), section=_SAMPLER),

@@ -11,11 +11,12 @@ Interface (every sampler):
 - `sigmas` is the descending schedule, normally ending in 0; `x` is already scaled to `sigmas[0]`.
 - All randomness comes from `noise_sampler(sigma, sigma_next)`, a tensor shaped like `x`. It is called exactly
   where, and as often as, k-diffusion draws noise, including the draws k-diffusion makes with `torch.randn_like`
-  (churn noise of Euler/Heun/DPM2, drawn every step even when unused; the ancestral samplers' default noise;
-  DPM-Solver's noise, drawn even at eta 0): A1111 replaces that `randn_like` with the next draw of its per-image
-  generators, so the engine passes a `noise_sampler` that returns those draws (ignoring its arguments) or, for the
-  SDE samplers, a `brownian.BrownianNoise`. For draws k-diffusion makes with `randn_like` the arguments are only
-  indicative (the step's noise levels).
+  (churn noise of Euler/Heun/DPM2 with s_churn above 0, drawn every step even when unused; the ancestral
+  samplers' default noise; DPM-Solver's noise, drawn even at eta 0): A1111 replaces that `randn_like` with the
+  next draw of its per-image generators, so the engine passes a `noise_sampler` that returns those draws (ignoring
+  its arguments) or, for the SDE samplers, a `brownian.BrownianNoise`. For draws k-diffusion makes with
+  `randn_like` the arguments are only indicative (the step's noise levels). One exception: at s_churn 0 (the
+  default) Euler/Heun/DPM2 skip k-diffusion's churn draws, which no step uses and nothing else reads (`_churn`).
 - `callback(info)` receives the dict k-diffusion's callback receives, at the same points: keys 'x', 'i', 'sigma',
   'sigma_hat', 'denoised' (DPM fast / adaptive pass DPM-Solver's keys: 't', 't_up', and for adaptive 'error',
   'h', 'steps', 'nfe', 'n_accept', 'n_reject').
@@ -24,13 +25,13 @@ Two samplers take a noise-level range instead of a schedule:
     dpm_fast(model, x, sigma_min, sigma_max, n, *, noise_sampler, callback=None, eta=0., s_noise=1.)
     dpm_adaptive(model, x, sigma_min, sigma_max, *, noise_sampler, callback=None, order=3, ..., eta=0., s_noise=1.)
 
-Tables: `SAMPLERS` maps A1111's display name to the function; `SAMPLER_OPTIONS` gives the user options (of
-`OPTION_NAMES`) each one accepts; `A1111_OPTIONS` the subset of those A1111 1.10 actually forwards from the request
-and settings (the others keep their defaults there); `BROWNIAN_SAMPLERS` the names A1111 gives a Brownian tree.
+Tables: `SAMPLERS` maps A1111's display name to the function; `A1111_OPTIONS` the user options (eta and the
+sigma options) A1111 1.10 forwards to it from the request and settings (its other keyword arguments keep their
+defaults). Which samplers get a Brownian tree as noise_sampler is the "brownian_noise" flag of
+`webui.core.samplers.SAMPLER_NAMES`.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 
@@ -81,11 +82,15 @@ def _sigma(t: torch.Tensor) -> torch.Tensor:
 
 def _churn(x, sigmas, i, noise_sampler, s_churn, s_tmin, s_tmax, s_noise):
     """Karras et al.'s stochastic "churn": raise sigmas[i] to sigma_hat = sigmas[i] * (1 + gamma) by adding noise.
-    The noise is drawn every step, used or not (k-diffusion does). Returns (x, sigma_hat)."""
+    With churn on, the noise is drawn every step, used or not, as k-diffusion does (later steps depend on the stream's
+    position). With s_churn 0 no step uses it and nothing else reads that stream: the draw is skipped (k-diffusion
+    makes and discards it), which saves a random tensor (and a host-to-device copy) per step. Returns (x, sigma_hat)."""
     sigma = sigmas[i]
     gamma = min(s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.
-    noise = noise_sampler(sigma, sigmas[i + 1]) * s_noise
     sigma_hat = sigma * (gamma + 1)
+    if s_churn == 0:
+        return x, sigma_hat
+    noise = noise_sampler(sigma, sigmas[i + 1]) * s_noise
     if gamma > 0:
         x = x + noise * (sigma_hat ** 2 - sigma ** 2) ** 0.5
     return x, sigma_hat
@@ -662,13 +667,6 @@ SAMPLERS: dict[str, Callable] = {
     "LCM": lcm,
 }
 
-OPTION_NAMES = ("eta", "s_churn", "s_tmin", "s_tmax", "s_noise", "solver_type", "r")
-
-# The user options (of OPTION_NAMES) each sampler's function accepts, read off its signature.
-SAMPLER_OPTIONS: dict[str, frozenset[str]] = {
-    name: frozenset(p for p in inspect.signature(fn).parameters if p in OPTION_NAMES) for name, fn in SAMPLERS.items()
-}
-
 # What A1111 1.10 forwards: eta (its "Eta for ancestral samplers" setting, default 1.0, or the request's eta) to
 # every function with an eta parameter, DPM fast and DPM adaptive included; the sigma options its
 # sampler_extra_params lists per k-diffusion function. Euler a's s_noise, Restart's s_noise, DPM++ SDE's r and
@@ -692,6 +690,3 @@ A1111_OPTIONS: dict[str, frozenset[str]] = {
     "Restart": frozenset(),
     "LCM": frozenset(),
 }
-
-# The samplers A1111 gives a Brownian tree of the batch's seeds (brownian.BrownianNoise) as noise_sampler.
-BROWNIAN_SAMPLERS = frozenset({"DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"})

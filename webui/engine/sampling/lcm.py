@@ -10,6 +10,8 @@ A1111 swaps the checkpoint's usual denoiser for one over that 50-level table:
 - the result is the consistency-model boundary condition with sigma_data 0.5 and the timestep scaled by 10:
   denoised = c_out * x0 + c_skip * x, c_skip = 0.25 / ((10 t)^2 + 0.25), c_out = 10 t / sqrt((10 t)^2 + 0.25).
 Classifier-free guidance then combines these `denoised` outputs as for any other sampler.
+The engine's `denoiser.LCMParameterization` makes the UNet input from this table (`sigma_to_t`) and reads
+the output with `LCMNoiseLevels.denoised`.
 """
 from __future__ import annotations
 
@@ -61,17 +63,9 @@ class LCMNoiseLevels:
         levels = self.t_to_sigma(t)
         return torch.cat([levels, levels.new_zeros([1])])
 
-    def all_levels(self) -> torch.Tensor:
-        """The whole table, descending, then 0 (A1111's get_sigmas() without a step count)."""
-        return torch.cat([self.sigmas.flip(0), self.sigmas.new_zeros([1])])
-
-    def unet_input(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x * c_in, integer timesteps) to feed the UNet for the batch x at levels sigma ([batch])."""
-        c_in = 1 / (sigma ** 2 + 1.) ** 0.5
-        return x * c_in[(...,) + (None,) * (x.ndim - 1)], self.sigma_to_t(sigma)
-
     def denoised(self, x: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """The LCM prediction for x at levels sigma ([batch]) from the UNet output eps at `unet_input(x, sigma)`."""
+        """The LCM prediction for x at levels sigma ([batch]) from the UNet output eps for x * c_in
+        (c_in = 1 / sqrt(sigma^2 + 1)) at the timesteps `sigma_to_t(sigma)`."""
         expand = (...,) + (None,) * (x.ndim - 1)
         x0 = x + eps * (-sigma)[expand]
         scaled_t = self.sigma_to_t(sigma)[expand] * 10.0

@@ -1,4 +1,6 @@
 """A1111 1.10's schedule types ("Schedule type" in the UI and the infotext): the sigmas a k-diffusion sampler walks.
+The table of types (label, API name, default rho, need_inner_model, aliases) is `webui.core.samplers.SCHEDULE_TYPES`;
+`find_schedule` looks a row up by any of its spellings.
 
 `make_sigmas(label, n, levels)` computes the schedule for n steps exactly as A1111 1.10 does for that type (same
 dtypes, same operations in the same order, same element-by-element loops where A1111 loops), on the CPU.
@@ -31,48 +33,23 @@ the second-to-last value; the "Schedule type" / "Hires schedule type" infotext.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ...core.samplers import SCHEDULE_TYPES, ScheduleType
 from .sigmas import NoiseLevels
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """One row of A1111's schedule table. `name` is the API's value, `label` the UI's and the infotext's."""
-
-    name: str
-    label: str
-    default_rho: float = -1.0  # -1: the type takes no rho
-    need_inner_model: bool = False  # computed from the model's trained sigmas / timesteps
-    aliases: tuple[str, ...] = ()
-
-
-SCHEDULES: tuple[Schedule, ...] = (
-    Schedule("automatic", "Automatic"),
-    Schedule("uniform", "Uniform", need_inner_model=True),
-    Schedule("karras", "Karras", default_rho=7.0),
-    Schedule("exponential", "Exponential"),
-    Schedule("polyexponential", "Polyexponential", default_rho=1.0),
-    Schedule("sgm_uniform", "SGM Uniform", need_inner_model=True, aliases=("SGMUniform",)),
-    Schedule("kl_optimal", "KL Optimal"),
-    Schedule("align_your_steps", "Align Your Steps"),
-    Schedule("simple", "Simple", need_inner_model=True),
-    Schedule("normal", "Normal", need_inner_model=True),
-    Schedule("ddim", "DDIM", need_inner_model=True),
-    Schedule("beta", "Beta", need_inner_model=True),
-)
-
-_BY_KEY: dict[str, Schedule] = {}
-for _schedule in SCHEDULES:
+_BY_KEY: dict[str, ScheduleType] = {}
+for _schedule in SCHEDULE_TYPES:
     for _key in (_schedule.name, _schedule.label, *_schedule.aliases):
         _BY_KEY[_key] = _schedule
 
 
-def find_schedule(key: str) -> Schedule | None:
-    """The schedule type with this API name, label or alias (as A1111 looks them up), else None."""
+def find_schedule(key: str) -> ScheduleType | None:
+    """The row of `webui.core.samplers.SCHEDULE_TYPES` with this API name, label or alias (exact spelling), else
+    None."""
     return _BY_KEY.get(key)
 
 

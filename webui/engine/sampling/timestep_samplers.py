@@ -12,8 +12,9 @@ What A1111 1.10 does, and this module repeats:
   in x's dtype holding the integer timestep (`timestep * x.new_ones(batch)`).
 - DDIM's step: x0 = (x - sqrt(1 - a_t) eps) / sqrt(a_t);
   x' = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z, with
-  sigma = eta sqrt((1 - a_prev) / (1 - a_t) (1 - a_t / a_prev)). `noise(x)` (z) is drawn at every step, eta 0
-  included, as A1111 calls `torch.randn_like` there every step.
+  sigma = eta sqrt((1 - a_prev) / (1 - a_t) (1 - a_t / a_prev)). `noise(x)` (z) is drawn at every step with eta
+  above 0, as A1111 calls `torch.randn_like` there; at eta 0 A1111's draw is multiplied by 0 and nothing else reads
+  the stream, so it is not made.
 - The per-step constants come from `alphas_cumprod` (float32, as the checkpoint holds them): a_t and sqrt(1 - a_t)
   in float32, a_prev in float64 (float32 on MPS and XPU) and sigma in float64; each is then taken as a Python float
   and broadcast in x's dtype, so the arithmetic on latents is in x's dtype.
@@ -21,19 +22,18 @@ What A1111 1.10 does, and this module repeats:
 The callback gets A1111's dict once per step: {'x': the new latent, 'i': the step index from 0, 'sigma': 0,
 'sigma_hat': 0, 'denoised': the step's x0 prediction}.
 
-img2img (A1111's `CompVisSampler.sample_img2img`): see `img2img_schedule` and `add_img2img_noise`.
+img2img (A1111's `CompVisSampler.sample_img2img`, t_enc = int(min(denoising, 0.999) x steps)): the sampler gets the
+first t_enc entries of `a1111_timesteps(steps)` and starts from the init latents noised to the level of entry t_enc,
+one above the first timestep the model sees (A1111's off-by-one, kept). The engine sets this up (`plan_pass` in
+webui/engine/samplers.py gives the slice and that timestep; engine.py noises the latents).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Optional, Protocol, Sequence, Union
 
 import torch
 
-__all__ = [
-    "CFGPPModel", "Img2ImgSchedule", "a1111_timesteps", "add_img2img_noise", "ddim", "ddim_cfgpp",
-    "img2img_schedule", "plms", "CFGPP_SCALE_MULTIPLIER",
-]
+__all__ = ["CFGPPModel", "a1111_timesteps", "ddim", "ddim_cfgpp", "plms", "CFGPP_SCALE_MULTIPLIER"]
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None]
@@ -70,52 +70,6 @@ def a1111_timesteps(steps: int, discard_penultimate: bool = False, device=None) 
     if steps < 1 or steps > 1000:
         raise ValueError(f"timestep samplers take 1 to 1000 steps (999 when discarding the penultimate); got {steps}")
     return torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps)), device=device) + 1, 0, 999)
-
-
-@dataclass(frozen=True)
-class Img2ImgSchedule:
-    """How A1111 runs a timestep sampler for img2img.
-
-    timesteps: what the sampler gets (the first t_enc entries of the full list); noise_timestep: the timestep whose
-    noise level the init latent is brought to (the full list's entry t_enc, one above the first timestep the model
-    sees: A1111's off-by-one, kept); progress_steps: the step total A1111 shows (t_enc + 1)."""
-
-    steps: int
-    t_enc: int
-    timesteps: torch.Tensor
-    noise_timestep: int
-    progress_steps: int
-
-
-def img2img_schedule(steps: int, denoising_strength: float, *, fix_steps: bool = False,
-                     discard_penultimate: bool = False, device=None) -> Img2ImgSchedule:
-    """A1111's `setup_img2img_steps` and the timestep slice of `sample_img2img`.
-
-    Without "img2img_fix_steps": t_enc = int(min(strength, 0.999) * steps) over the full `steps` schedule. With it
-    (or for the hires pass, which always passes its step count): the schedule has int(steps / min(strength, 0.999))
-    steps and t_enc = steps - 1."""
-    if fix_steps:
-        total = int(steps / min(denoising_strength, 0.999)) if denoising_strength > 0 else 0
-        t_enc = steps - 1
-    else:
-        total = steps
-        t_enc = int(min(denoising_strength, 0.999) * steps)
-    full = a1111_timesteps(total, discard_penultimate, device=device)
-    return Img2ImgSchedule(steps=total, t_enc=t_enc, timesteps=full[:t_enc], noise_timestep=int(full[t_enc]),
-                           progress_steps=t_enc + 1)
-
-
-def add_img2img_noise(latent: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor, timestep: int,
-                      extra_noise: float = 0.0) -> torch.Tensor:
-    """The init latent at `timestep`'s noise level, as A1111's `sample_img2img` makes it:
-    x * sqrt(a) + noise * sqrt(1 - a) with a = alphas_cumprod[timestep] (float32 scalars), then, for the
-    "img2img_extra_noise" option, + noise * extra_noise * sqrt(a) (A1111 lets an extension swap that noise first)."""
-    a = alphas_cumprod[timestep]
-    sqrt_a, sqrt_one_minus_a = torch.sqrt(a), torch.sqrt(1 - a)
-    noised = latent * sqrt_a + noise * sqrt_one_minus_a
-    if extra_noise > 0:
-        noised += noise * extra_noise * sqrt_a
-    return noised
 
 
 def _wide_float(x: torch.Tensor) -> torch.dtype:
@@ -179,8 +133,9 @@ def _ddim_loop(model, x, timesteps, alphas_cumprod, noise, callback, eta, direct
 
         x0 = (x - sqrt_one_minus_a_t * eps) / a_t.sqrt()
         towards_x = (1. - a_prev - sigma_t ** 2).sqrt() * direction
-        fresh = sigma_t * noise(x)
-        x = a_prev.sqrt() * x0 + towards_x + fresh
+        x = a_prev.sqrt() * x0 + towards_x
+        if eta != 0:  # at eta 0 (the default) the draw A1111 makes is multiplied by 0: it is not made
+            x = x + sigma_t * noise(x)
         _report(callback, i, x, x0)
     return x
 
@@ -189,7 +144,7 @@ def _ddim_loop(model, x, timesteps, alphas_cumprod, noise, callback, eta, direct
 def ddim(model: EpsModel, x: torch.Tensor, timesteps: Timesteps, *, alphas_cumprod: torch.Tensor, noise: NoiseFn,
          callback: Optional[Callback] = None, eta: float = 0.0) -> torch.Tensor:
     """A1111's DDIM over `timesteps` (ascending, as `a1111_timesteps` gives): len(timesteps) - 1 steps, one model
-    call each; `noise(x)` once per step (eta 0 too). eta is A1111's "eta_ddim" option (default 0)."""
+    call each; `noise(x)` once per step (none at eta 0). eta is A1111's "eta_ddim" option (default 0)."""
     return _ddim_loop(model, x, timesteps, alphas_cumprod, noise, callback, eta, lambda eps: eps)
 
 
