@@ -1,7 +1,7 @@
 """Engine vs bare diffusers on the same loaded model: wall time per generation, and the images' pixel difference.
 
     cd /work/main && PYTHONPATH=. .venv/bin/python bench/bench_engine.py [--skip-full] [--full-size auto|512|256]
-        [--repeats-tiny 20] [--repeats-full 3] [--threads N] [--cache-dir /tmp/bench-models]
+        [--repeats-tiny 20] [--repeats-full 3] [--repeats-loop 5] [--threads N] [--cache-dir /tmp/bench-models]
 
 Both sides use the very same modules (`services.models.get()`), prompt, seeds (one generator per image), steps,
 size, CFG scale and sampler (Euler a; DPM++ 2M Karras). After a warm-up of each, runs alternate engine, diffusers,
@@ -11,7 +11,10 @@ more per step than diffusers' own. The pictures agree for Euler a; for DPM++ 2M 
 from noise x sigma_max, diffusers from noise x sqrt(1 + sigma_max^2)).
 
 Settings: (a) the tiny SD1 model, 64x64, 20 steps, batch 2; (b) an SD1.5-size checkpoint with random weights,
-2 steps, batch 1, at 512x512, or 256x256 when 512x512 would take longer than the time budget (said in the output).
+2 steps, batch 1, at 512x512, or 256x256 when 512x512 would take longer than the time budget (said in the output);
+(c) the sampling loop alone at SD1.5-size latents (512x512, batch 1, CFG), the UNet replaced by a stub that returns
+at once on both sides: the loop's own cost per step, (time at 24 steps - time at 4 steps) / 20, engine vs diffusers.
+On a CPU a full-size step is seconds and machine noise swamps (b); (c) measures what the loop adds to each step.
 """
 from __future__ import annotations
 
@@ -102,6 +105,39 @@ def measure(services, setting: str, sampler: str, size: int, steps: int, batch: 
             "diff": diff}
 
 
+def measure_loop(services, repeats: int) -> list[dict]:
+    """(c): per-step cost of each side's sampling loop at 512x512 with the UNet stubbed out (returns zeros)."""
+    _, model = services.models.get()
+
+    def stub(sample, timestep, *args, **kwargs):
+        return (torch.zeros_like(sample[:, :4]),)
+
+    rows = []
+    model.unet.forward = stub
+    try:
+        for sampler in SAMPLERS:
+            short, long = Pair(services, sampler, 512, 4, 1), Pair(services, sampler, 512, 24, 1)
+            for pair in (short, long):
+                pair.engine(), pair.diffusers()  # warm-up
+            engine, diffusers = [], []
+            for _ in range(repeats):
+                engine.append((long.engine()[0] - short.engine()[0]) / 20)
+                diffusers.append((long.diffusers()[0] - short.diffusers()[0]) / 20)
+            rows.append({"sampler": sampler, "engine": median(engine) * 1000, "diffusers": median(diffusers) * 1000})
+    finally:
+        del model.unet.forward
+    return rows
+
+
+def report_loop(rows: list[dict]) -> None:
+    say()
+    table(["sampler (UNet stubbed, 512x512, batch 1, CFG)", "engine ms/step", "diffusers ms/step"],
+          [[r["sampler"], f"{r['engine']:.2f}", f"{r['diffusers']:.2f}"] for r in rows])
+    for r in rows:
+        say(f"sampling loop per step ({r['sampler']}): engine {r['engine']:.2f} ms, diffusers {r['diffusers']:.2f} ms "
+            f"(a real SD1.5 512x512 step: ~20 ms on an H100, ~12 s on a 2-core CPU)")
+
+
 def report(results: list[dict]) -> None:
     say()
     rows = []
@@ -130,6 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where model files are kept")
     parser.add_argument("--repeats-tiny", type=int, default=20, help="alternating pairs on the tiny model")
     parser.add_argument("--repeats-full", type=int, default=3, help="alternating pairs on the full-size model")
+    parser.add_argument("--repeats-loop", type=int, default=5, help="alternating pairs of the stubbed-UNet loop")
     parser.add_argument("--skip-full", action="store_true", help="only the tiny model")
     parser.add_argument("--full-size", choices=["auto", "512", "256"], default="auto",
                         help="auto: 512x512 unless the first 512 run says the whole would exceed --budget")
@@ -148,6 +185,8 @@ def main(argv=None) -> int:
         for sampler in SAMPLERS:
             results.append(measure(services, "tiny SD1", sampler, 64, 20, 2, args.repeats_tiny, warm_up=True))
             say(f"  done: tiny, {sampler}")
+        loop = measure_loop(services, args.repeats_loop)
+        say("  done: the sampling loop alone")
     finally:
         services.models.unload_all()
         services.stop()
@@ -179,6 +218,7 @@ def main(argv=None) -> int:
             services.models.unload_all()
             services.stop()
     report(results)
+    report_loop(loop)
     return 0
 
 
