@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import torch
 
+from .sigmas import SigmaTable
+
 TRAIN_STEPS = 1000
 LCM_STEPS = 50  # "LCM original timesteps"
 
 
-class LCMNoiseLevels:
+class LCMNoiseLevels(SigmaTable):
     """The 50 LCM noise levels (ascending, float32) of a checkpoint, its timestep mapping and its output scalings.
 
     `alphas_cumprod` is the checkpoint's [1000] table (see `sigmas.alphas_cumprod_for`); level k uses
@@ -31,29 +33,18 @@ class LCMNoiseLevels:
         self.skip = TRAIN_STEPS // LCM_STEPS
         chosen = torch.arange(LCM_STEPS, device=alphas_cumprod.device) * self.skip + (self.skip - 1)
         alphas = alphas_cumprod.to(torch.float32)[chosen]
-        self.sigmas = ((1 - alphas) / alphas) ** 0.5
-        self.log_sigmas = self.sigmas.log()
-
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
+        super().__init__(((1 - alphas) / alphas) ** 0.5)
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Integer training timesteps (int64, shaped like sigma) of the table levels nearest `sigma` in log sigma."""
-        distances = (sigma.log() - self.log_sigmas.to(sigma.device)[:, None]).abs()
+        distances = (sigma.log() - self._log_sigmas(sigma.device)[:, None]).abs()
         return distances.argmin(dim=0).view(sigma.shape) * self.skip + (self.skip - 1)
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Noise levels of training timesteps t (any real values): table position (t - 19) / 20, clamped to the
         table, with log sigma interpolated linearly between neighbouring levels."""
         position = torch.clamp(((t - (self.skip - 1)) / self.skip).float(), min=0, max=len(self.sigmas) - 1)
-        log_sigmas = self.log_sigmas.to(position.device)
-        low, high, w = position.floor().long(), position.ceil().long(), position.frac()
-        return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
+        return self._sigma_at(position)
 
     def uniform(self, n: int, device=None) -> torch.Tensor:
         """A1111's "Automatic" schedule for LCM: n levels at timesteps linspace(999, 19, n), then 0."""

@@ -27,24 +27,18 @@ def alphas_cumprod_for(config: dict) -> torch.Tensor:
     return torch.cumprod(1.0 - betas, dim=0).to(torch.float32)
 
 
-class NoiseLevels:
-    """sigmas [1000] ascending (float32) with k-diffusion's t <-> sigma interpolation."""
+class SigmaTable:
+    """A table of noise levels (ascending, float32) and their logs; log sigma interpolates between entries."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str = "epsilon"):
-        self.alphas_cumprod = alphas_cumprod.to(torch.float32)
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
-        self.log_sigmas = self.sigmas.log()
-        self.prediction = prediction  # "epsilon" or "v_prediction"
+    def __init__(self, sigmas: torch.Tensor):
+        self.sigmas = sigmas
+        self.log_sigmas = sigmas.log()
         self._log_sigmas_on: dict = {}  # device -> log_sigmas there (copied once, not at every evaluation)
 
     def _log_sigmas(self, device) -> torch.Tensor:
         if device not in self._log_sigmas_on:
             self._log_sigmas_on[device] = self.log_sigmas.to(device)
         return self._log_sigmas_on[device]
-
-    @classmethod
-    def from_config(cls, config: dict) -> "NoiseLevels":
-        return cls(alphas_cumprod_for(config), config.get("prediction_type", "epsilon"))
 
     @property
     def sigma_min(self) -> float:
@@ -53,6 +47,25 @@ class NoiseLevels:
     @property
     def sigma_max(self) -> float:
         return float(self.sigmas[-1])
+
+    def _sigma_at(self, position: torch.Tensor) -> torch.Tensor:
+        """The level at a fractional table position: log sigma linear between the entries around it."""
+        log_sigmas = self._log_sigmas(position.device)
+        low, high, w = position.floor().long(), position.ceil().long(), position.frac()
+        return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
+
+
+class NoiseLevels(SigmaTable):
+    """sigmas [1000] ascending (float32) with k-diffusion's t <-> sigma interpolation."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor, prediction: str = "epsilon"):
+        self.alphas_cumprod = alphas_cumprod.to(torch.float32)
+        super().__init__(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        self.prediction = prediction  # "epsilon" or "v_prediction"
+
+    @classmethod
+    def from_config(cls, config: dict) -> "NoiseLevels":
+        return cls(alphas_cumprod_for(config), config.get("prediction_type", "epsilon"))
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Continuous timestep(s) for sigma(s): linear in log sigma between the two integer timesteps around it."""
@@ -66,10 +79,7 @@ class NoiseLevels:
         return ((1 - w) * low + w * high).view(sigma.shape)
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.float()
-        log_sigmas = self._log_sigmas(t.device)
-        low, high, w = t.floor().long(), t.ceil().long(), t.frac()
-        return ((1 - w) * log_sigmas[low] + w * log_sigmas[high]).exp()
+        return self._sigma_at(t.float())
 
     def uniform(self, n: int) -> torch.Tensor:
         """n sigmas at t = linspace(999, 0, n), then 0: the denoiser's own ("Uniform") schedule."""

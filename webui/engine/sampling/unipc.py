@@ -145,14 +145,19 @@ class _Solver:
             differences.append((x0_history[-(back + 1)] - x0_prev) / ratio)
         return h, ratios, differences
 
-    def _step_bh(self, x, x0_history, t_history, t, order, use_corrector):
+    def _step_start(self, x, x0_history, t_history, t, order):
+        """What both step kinds start from: (dims, x0_prev, sigma_prev, sigma_t, alpha_t, h, differences, r)."""
         ns = self.schedule
-        dims = x.dim()
         x0_prev = x0_history[-1]
         sigma_prev, sigma_t = ns.std(t_history[-1]), ns.std(t)
         alpha_t = torch.exp(ns.log_alpha(t))
         h, ratios, differences = self._common(x0_history, t_history, t, order)
         r = torch.tensor([float(v) for v in ratios] + [1.], dtype=h.dtype, device=x.device)
+        return x.dim(), x0_prev, sigma_prev, sigma_t, alpha_t, h, differences, r
+
+    def _step_bh(self, x, x0_history, t_history, t, order, use_corrector):
+        dims, x0_prev, sigma_prev, sigma_t, alpha_t, h, differences, r = self._step_start(x, x0_history, t_history,
+                                                                                        t, order)
 
         hh = -h[0]
         h_phi_1 = torch.expm1(hh)
@@ -193,13 +198,8 @@ class _Solver:
         return corrected, x0_t
 
     def _step_vary(self, x, x0_history, t_history, t, order, use_corrector):
-        ns = self.schedule
-        dims = x.dim()
-        x0_prev = x0_history[-1]
-        sigma_prev, sigma_t = ns.std(t_history[-1]), ns.std(t)
-        alpha_t = torch.exp(ns.log_alpha(t))
-        h, ratios, differences = self._common(x0_history, t_history, t, order)
-        r = torch.tensor([float(v) for v in ratios] + [1.], dtype=h.dtype, device=x.device)
+        dims, x0_prev, sigma_prev, sigma_t, alpha_t, h, differences, r = self._step_start(x, x0_history, t_history,
+                                                                                        t, order)
         size = len(r)
 
         # C[i, k] = r_i^k / (k + 1)!
