@@ -197,7 +197,7 @@ def test_img2img_runs_with_the_selected_settings(services):
 
 @pytest.mark.parametrize("entries, message", [
     (["ENSD: lots"], r"Override settings: 'ENSD: lots' cannot be used \(option 'eta_noise_seed_delta' must be int"),
-    (["Eta: 7"], r"'Eta: 7' cannot be used \(option 'eta_ancestral' must be at most 1.0"),
+    (["Eta: 70"], r"'Eta: 70' cannot be used \(option 'eta_ancestral' must be at most 10.0"),
     (["Mystery: 3"], r"'Mystery: 3' is not a setting"),
     (["no colon"], r"'no colon' is not a setting"),
 ])
