@@ -151,11 +151,16 @@ def dpm_2(model, x, sigmas, *, noise_sampler, callback=None, s_churn=0., s_tmin=
         if sigmas[i + 1] == 0:
             x = x + slope * (sigmas[i + 1] - sigma_hat)
         else:
-            sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
-            x_mid = x + slope * (sigma_mid - sigma_hat)
-            slope_mid = _slope(x_mid, sigma_mid, model(x_mid, sigma_mid * ones))
-            x = x + slope_mid * (sigmas[i + 1] - sigma_hat)
+            x = _midpoint_step(model, x, slope, sigma_hat, sigmas[i + 1], ones)
     return x
+
+
+def _midpoint_step(model, x, slope, sigma_from, sigma_to, ones):
+    """DPM2's step from sigma_from to sigma_to: the slope re-evaluated at their geometric midpoint."""
+    sigma_mid = sigma_from.log().lerp(sigma_to.log(), 0.5).exp()
+    x_mid = x + slope * (sigma_mid - sigma_from)
+    slope_mid = _slope(x_mid, sigma_mid, model(x_mid, sigma_mid * ones))
+    return x + slope_mid * (sigma_to - sigma_from)
 
 
 # --- ancestral samplers --------------------------------------------------------------------------------------------
@@ -186,10 +191,7 @@ def dpm_2_ancestral(model, x, sigmas, *, noise_sampler, callback=None, eta=1., s
         if sigma_down == 0:
             x = x + slope * (sigma_down - sigmas[i])
         else:
-            sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
-            x_mid = x + slope * (sigma_mid - sigmas[i])
-            slope_mid = _slope(x_mid, sigma_mid, model(x_mid, sigma_mid * ones))
-            x = x + slope_mid * (sigma_down - sigmas[i])
+            x = _midpoint_step(model, x, slope, sigmas[i], sigma_down, ones)
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
