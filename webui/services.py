@@ -13,6 +13,7 @@ from typing import Callable
 from .control.preprocessors import PreprocessorRegistry
 from .core.errors import RequestError, UserError
 from .core.request import PROMPT_FIELDS, GenerationRequest, check_prompt_text
+from .engine import scripts as builtin_scripts
 from .engine.engine import Engine, GenerationResult
 from .engine.extras import ExtrasRequest, ExtrasResult, run_extras
 from .engine.preview import offered_methods
@@ -84,7 +85,12 @@ class Services:
         engine = self.engine
         if overrides:
             engine = engine.with_options(OptionsOverlay(self.options, overrides))
-        if request.script_name:
+        builtin = builtin_scripts.find(request.mode, request.script_name)
+        if builtin is not None:
+            request.validate()
+            result = builtin.run(self.script_context(control, engine.options), request,
+                                 list(request.script_run_args))
+        elif request.script_name:
             from .extensions.a1111.script_hooks import run_selectable
             request.validate()
             result = run_selectable(self.extension_host, request, control)
@@ -94,6 +100,21 @@ class Services:
             # A1111's `override_settings_restore_afterwards: false`: the job's overrides stay as the settings
             self.apply_settings({**overrides, **({"sd_model_checkpoint": checkpoint} if checkpoint else {})})
         return result
+
+    def script_context(self, control, options) -> builtin_scripts.ScriptContext:
+        """What a built-in script runs with: each of its inner generations is a plain one (no script) through
+        `run_request`, so override settings (the job's and the script's own) apply as to any generation."""
+
+        def process(request: GenerationRequest, inner_control) -> GenerationResult:
+            return self.run_request(replace(request, script_name="", script_run_args=[]), inner_control)
+
+        def apply_styles(request: GenerationRequest, names: list) -> None:
+            request.prompt, request.negative_prompt = self.styles.apply(request.prompt, request.negative_prompt,
+                                                                        list(names))
+
+        return builtin_scripts.ScriptContext(process=process, control=control, options=options,
+                                             outputs_dir=self.engine.outputs_dir, apply_styles=apply_styles,
+                                             models=self.models, upscalers=self.upscalers)
 
     def infotext_setting(self, option: str, value):
         """An infotext's text for a setting (a `SETTING_KEYS` entry: "31337" for ENSD, a hash for Model hash) as
@@ -128,7 +149,11 @@ class Services:
         """Queue a generation (validated first, so bad input fails at once with a clear message). Chosen styles
         are applied into the prompts here, so the infotext shows what was really generated."""
         request.validate()
-        if request.script_name and request.script_name not in self.extension_host.selectable_titles(request.mode):
+        builtin = builtin_scripts.find(request.mode, request.script_name)
+        if builtin is not None:  # one of A1111's built-in scripts: its args padded and checked now
+            request.script_name = builtin.title
+            request.script_run_args = builtin_scripts.prepare_args(builtin, request, request.script_run_args)
+        elif request.script_name and request.script_name not in self.extension_host.selectable_titles(request.mode):
             raise RequestError("script_name", f"Script '{request.script_name}' not found (the {request.mode} "
                                "scripts are: " + (", ".join(self.extension_host.selectable_titles(request.mode))
                                                   or "none") + ")")

@@ -2,6 +2,7 @@
 `/sdapi/v1/extensions`."""
 from __future__ import annotations
 
+from ..engine import scripts as builtin_scripts
 from .scripts import SCRIPTS
 
 
@@ -11,13 +12,16 @@ def install_extension_api_routes(router, services) -> None:
     @router.get("/scripts")
     def scripts():
         """Titles of the selectable scripts of each tab (ours and the extensions')."""
-        return {mode: [s.title for s in SCRIPTS[mode].values()] + host.selectable_titles(mode)
-                for mode in ("txt2img", "img2img")}
+        return {mode: builtin_scripts.titles(mode) + [s.title for s in SCRIPTS[mode].values()] +
+                host.selectable_titles(mode) for mode in ("txt2img", "img2img")}
 
     @router.get("/script-info")
     def script_info():
         """Every extension script and section: always-on or not, its tab, its args' defaults."""
-        infos = []
+        infos = [{"name": title.lower(), "is_alwayson": False, "is_img2img": mode == "img2img",
+                  "args": [{"label": name, "value": value} for name, value in zip(script.arg_names, script.defaults)]}
+                 for mode in ("txt2img", "img2img") for title in builtin_scripts.titles(mode)
+                 for script in [builtin_scripts.find(mode, title)]]
         for mode, runner in host.runners.items():
             for script in runner.scripts:
                 defaults = runner.defaults.get(id(script), [])

@@ -163,7 +163,7 @@ def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_
         "denoising_strength": request.denoising_strength if request.mode == "img2img" or request.enable_hr
         else None,
         "extra_generation_params": {k: v for k, v in result.extra_params.items() if v is not None},
-        "index_of_first_image": 0, "infotexts": result.infotexts,
+        "index_of_first_image": result.index_of_first_image, "infotexts": result.infotexts,
         "styles": list(request.styles), "job_timestamp": result.job_timestamp, "clip_skip": request.clip_skip or 1,
         "is_using_inpainting_conditioning": inpainting_conditioning, "version": None, "warnings": result.warnings,
         "interrupted": result.interrupted, "saved_paths": result.saved_paths,

@@ -1,6 +1,7 @@
 """A1111's selectable scripts as API clients name them (`script_name` + positional `script_args`).
 
-Only the outpainting scripts are known; they map onto the request's own `outpaint` (one pass over the extended
+A1111's built-in scripts (X/Y/Z plot, Prompt matrix, ...: webui/engine/scripts) run as scripts; the outpainting
+scripts map onto the request's own `outpaint` (one pass over the extended
 canvas rather than A1111's tiles or per-side passes). Titles match case-insensitively; any other title, or a script
 of the other mode, is refused with A1111's "Script '...' not found".
 """
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 from ..core.errors import RequestError
 from ..core.request import INPAINT_FILLS, GenerationRequest, Outpaint
+from ..engine import scripts as builtin_scripts
 
 DIRECTIONS = ("left", "right", "up", "down")
 MAX_MASK_BLUR = 64  # the request's limit; A1111's scripts multiply their blur, so the result is capped here
@@ -65,6 +67,12 @@ def apply_script(script_name: str | None, script_args: list | None, request: Gen
     name = (script_name or "").strip()
     if not name:
         return
+    builtin = builtin_scripts.find(mode, name)
+    if builtin is not None:  # its args are padded and checked when the job is queued (Services.generate)
+        if script_args is not None and not isinstance(script_args, list):
+            raise RequestError("script_args", f"script_args must be a list, got {type(script_args).__name__}")
+        request.script_name, request.script_run_args = builtin.title, list(script_args or [])
+        return
     script = SCRIPTS.get(mode, {}).get(name.lower())
     if script is None and host is not None:
         titles = {title.lower(): title for title in host.selectable_titles(mode)}
@@ -115,11 +123,11 @@ def apply_alwayson(alwayson_scripts: dict | None, request: GenerationRequest, mo
 
 
 def _not_found(name: str, mode: str, host=None) -> str:
-    here = [script.title for script in SCRIPTS.get(mode, {}).values()]
+    here = builtin_scripts.titles(mode) + [script.title for script in SCRIPTS.get(mode, {}).values()]
     if host is not None:
         here += host.selectable_titles(mode)
     other = "img2img" if mode == "txt2img" else "txt2img"
-    if name.lower() in SCRIPTS.get(other, {}) or (host is not None and name.lower() in
+    if name.lower() in SCRIPTS.get(other, {}) or builtin_scripts.find(other, name) is not None or (host is not None and name.lower() in
                                                    {t.lower() for t in host.selectable_titles(other)}):
         return f"Script '{name}' not found: it is a script for {other}, not {mode}"
     if here:

@@ -20,6 +20,7 @@ from ..core.images import normalise_mode
 from ..core.request import IMAGE_SUFFIXES, GenerationRequest
 from ..outputs.save import save_image_as
 from .engine import GenerationResult
+from .sub_run import SubRunControl
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def run_folder_batch(engine, request: GenerationRequest, control) -> GenerationR
             continue
         sub_request = dataclasses.replace(request, init_images=[image], mask=mask, folder_batch=None,
                                           save_images=request.save_images and output_dir is None)
-        file_control = _FileControl(control, index * request.n_iter, total_jobs,
+        file_control = SubRunControl(control, index * request.n_iter, total_jobs,
                                     f"{path.name} ({index + 1} of {len(files)})")
         try:
             sub_result = engine.run(sub_request, file_control)
@@ -184,49 +185,3 @@ class _Collector:
                      else "the others were not saved (give an output folder or turn saving on)")
             result.warnings.append(f"The batch made {self.images_made} images; only the first {len(result.images)} "
                                    f"are kept in memory and shown: {saved}")
-
-
-class _FileControl:
-    """The control one file's run sees: its progress placed within the whole folder's (the bar never jumps back),
-    Interrupt passed through, and Skip ending this file's run rather than one of its batches."""
-
-    def __init__(self, parent, first_job: int, job_count: int, label: str):
-        self.parent, self.first_job, self.job_count, self.label = parent, first_job, job_count, label
-        self.skipped = False
-
-    @property
-    def progress(self):
-        return self.parent.progress
-
-    @property
-    def interrupted(self) -> bool:
-        return self.parent.interrupted or self.skipped
-
-    def take_skip(self) -> bool:
-        if not self.skipped and self.parent.take_skip():
-            self.skipped = True
-            return True
-        return False
-
-    @property
-    def skip_requested(self) -> bool:
-        return self.parent.skip_requested
-
-    def interrupt(self) -> None:
-        self.parent.interrupt()
-
-    def skip(self) -> None:
-        self.parent.skip()
-
-    def report(self, **changes) -> None:
-        changes.pop("started", None)  # the folder's start time stands, so the ETA covers the whole batch
-        if "job_count" in changes:
-            changes["job_count"] = self.job_count
-        if "job_no" in changes:
-            changes["job_no"] = self.first_job + changes["job_no"]
-        if changes.get("textinfo"):
-            changes["textinfo"] = f"{self.label}: {changes['textinfo']}"
-        self.parent.report(**changes)
-
-    def __getattr__(self, name: str):  # anything else a run may ask of its control
-        return getattr(self.parent, name)

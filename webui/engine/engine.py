@@ -86,6 +86,9 @@ class GenerationResult:
     elapsed: float = 0.0
     extra_params: dict = field(default_factory=dict)  # infotext additions: VAE, Lora hashes, TI hashes
     control_maps: list = field(default_factory=list)  # ControlNet units' detected maps (PIL), in unit order
+    # How many images at the front are grids (A1111's index_of_first_image): their seeds / subseeds / prompts
+    # lists do not hold entries for them; `infotexts` does (one per image).
+    index_of_first_image: int = 0
 
 
 class Engine:

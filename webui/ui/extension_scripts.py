@@ -15,7 +15,9 @@ from typing import Any
 
 import gradio as gr
 
+from ..engine import scripts as builtin_scripts
 from ..extensions.a1111.runtime import RUNTIME
+from . import scripts as ui_scripts
 
 NONE = "None"
 
@@ -27,6 +29,7 @@ class ScriptEntry:
     alwayson: bool
     controls: list = field(default_factory=list)
     group: Any = None  # a selectable script's group (shown when chosen)
+    builder: Any = None  # a built-in script's UI module (webui/ui/scripts): its `wire` runs with the tab's
 
     @property
     def key(self) -> str:
@@ -81,11 +84,10 @@ def _defaults(controls: list) -> list:
     return [getattr(c, "value", None) for c in controls]
 
 
-def build_scripts(mode: str, host) -> ScriptsPanel | None:
-    """Lay out the extensions' controls for this tab (inside the current layout). None: nothing to show."""
-    if host is None:
-        return None
-    runner = host.runners.get(mode)
+def build_scripts(mode: str, host, services=None) -> ScriptsPanel | None:
+    """Lay out the extensions' controls and the Script dropdown for this tab (inside the current layout): A1111's
+    built-in scripts first, then the extensions'. None: nothing to show."""
+    runner = host.runners.get(mode) if host is not None else None
     is_img2img = mode == "img2img"
     entries: list[ScriptEntry] = []
     for script in (runner.alwayson_scripts if runner else []):
@@ -94,7 +96,7 @@ def build_scripts(mode: str, host) -> ScriptsPanel | None:
             controls = _controls(host, extension, lambda s=script: s.ui(is_img2img), f"ui() of '{script.title()}'")
         runner.defaults[id(script)] = _defaults(controls)
         entries.append(ScriptEntry(script.title(), extension, True, controls))
-    for api in host.apis():
+    for api in (host.apis() if host is not None else []):
         for section in api.sections:
             if mode not in section.modes:
                 continue
@@ -104,9 +106,14 @@ def build_scripts(mode: str, host) -> ScriptsPanel | None:
             entries.append(ScriptEntry(section.title, api.name, True, controls))
     dropdown = None
     selectable = list(runner.selectable_scripts) if runner else []
-    if selectable:
-        dropdown = gr.Dropdown([NONE, *[s.title() for s in selectable]], value=NONE, label="Script",
-                               elem_id=f"{mode}_script_list")
+    builtin = [(title, ui_scripts.builder(title)) for title in builtin_scripts.titles(mode)]
+    if selectable or builtin:
+        dropdown = gr.Dropdown([NONE, *[title for title, _ in builtin], *[s.title() for s in selectable]],
+                               value=NONE, label="Script", elem_id=f"{mode}_script_list")
+        for title, builder in builtin:
+            with gr.Group(visible=False, elem_id=f"script_{mode}_{_slug(title)}") as group:
+                controls = list(builder.build(mode, services))
+            entries.append(ScriptEntry(title, "", False, controls, group, builder))
         for script in selectable:
             extension = runner.extension(script)
             with gr.Group(visible=False, elem_id=f"script_{mode}_{_slug(script.title())}") as group:
@@ -119,11 +126,15 @@ def build_scripts(mode: str, host) -> ScriptsPanel | None:
     return ScriptsPanel(mode, entries, dropdown)
 
 
-def wire_scripts(panel: ScriptsPanel) -> None:
-    """Choosing a script in the dropdown shows its controls (and hides the others')."""
+def wire_scripts(panel: ScriptsPanel, services=None) -> None:
+    """Choosing a script in the dropdown shows its controls (and hides the others'); built-in scripts wire their
+    own helpers (X/Y/Z plot's value fillers, ...)."""
     if panel.dropdown is None:
         return
     groups = [entry for entry in panel.entries if entry.group is not None]
+    for entry in groups:
+        if entry.builder is not None and hasattr(entry.builder, "wire"):
+            entry.builder.wire(entry.controls, panel.mode, services)
 
     def show(chosen):
         return [gr.Group(visible=entry.title == chosen) for entry in groups]

@@ -168,7 +168,8 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
             c["override_settings"] = override_settings.build(p)
             if services is not None:
                 c["controlnet"] = controlnet.build_panel(mode, services)
-                c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None))
+                c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None),
+                                                              services)
         with gr.Column(scale=1, elem_id=f"{p}_results"):
             c["progress"] = gr.HTML(elem_id=f"{p}_progress")
             c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,
@@ -229,7 +230,7 @@ def wire_tab(tab: GenerationTab, services) -> None:
     if tab.controlnet:
         controlnet.wire_panel(tab.controlnet, services, tab.width, tab.height, tab.img2img)
     if tab.scripts:
-        extension_scripts.wire_scripts(tab.scripts)
+        extension_scripts.wire_scripts(tab.scripts, services)
 
 
 # Names of `generation.build_request`'s shared values (GenerationTab.request_inputs' order).
