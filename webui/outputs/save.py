@@ -17,6 +17,7 @@ import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from PIL import ExifTags, Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
@@ -26,6 +27,7 @@ from ..core.images import normalise_mode
 __all__ = [
     "save_image",
     "save_image_as",
+    "save_numbered",
     "read_infotext",
     "encode_png_base64",
     "decode_image_base64",
@@ -110,12 +112,29 @@ def save_image(
     partial file. Numbering is serialised by a lock and never reuses an
     existing name, so concurrent calls get distinct files.
     """
+    folder = Path(outdir) / (now or datetime.now()).strftime("%Y-%m-%d")
+    return save_numbered(image, folder, infotext, extension=extension, first_number=next_image_number,
+                         name=lambda number: f"{number:05d}-{int(seed)}")
+
+
+def save_numbered(
+    image: Image.Image,
+    folder: str | Path,
+    infotext: str,
+    *,
+    extension: str,
+    first_number: Callable[[Path], int],
+    name: Callable[[int], str],
+) -> Path:
+    """Save ``image`` atomically to ``folder/<name(number)>.<extension>``, the number being ``first_number(folder)``
+    or the next one whose name is free (grids use it for ``grid-NNNN``). As ``save_image``: encoded to a hidden
+    temporary file first, then renamed under the numbering lock, never over an existing file."""
     ext = extension.lower().lstrip(".")
     fmt = _FORMATS.get(ext)
     if fmt is None:
         raise ValueError(f"unsupported image extension: {extension!r}")
 
-    folder = Path(outdir) / (now or datetime.now()).strftime("%Y-%m-%d")
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
     tmp = folder / f".{uuid.uuid4().hex}.tmp"
@@ -124,9 +143,9 @@ def save_image(
         with os.fdopen(fd, "wb") as fp:
             _write_image(image, fp, fmt, infotext or "")
         with _save_lock:
-            number = next_image_number(folder)
+            number = first_number(folder)
             while True:
-                final = folder / f"{number:05d}-{int(seed)}.{ext}"
+                final = folder / f"{name(number)}.{ext}"
                 if not final.exists():
                     break
                 number += 1
