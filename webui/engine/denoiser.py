@@ -50,12 +50,17 @@ class Denoiser:
         self.cond_scale_multiplier = 1.0  # DDIM CFG++ (timestep_samplers.CFGPPModel)
         self.need_last_noise_uncond = False
         self.last_noise_uncond = None
+        # called with the evaluation's sigma (timestep samplers: t) before the model runs: the refiner's switch
+        # (refiner.py), which may replace `levels` and `prediction` for the evaluations that follow
+        self.before_evaluation: Callable[[torch.Tensor], None] | None = None
         self._alphas = alphas_cumprod.to(torch.float32)
         self._on_device: dict = {}  # device -> (alphas, sqrt alphas, sqrt(1 - alphas)) there, made once
 
     # --- k-diffusion samplers ----------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         self._check_stop()
+        if self.before_evaluation is not None:
+            self.before_evaluation(sigma)
         c_in, t = self.levels.unet_input(sigma)
         rows, x_rows = self._evaluate(x, c_in, t, sigma)
         denoised_rows = self.levels.denoised(x_rows, sigma.repeat(self.call.copies), rows)
@@ -71,6 +76,8 @@ class Denoiser:
 
     def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self._check_stop()
+        if self.before_evaluation is not None:
+            self.before_evaluation(t)
         if self.mask is not None:  # A1111 blends before the evaluation for these samplers
             x = self.init_latent * (1 - self.mask) + self.mask * x
         alphas, sqrt_alphas, sqrt_one_minus = self._tables(x.device)

@@ -21,6 +21,7 @@ SD1_CLIP_PREFIX = "cond_stage_model.transformer."
 SD2_OPENCLIP_PREFIX = "cond_stage_model.model."
 SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
 SDXL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+SDXL_REFINER_OPENCLIP_PREFIX = "conditioner.embedders.0.model."  # the SDXL refiner: OpenCLIP ViT-bigG alone
 
 
 class CheckpointFormatError(ValueError):
@@ -47,10 +48,11 @@ class Architecture:
     ldm_config: dict = field(repr=False)
     config_source: str = "built-in"
     text_encoders: tuple[TextEncoderSpec, ...] = ()
+    refiner: bool = False  # SDXL's refiner: one text encoder (OpenCLIP G), an aesthetic score among its UNet inputs
 
     @property
     def label(self) -> str:
-        name = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}[self.family]
+        name = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}[self.family] + (" refiner" if self.refiner else "")
         if self.inpainting:
             name += " inpainting"
         if self.prediction_type == "v_prediction":
@@ -81,8 +83,14 @@ def _vae_section() -> dict:
         "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
 
 
-def builtin_ldm_config(family: str, inpainting: bool, v_prediction: bool) -> dict:
-    if family == "sdxl":
+def builtin_ldm_config(family: str, inpainting: bool, v_prediction: bool, refiner: bool = False) -> dict:
+    if family == "sdxl" and refiner:  # sd_xl_refiner.yaml: 2560 = pooled 1280 + 5 x 256 (sizes, crop, aesthetic)
+        unet = {"adm_in_channels": 2560, "num_classes": "sequential", "in_channels": 4, "out_channels": 4,
+                "model_channels": 384, "attention_resolutions": [4, 2], "num_res_blocks": 2,
+                "channel_mult": [1, 2, 4, 4], "num_head_channels": 64, "use_linear_in_transformer": True,
+                "transformer_depth": 4, "context_dim": [1280, 1280, 1280, 1280]}
+        params = {"scale_factor": 0.13025, "network_config": {"params": unet}, "first_stage_config": _vae_section()}
+    elif family == "sdxl":
         unet = {"adm_in_channels": 2816, "num_classes": "sequential", "in_channels": 9 if inpainting else 4,
                 "out_channels": 4, "model_channels": 320, "attention_resolutions": [4, 2], "num_res_blocks": 2,
                 "channel_mult": [1, 2, 4], "num_head_channels": 64, "use_linear_in_transformer": True,
@@ -156,9 +164,15 @@ def detect_architecture(state: Mapping[str, Any], name: str, config_path: Path |
                                     "(4 = normal, 9 = inpainting)")
     inpainting = in_channels == 9
 
-    if SDXL_OPENCLIP_PREFIX + "ln_final.weight" in keys:
+    refiner = False
+    if SDXL_REFINER_OPENCLIP_PREFIX + "ln_final.weight" in keys and SDXL_OPENCLIP_PREFIX + "ln_final.weight" \
+            not in keys:
+        family, refiner = "sdxl", True
+        encoders = (TextEncoderSpec(SDXL_REFINER_OPENCLIP_PREFIX, "open-clip", True, False, "!"),)
+    elif SDXL_OPENCLIP_PREFIX + "ln_final.weight" in keys:
         if SDXL_CLIP_PREFIX + "text_model.final_layer_norm.weight" not in keys:
-            raise CheckpointFormatError(f"{name}: SDXL refiner checkpoints are not supported as a base model")
+            raise CheckpointFormatError(f"{name}: an SDXL checkpoint without its CLIP ViT-L text encoder "
+                                        f"(conditioner.embedders.0): incomplete or of an unknown layout")
         family = "sdxl"
         encoders = (
             TextEncoderSpec(SDXL_CLIP_PREFIX, "hf-clip", False, False, "<|endoftext|>"),
@@ -178,14 +192,14 @@ def detect_architecture(state: Mapping[str, Any], name: str, config_path: Path |
         ldm_config = read_ldm_yaml(config_path)
         source = config_path.name
     else:
-        ldm_config = builtin_ldm_config(family, inpainting, v_prediction=False)
+        ldm_config = builtin_ldm_config(family, inpainting, v_prediction=False, refiner=refiner)
         source = "built-in"
     said_v = _config_says_v_prediction(ldm_config) if config_path is not None else None
     if family == "sd2" and said_v is None:
         prediction, known = "epsilon", False
     else:
         prediction, known = ("v_prediction" if said_v else "epsilon"), True
-    return Architecture(family, inpainting, prediction, known, ldm_config, source, encoders)
+    return Architecture(family, inpainting, prediction, known, ldm_config, source, encoders, refiner)
 
 
 # --- diffusers configs -----------------------------------------------------------------------------------------

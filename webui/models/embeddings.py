@@ -34,6 +34,11 @@ SINGLE = "*"  # the key of `Embedding.vectors` for a one-text-encoder embedding 
 SDXL_KEYS = ("clip_l", "clip_g")
 
 
+def _sdxl_keys(model) -> tuple[str, ...]:
+    """The SDXL embedding vectors each text encoder of `model` takes: the refiner has OpenCLIP G alone."""
+    return ("clip_g",) if getattr(model, "sdxl_refiner", False) else SDXL_KEYS
+
+
 class EmbeddingFileError(ValueError):
     """A file in the embeddings folder is not a usable embedding; the message says why."""
 
@@ -103,7 +108,7 @@ class Embedding:
                 width = self.shape
                 return (f"made for a single text encoder of width {width} (SD1/SD2); SDXL checkpoints need "
                         f"clip_l and clip_g vectors")
-            for key, width in zip(SDXL_KEYS, widths):
+            for key, width in zip(_sdxl_keys(model), widths):
                 have = int(self.vectors[key].shape[1])
                 if have != width:
                     return f"its {key} vectors have width {have}; this checkpoint's {key} text encoder is {width}"
@@ -120,9 +125,11 @@ class Embedding:
         if reason:
             raise ValueError(f"embedding {self.name}: {reason}")
         if self.is_sdxl:
-            if encoder_index not in (0, 1):
-                raise IndexError(f"embedding {self.name}: SDXL has text encoders 0 and 1, not {encoder_index}")
-            key = SDXL_KEYS[encoder_index]
+            keys = _sdxl_keys(model)
+            if encoder_index not in range(len(keys)):
+                raise IndexError(f"embedding {self.name}: this SDXL checkpoint has {len(keys)} text encoders, not "
+                                 f"{encoder_index + 1}")
+            key = keys[encoder_index]
         elif encoder_index != 0:
             raise IndexError(f"embedding {self.name}: this model has one text encoder, not {encoder_index + 1}")
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .architecture import (SD1_CLIP_PREFIX, SD2_OPENCLIP_PREFIX, SDXL_CLIP_PREFIX, SDXL_OPENCLIP_PREFIX,
-                           UNET_PREFIX, VAE_PREFIX)
+                           SDXL_REFINER_OPENCLIP_PREFIX, UNET_PREFIX, VAE_PREFIX)
 
 _UNET_FIXED = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
                "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
@@ -156,6 +156,8 @@ def to_ldm_state_dict(family: str, unet, vae, text_encoders: list) -> dict[str, 
     elif family == "sdxl":
         state.update(hf_clip_to_ldm(text_encoders[0], SDXL_CLIP_PREFIX))
         state.update(open_clip_to_ldm(text_encoders[1], SDXL_OPENCLIP_PREFIX))
+    elif family == "sdxl-refiner":  # OpenCLIP G alone, first of the conditioner's embedders
+        state.update(open_clip_to_ldm(text_encoders[0], SDXL_REFINER_OPENCLIP_PREFIX))
     else:
         raise ValueError(f"unknown family {family!r}")
     return {k: v.contiguous() for k, v in state.items()}

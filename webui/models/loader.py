@@ -53,6 +53,7 @@ class LoadedModel:
     warnings: list[str] = field(default_factory=list)
     vae_file: Path | None = None  # the VAE file whose weights model.vae holds (None: the checkpoint's own)
     networks: object | None = None  # LoRA patch state (`networks.patcher.NetworkPatchState`), set on first use
+    sdxl_refiner: bool = False  # SDXL's refiner: OpenCLIP G alone, an aesthetic score among the UNet's inputs
 
     @property
     def prediction_type(self) -> str:
@@ -343,7 +344,8 @@ def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_p
         progress.begin("tokenizers")
         tokenizers = [clip_tokenizer(cache_dir, spec.pad_token) for spec in arch.text_encoders]
         model = LoadedModel(name, arch.family, arch.inpainting, unet, vae, encoders, tokenizers,
-                            scheduler_config(arch), arch.label + f" [{arch.config_source} config]")
+                            scheduler_config(arch), arch.label + f" [{arch.config_source} config]",
+                            sdxl_refiner=arch.refiner)
         progress.begin("place")
         _place(model, policy)
         progress.done()

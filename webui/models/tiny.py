@@ -1,6 +1,7 @@
 """Write small random Stable Diffusion models in the real file formats (a tool for tests and benchmarks).
 
-    python -m webui.models.tiny OUTDIR [--kind sd1 sd2-v sd1-inpaint sdxl sdxl-inpaint diffusers] [--full] [--ckpt]
+    python -m webui.models.tiny OUTDIR [--kind sd1 sd2-v sd1-inpaint sdxl sdxl-inpaint sdxl-refiner diffusers] [--full]
+                                       [--ckpt]
 
 Tiny models are single files in A1111's layout with an LDM `.yaml` sidecar describing their small shapes, so the
 real loader runs on them; `--full` writes an SD1.5-sized checkpoint (random weights, no sidecar) for benchmarks.
@@ -31,11 +32,15 @@ _TINY_VAE = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels":
 def tiny_ldm_config(kind: str) -> dict:
     """An LDM inference config (the sidecar .yaml) with tiny shapes for the given kind."""
     family = "sdxl" if kind.startswith("sdxl") else ("sd2" if kind.startswith("sd2") else "sd1")
-    config = builtin_ldm_config(family, kind.endswith("inpaint"), v_prediction=kind.endswith("-v"))
+    refiner = kind == "sdxl-refiner"
+    config = builtin_ldm_config(family, kind.endswith("inpaint"), v_prediction=kind.endswith("-v"), refiner=refiner)
     params = config["model"]["params"]
     unet = (params.get("unet_config") or params.get("network_config"))["params"]
     unet.update({"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1})
-    if family == "sd1":
+    if refiner:  # the refiner's context is OpenCLIP G's width; its added input pooled + 5 embedded numbers
+        unet.update({"attention_resolutions": [2], "num_head_channels": 16, "transformer_depth": [1, 2],
+                     "context_dim": TEXT_WIDTH, "adm_in_channels": TEXT_WIDTH + 5 * 256})
+    elif family == "sd1":
         unet.update({"attention_resolutions": [1, 2], "num_heads": 2, "context_dim": TEXT_WIDTH})
     elif family == "sd2":
         unet.update({"attention_resolutions": [1, 2], "num_head_channels": 16, "context_dim": TEXT_WIDTH})
@@ -78,12 +83,14 @@ def build_modules(kind: str, full: bool = False, seed: int = 0, unet_weight_scal
     UNet calmer (see `_randomise`): its pictures move less under tiny changes of the noise, so that float rounding
     stays far below one 8-bit level in exact-parity tests (tests/conftest.py `tiny_calm_sd1`)."""
     family = "sdxl" if kind.startswith("sdxl") else ("sd2" if kind.startswith("sd2") else "sd1")
+    if full and kind == "sdxl-refiner":
+        raise ValueError("no full-size SDXL refiner: tiny ones only")
     if full:
         ldm = builtin_ldm_config(family, kind.endswith("inpaint"), kind.endswith("-v"))
     else:
         ldm = tiny_ldm_config(kind)
     arch = Architecture(family, kind.endswith("inpaint"), "v_prediction" if kind.endswith("-v") else "epsilon",
-                        True, ldm)
+                        True, ldm, refiner=kind == "sdxl-refiner")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_config(unet_config(arch)).eval()
     vae = AutoencoderKL.from_config(vae_config(arch)).eval()
@@ -99,6 +106,8 @@ def build_modules(kind: str, full: bool = False, seed: int = 0, unet_weight_scal
         encoders = [_text_encoder(width, layers, "quick_gelu", False, seed + 3)]
     elif family == "sd2":  # written with one layer more: SD2 reads the penultimate layer, and the loader drops it
         encoders = [_text_encoder(width, layers + 1, "gelu", False, seed + 3)]
+    elif arch.refiner:
+        encoders = [_text_encoder(width, layers, "gelu", True, seed + 4)]
     else:
         encoders = [_text_encoder(width, layers, "quick_gelu", False, seed + 3),
                     _text_encoder(width, layers, "gelu", True, seed + 4)]
@@ -122,7 +131,8 @@ def write_single_file(path: Path, kind: str, full: bool = False, seed: int = 0, 
     """Write `path` (.safetensors, or .ckpt when ckpt) and, for tiny models, the `.yaml` sidecar beside it.
     `unet_weight_scale` < 1: a calm UNet (tiny models only; see `build_modules`)."""
     family, ldm, unet, vae, encoders = build_modules(kind, full, seed, unet_weight_scale)
-    state = {k: v.to(dtype) for k, v in to_ldm_state_dict(family, unet, vae, encoders).items()}
+    layout = "sdxl-refiner" if kind == "sdxl-refiner" else family
+    state = {k: v.to(dtype) for k, v in to_ldm_state_dict(layout, unet, vae, encoders).items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if ckpt:

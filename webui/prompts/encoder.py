@@ -90,7 +90,7 @@ class PromptEncoder:
         return torch.tensor(rows, device=self.device)
 
     def _hidden(self, index: int, encoder, ids: torch.Tensor, chunks: list[TokenChunk], clip_skip: int):
-        """Hidden states [n, 77, width] (and SDXL's pooled output for the second encoder)."""
+        """Hidden states [n, 77, width] (and SDXL's pooled output for the encoder with the projection)."""
         embedding_layer = encoder.get_input_embeddings()
 
         def place_vectors(module, args, output):
@@ -110,8 +110,7 @@ class PromptEncoder:
         pooled = None
         if self.model.family == "sdxl":  # penultimate hidden states, no final norm
             hidden = result.hidden_states[-2]
-            if index == 1:
-                pooled = result.text_embeds
+            pooled = getattr(result, "text_embeds", None)  # OpenCLIP G's (the second encoder; the refiner's only)
         elif self.model.family == "sd1" and clip_skip > 1:
             text_model = getattr(encoder, "text_model", encoder)
             hidden = text_model.final_layer_norm(result.hidden_states[-clip_skip])
