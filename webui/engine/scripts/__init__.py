@@ -12,14 +12,18 @@ Each script module defines `SCRIPT = BuiltinScript(...)` and is listed in `_MODU
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ...core.errors import RequestError
 from ...core.request import GenerationRequest
+from ...extensions.hooks import ProcessingHooks
+from ..batch_grid import grids_dir
 
-_MODULES: tuple[str, ...] = ()  # module names under webui/engine/scripts, in A1111's dropdown order
+# module names under webui/engine/scripts, in A1111's dropdown order
+_MODULES: tuple[str, ...] = ("loopback", "prompt_matrix", "prompts_from_file", "sd_upscale", "xyz_plot")
 
 
 @dataclass
@@ -32,12 +36,20 @@ class ScriptContext:
     apply_styles: Callable[[GenerationRequest, list], None] = lambda request, styles: None  # styles into prompts
     models: Any = None  # webui.models.manager.ModelManager: checkpoint and VAE listings
     upscalers: Any = None  # webui.models.upscalers.UpscalerRegistry (SD upscale, hires upscaler axis)
+    # more of the server's objects: "styles" (StyleDatabase), "extension_host", "controlnets", "preprocessors"
     extra: dict = field(default_factory=dict)
+    # The server's queue-time checks of a plain request beyond its own validate() (face restoration's model files):
+    # raises the same UserError a plain request would get. A script checking its inner requests at queue time
+    # calls it on each (X/Y/Z plot's probe of every axis value).
+    check_request: Callable[[GenerationRequest], None] = lambda request: None
+    # The extensions' hooks (the engine's): pictures a script makes and saves itself (SD upscale's) go through
+    # their before_save / saved as the engine's images do.
+    hooks: ProcessingHooks = field(default_factory=ProcessingHooks)
 
     def grids_dir(self, mode: str) -> Path:
-        """Where grids are saved: the `outdir_<mode>_grids` / `outdir_grids` setting, else outputs/<mode>-grids."""
-        folder = self.options.get(f"outdir_{mode}_grids") or self.options.get("outdir_grids")
-        return Path(folder) if folder else Path(self.outputs_dir) / f"{mode}-grids"
+        """Where grids are saved (batch_grid.grids_dir: the `outdir_<mode>_grids` / `outdir_grids` setting, else
+        outputs/<mode>-grids)."""
+        return grids_dir(self.options, self.outputs_dir, mode)
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,10 @@ def find_any_mode(title: str | None) -> BuiltinScript | None:
     return next((s for s in _scripts() if s.title.lower() == key), None) if key else None
 
 
-def prepare_args(script: BuiltinScript, request: GenerationRequest, args) -> list:
-    """The full argument list: `args` (a list) padded with the script's defaults, then checked."""
+def prepare_args(script: BuiltinScript, request: GenerationRequest, args,
+                 context: ScriptContext | None = None) -> list:
+    """The full argument list: `args` (a list) padded with the script's defaults, then checked (a `check` taking a
+    third parameter is given `context`, the server's listings: checkpoints, VAEs, styles, ...)."""
     if args is None:
         args = []
     if not isinstance(args, (list, tuple)):
@@ -84,4 +98,8 @@ def prepare_args(script: BuiltinScript, request: GenerationRequest, args) -> lis
         raise RequestError("script_args", f"{script.title} takes at most {len(script.defaults)} script_args "
                            f"({', '.join(script.arg_names)}), got {len(args)}")
     args += [list(v) if isinstance(v, list) else v for v in script.defaults[len(args):]]
-    return script.check(request, args) if script.check is not None else args
+    if script.check is None:
+        return args
+    if context is not None and len(inspect.signature(script.check).parameters) >= 3:
+        return script.check(request, args, context)
+    return script.check(request, args)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 
-_BUILDERS: dict[str, str] = {}
+_BUILDERS: dict[str, str] = {"Loopback": "loopback", "Prompt matrix": "prompt_matrix",
+                             "Prompts from file or textbox": "prompts_from_file", "SD upscale": "sd_upscale",
+                             "X/Y/Z plot": "xyz_plot"}
 
 
 def builder(title: str):
