@@ -195,7 +195,8 @@ class Parity:
                 fields[name] = getattr(case, name)
         if case.mode == "img2img":
             fields.update(mode="img2img", init_images=[self.init_image], denoising_strength=DENOISING)
-        return self.services.engine.run(GenerationRequest(**fields)).images
+        result = self.services.engine.run(GenerationRequest(**fields))
+        return result.images[result.index_of_first_image:]  # the batch's pictures, after its grid
 
     # both
 

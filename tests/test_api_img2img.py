@@ -241,7 +241,8 @@ def test_outpaint_field_keeps_the_original_exactly(client):
 
 
 @pytest.mark.parametrize("path, body, words", [
-    (IMG2IMG, {"script_name": "X/Y/Z plot"}, ["Script 'X/Y/Z plot' not found", "Poor man's outpainting"]),
+    (IMG2IMG, {"script_name": "img2img alternative test"}, ["Script 'img2img alternative test' not found",
+                                                             "Poor man's outpainting", "X/Y/Z plot"]),
     (TXT2IMG, {"script_name": "Poor man's outpainting"}, ["Script 'Poor man's outpainting' not found", "img2img"]),
     (IMG2IMG, {"script_name": "Outpainting mk2", "script_args": ["", 64, 4, ["sideways"]]}, ["sideways"]),
     (IMG2IMG, {"script_name": "Poor man's outpainting", "script_args": [64, 4, 0, ["left"], 1, 2]},

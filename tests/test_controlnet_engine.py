@@ -48,7 +48,8 @@ def _edges(size=64) -> Image.Image:
 
 def _run(services, checkpoint="tiny-sd1.safetensors", units=(), **fields):
     base = dict(prompt="a fox", negative_prompt="blurry", sampler_name="Euler", steps=4, width=64, height=64, seed=5,
-                save_images=False, checkpoint=checkpoint, controlnet_units=list(units))
+                save_images=False, checkpoint=checkpoint, controlnet_units=list(units),
+                do_not_save_grid=True)  # the batch grid: tests/test_grids.py
     base.update(fields)
     return services.engine.run(GenerationRequest(**base))
 

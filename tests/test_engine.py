@@ -24,7 +24,7 @@ from webui.prompts.tokens import make_chunks
 
 def req(**kw) -> GenerationRequest:
     base = dict(prompt="a lighthouse at dusk", negative_prompt="ugly", sampler_name="Euler a", steps=4,
-                width=64, height=64, seed=10, save_images=False)
+                width=64, height=64, seed=10, save_images=False, do_not_save_grid=True)  # grids: test_grids.py
     base.update(kw)
     return GenerationRequest(**base)
 

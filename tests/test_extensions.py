@@ -12,6 +12,7 @@ from tests.conftest import assert_same_picture, install_model
 from tests.extension_repos import make_extension_repo
 from tests.extension_sources import BROKEN_HOOK, CALLBACKS, NESTED, FAILING_INSTALL, OWN_API, ROUTE_AND_FLAG, SELECTABLE, WILDCARDS
 from webui.core.request import GenerationRequest
+from webui.engine import scripts as builtin_scripts
 from webui.extensions.host import parse_flags_with_extensions
 from webui.extensions.manager import ExtensionAccessError, ExtensionInstallError
 from webui.outputs.infotext import parse_infotext
@@ -51,7 +52,7 @@ def install(services, tmp_path, name: str, files: dict[str, str]) -> str:
 
 def request(**fields) -> GenerationRequest:
     base = dict(prompt="a __color__ fox", negative_prompt="", sampler_name="Euler", steps=2, width=64, height=64,
-                seed=11, save_images=False)
+                seed=11, save_images=False, do_not_save_grid=True)  # the batch grid: tests/test_grids.py
     base.update(fields)
     return GenerationRequest(**base)
 
@@ -104,7 +105,7 @@ def test_wildcards_off_through_api_alwayson_scripts(started, tmp_path):
                                                            "alwayson_scripts": {"no such script": {"args": []}}})
         assert unknown.status_code == 422
         assert "no such script" in unknown.json()["detail"]
-        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == []
+        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == builtin_scripts.titles("txt2img")  # A1111's own
         listed = client.get("/sdapi/v1/extensions").json()
         assert [e["name"] for e in listed] == ["sd-test-wildcards"] and listed[0]["enabled"]
 
@@ -187,7 +188,7 @@ def test_selectable_script_runs_nested_process_images(started, tmp_path):
         assert info["all_seeds"] == [40, 47]
         assert [parse_infotext(t)["Seed"] for t in info["infotexts"]] == ["40", "47"]
         assert len(answer.json()["images"]) == 2
-        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == ["Run twice"]
+        assert client.get("/sdapi/v1/scripts").json()["txt2img"] == builtin_scripts.titles("txt2img") + ["Run twice"]
         missing = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "script_name": "nope"})
         assert missing.status_code == 422 and "nope" in missing.json()["detail"]
 
@@ -227,3 +228,109 @@ def test_hook_settings_and_nested_process_images_inside_a_normal_job(started, tm
     assert (params["Steps"], params["CFG scale"]) == ("3", "5")  # set by the script in process()
     assert (params["Inner seed"], params["Inner images"]) == ("1", "1")
     assert not services.extension_problems.all()
+
+
+# An A1111 script whose postprocess rearranges the finished pictures (the batch grid is already in front): drops the
+# grid, or puts a cover picture before it, or claims more grids than there are pictures (as MODE says).
+REARRANGE = {
+    "scripts/rearrange.py": '''
+from PIL import Image
+
+import modules.scripts as scripts
+
+MODE = ""
+
+
+class Rearrange(scripts.Script):
+    def title(self):
+        return "Rearrange"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def postprocess(self, p, processed, *args):
+        if MODE == "drop":
+            first = processed.index_of_first_image
+            del processed.images[:first]
+            del processed.infotexts[:first]
+            processed.index_of_first_image = 0
+        elif MODE == "cover":
+            processed.images.insert(0, Image.new("RGB", (64, 64), (0, 0, 255)))
+            processed.infotexts.insert(0, "cover")
+            processed.index_of_first_image += 1
+        elif MODE == "claim":
+            processed.index_of_first_image = 99
+''',
+}
+
+
+def test_postprocess_moving_the_grid_moves_index_of_first_image(started, tmp_path):
+    services = started()
+    install(services, tmp_path, "rearrange", REARRANGE)
+    services.stop()
+    services = started()
+    module = services.extension_host.get("rearrange").modules[0]
+    plain = run(services, request(prompt="a fox", batch_size=2))  # no grid: the two pictures alone
+    assert plain.index_of_first_image == 0 and len(plain.images) == 2
+
+    def pictures(result):
+        return result.images[result.index_of_first_image:]
+
+    module.MODE = "drop"
+    dropped = run(services, request(prompt="a fox", batch_size=2, do_not_save_grid=False))
+    assert len(dropped.images) == 2 and dropped.index_of_first_image == 0
+    module.MODE = "cover"
+    covered = run(services, request(prompt="a fox", batch_size=2, do_not_save_grid=False))
+    assert len(covered.images) == 4 and covered.index_of_first_image == 2
+    assert covered.images[0].getpixel((0, 0)) == (0, 0, 255) and covered.infotexts[0] == "cover"
+    assert covered.images[1].size == (128, 64)  # the batch grid, after the cover
+    for result in (dropped, covered):
+        assert len(pictures(result)) == 2 and len(result.seeds) == 2
+        for made, reference in zip(pictures(result), plain.images):
+            assert made.size == (64, 64)
+            assert_same_picture(made, reference)
+    module.MODE = "claim"
+    claimed = run(services, request(prompt="a fox", batch_size=2, do_not_save_grid=False))
+    assert len(claimed.images) == 3 and claimed.index_of_first_image == 3  # no more than there are pictures
+
+
+# An A1111 extension that marks the infotext of every picture about to be saved and records each one saved.
+SAVE_CALLBACKS = {
+    "scripts/saves.py": '''
+from modules import script_callbacks
+
+SAVED = []
+
+
+def before(params):
+    params.pnginfo["parameters"] = params.pnginfo["parameters"] + ", Marked: yes"
+
+
+def saved(params):
+    SAVED.append((params.filename, params.image.size, params.p.prompt, params.pnginfo["parameters"]))
+
+
+script_callbacks.on_before_image_saved(before)
+script_callbacks.on_image_saved(saved)
+''',
+}
+
+
+def test_sd_upscale_pictures_go_through_the_save_callbacks(started, tmp_path):
+    from PIL import Image
+    from webui.outputs.save import read_infotext
+    services = started()
+    install(services, tmp_path, "saves", SAVE_CALLBACKS)
+    services.stop()
+    services = started()
+    recorded = services.extension_host.get("saves").modules[0].SAVED
+    init = Image.new("RGB", (80, 64), (200, 120, 40))
+    result = run(services, request(prompt="a fox", mode="img2img", init_images=[init], denoising_strength=0.3,
+                                   save_images=True, script_name="SD upscale", script_run_args=[None, 0, "None", 1]))
+    assert len(result.images) == 1 and result.images[0].size == (80, 64)  # two 64x64 tiles, one saved picture
+    assert len(result.saved_paths) == 1 and result.saved_paths[0].endswith(".png")
+    with Image.open(result.saved_paths[0]) as saved:
+        text = read_infotext(saved)
+    assert text == result.infotexts[0] + ", Marked: yes"  # before_image_saved changed what was written
+    assert parse_infotext(text)["SD upscale upscaler"] == "None"
+    assert recorded == [(result.saved_paths[0], (80, 64), "a fox", text)]  # image_saved saw the file, once

@@ -52,7 +52,9 @@ def test_extension_controls_tabs_and_settings_are_in_the_page(services, blocks):
     for mode in ("txt2img", "img2img"):
         assert by_id[f"script_{mode}_test_wildcards_enabled"].value is True  # Script.elem_id()'s scheme
         assert isinstance(by_id[f"{mode}_shout_enabled"], gr.Checkbox)
-        assert by_id[f"{mode}_script_list"].choices[1][0] == "Run twice"
+        choices = [choice[0] for choice in by_id[f"{mode}_script_list"].choices]
+        assert choices[-1] == "Run twice"  # after A1111's own scripts
+        assert choices.index("Prompt matrix") < choices.index("Run twice")
     assert by_id["ui_hooks_text"].value == "from an extension" and "tab_ui_hooks" in by_id
     assert isinstance(by_id["setting_ui_hooks_level"], gr.Slider) and by_id["setting_ui_hooks_level"].value == 3
     assert "setting_shout_suffix" in by_id  # our API's add_setting

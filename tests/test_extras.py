@@ -156,11 +156,15 @@ def test_batch_keeps_names_and_order_and_saves_under_them(services, tmp_path):
 
 def test_none_leaves_the_image_and_warns(services):
     image = picture(20, 20)
-    result = run(services, images=[(image, "a")], upscaler_1="None", gfpgan_visibility=0.5)
+    result = run(services, images=[(image, "a")], upscaler_1="None")
     assert np.array_equal(pixels(result.images[0]), pixels(image))
     assert result.infos == [""] and result.html_info == "<p></p>"
-    assert any("Face restoration" in w for w in result.warnings)
     assert any("Upscaler 1 is None" in w for w in result.warnings)
+    # face restoration without its model files is refused, naming the field (tests/test_face_restoration.py has
+    # it with the files)
+    with pytest.raises(RequestError, match="gfpgan_visibility: No GFPGAN model"):
+        ExtrasRequest(images=[(image, "a")], gfpgan_visibility=0.5).validate(
+            services.upscalers.names(), services.face_restorers)
 
 
 def test_interrupt_stops_between_images(services):

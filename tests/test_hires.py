@@ -24,7 +24,7 @@ from webui.models.tiny import write_single_file
 from webui.outputs.infotext import parse_infotext
 
 BASE = dict(prompt="a fox", negative_prompt="blurry", sampler_name="Euler", steps=3, width=64, height=64, seed=5,
-            save_images=False)
+            save_images=False, do_not_save_grid=True)  # the batch grid: tests/test_grids.py
 
 
 def request(**fields) -> GenerationRequest:

@@ -172,7 +172,8 @@ def test_the_blocks_have_the_history_tab_after_png_info_and_send_through_their_w
     top_tabs = [b for b in sorted(blocks.blocks.values(), key=lambda b: b._id)
                 if isinstance(b, gr.Tab) and getattr(b.parent, "elem_id", None) == "tabs"]
     labels = [tab.label for tab in top_tabs]
-    assert labels.index("History") == labels.index("PNG Info") + 1
+    # A1111's tabs in its order (PNG Info, then Checkpoint Merger), then ours
+    assert labels.index("History") == labels.index("Checkpoint Merger") + 1 == labels.index("PNG Info") + 2
 
     job = run(services, "a harbour", seed=5)
     state, _, _, _ = history_tab.select_job(services, None, job.seq)

@@ -132,7 +132,7 @@ def engines(tmp_path_factory, tiny_models):
 
 def inpaint(services, **fields):
     base = dict(mode="img2img", prompt="a cat", sampler_name="Euler", steps=4, width=64, height=64, seed=3,
-                save_images=False, denoising_strength=0.9)
+                save_images=False, denoising_strength=0.9, do_not_save_grid=True)  # batch grids: test_grids.py
     base.update(fields)
     return services.engine.run(GenerationRequest(**base))
 

@@ -49,7 +49,7 @@ def _max_diff(ours, theirs) -> int:
 def test_txt2img_matches_diffusers(sd1, sampler):
     request = GenerationRequest(prompt="a red fox in the snow", negative_prompt="blurry", sampler_name=sampler,
                                 steps=8, cfg_scale=6.5, seed=1234, width=64, height=96, batch_size=2,
-                                save_images=False)
+                                save_images=False, do_not_save_grid=True)  # the batch grid: test_grids.py
     ours = sd1.engine.run(request).images
     _, model = sd1.models.get()
     pipe, _ = _components(sd1, StableDiffusionPipeline, REFERENCE[sampler](model.scheduler_config))

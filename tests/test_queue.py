@@ -291,7 +291,7 @@ def test_stop_finishes_queued_jobs(queue):
 # --- with real services: Skip and Interrupt of batches -------------------------------------------------------------
 def _batch_request(seed: int) -> GenerationRequest:
     return GenerationRequest(prompt="batches", sampler_name="Euler", steps=20, width=64, height=64, n_iter=3,
-                             seed=seed, save_images=False)
+                             seed=seed, save_images=False, do_not_save_grid=True)  # batch grids: test_grids.py
 
 
 def _wait_for(job, condition, what: str) -> None:
@@ -333,6 +333,7 @@ def test_interrupt_keeps_the_batch_it_stopped_and_starts_no_other(make_services)
     assert len(result.images) == 2  # batch 1, and batch 2 as far as it got (as A1111); batch 3 never started
     assert any("Interrupted" in warning for warning in result.warnings)
     # the next job is not affected
-    follow = services.generate(GenerationRequest(steps=2, width=64, height=64, n_iter=2, save_images=False))
+    follow = services.generate(GenerationRequest(steps=2, width=64, height=64, n_iter=2, save_images=False,
+                                                 do_not_save_grid=True))
     assert follow.wait(120)
     assert follow.state == DONE and len(follow.result.images) == 2 and not follow.result.interrupted

@@ -106,12 +106,16 @@ def test_every_shown_option_has_its_a1111_elem_id_and_the_excluded_ones_none(ser
 
 def test_sections_follow_a1111_and_extensions_get_their_own(tab):
     titles = [s.title for s in tab.sections]
-    assert titles == ["Saving images/grids", "Stable Diffusion", "ControlNet", "Live previews", "My Extension",
-                      "Queue and history", "Sampler parameters", "Upscaling", "User interface", "VAE", "Other"]
+    assert titles == ["Saving images/grids", "Stable Diffusion", "ControlNet", "Face restoration", "Gallery",
+                      "Live previews", "My Extension", "Queue and history", "Sampler parameters", "Settings in UI",
+                      "Upscaling", "User interface", "VAE", "Other"]
     keys = {s.title: s.keys for s in tab.sections}
     assert {"samples_save", "samples_format", "outdir_txt2img_samples", "outdir_img2img_samples",
-            "outdir_extras_samples"} == \
+            "outdir_extras_samples", "grid_save", "grid_format", "grid_extended_filename", "grid_only_if_multiple",
+            "grid_prevent_empty_spots", "n_rows", "grid_text_active_color", "grid_text_inactive_color",
+            "grid_background_color", "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids"} == \
         set(keys["Saving images/grids"])
+    assert keys["Gallery"] == ("return_grid",)
     assert {"CLIP_stop_at_last_layers", "emphasis", "sd_checkpoints_limit", "randn_source"} <= \
         set(keys["Stable Diffusion"])
     assert set(keys["ControlNet"]) == {"control_net_unit_count", "control_net_no_detectmap"}
@@ -255,8 +259,9 @@ def test_every_builtin_option_has_a_section_of_ours(tmp_path):
     with gr.Blocks():
         built = build_settings_tab(SimpleNamespace(options=options))
     assert [s.title for s in built.sections] == ["Saving images/grids", "Stable Diffusion", "ControlNet",
-                                                 "Live previews", "Queue and history", "Sampler parameters",
-                                                 "Upscaling", "User interface", "VAE"]
+                                                 "Face restoration", "Gallery", "Live previews", "Queue and history",
+                                                 "Sampler parameters", "Settings in UI", "Upscaling",
+                                                 "User interface", "VAE"]
     assert sorted(f.key for f in built.fields) == sorted(set(OPTIONS) - HIDDEN_KEYS)
     assert built.warnings == []
 

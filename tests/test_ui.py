@@ -114,10 +114,13 @@ def test_txt2img_streams_progress_then_the_image_and_its_infotext(services):
 def test_batch_gallery_selection_shows_that_images_infotext_and_seed(services):
     values = SMALL[:7] + (2, 2) + SMALL[9:]  # batch count 2, batch size 2
     last = dict(zip(generation.OUTPUTS, run(services, values=values)[-1]))
-    assert len(last["gallery"]) == 4
-    state, html = generation.select_image(last["state"], 2)
+    assert len(last["gallery"]) == 5  # A1111's batch grid first (2x2 cells), then the four images
+    assert last["gallery"][0].size == (128, 128)
+    state, html = generation.select_image(last["state"], 3)
     assert "Seed: 1236" in html
     assert generation.reuse_seed(state) == 1236
+    state, html = generation.select_image(state, 0)  # the grid: the run's infotext, the first image's seed
+    assert "Seed: 1234" in html and generation.reuse_seed(state) == 1234
 
 
 @pytest.mark.parametrize("values, message", [
@@ -193,7 +196,10 @@ def test_pnginfo_reads_a_generated_image_and_sends_it_to_txt2img(services):
     sent = pnginfo.send_to("txt2img", text, "Euler", "Uniform")
     values, tabs = dict(zip(pnginfo.FIELDS, sent[:-1])), sent[-1]
     assert values == {"prompt": "a red fox", "negative_prompt": "blurry", "steps": 5, "sampler": "DPM++ 2M",
-                      "scheduler": "Karras", "cfg_scale": 7.0, "seed": 77, "width": 64, "height": 72}
+                      "scheduler": "Karras", "cfg_scale": 7.0, "seed": 77, "width": 64, "height": 72,
+                      # no variation seed or Tiling in this infotext: "Extra" and Tiling unticked, the rest kept
+                      "subseed_show": False, "subseed": gr.skip(), "subseed_strength": gr.skip(),
+                      "seed_resize_from_w": gr.skip(), "seed_resize_from_h": gr.skip(), "tiling": False}
     assert isinstance(tabs, gr.Tabs) and tabs.selected == "txt2img"
 
     sent = pnginfo.send_to("img2img", text, "Euler", "Uniform", image)

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 from .control.preprocessors import PreprocessorRegistry
@@ -17,6 +18,7 @@ from .engine import scripts as builtin_scripts
 from .engine.engine import Engine, GenerationResult
 from .engine.extras import ExtrasRequest, ExtrasResult, run_extras
 from .engine.preview import offered_methods
+from .engine.refiner import resolve as resolve_refiner
 from .extensions.host import ExtensionHost
 from .extensions.manager import ExtensionError, ExtensionManager
 from .jobs.queue import Job, JobQueue
@@ -26,9 +28,12 @@ from .models.devices import DevicePolicy
 from .models.embeddings import EmbeddingDatabase
 from .models.hashing import BackgroundHasher, HashCache
 from .models.manager import ModelManager
+from .models.merge import MergeResult, check_merge, run_merge
+from .models.merge_request import MergeRequest
 from .models.networks import LoraRegistry
 from .models.preview_decoders import PreviewDecoders
 from .models.registry import CheckpointRegistry
+from .models.face_restorers import FaceRestorationError, FaceRestorers
 from .models.upscalers import UpscalerRegistry
 from .models.vae import VaeRegistry
 from .prompts.conditioning import check_emphasis, count_tokens
@@ -64,6 +69,7 @@ class Services:
     restarter: Callable[["Services"], None] | None = None  # how `restart` restarts (tests replace it)
     stopper: Callable[["Services", int], None] | None = None  # how `/server-stop` stops (tests replace it)
     upscalers: UpscalerRegistry | None = None  # image upscalers (built-ins and models/ESRGAN, ...): hires fix, extras
+    face_restorers: FaceRestorers | None = None  # GFPGAN / CodeFormer / RestoreFormer and the face detector
 
     @property
     def extension_problems(self):
@@ -114,7 +120,12 @@ class Services:
 
         return builtin_scripts.ScriptContext(process=process, control=control, options=options,
                                              outputs_dir=self.engine.outputs_dir, apply_styles=apply_styles,
-                                             models=self.models, upscalers=self.upscalers)
+                                             models=self.models, upscalers=self.upscalers,
+                                             hooks=self.engine.hooks,
+                                             extra={"styles": self.styles, "extension_host": self.extension_host,
+                                                    "controlnets": self.controlnets,
+                                                    "preprocessors": self.preprocessors},
+                                             check_request=self._check_face_restoration)
 
     def infotext_setting(self, option: str, value):
         """An infotext's text for a setting (a `SETTING_KEYS` entry: "31337" for ENSD, a hash for Model hash) as
@@ -152,7 +163,8 @@ class Services:
         builtin = builtin_scripts.find(request.mode, request.script_name)
         if builtin is not None:  # one of A1111's built-in scripts: its args padded and checked now
             request.script_name = builtin.title
-            request.script_run_args = builtin_scripts.prepare_args(builtin, request, request.script_run_args)
+            request.script_run_args = builtin_scripts.prepare_args(builtin, request, request.script_run_args,
+                                                                   self.script_context(None, self.options))
         elif request.script_name and request.script_name not in self.extension_host.selectable_titles(request.mode):
             raise RequestError("script_name", f"Script '{request.script_name}' not found (the {request.mode} "
                                "scripts are: " + (", ".join(self.extension_host.selectable_titles(request.mode))
@@ -167,10 +179,28 @@ class Services:
                 request.hr_negative_prompt = hr_negative if request.hr_negative_prompt else ""
             request.check_prompts()  # the styled prompts within the limits too
         self._check_emphasis(request)
+        if request.refiner_checkpoint:  # an unknown refiner fails now, not in the queue (engine/refiner.py)
+            resolve_refiner(self.models, request.refiner_checkpoint)
         overrides = request.extra.get("override_settings")
         if overrides:
             request.extra["override_settings"] = self.options.validate(overrides)
+        self._check_face_restoration(request)
         return self.queue.submit("generate", request, task_id, source)
+
+    def _check_face_restoration(self, request: GenerationRequest) -> None:
+        """Restoring faces (the request's `restore_faces`, else the setting) without the model's file or the face
+        detector is refused now, as a 422 saying which file to put where, not from the queue."""
+        from .engine.face_restoration import model_in_use
+        overrides = request.extra.get("override_settings") or {}
+        name = model_in_use(request, OptionsOverlay(self.options, overrides) if overrides else self.options)
+        if name is None:
+            return
+        try:
+            if self.face_restorers is None:
+                raise FaceRestorationError("Face restoration is not available on this server")
+            self.face_restorers.check_ready(name)
+        except FaceRestorationError as exc:
+            raise RequestError("restore_faces", f"{exc} (or turn Restore faces off)") from None
 
     def _check_emphasis(self, request: GenerationRequest) -> None:
         """Emphasis out of range (3000 nested brackets) is refused now, as a 422 naming the prompt, rather than
@@ -226,8 +256,16 @@ class Services:
         """Queue an Extras upscale (validated first: bad sizes or an unknown upscaler fail at once); it runs in the
         queue, so its GPU work is ordered with the generations."""
         self.upscalers.refresh()  # a model file dropped in since the last listing is usable at once
-        request.validate(self.upscalers.names())
+        request.validate(self.upscalers.names(), self.face_restorers)
         return self.queue.submit("extras", request, source=source)
+
+    def merge(self, request: MergeRequest, source: str = "") -> Job:
+        """Queue a Checkpoint Merger job, checked first (names, architectures, the output file: only the files'
+        headers are read), so a merge that cannot run is refused at once."""
+        request.validate()
+        self.models.refresh()  # a checkpoint dropped in since the last listing can take part
+        check_merge(request, self.models.registry, self.models.vaes)
+        return self.queue.submit("merge", request, source=source)
 
     def token_count(self, text: str, steps: int = 20) -> tuple[int, int]:
         """(tokens, limit) for a prompt box: counted with the loaded checkpoint's tokenizer and embeddings (a
@@ -286,7 +324,14 @@ def _run_load(services: "Services", job: Job) -> str:
 
 
 def _run_extras(services: "Services", job: Job) -> ExtrasResult:
-    return run_extras(job.payload, services.upscalers, services.options, services.paths.outputs, job.control)
+    return run_extras(job.payload, services.upscalers, services.options, services.paths.outputs, job.control,
+                      face_restorers=services.face_restorers)
+
+
+def _run_merge(services: "Services", job: Job) -> MergeResult:
+    result = run_merge(job.payload, services.models.registry, services.models.vaes, job.control)
+    services.models.forget(Path(result.path))  # a replaced checkpoint that was loaded is read again when next used
+    return result
 
 
 def _run_set_options(services: "Services", job: Job) -> dict:
@@ -351,8 +396,9 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     previews = PreviewDecoders(paths.preview_decoder_dirs, policy.device, policy.vae_dtype)
     options.add_option("show_progress_type", replace(options.specs["show_progress_type"],
                                                      offered=lambda: offered_methods(previews)))
+    face_restorers = FaceRestorers(paths.face_restorer_root, policy.device)
     engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors,
-                    upscalers=upscalers, previews=previews)
+                    upscalers=upscalers, previews=previews, face_restorers=face_restorers)
     store = JobStore(paths.jobs_db, keep=int(options.get("job_history_limit")))
     recovered = store.recover()
     if recovered:
@@ -360,12 +406,14 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     queue = JobQueue(user_errors=USER_ERRORS, store=store)
     services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue,
                         StyleDatabase(paths.styles_file), controlnets, preprocessors, extension_host=host,
-                        extensions=ExtensionManager(paths.extensions, options, flags), upscalers=upscalers)
+                        extensions=ExtensionManager(paths.extensions, options, flags), upscalers=upscalers,
+                        face_restorers=face_restorers)
     _load_extensions(services)
     queue.register("generate", lambda job: _run_generation(services, job))
     queue.register("load_checkpoint", lambda job: _run_load(services, job))
     queue.register("set_options", lambda job: _run_set_options(services, job))
     queue.register("extras", lambda job: _run_extras(services, job))
+    queue.register("merge", lambda job: _run_merge(services, job))
     queue.register("unload_checkpoint", lambda job: _run_unload(services, job))
     queue.register("reload_checkpoint", lambda job: _run_reload(services, job))
     queue.start()

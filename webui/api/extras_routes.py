@@ -1,6 +1,6 @@
 """A1111's Extras and upscaler routes: `extra-single-image`, `extra-batch-images` (queued as "extras" jobs, so their
 GPU work is ordered with the generations), and the listings `upscalers`, `latent-upscale-modes`,
-`realesrgan-models` and `face-restorers` (none: face restoration is not supported)."""
+`realesrgan-models` and `face-restorers` (the face restoration models installed)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -103,4 +103,8 @@ def install_extras_routes(router: APIRouter, services) -> None:
 
     @router.get("/face-restorers")
     def face_restorers():
-        return []  # GFPGAN / CodeFormer are not supported
+        """A1111's shape; only the restorers whose model file is installed (A1111 lists the ones it could
+        download), `cmd_dir` their folder."""
+        if services.face_restorers is None:
+            return []
+        return [{"name": file.name, "cmd_dir": str(file.path.parent)} for file in services.face_restorers.installed()]

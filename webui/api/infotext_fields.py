@@ -14,11 +14,14 @@ _FIELDS = {
     "sampler_name": ("Sampler", str), "scheduler": ("Schedule type", str), "cfg_scale": ("CFG scale", float),
     "seed": ("Seed", int), "width": ("Size-1", int), "height": ("Size-2", int), "subseed": ("Variation seed", int),
     "subseed_strength": ("Variation seed strength", float), "denoising_strength": ("Denoising strength", float),
+    "seed_resize_from_w": ("Seed resize from-1", int), "seed_resize_from_h": ("Seed resize from-2", int),
+    "tiling": ("Tiling", bool),
     "hr_scale": ("Hires upscale", float), "hr_upscaler": ("Hires upscaler", str),
     "hr_second_pass_steps": ("Hires steps", int), "hr_resize_x": ("Hires resize-1", int),
     "hr_resize_y": ("Hires resize-2", int), "hr_sampler_name": ("Hires sampler", str),
     "hr_scheduler": ("Hires schedule type", str), "hr_checkpoint_name": ("Hires checkpoint", str),
     "hr_prompt": ("Hires prompt", str), "hr_negative_prompt": ("Hires negative prompt", str),
+    "refiner_checkpoint": ("Refiner", str), "refiner_switch_at": ("Refiner switch at", float),
 }
 _SAME = {"Use same sampler", "Use same scheduler", "Use same checkpoint"}  # A1111's "not set" choices
 _HIRES_MARKS = ("Hires upscale", "Hires upscaler", "Hires resize-1")
@@ -56,6 +59,8 @@ def apply_infotext(body, setting: Callable[[str, str], object | None] | None = N
 
 
 def _convert(key: str, value: str, kind: type):
+    if kind is bool:  # infotext writes A1111's booleans as True / False
+        return str(value).strip().lower() == "true"
     try:
         return kind(float(value)) if kind is int else kind(value)
     except (TypeError, ValueError):

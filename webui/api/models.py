@@ -49,6 +49,8 @@ class Txt2ImgBody(_Lenient):
     script_args: list = Field(default_factory=list)
     alwayson_scripts: dict[str, Any] = Field(default_factory=dict)
     infotext: str | None = None
+    refiner_checkpoint: str | None = None  # A1111 1.6+'s refiner; None, "" or "None": no refiner
+    refiner_switch_at: float | None = None  # None: 0.8 (the UI's default)
     # hires fix (txt2img only), A1111's fields and defaults (denoising_strength None: 0.75)
     enable_hr: bool = False
     hr_scale: float = 2.0

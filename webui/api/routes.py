@@ -33,6 +33,7 @@ from .extras_routes import install_extras_routes
 from .infotext_fields import apply_infotext
 from .library_routes import install_library_routes
 from .limits import BodyLimit
+from .merge_routes import install_merge_routes
 from .models import (Img2ImgBody, ImagesResponse, PNGInfoBody, PNGInfoResponse, ProgressResponse, ProgressState,
                      SDModelItem, Txt2ImgBody)
 from .queue_routes import install_queue_routes
@@ -70,11 +71,16 @@ def _request_from_body(body: Txt2ImgBody, mode: str, allow_folders: bool = True,
         subseed_strength=body.subseed_strength, seed_resize_from_w=max(0, body.seed_resize_from_w),
         seed_resize_from_h=max(0, body.seed_resize_from_h), width=body.width, height=body.height,
         batch_size=body.batch_size, n_iter=body.n_iter, tiling=bool(body.tiling), eta=body.eta,
+        restore_faces=body.restore_faces,
         s_churn=body.s_churn, s_tmin=body.s_tmin, s_tmax=body.s_tmax, s_noise=body.s_noise,
         save_images=body.save_images and not body.do_not_save_samples, styles=list(body.styles or []),
+        do_not_save_grid=not body.save_images or body.do_not_save_grid,  # A1111: batch grids only with save_images
         extra={"override_settings": dict(body.override_settings or {}),
                "override_settings_restore_afterwards": body.override_settings_restore_afterwards},
     )
+    request.refiner_checkpoint = body.refiner_checkpoint  # A1111's refiner fields, same names on the request
+    if body.refiner_switch_at is not None:
+        request.refiner_switch_at = body.refiner_switch_at
     if isinstance(body, Img2ImgBody):
         _apply_img2img_fields(body, request, allow_folders)
     elif body.enable_hr:  # hires fix: A1111's fields, same names on the request
@@ -149,6 +155,13 @@ def _uses_inpainting_conditioning(services, result: GenerationResult) -> bool:
     return bool(model.inpainting) and (info.name_for_extra, info.shorthash) == (result.model_name, result.model_hash)
 
 
+def _face_restoration(result: GenerationResult) -> str | None:
+    """The face restorer the run used, as its images' infotext names it (None: faces were left alone)."""
+    for text in result.infotexts[result.index_of_first_image:][:1]:
+        return parse_infotext(text).get("Face restoration") or None
+    return None
+
+
 def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_conditioning: bool = False) -> str:
     return json.dumps({
         "prompt": request.prompt, "all_prompts": result.prompts, "negative_prompt": request.negative_prompt,
@@ -156,7 +169,8 @@ def _info_json(result: GenerationResult, request: GenerationRequest, inpainting_
         "subseed": result.subseed, "all_subseeds": result.subseeds, "subseed_strength": request.subseed_strength,
         "width": request.width, "height": request.height, "sampler_name": request.sampler_name,
         "scheduler": request.scheduler, "cfg_scale": request.cfg_scale, "steps": request.steps,
-        "batch_size": request.batch_size, "restore_faces": False, "face_restoration_model": None,
+        "batch_size": request.batch_size, "restore_faces": _face_restoration(result) is not None,
+        "face_restoration_model": _face_restoration(result),
         "sd_model_name": result.model_name, "sd_model_hash": result.model_hash,
         "sd_vae_name": result.extra_params.get("VAE"), "sd_vae_hash": result.extra_params.get("VAE hash"),
         "seed_resize_from_w": request.seed_resize_from_w or -1, "seed_resize_from_h": request.seed_resize_from_h or -1,
@@ -352,6 +366,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
     install_server_routes(router, services, getattr(services.flags, "api_server_stop", False))
     install_library_routes(router, services)
     install_extras_routes(router, services)
+    install_merge_routes(router, services)
     install_extension_api_routes(router, services)
     app.include_router(router)
     install_controlnet_routes(app, services, auth)

@@ -111,6 +111,7 @@ class GenerationRequest:
     s_tmax: float | None = None
     s_noise: float | None = None
     tiling: bool = False  # A1111's "Tiling": seamless textures (every convolution wraps around the edges)
+    restore_faces: bool | None = None  # A1111's "Restore faces"; None: the setting `face_restoration`
     # hires fix (txt2img; webui/engine/hires.py): A1111's fields and meanings, checked only when enable_hr is on
     enable_hr: bool = False
     hr_scale: float = 2.0
@@ -123,7 +124,14 @@ class GenerationRequest:
     hr_scheduler: str | None = None  # None / "Use same scheduler"
     hr_prompt: str = ""  # "": the first pass's prompt
     hr_negative_prompt: str = ""
+    # refiner (A1111 1.6+; webui/engine/refiner.py): another checkpoint takes over sampling once `refiner_switch_at`
+    # of the denoising is done; None (or "", "None"): no refiner. An unknown name is refused when the job runs.
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = 0.8  # (0, 1]; 1: never switches
     save_images: bool = True
+    # A1111's do_not_save_grid: no batch grid at all (neither shown nor saved). The API sets it unless save_images;
+    # scripts set it on their inner generations, folder batches on each file's run.
+    do_not_save_grid: bool = False
     styles: list[str] = field(default_factory=list)  # applied into the prompts when the job is queued
     extra: dict[str, Any] = field(default_factory=dict)  # what later features add (kept in the API echo)
     # extensions: the values of always-on scripts' and sections' controls, by lower-cased title (UI or API
@@ -167,6 +175,9 @@ class GenerationRequest:
             if unit.enabled and unit.image is None and self.mode != "img2img":
                 raise RequestError(f"controlnet_units[{index}]", f"ControlNet unit {index} is enabled but has no "
                                    "image (upload one, or disable the unit)")
+        self._validate_refiner()
+        if self.restore_faces is not None:
+            self.restore_faces = bool(self.restore_faces)
         self.enable_hr = bool(self.enable_hr)
         if self.enable_hr:
             validate_hires_fields(self)
@@ -186,6 +197,21 @@ class GenerationRequest:
             text = "" if value is None else str(value)
             check_prompt_text(name, text)
             setattr(self, name, text)
+
+    def _validate_refiner(self) -> None:
+        """A1111 takes None, "", "None" and "none" as no refiner; the switch point is a fraction of the denoising,
+        checked even without a refiner (the X/Y/Z plot sets it on its own)."""
+        if isinstance(self.refiner_checkpoint, str):
+            self.refiner_checkpoint = self.refiner_checkpoint.strip()
+        if self.refiner_checkpoint in (None, "", "None", "none"):
+            self.refiner_checkpoint = None
+        elif not isinstance(self.refiner_checkpoint, str):
+            raise RequestError("refiner_checkpoint", f"refiner_checkpoint must be a checkpoint's name, got "
+                               f"{self.refiner_checkpoint!r}")
+        value = self._number("refiner_switch_at", float)
+        if not 0.0 < value <= 1.0:
+            raise RequestError("refiner_switch_at", f"refiner_switch_at must be more than 0 and at most 1 (the "
+                               f"fraction of the denoising done before the refiner takes over), got {value:g}")
 
     def _validate_img2img(self) -> None:
         if not self.init_images and self.folder_batch is None:

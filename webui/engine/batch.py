@@ -65,7 +65,8 @@ def run_folder_batch(engine, request: GenerationRequest, control) -> GenerationR
             result.warnings.append(str(exc))
             continue
         sub_request = dataclasses.replace(request, init_images=[image], mask=mask, folder_batch=None,
-                                          save_images=request.save_images and output_dir is None)
+                                          save_images=request.save_images and output_dir is None,
+                                          do_not_save_grid=True)  # A1111: no grid per file of a folder batch
         file_control = SubRunControl(control, index * request.n_iter, total_jobs,
                                     f"{path.name} ({index + 1} of {len(files)})")
         try:

@@ -26,8 +26,7 @@ from ..control.runner import ControlPlan, prepare_control
 from ..models import vae_tiling
 from ..models.controlnet import ControlNetCache
 from ..outputs.infotext import build_infotext
-from ..outputs.save import save_image
-from ..extensions.hooks import DenoiserEvent, ImageEvent, ProcessingHooks, ProcessingRun, SaveEvent
+from ..extensions.hooks import DenoiserEvent, ImageEvent, ProcessingHooks, ProcessingRun
 from ..prompts.conditioning import BatchConditioning, PromptConditioning, build_conditioning
 from ..prompts.encoder import PromptEncoder
 from ..prompts.extra_networks import extract_extra_networks
@@ -35,9 +34,14 @@ from ..prompts.schedule import strip_comments
 from . import hires as hires_fix
 from . import images as imaging
 from . import preview
+from . import refiner as refiner_fix
+from . import face_restoration
 from . import samplers
+from .batch_grid import add_batch_grid
 from .img2img import Img2ImgSetup, prepare_img2img
 from .networks import prepare_networks, ti_hashes
+from .saving import save_generated
+from .scripts.image_lists import apply_image_lists
 from .denoiser import Denoiser, Interrupted, LCMParameterization, UNetCall
 from .sampling.noise import BatchNoise
 from .sampling.sigmas import NoiseLevels
@@ -87,14 +91,17 @@ class GenerationResult:
     extra_params: dict = field(default_factory=dict)  # infotext additions: VAE, Lora hashes, TI hashes
     control_maps: list = field(default_factory=list)  # ControlNet units' detected maps (PIL), in unit order
     # How many images at the front are grids (A1111's index_of_first_image): their seeds / subseeds / prompts
-    # lists do not hold entries for them; `infotexts` does (one per image).
+    # lists do not hold entries for them; `infotexts` does (one per image). A script's pictures shown only within
+    # its grid still have their entries (X/Y/Z plot without Include Sub Images: one per cell, no image after the
+    # grids), so ♻️ and API clients get them.
     index_of_first_image: int = 0
 
 
 class Engine:
     def __init__(self, models, options, outputs_dir: Path, policy, controlnets=None, preprocessors=None, hooks=None,
-                 upscalers=None, previews=None):
+                 upscalers=None, previews=None, face_restorers=None):
         self.models = models
+        self.face_restorers = face_restorers  # webui.models.face_restorers.FaceRestorers: "Restore faces"
         self.previews = previews  # webui.models.preview_decoders.PreviewDecoders: Approx NN / TAESD live previews
         self.upscalers = upscalers  # webui.models.upscalers.UpscalerRegistry: hires fix's image upscalers
         self.controlnets = controlnets  # webui.models.controlnet_registry.ControlNetRegistry
@@ -131,6 +138,7 @@ class Engine:
         run.all_prompts, run.all_negative_prompts = [request.prompt] * total, [request.negative_prompt] * total
         run.all_seeds = [seed if variation else seed + i for i in range(total)]
         run.all_subseeds = [subseed + i if variation else subseed for i in range(total)]
+        apply_image_lists(run)  # a built-in script's per-image prompts / seeds and infotext entries (prompt matrix)
         run.model_info, run.model, run.result = info, model, result
         self.hooks.process(run)  # may rewrite the per-image prompts and seeds, and settings (A1111's process)
         _restore_shape(run, request, total)
@@ -144,7 +152,9 @@ class Engine:
                  if request.mode == "img2img" else None)
         prompts = _RunPrompts(self, model, info, clip_skip, self._schedule_steps(request, sampler), result)
         hires = self._plan_hires(request, schedule, model, info, prompts) if request.enable_hr else None
+        refiner = self._plan_refiner(request, model, info, prompts, control)
         self._check_passes(request, sampler, schedule, model, hires)  # a pass A1111 cannot run: refused before any
+        faces = self._face_restorer(request)  # "Restore faces": a missing model is refused before sampling
         base_params = dict(setup.params) if setup is not None else {}
         if model.inpainting:
             base_params["Conditional mask weight"] = f"{float(self.options.get('inpainting_mask_weight')):g}"
@@ -178,18 +188,24 @@ class Engine:
                                textinfo=f"Batch {batch + 1} of {request.n_iter}")
                 conditioning, params = prompts.for_batch(run.prompts, run.negative_prompts, base_params)
                 self.hooks.process_batch(run)
+                first_refiner = refiner.for_pass(False, info, run.prompts, run.negative_prompts) \
+                    if refiner is not None else None
                 latents = self._sample(model, request, sampler, schedule, conditioning, run.seeds, run.subseeds,
                                        control, setup, items.start, control_plan, run,
-                                       fill_seeds=run.all_seeds[:request.batch_size], infotext=sampler_params)
+                                       fill_seeds=run.all_seeds[:request.batch_size], infotext=sampler_params,
+                                       refiner=first_refiner)
                 params.update({key: value for key, value in sampler_params.items() if key not in params})
                 stopped = control.interrupted or control.skip_requested
-                decoder = model
+                decoder = first_refiner.model if first_refiner is not None and first_refiner.switched else model
                 if latents is not None and hires is not None and not stopped:
                     control.report(job_no=batch * passes + 1, sampling_step=0,
                                    sampling_steps=hires.request.steps_to_run, textinfo="Hires fix")
-                    hires_latents = self._hires_pass(hires, model, latents, run, control, result)
+                    hires_latents, hires_model = self._hires_pass(hires, decoder, latents, run, control, result,
+                                                                  refiner)
                     if hires_latents is not None:
-                        latents, decoder = hires_latents, hires.model
+                        latents, decoder = hires_latents, hires_model
+                if refiner is not None:  # from the first switch on, as A1111 keeps them in the run's parameters
+                    params.update(refiner.params)
                 if control.take_skip():
                     result.skipped_batches += 1
                 if latents is None:  # stopped before the model was evaluated: nothing to show
@@ -198,6 +214,9 @@ class Engine:
                         break
                     continue
                 pictures = self._decode(decoder, latents, result)
+                if faces is not None:  # as A1111: after decoding, before the inpaint paste-back and the hooks
+                    pictures = face_restoration.restore_batch(pictures, self.face_restorers, faces, self.options,
+                                                              control)
                 if setup is not None:
                     pictures = [setup.paste_back(picture, items.start + i) for i, picture in enumerate(pictures)]
                 decoded = list(pictures)
@@ -222,16 +241,26 @@ class Engine:
                     result.interrupted = True
                     break
             result.extra_params = {**(hires.params if hires else {}), **prompts.params(base_params),
-                                   **sampler_params, **run.extra_params}
-        if hires is not None and hires.model is not model:
-            self.models.trim()  # the borrowed hires checkpoint leaves the cache if it is over its limit
+                                   **sampler_params, **(refiner.params if refiner else {}), **run.extra_params}
+        if (hires is not None and hires.model is not model) or refiner is not None:
+            self.models.trim()  # borrowed hires / refiner checkpoints leave the cache if it is over its limit
         result.warnings.extend(model.warnings)
         result.warnings.extend(run.warnings)
         if result.interrupted:
             result.warnings.append(f"Interrupted: {len(result.images)} of {total} images were finished")
+        add_batch_grid(result, request, self.options, self.outputs_dir)  # before the extensions' postprocess
         self.hooks.after_process(run)
         result.elapsed = time.perf_counter() - started
         return result
+
+    def _face_restorer(self, request: GenerationRequest) -> str | None:
+        """The face restorer this run uses (None: faces are left alone), checked to be there with the detector."""
+        name = face_restoration.model_in_use(request, self.options)
+        if name is not None:
+            if self.face_restorers is None:
+                raise face_restoration.FaceRestorationError("Face restoration is not available in this engine")
+            self.face_restorers.check_ready(name)
+        return name
 
     def _plan_hires(self, request: GenerationRequest, schedule: str, model, info,
                     prompts: "_RunPrompts") -> hires_fix.HiresPlan:
@@ -242,6 +271,17 @@ class Engine:
         plan.first_pass_steps = prompts.steps  # prompt editing in the hires pass counts from the first pass's start
         if any(unit.enabled for unit in request.controlnet_units):
             prompts.result.warnings.append("ControlNet guides the first pass only: the hires fix pass runs without it")
+        return plan
+
+    def _plan_refiner(self, request: GenerationRequest, model, info, prompts: "_RunPrompts",
+                      control: RunControl) -> refiner_fix.RefinerPlan | None:
+        """The run's refiner (see refiner.prepare), with its own prompt encoding."""
+        plan = refiner_fix.prepare(request, model, info, self.models, self.options, control)
+        if plan is not None:
+            plan.prompts = _RunPrompts(self, plan.model, plan.info, prompts.clip_skip, prompts.steps, prompts.result)
+            if any(unit.enabled for unit in request.controlnet_units):
+                prompts.result.warnings.append("ControlNet guides the checkpoint only: it stops where the refiner "
+                                               "takes over")
         return plan
 
     def _check_passes(self, request: GenerationRequest, sampler, schedule: str, model, hires) -> None:
@@ -258,21 +298,28 @@ class Engine:
                                img2img=self._img2img_steps(pass_request) if img2img else None)
 
     def _hires_pass(self, plan: hires_fix.HiresPlan, model, latents: torch.Tensor, run: ProcessingRun,
-                    control: RunControl, result: GenerationResult):
+                    control: RunControl, result: GenerationResult, refiner: refiner_fix.RefinerPlan | None = None):
         """One batch's second pass: upscale (the latents, or the decoded pictures through the image upscaler),
-        then img2img at the hires size with the batch's seeds. None when it was skipped or interrupted."""
+        then img2img at the hires size with the batch's seeds. `model`: the one that ended the first pass (the
+        refiner after a switch, which then samples this pass too unless a hires checkpoint is chosen).
+        (latents, the model that made them), or (None, None) when interrupted while upscaling."""
+        if refiner is not None:
+            plan = refiner.hires_plan(plan, model, run.request)
         if plan.latent_mode is not None:
             start = hires_fix.latent_start(latents, plan)
         else:
             start = hires_fix.upscale_pictures(self._decode(model, latents, result), plan, self.upscalers, control)
             if start is None:  # interrupted while upscaling
-                return None
+                return None, None
             control.report(sampling_step=0, sampling_steps=plan.request.steps_to_run, textinfo="Hires fix")
         prompts, negatives = plan.prompts_for(run.prompts, run.negative_prompts)
         conditioning, _ = plan.prompts.for_batch(prompts, negatives, {}, steps=plan.prompt_steps,
                                                  hires_base=plan.first_pass_steps)
-        return self._sample(plan.model, plan.request, plan.sampler, plan.schedule, conditioning, run.seeds,
-                            run.subseeds, control, start, 0, None, run)
+        watch = refiner.for_pass(True, plan.info, prompts, negatives, steps=plan.prompt_steps,
+                                 hires_base=plan.first_pass_steps) if refiner is not None else None
+        latents = self._sample(plan.model, plan.request, plan.sampler, plan.schedule, conditioning, run.seeds,
+                               run.subseeds, control, start, 0, None, run, refiner=watch)
+        return latents, (watch.model if watch is not None and watch.switched else plan.model)
 
     def _schedule_steps(self, request: GenerationRequest, sampler) -> int:
         """Steps that prompt editing counts: A1111 counts model evaluations, so second-order samplers (two
@@ -311,12 +358,14 @@ class Engine:
     def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: BatchConditioning,
                 seeds: list[int], subseeds: list[int], control: RunControl, setup: Img2ImgSetup | None = None,
                 first_item: int = 0, control_plan: ControlPlan | None = None, run: ProcessingRun | None = None,
-                fill_seeds: list[int] | None = None, infotext: dict | None = None):
+                fill_seeds: list[int] | None = None, infotext: dict | None = None,
+                refiner: refiner_fix.RefinerPass | None = None):
         """One batch from noise (or the init images) to latents, as A1111 1.10 samples it. Interrupt or Skip stops
         the sampler: the batch then ends at its last denoised latents (None if the model was not evaluated yet).
         `first_item` is the index of the batch's first image in the whole run (which init image it starts from);
         `fill_seeds` the seeds whose noise fills "latent noise" inpainting (A1111: the run's first batch's);
-        `infotext` receives the sampler's keys (Eta, Sigma churn, Schedule rho, ...)."""
+        `infotext` receives the sampler's keys (Eta, Sigma churn, Schedule rho, ...); `refiner` may take over
+        part-way (refiner.py)."""
         device = self.policy.device
         batch = len(seeds)
         items = list(range(first_item, first_item + batch))
@@ -366,11 +415,7 @@ class Engine:
         # steps along them)
         do_cfg = request.cfg_scale != 1.0 or conditioning.composable or sampler.name == "DDIM CFG++"
         copies = (1 if do_cfg else 0) + conditioning.part_count  # uncond, then each AND sub-prompt
-        extra_channels = None
-        if model.inpainting:  # txt2img: one grey conditioning for all; img2img: each image's own (cached)
-            per_image = ([self._inpaint_channels(model, setup, item, width, height) for item in items]
-                         if setup is not None else [self._inpaint_channels(model, None, 0, width, height)] * batch)
-            extra_channels = torch.cat(per_image).repeat(copies, 1, 1, 1).to(model.unet.dtype)
+        extra_channels = self._extra_channels(model, setup, items, width, height, copies)
         inputs = _StepInputs(self, model, conditioning, do_cfg, (width, height))
         expected = max(1, plan.steps_shown * (2 if sampler.second_order else 1))
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
@@ -411,6 +456,18 @@ class Engine:
                             base_levels.alphas_cumprod, base_levels.prediction, control, mask=mask, init_latent=init)
         previewer = control.previewer = self._previewer(model)
         control.preview = None  # a new batch never shows the last one's picture
+
+        if refiner is not None:
+            def take_over() -> None:  # the refiner samples from this evaluation on; the sampler and x carry on
+                nonlocal model, inputs, extra_channels, unet_dtype, control_plan, previewer
+                refiner_fix.offload_idle(model, self.policy)
+                model = refiner.model
+                inputs = _StepInputs(self, model, refiner.encode(), do_cfg, (width, height))
+                extra_channels = self._extra_channels(model, setup, items, width, height, copies)
+                unet_dtype, control_plan = model.unet.dtype, None
+                previewer = control.previewer = self._previewer(model)
+
+            denoiser.before_evaluation = refiner.watch(denoiser, sampler, levels, expected, take_over)
 
         def on_step(info: dict) -> None:
             denoised = info.get("denoised")
@@ -497,6 +554,16 @@ class Engine:
                    for item in items]
         return (torch.cat(latents) * model.vae.config.scaling_factor).to(torch.float32)
 
+    def _extra_channels(self, model, setup: Img2ImgSetup | None, items: list[int], width: int, height: int,
+                        copies: int) -> torch.Tensor | None:
+        """A 9-channel inpainting checkpoint's extra UNet input for the batch's rows (None for other checkpoints).
+        txt2img: one grey conditioning for all; img2img: each image's own (cached)."""
+        if not model.inpainting:
+            return None
+        per_image = ([self._inpaint_channels(model, setup, item, width, height) for item in items]
+                     if setup is not None else [self._inpaint_channels(model, None, 0, width, height)] * len(items))
+        return torch.cat(per_image).repeat(copies, 1, 1, 1).to(model.unet.dtype)
+
     def _inpaint_channels(self, model, setup: Img2ImgSetup | None, item: int, width: int, height: int):
         """The extra UNet input of a 9-channel inpainting checkpoint for one image: a mask and masked-image
         latents. txt2img: a full mask over a neutral grey image (A1111's conditioning)."""
@@ -560,6 +627,7 @@ class Engine:
         params = {
             "Steps": request.steps, "Sampler": sampler_name, "Schedule type": schedule,
             "CFG scale": f"{request.cfg_scale:g}", "Seed": seed, "Size": f"{request.width}x{request.height}",
+            "Face restoration": face_restoration.model_in_use(request, self.options),
             "Model hash": info.shorthash, "Model": info.name_for_extra,
             "VAE hash": extra_params.get("VAE hash"), "VAE": extra_params.get("VAE"),
             "Variation seed": subseed if variation else None,
@@ -588,20 +656,8 @@ class Engine:
         result.prompts.append(image.prompt)
         result.negative_prompts.append(image.negative_prompt)
         result.infotexts.append(infotext)
-        if request.save_images and self.options.get("samples_save"):
-            folder = self.options.get(f"outdir_{request.mode}_samples") or self.outputs_dir / f"{request.mode}-images"
-            save = SaveEvent(picture, infotext, str(folder))
-            self.hooks.before_save(run, save)
-            try:
-                path = save_image(save.image, folder, seed, str(save.infotext),
-                                  extension=self.options.get("samples_format"))
-                result.saved_paths.append(str(path))
-            except Exception as exc:  # a full disk (or an extension's odd image) must not lose finished images
-                result.warnings.append(f"Could not save an image to {folder}: {exc}")
-            else:
-                save.path = str(path)
-                run.control.image_saved(save.path, str(save.infotext))
-                self.hooks.saved(run, save)
+        save_generated(picture, seed, infotext, request=request, options=self.options, outputs_dir=self.outputs_dir,
+                       hooks=self.hooks, run=run, result=result)
 
 
 def _restore_shape(run: ProcessingRun, request: GenerationRequest, total: int) -> None:
@@ -720,6 +776,7 @@ class _StepInputs:
         self.width, self.height = size
         self.do_cfg = do_cfg
         self.device = engine.policy.device
+        self.options = engine.options
         self._key, self._value = None, None
 
     def at(self, step: int):
@@ -736,6 +793,10 @@ class _StepInputs:
         if self.model.family != "sdxl":
             return embeds, None
         pooled = torch.cat([c.pooled.to(self.device, dtype) for c in rows])
+        if getattr(self.model, "sdxl_refiner", False):  # sizes, crop and an aesthetic score per row (refiner.py)
+            time_ids = refiner_fix.aesthetic_time_ids(self.options, self.width, self.height,
+                                                      len(unconds) if self.do_cfg else 0, len(rows))
+            return embeds, {"text_embeds": pooled, "time_ids": time_ids.to(self.device, dtype)}
         time_ids = torch.tensor([[self.height, self.width, 0, 0, self.height, self.width]],
                                 dtype=dtype, device=self.device).repeat(len(rows), 1)
         return embeds, {"text_embeds": pooled, "time_ids": time_ids}

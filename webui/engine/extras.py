@@ -1,11 +1,13 @@
-"""The Extras operation (A1111's "Extras" tab and `/sdapi/v1/extra-*` routes): upscale finished images, as data in
-and data out.
+"""The Extras operation (A1111's "Extras" tab and `/sdapi/v1/extra-*` routes): upscale finished images and restore
+their faces, as data in and data out.
 
 Semantics as A1111's postprocessing upscale: "Scale by" multiplies the size; "Scale to" scales by the larger of the
 two ratios (the aspect ratio is kept, so the image covers the box) and, with "Crop to fit", centre-crops to exactly
 the box. Upscaler 2 runs on the source too and is blended over upscaler 1's result with its visibility. Upscaler 1
-"None" leaves the image as it is (with a warning). The source image's infotext is kept and the `Postprocess ...`
-keys are appended to it.
+"None" leaves the image as it is. Then, as A1111 1.10 orders its postprocessing (upscale, GFPGAN, CodeFormer; the
+API's `upscale_first` changes nothing there either), GFPGAN and CodeFormer restore the faces of the upscaled image,
+each blended over it with its visibility (webui/engine/face_restoration.py). The source image's infotext is kept
+and the `Postprocess ...`, `GFPGAN visibility`, `CodeFormer visibility` and `CodeFormer weight` keys are appended.
 """
 from __future__ import annotations
 
@@ -41,15 +43,16 @@ class ExtrasRequest:
     upscaler_1: str = "None"
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0.0
-    upscale_first: bool = False  # accepted (it orders face restoration and upscaling; no face restoration here)
-    gfpgan_visibility: float = 0.0  # accepted; face restoration is not supported (a warning when non-zero)
+    upscale_first: bool = False  # accepted and ignored, as in A1111 1.10 (upscaling always comes first)
+    gfpgan_visibility: float = 0.0  # 0: no GFPGAN; else the restored image's weight over the upscaled one
     codeformer_visibility: float = 0.0
-    codeformer_weight: float = 0.0
+    codeformer_weight: float = 0.0  # CodeFormer's fidelity: 0 = maximum effect, 1 = minimum effect
     save: bool = False
     output_dir: str = ""  # set: save there under the source file names (Batch from Directory); else extras-images
 
-    def validate(self, upscaler_names: list[str]) -> "ExtrasRequest":
-        """Normalise in place and reject what cannot run (RequestError naming the field)."""
+    def validate(self, upscaler_names: list[str], face_restorers=None) -> "ExtrasRequest":
+        """Normalise in place and reject what cannot run (RequestError naming the field): a face restoration asked
+        for without its model or the face detector in `face_restorers` (webui.models.face_restorers) too."""
         if not self.images:
             raise RequestError("image", "No image given")
         for index, item in enumerate(self.images):
@@ -78,6 +81,9 @@ class ExtrasRequest:
                 raise RequestError(name, f"Upscaler '{value}' not found; available: {', '.join(upscaler_names)}",
                                    status=400, kind="UnknownUpscalerError")  # an unknown name, as everywhere
             setattr(self, name, lowered[value.lower()])
+        for field_name, restorer in (("gfpgan_visibility", "GFPGAN"), ("codeformer_visibility", "CodeFormer")):
+            if getattr(self, field_name) > 0:
+                _check_restorer(face_restorers, field_name, restorer)
         for image, name in self.images:
             width, height = self.target_size(image.size)
             if max(width, height) > MAX_OUTPUT_SIDE:
@@ -116,14 +122,15 @@ def text_html(text: str) -> str:
     return "<p>" + "<br>\n".join(html.escape(line) for line in text.split("\n")) + "</p>"
 
 
-def run_extras(request: ExtrasRequest, upscalers, options, outputs_dir: Path, control=None) -> ExtrasResult:
-    """Upscale every image of a validated request with `upscalers` (a webui.models.upscalers.UpscalerRegistry),
-    saving when `request.save`. An interrupt (via `control`) stops between images or tiles: the images done so far
-    are returned with `interrupted` set."""
+def run_extras(request: ExtrasRequest, upscalers, options, outputs_dir: Path, control=None,
+               face_restorers=None) -> ExtrasResult:
+    """Upscale every image of a validated request with `upscalers` (a webui.models.upscalers.UpscalerRegistry) and
+    restore its faces with `face_restorers` (webui.models.face_restorers.FaceRestorers) when asked, saving when
+    `request.save`. An interrupt (via `control`) stops between images or tiles: the images done so far are returned
+    with `interrupted` set."""
     result = ExtrasResult()
-    if request.gfpgan_visibility > 0 or request.codeformer_visibility > 0:
-        result.warnings.append("Face restoration (GFPGAN / CodeFormer) is not supported; it was skipped.")
-    if request.upscaler_1 == "None":
+    restoring = request.gfpgan_visibility > 0 or request.codeformer_visibility > 0
+    if request.upscaler_1 == "None" and not restoring:
         result.warnings.append("Upscaler 1 is None: the images were not upscaled.")
     total = len(request.images)
     for number, (source, name) in enumerate(request.images):
@@ -137,6 +144,8 @@ def run_extras(request: ExtrasRequest, upscalers, options, outputs_dir: Path, co
         if image is None:
             result.interrupted = True
             break
+        if restoring:
+            image, info = _restore_faces(request, image, info, face_restorers, options, control)
         infotext = _combine_infotext(read_infotext(source) or "", info)
         result.images.append(image)
         result.names.append(name)
@@ -197,6 +206,42 @@ def _postprocess(request: ExtrasRequest, source: Image.Image, upscalers, control
     if request.upscaler_2 != "None" and visibility > 0:
         info["Postprocess upscaler 2"] = request.upscaler_2
     return upscaled, build_infotext("", "", info).lstrip("\n")
+
+
+def _restore_faces(request: ExtrasRequest, image: Image.Image, info: str, restorers, options,
+                   control) -> tuple[Image.Image, str]:
+    """GFPGAN, then CodeFormer (A1111's postprocessing order), each blended over the image with its visibility;
+    their keys appended to the Postprocess ones."""
+    from .face_restoration import blend, restore_faces
+    keys: dict[str, object] = {}
+    steps = (("GFPGAN", request.gfpgan_visibility, {}),
+             ("CodeFormer", request.codeformer_visibility, {"codeformer_weight": request.codeformer_weight}))
+    for name, visibility, extra in steps:
+        if visibility <= 0:
+            continue
+        if control is not None:
+            control.report(textinfo=f"Restoring faces ({name})")
+        try:
+            restored, _ = restore_faces(image, restorers, name, **extra)
+        finally:
+            if options is not None and options.get("face_restoration_unload"):
+                restorers.offload()
+        image = blend(image, restored, visibility)
+        keys[f"{name} visibility"] = str(round(float(visibility), 3))  # as A1111 writes them: 1.0, 0.5
+        if name == "CodeFormer":
+            keys["CodeFormer weight"] = str(round(float(request.codeformer_weight), 3))
+    text = build_infotext("", "", keys).lstrip("\n")
+    return image, f"{info}, {text}" if info else text
+
+
+def _check_restorer(restorers, field_name: str, name: str) -> None:
+    if restorers is None:
+        raise RequestError(field_name, f"{field_name}: face restoration is not available on this server")
+    from ..models.face_restorers import FaceRestorationError
+    try:
+        restorers.check_ready(name)
+    except FaceRestorationError as exc:
+        raise RequestError(field_name, f"{field_name}: {exc}") from None
 
 
 def _centre_crop(image: Image.Image, width: int, height: int) -> Image.Image:

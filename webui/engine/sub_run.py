@@ -2,7 +2,8 @@
 reports one progress bar over all of them and obeys one Interrupt.
 
 `SubRunControl` is the control each inner run sees: its progress placed within the whole job's (the bar never
-jumps back), Interrupt passed through, and Skip ending this inner run rather than one of its batches.
+jumps back), Interrupt passed through, and Skip ending this inner run rather than one of its batches (a Skip pressed
+before it began is spent, not carried into it).
 """
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ class SubRunControl:
         """`first_job`: how many of the whole job's `job_count` batches (A1111's "jobs") came before this run."""
         self.parent, self.first_job, self.job_count, self.label = parent, first_job, job_count, label
         self.skipped = False
+        # A Skip pressed between two inner runs (after the last one's sampling) is spent: only one pressed during
+        # this run ends it. Dropped at the job's own control, so an enclosing inner run is not marked skipped.
+        root = parent
+        while isinstance(root, SubRunControl):
+            root = root.parent
+        root.take_skip()
 
     @property
     def progress(self):

@@ -95,6 +95,8 @@ class ExtensionHost:
         self.extensions = self.discover(self.root, set(disabled), disable_all)
         self.script_classes: list[tuple[Extension, type, Path]] = []  # A1111 Script subclasses found
         self.runners: dict[str, object] = {}  # "txt2img"/"img2img" -> modules.scripts.ScriptRunner
+        self.xyz_grid = None  # A1111's xyz_grid.py module, which extensions add X/Y/Z plot axes to (xyz_bridge.py)
+        self.builtin_scripts_data: list = []  # its modules.scripts.scripts_data entry
         self.services = None
         self._hooks: ProcessingHooks | None = None
         self._section_defaults: dict[tuple[str, str, str], list] = {}  # (extension, title, mode) -> values
@@ -140,6 +142,8 @@ class ExtensionHost:
         self.services = services
         ensure_compat_importable()
         RUNTIME.bind(services, self)
+        from .a1111.xyz_bridge import load_xyz_grid
+        load_xyz_grid(self)  # A1111's xyz_grid.py in scripts_data before any extension's scripts import
         for extension in self.enabled():
             extension.api = ExtensionAPI(extension, self, services)
             for path in extension.script_files:

@@ -194,5 +194,13 @@ class ModelManager:
             self._loaded.clear()
             self._current = None
 
+    def forget(self, path: Path) -> None:
+        """Drop the loaded model of the file at `path` (the file was replaced, say by a merge): the next use reads
+        the file again. The current checkpoint stays the selected one (`sd_model_checkpoint`)."""
+        with self._lock:
+            dropped = self._loaded.pop(str(path), None)
+            if dropped is not None and self._current == str(path):
+                self._current = None
+
 
 __all__ = ["ModelManager", "ModelLoadError", "UnknownCheckpointError"]

@@ -206,4 +206,6 @@ SETTING_KEYS: tuple[tuple[str, str], ...] = (
     ("UniPC skip type", "uni_pc_skip_type"),
     ("UniPC order", "uni_pc_order"),
     ("UniPC lower order final", "uni_pc_lower_order_final"),
+    ("Hires refiner", "hires_fix_refiner_pass"),
+    ("Refiner switch by sampling steps", "refiner_switch_by_sample_steps"),
 )

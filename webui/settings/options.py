@@ -34,6 +34,7 @@ class Option:
 
 
 _SAMPLER = ("sampler-params", "Sampler parameters")
+_SAVING = ("saving-images", "Saving images/grids")
 # Keys are A1111's option names, so `/sdapi/v1/options` clients keep working.
 OPTIONS: dict[str, Option] = {
     "sd_model_checkpoint": Option("", "Stable Diffusion checkpoint", str),
@@ -78,6 +79,19 @@ OPTIONS: dict[str, Option] = {
     "uni_pc_order": Option(3, "UniPC order", int, minimum=1, maximum=50, section=_SAMPLER),
     "uni_pc_lower_order_final": Option(True, "UniPC lower order final", bool, section=_SAMPLER),
     "CLIP_stop_at_last_layers": Option(1, "Clip skip", int, minimum=1, maximum=12),
+    # the refiner (webui/engine/refiner.py): A1111's keys and defaults; infotext keys in brackets
+    "hires_fix_refiner_pass": Option("second pass", "Hires fix: which pass to enable refiner for [Hires refiner]", str,
+                                     choices=("first pass", "second pass", "both passes"),
+                                     section=("sd", "Stable Diffusion")),
+    "refiner_switch_by_sample_steps": Option(False, "Switch to refiner by sampling steps instead of model timesteps. "
+                                             "Old behavior for refiner. [Refiner switch by sampling steps]", bool,
+                                             section=_SAMPLER),
+    "sdxl_refiner_low_aesthetic_score": Option(2.5, "SDXL low aesthetic score", float, minimum=0.0, maximum=10.0,
+                                               section=("sd", "Stable Diffusion"),
+                                               info="used for refiner model negative prompt"),
+    "sdxl_refiner_high_aesthetic_score": Option(6.0, "SDXL high aesthetic score", float, minimum=0.0, maximum=10.0,
+                                                section=("sd", "Stable Diffusion"),
+                                                info="used for refiner model prompt"),
     "sd_vae": Option("Automatic", "SD VAE (Automatic, None or a file in models/VAE)", str),
     "emphasis": Option("Original", "Emphasis mode", str, choices=("Original", "No norm", "Ignore")),
     "enable_prompt_comments": Option(True, "Remove # comments from prompts", bool),
@@ -119,10 +133,51 @@ OPTIONS: dict[str, Option] = {
     "outdir_img2img_samples": Option("", "Output folder for img2img (empty: outputs/img2img-images)", str),
     "outdir_extras_samples": Option("", "Output folder for images from extras tab (empty: outputs/extras-images)",
                                     str),
+    # Grids (A1111's keys, labels and defaults; webui/outputs/grid.py, webui/engine/batch_grid.py)
+    "grid_save": Option(True, "Always save all generated image grids", bool, section=_SAVING),
+    "grid_format": Option("png", "File format for grids", str, choices=("png", "jpg", "webp"), section=_SAVING),
+    "grid_extended_filename": Option(False, "Add extended info (seed, prompt) to filename when saving grid", bool,
+                                     section=_SAVING),
+    "grid_only_if_multiple": Option(True, "Do not save grids consisting of one picture", bool, section=_SAVING),
+    "grid_prevent_empty_spots": Option(False, "Prevent empty spots in grid (when set to autodetect)", bool,
+                                       section=_SAVING),
+    "n_rows": Option(-1, "Grid row count; use -1 for autodetect and 0 for it to be same as batch size", int,
+                     minimum=-1, maximum=16, section=_SAVING),
+    "grid_text_active_color": Option("#000000", "Text color for image grids", str, section=_SAVING),
+    "grid_text_inactive_color": Option("#999999", "Inactive text color for image grids", str, section=_SAVING),
+    "grid_background_color": Option("#ffffff", "Background color for image grids", str, section=_SAVING),
+    "outdir_grids": Option("", "Output directory for grids; if empty, defaults to two directories below", str),
+    "outdir_txt2img_grids": Option("", "Output folder for txt2img grids (empty: outputs/txt2img-grids)", str),
+    "outdir_img2img_grids": Option("", "Output folder for img2img grids (empty: outputs/img2img-grids)", str),
+    # A1111's "Settings in UI": settings shown in the txt2img / img2img tabs (webui/ui/main_ui_options.py), e.g.
+    # "face_restoration" for a Restore faces checkbox; their values run the tab's jobs as override settings.
+    "extra_options_txt2img": Option([], "Settings for txt2img", list, choices=lambda: tuple(OPTIONS), restart=True,
+                                    section=("settings_in_ui", "Settings in UI"),
+                                    info="setting keys, e.g. face_restoration: shown in the txt2img tab"),
+    "extra_options_img2img": Option([], "Settings for img2img", list, choices=lambda: tuple(OPTIONS), restart=True,
+                                    section=("settings_in_ui", "Settings in UI"),
+                                    info="setting keys, e.g. face_restoration: shown in the img2img tab"),
+    "extra_options_cols": Option(1, "Number of columns for added settings", int, minimum=1, maximum=20,
+                                 restart=True, section=("settings_in_ui", "Settings in UI")),
+    "extra_options_accordion": Option(False, "Place added settings into an accordion", bool, restart=True,
+                                      section=("settings_in_ui", "Settings in UI")),
+    "return_grid": Option(True, "Show grid in gallery", bool, section=("ui_gallery", "Gallery")),
     "ESRGAN_tile": Option(192, "Tile size for ESRGAN upscalers. 0 = no tiling.", int, minimum=0, maximum=512,
                           section=("upscaling", "Upscaling")),
     "ESRGAN_tile_overlap": Option(8, "Tile overlap for ESRGAN upscalers.", int, minimum=0, maximum=48,
                                   section=("upscaling", "Upscaling")),
+    # A1111's "Face restoration" section (webui/engine/face_restoration.py); infotext `Face restoration: <model>`
+    "face_restoration": Option(False, "Restore faces", bool, section=("face-restoration", "Face restoration"),
+                               info="will use a third-party model on generation result to reconstruct faces (its "
+                                    "file and the face detector must be in models/: see the README)"),
+    "face_restoration_model": Option("CodeFormer", "Face restoration model", str,
+                                     choices=("CodeFormer", "GFPGAN", "RestoreFormer"),
+                                     section=("face-restoration", "Face restoration")),
+    "code_former_weight": Option(0.5, "CodeFormer weight", float, minimum=0.0, maximum=1.0,
+                                 section=("face-restoration", "Face restoration"),
+                                 info="0 = maximum effect; 1 = minimum effect"),
+    "face_restoration_unload": Option(False, "Move face restoration model from VRAM into RAM after processing", bool,
+                                      section=("face-restoration", "Face restoration")),
 }
 
 

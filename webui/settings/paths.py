@@ -45,6 +45,12 @@ class Paths:
         return {kind: self.data_dir / "models" / kind for kind in kinds}
 
     @property
+    def face_restorer_root(self) -> Path:
+        """The models folder holding A1111's face restoration folders: `GFPGAN` (with the face detector),
+        `Codeformer` and `RestoreFormer`."""
+        return self.data_dir / "models"
+
+    @property
     def preview_decoder_dirs(self) -> list[Path]:
         """Small decoders for live previews (A1111's folders): `VAE-approx` (Approx NN's `model.pt`,
         `vaeapprox-sdxl.pt`; TAESD files are found there too) and `VAE-taesd` (`taesd_decoder.pth`, ...)."""
@@ -83,5 +89,6 @@ class Paths:
         """Create the folders a user is expected to drop files into."""
         for folder in (self.checkpoints, self.lora, self.vae, self.embeddings, self.controlnet,
                        self.annotators, self.outputs, self.extensions, self.upscaler_dirs["ESRGAN"],
-                       self.upscaler_dirs["RealESRGAN"]):
+                       self.upscaler_dirs["RealESRGAN"], self.face_restorer_root / "GFPGAN",
+                       self.face_restorer_root / "Codeformer"):
             folder.mkdir(parents=True, exist_ok=True)

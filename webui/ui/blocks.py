@@ -8,12 +8,14 @@ from __future__ import annotations
 import gradio as gr
 
 from . import checkpoints, extensions_tab, extras_tab, override_settings, pnginfo, settings_tab, styles, ui_config, vae
+from . import hires_inputs, refiner_inputs
 from .assets import CSS as PAGE_CSS, JS
 from .extension_scripts import ComponentCallbacks
 
 CSS = PAGE_CSS + extensions_tab.CSS
 from .generation_tab import GenerationTab, build_tab, wire_tab
 from . import history_tab
+from . import merger_tab
 
 __all__ = ["build_ui", "CSS", "JS"]
 
@@ -107,6 +109,9 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, 
         if tab.hires:  # the same Send button fills txt2img's Hires. fix accordion from the `Hires …` keys
             button.click(lambda infotext: pnginfo.hires_values(services, infotext), inputs=[text],
                          outputs=tab.hires.components(), show_progress="hidden", api_visibility="undocumented")
+        if tab.refiner:  # ... and the Refiner accordion from `Refiner` / `Refiner switch at`
+            button.click(lambda infotext: refiner_inputs.pasted(services, infotext), inputs=[text],
+                         outputs=tab.refiner.components(), show_progress="hidden", api_visibility="undocumented")
         _wire_override_paste(button, [text], lambda infotext: infotext, tab, services)
 
 
@@ -140,6 +145,9 @@ def _history_tab(history: gr.Tab, tabs: gr.Tabs, txt2img: GenerationTab, img2img
             button.click(lambda state: pnginfo.hires_values(services, _history_text(state)),
                          inputs=[view.state], outputs=tab.hires.components(), show_progress="hidden",
                          api_visibility="undocumented")
+        if tab.refiner:
+            button.click(lambda state: refiner_inputs.pasted(services, _history_text(state)), inputs=[view.state],
+                         outputs=tab.refiner.components(), show_progress="hidden", api_visibility="undocumented")
         _wire_override_paste(button, [view.state], _history_text, tab, services)
 
 
@@ -150,7 +158,10 @@ def _history_text(state) -> str:
 
 def _wire_override_paste(button: gr.Button, inputs: list, infotext, tab: GenerationTab, services) -> None:
     """The same Send button fills the tab's Override settings with the settings the infotext carries that differ
-    from the server's (`infotext(*inputs)` reads the infotext sent)."""
+    from the server's, and sets the settings shown in the tab (`infotext(*inputs)` reads the infotext sent)."""
+    if tab.settings_in_ui is not None:  # and the settings shown in the tab, from the same infotext
+        button.click(lambda *values: tab.settings_in_ui.pasted(services, infotext(*values)), inputs=inputs,
+                     outputs=tab.settings_in_ui.components, show_progress="hidden", api_visibility="undocumented")
     if tab.override_settings is None:
         return
     button.click(lambda *values: override_settings.pasted(services, infotext(*values)), inputs=inputs,
@@ -189,6 +200,10 @@ def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: 
                 button.click(lambda state: pnginfo.controlnet_values(services, pnginfo.selected_infotext(state), count),
                              inputs=[source.state], outputs=img2img.controlnet.paste_outputs(),
                              show_progress="hidden", api_visibility="undocumented")
+            if img2img.refiner and services is not None:  # the Refiner accordion from the image's infotext
+                button.click(lambda state: refiner_inputs.pasted(services, pnginfo.selected_infotext(state)),
+                             inputs=[source.state], outputs=img2img.refiner.components(), show_progress="hidden",
+                             api_visibility="undocumented")
             if services is not None:  # the tab's last results' infotexts: none when the gallery is empty
                 _wire_override_paste(button, [source.state], pnginfo.selected_infotext, img2img, services)
 
@@ -227,6 +242,19 @@ def _announced_tabs(host) -> list[tuple[str, gr.Blocks, str, str]]:
     return found
 
 
+def _other_checkpoint_pickers(services, *tabs: GenerationTab) -> list[merger_tab.OtherPicker]:
+    """The tabs' Refiner and Hires checkpoint lists, each with its update: the Checkpoint Merger refreshes them."""
+    pickers: list[merger_tab.OtherPicker] = []
+    for tab in tabs:
+        if tab.refiner is not None:
+            pickers.append((tab.refiner.refiner_checkpoint,
+                            lambda current: refiner_inputs.checkpoint_dropdown(services, current)))
+        if tab.hires is not None:
+            pickers.append((tab.hires.hr_checkpoint_name,
+                            lambda current: hires_inputs.checkpoint_dropdown(services, current)))
+    return pickers
+
+
 def build_ui(services) -> gr.Blocks:
     host = services.extension_host
     host.callbacks.call("before_ui")
@@ -252,6 +280,8 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
                 extras = extras_tab.build_extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 _pnginfo_tab(tabs, txt2img, img2img, services)
+            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
+                merger_tab.build_merger_tab(services, dropdown, _other_checkpoint_pickers(services, txt2img, img2img))
             with gr.Tab(history_tab.HISTORY_TITLE, id=history_tab.HISTORY_ID, elem_id="tab_history") as history:
                 _history_tab(history, tabs, txt2img, img2img, services)
             _extension_tabs(services, announced)
@@ -266,6 +296,9 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
 
         inputs = ui_config.labelled_inputs(blocks)
         ui_config.apply_ui_config(services.paths.data_dir / "ui-config.json", inputs)
+        for tab in (txt2img, img2img):  # "Extra" ticked in ui-config.json: its seed extras shown from the start
+            if tab.seed_extras is not None:
+                tab.seed_extras.visible = bool(tab.subseed_show.value)
         restore, remembered = ui_config.wire_last_used(
             services, inputs, {"txt2img": txt2img.generate, "img2img": img2img.generate, "extras": extras.generate})
 

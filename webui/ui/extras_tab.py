@@ -1,6 +1,7 @@
 """The Extras tab (A1111's elem_ids): upscale a single image, several files, or a folder, with upscaler 1, an
-optional upscaler 2 blended in, "Scale by" or "Scale to" (with crop to fit). The work is an "extras" job in the
-queue (`Services.extras`); this module only lays out the controls, builds the request and shows the result."""
+optional upscaler 2 blended in, "Scale by" or "Scale to" (with crop to fit), then restore faces with GFPGAN and
+CodeFormer (each with its visibility). The work is an "extras" job in the queue (`Services.extras`); this module
+only lays out the controls, builds the request and shows the result."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class ExtrasTab:
     upscaler_1: gr.Dropdown
     upscaler_2: gr.Dropdown
     upscaler_2_visibility: gr.Slider
+    gfpgan_visibility: gr.Slider
+    codeformer_visibility: gr.Slider
+    codeformer_weight: gr.Slider
     refresh: gr.Button
     generate: gr.Button
     interrupt: gr.Button
@@ -49,7 +53,8 @@ class ExtrasTab:
         """The components `run` takes after (services, state), in its parameter order."""
         return [self.source_mode, self.image, self.image_batch, self.input_dir, self.output_dir, self.show_results,
                 self.resize_mode, self.upscaling_resize, self.upscaling_resize_w, self.upscaling_resize_h,
-                self.upscaling_crop, self.upscaler_1, self.upscaler_2, self.upscaler_2_visibility]
+                self.upscaling_crop, self.upscaler_1, self.upscaler_2, self.upscaler_2_visibility,
+                self.gfpgan_visibility, self.codeformer_visibility, self.codeformer_weight]
 
 
 def upscaler_names(services) -> list[str]:
@@ -114,6 +119,15 @@ def build_extras_tab(services) -> ExtrasTab:
                 c["upscaler_2"] = gr.Dropdown(names, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
                 c["upscaler_2_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
                                                        elem_id="extras_upscaler_2_visibility")
+            with gr.Row():  # A1111's GFPGAN and CodeFormer postprocessing controls (their files: README)
+                c["gfpgan_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility",
+                                                   elem_id="extras_gfpgan_visibility")
+            with gr.Row():
+                c["codeformer_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="CodeFormer visibility",
+                                                       elem_id="extras_codeformer_visibility")
+                c["codeformer_weight"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001,
+                                                   label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                                                   elem_id="extras_codeformer_weight")
         with gr.Column():
             c["state"] = gr.State({"job_id": None})
             c["progress"] = gr.HTML(elem_id="extras_progress")
@@ -146,7 +160,8 @@ def _wire(tab: ExtrasTab, services, scale_by: gr.Tab, scale_to: gr.Tab) -> None:
 
 def build_request(services, source_mode: int, image, files, input_dir: str, output_dir: str, resize_mode: int,
                   upscaling_resize: float, width: int, height: int, crop: bool, upscaler_1: str, upscaler_2: str,
-                  visibility: float) -> ExtrasRequest:
+                  visibility: float, gfpgan_visibility: float = 0.0, codeformer_visibility: float = 0.0,
+                  codeformer_weight: float = 0.0) -> ExtrasRequest:
     """The request for the tab's values: images from the selected source, saved as A1111's Extras tab saves."""
     output = ""
     if source_mode == DIRECTORY:
@@ -166,7 +181,9 @@ def build_request(services, source_mode: int, image, files, input_dir: str, outp
     return ExtrasRequest(images=images, resize_mode=int(resize_mode), upscaling_resize=upscaling_resize,
                          upscaling_resize_w=width, upscaling_resize_h=height, upscaling_crop=crop,
                          upscaler_1=upscaler_1 or "None", upscaler_2=upscaler_2 or "None",
-                         extras_upscaler_2_visibility=visibility, save=True, output_dir=output)
+                         extras_upscaler_2_visibility=visibility, gfpgan_visibility=gfpgan_visibility or 0.0,
+                         codeformer_visibility=codeformer_visibility or 0.0,
+                         codeformer_weight=codeformer_weight or 0.0, save=True, output_dir=output)
 
 
 def _open_file(file) -> tuple[Image.Image, str]:
@@ -190,13 +207,15 @@ def info_html(text: str) -> str:
 
 
 def run(services, state: dict | None, source_mode, image, files, input_dir, output_dir, show_results, resize_mode,
-        upscaling_resize, width, height, crop, upscaler_1, upscaler_2, visibility) -> Iterator[tuple]:
+        upscaling_resize, width, height, crop, upscaler_1, upscaler_2, visibility, gfpgan_visibility=0.0,
+        codeformer_visibility=0.0, codeformer_weight=0.0) -> Iterator[tuple]:
     """Queue the Extras job and stream (state, progress, gallery, html_info, generate, interrupt)."""
     state = dict(state or {})
     skip = gr.skip()
     try:
         request = build_request(services, source_mode, image, files, input_dir, output_dir, resize_mode,
-                                upscaling_resize, width, height, crop, upscaler_1, upscaler_2, visibility)
+                                upscaling_resize, width, height, crop, upscaler_1, upscaler_2, visibility,
+                                gfpgan_visibility, codeformer_visibility, codeformer_weight)
         job = services.extras(request, source="ui")
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)

@@ -15,9 +15,11 @@ from ..core.request import (INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, RESIZE_MOD
                             Outpaint)
 from ..engine.preview import preview_every
 from ..jobs.queue import DONE, RUNNING
+from ..outputs.infotext import parse_infotext
 from . import canvas, notices
 from .controlnet import units_from_values
 from .hires_inputs import apply_hires
+from .refiner_inputs import apply_refiner
 from .override_settings import to_overrides
 from .progress import progress_html, updates_until_done
 
@@ -28,7 +30,8 @@ OUTPUTS = ("state", "progress", "gallery", "infotext", "generate", "interrupt", 
 
 def new_state() -> dict:
     """A tab's memory within one browser session: its job and what the last run made."""
-    return {"job_id": None, "seeds": [], "infotexts": [], "selected": 0, "elapsed": 0.0, "maps": 0}
+    return {"job_id": None, "seeds": [], "subseeds": [], "subseed_strength": 0.0, "first": 0, "infotexts": [],
+            "selected": 0, "elapsed": 0.0, "maps": 0}
 
 
 def infotext_html(infotext: str, elapsed: float | None = None) -> str:
@@ -45,6 +48,29 @@ IMG2IMG_FIELDS = ("img2img_mode", "image", "sketch", "inpaint", "inpaint_sketch"
                   "mask_blur", "mask_mode", "inpainting_fill", "inpaint_area", "inpaint_padding", "outpaint_enable",
                   "outpaint_left", "outpaint_right", "outpaint_up", "outpaint_down", "outpaint_fill",
                   "outpaint_overlap")
+
+
+# The seed extras and Tiling (A1111's "Extra" beside the seed, and the Tiling checkbox), in this order
+# (`GenerationTab.seed_extra_inputs()`); optional in `generate`'s API signature.
+SEED_EXTRA_FIELDS = ("subseed_show", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h",
+                     "tiling")
+
+
+def apply_seed_extras(request: GenerationRequest, values: dict | None) -> GenerationRequest:
+    """The seed extras as A1111's seed section applies them: the variation seed and strength only while "Extra"
+    is ticked and the strength is above 0, "Resize seed from" only while it is ticked and both sides are set;
+    Tiling on its own. Missing values (an API client leaving them out) leave the request's defaults."""
+    values = values or {}
+    extra = bool(values.get("subseed_show"))
+    strength = float(values.get("subseed_strength") or 0)
+    if extra and strength > 0:
+        request.subseed = _whole(values.get("subseed"), -1)
+        request.subseed_strength = strength
+    resize_w, resize_h = _whole(values.get("seed_resize_from_w")), _whole(values.get("seed_resize_from_h"))
+    if extra and resize_w > 0 and resize_h > 0:
+        request.seed_resize_from_w, request.seed_resize_from_h = resize_w, resize_h
+    request.tiling = bool(values.get("tiling"))
+    return request
 
 
 def choice_index(field: str, label: str, value: Any, choices: tuple[str, ...], default: int = 0) -> int:
@@ -120,17 +146,21 @@ def build_request(mode: str, prompt, negative_prompt, sampler, scheduler, steps,
                   batch_size, cfg_scale, seed, *, img2img: dict | None = None, styles=None,
                   allow_folders: bool = True, controlnet: list[dict] | None = None,
                   scripts: dict | None = None, hires: dict | None = None,
-                  override_settings: dict | None = None) -> GenerationRequest:
+                  override_settings: dict | None = None, seed_extras: dict | None = None,
+                  refiner: dict | None = None) -> GenerationRequest:
     """The request for the tab's values (checked by `validate` when it is queued; the chosen `styles` are
     applied into the prompts then). img2img's own values come as a dict named as IMG2IMG_FIELDS, txt2img's hires
     fix as one named as `hires_inputs.HIRES_FIELDS`; the ControlNet units' as one dict per unit tab
     (`controlnet.REQUEST_FIELDS`); the Override settings as {option: value} (`override_settings.to_overrides`),
-    the job's settings as the API's `override_settings` are."""
+    the job's settings as the API's `override_settings` are; the seed extras and Tiling as one named as
+    SEED_EXTRA_FIELDS; the Refiner accordion's as one named as `refiner_inputs.REFINER_FIELDS`."""
     request = GenerationRequest(mode=mode, prompt=prompt, negative_prompt=negative_prompt, sampler_name=sampler,
                                 scheduler=scheduler, steps=steps, width=width, height=height, n_iter=batch_count,
                                 batch_size=batch_size, cfg_scale=cfg_scale, seed=seed, styles=list(styles or []))
     if override_settings:
         request.extra["override_settings"] = dict(override_settings)
+    apply_seed_extras(request, seed_extras)
+    apply_refiner(request, refiner)
     if mode == "img2img":
         apply_img2img(request, img2img or {}, allow_folders)
     elif hires:
@@ -157,10 +187,12 @@ def _with_infotext(image, infotext: str):
 
 def generate(services, mode: str, state: dict | None, *values, img2img: dict | None = None,
              styles=None, controlnet: list[dict] | None = None, scripts: dict | None = None,
-             hires: dict | None = None, override_settings=None) -> Iterator[tuple]:
+             hires: dict | None = None, override_settings=None, seed_extras: dict | None = None,
+             refiner: dict | None = None, settings_in_ui: tuple | None = None) -> Iterator[tuple]:
     """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip).
     `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS, the
-    ControlNet units' as one dict per unit, the Override settings as the dropdown's selected "Key: value" entries
+    ControlNet units' as one dict per unit, the settings shown in the tab as (MainUiOptions, their values), the
+    Override settings as the dropdown's selected "Key: value" entries
     (one the server cannot use is a notice, and nothing is queued). The gallery shows the images, then the units'
     detected maps (unless the option `control_net_no_detectmap` is set); only the images carry infotext."""
     state = dict(state or new_state())
@@ -168,10 +200,13 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
     try:
         allow_folders = not getattr(services.flags, "hide_ui_dir_config", False)
         overrides = to_overrides(services, override_settings)
-        job = services.generate(build_request(mode, *values, img2img=img2img, styles=styles,
-                                              allow_folders=allow_folders, controlnet=controlnet, scripts=scripts,
-                                              hires=hires, override_settings=overrides),
-                                source="ui")
+        if settings_in_ui is not None:  # the tab's added settings, under what Override settings holds
+            panel, shown_values = settings_in_ui
+            overrides = {**panel.decode(services, shown_values), **overrides}
+        request = build_request(mode, *values, img2img=img2img, styles=styles, allow_folders=allow_folders,
+                                controlnet=controlnet, scripts=scripts, hires=hires, override_settings=overrides,
+                                seed_extras=seed_extras, refiner=refiner)
+        job = services.generate(request, source="ui")
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
         yield (state, skip, skip, skip, *_buttons(False))
@@ -184,7 +219,7 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
         for panel, preview in updates_until_done(services.queue, job, shown, preview_every(services.options)):
             if preview is not None and not previewed:  # the last results leave the gallery: forget their texts
                 previewed = True
-                state = {**state, "seeds": [], "infotexts": [], "selected": 0, "maps": 0}
+                state = {**state, "seeds": [], "subseeds": [], "first": 0, "infotexts": [], "selected": 0, "maps": 0}
             yield (state, skip if panel is None else panel, skip if preview is None else [preview], skip,
                    skip, skip, skip)
         state = {**state, "job_id": None}
@@ -200,8 +235,9 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
             yield (state, progress_html(job), cleared, skip, *_buttons(False))
             return
         maps = [] if services.options.get("control_net_no_detectmap") else list(result.control_maps or [])
-        state = {**state, "seeds": list(result.seeds), "infotexts": list(result.infotexts), "selected": 0,
-                 "elapsed": result.elapsed, "maps": len(maps)}
+        state = {**state, "seeds": list(result.seeds), "subseeds": list(result.subseeds),
+                 "subseed_strength": request.subseed_strength, "first": result.index_of_first_image,
+                 "infotexts": list(result.infotexts), "selected": 0, "elapsed": result.elapsed, "maps": len(maps)}
         gallery = [_with_infotext(image, text) for image, text in zip(result.images, result.infotexts)] + maps
         yield (state, progress_html(job), gallery, infotext_html(result.infotexts[0], result.elapsed),
                *_buttons(False))
@@ -248,13 +284,37 @@ def select_image(state: dict | None, index: int | None) -> tuple[dict, str]:
 
 
 def reuse_seed(state: dict | None):
-    """♻️: the seed of the selected (else the first) image this tab made last."""
-    seeds = (state or {}).get("seeds") or []
-    if not seeds:
+    """♻️: the seed of the selected image this tab made last; on a grid, its first picture's (an X/Y/Z plot's sub
+    grid: its Z value's first cell's); the first image's when a detected map or nothing is selected."""
+    return _reused(state, "seeds")
+
+
+def reuse_subseed(state: dict | None):
+    """♻️ beside the variation seed: the selected image's variation seed, or its seed when the run had no
+    variation (A1111's)."""
+    use_subseeds = float((state or {}).get("subseed_strength") or 0) > 0
+    return _reused(state, "subseeds" if use_subseeds else "seeds")
+
+
+def _reused(state: dict | None, key: str):
+    state = state or {}
+    numbers = state.get(key) or []
+    if not numbers:
         notices.warn("No image generated yet in this tab: there is no seed to reuse")
         return gr.skip()
-    index = (state or {}).get("selected") or 0
-    return seeds[index] if 0 <= index < len(seeds) else seeds[0]
+    selected, first = state.get("selected") or 0, state.get("first") or 0
+    index = selected - first  # the grids in front have no entries in the seed lists
+    if 0 <= index < len(numbers):
+        return numbers[index]
+    texts = state.get("infotexts") or []
+    if 0 <= selected < min(first, len(texts)):  # a grid: the seed its infotext names (its first picture's)
+        named = str(parse_infotext(texts[selected]).get(_INFOTEXT_SEEDS[key], ""))
+        if named.strip().lstrip("-").isdigit():
+            return int(named)
+    return numbers[0]
+
+
+_INFOTEXT_SEEDS = {"seeds": "Seed", "subseeds": "Variation seed"}  # a state list -> its infotext key
 
 
 def random_seed() -> int:

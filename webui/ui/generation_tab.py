@@ -8,13 +8,16 @@ import gradio as gr
 
 from ..core.request import RESIZE_MODES
 from ..core.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
-from . import (controlnet, extension_scripts, generation, hires_inputs, img2img_inputs, override_settings, styles,
-               token_counter)
+from . import (controlnet, extension_scripts, generation, hires_inputs, img2img_inputs, main_ui_options,
+               override_settings, styles, token_counter)
 from .controlnet import ControlNetPanel
 from .extension_scripts import ScriptsPanel
+from .main_ui_options import MainUiOptions
 from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
 from .hires_inputs import HIRES_FIELDS, HiresInputs
 from .img2img_inputs import Img2ImgInputs
+from . import refiner_inputs
+from .refiner_inputs import REFINER_FIELDS, RefinerInputs
 
 
 @dataclass
@@ -56,23 +59,44 @@ class GenerationTab:
     controlnet: ControlNetPanel | None = None  # the ControlNet units' accordion
     scripts: ScriptsPanel | None = None  # extensions' controls and the Script dropdown
     hires: HiresInputs | None = None  # txt2img's Hires. fix accordion
+    refiner: RefinerInputs | None = None  # the Refiner accordion (refiner_inputs.REFINER_FIELDS)
     override_settings: gr.Dropdown | None = None  # settings an infotext sent here carries (override_settings.py)
+    settings_in_ui: MainUiOptions | None = None  # settings shown in the tab (main_ui_options.py), inputs after styles
+    # A1111's seed extras ("Extra" beside the seed shows them) and the Tiling checkbox (generation.SEED_EXTRA_FIELDS)
+    subseed_show: gr.Checkbox | None = None
+    seed_extras: gr.Group | None = None
+    subseed: gr.Number | None = None
+    random_subseed: gr.Button | None = None
+    reuse_subseed: gr.Button | None = None
+    subseed_strength: gr.Slider | None = None
+    seed_resize_from_w: gr.Slider | None = None
+    seed_resize_from_h: gr.Slider | None = None
+    tiling: gr.Checkbox | None = None
 
     def request_inputs(self) -> list:
         """The components of `generation.build_request`'s shared values, in its order."""
         return [self.prompt, self.negative_prompt, self.sampler, self.scheduler, self.steps, self.width,
                 self.height, self.batch_count, self.batch_size, self.cfg_scale, self.seed]
 
+    def seed_extra_inputs(self) -> list:
+        """The seed extras and Tiling, in generation.SEED_EXTRA_FIELDS' order (none for a tab built without them)."""
+        found = [getattr(self, name) for name in generation.SEED_EXTRA_FIELDS]
+        return found if all(component is not None for component in found) else []
+
     def generate_inputs(self) -> list:
         """`generate`'s inputs: the tab's state, the shared values, img2img's own (IMG2IMG_FIELDS) or txt2img's hires
-        fix (HIRES_FIELDS), the ControlNet units' values, the extensions' controls (and Script dropdown), the Override
-        settings (when the tab has them), and last the chosen styles."""
+        fix (HIRES_FIELDS), the seed extras and Tiling (SEED_EXTRA_FIELDS), the ControlNet units' values, the
+        extensions' controls (and Script dropdown), the Override settings (when the tab has them), and last the
+        chosen styles."""
         own = self.img2img.components(generation.IMG2IMG_FIELDS) if self.img2img else []
         own += self.hires.components(HIRES_FIELDS) if self.hires else []
+        own += self.seed_extra_inputs()
+        own += self.refiner.components() if self.refiner else []  # the Refiner accordion (REFINER_FIELDS)
         units = self.controlnet.request_inputs() if self.controlnet else []
         scripts = self.scripts.request_inputs() if self.scripts else []
         overrides = [self.override_settings] if self.override_settings is not None else []
-        return [self.state, *self.request_inputs(), *own, *units, *scripts, *overrides, self.styles]
+        in_ui = self.settings_in_ui.components if self.settings_in_ui else []
+        return [self.state, *self.request_inputs(), *own, *units, *scripts, *overrides, self.styles, *in_ui]
 
     def generate_outputs(self) -> list:
         return [getattr(self, name) for name in generation.OUTPUTS]
@@ -107,6 +131,25 @@ def _tools(c: dict, p: str) -> None:
                                      elem_id=f"{p}_style_name", scale=1, min_width=120, container=False)
         c["style_create"] = gr.Button("💾", elem_id=f"{p}_style_create", elem_classes="tool-button", scale=0,
                                       min_width=40)
+
+
+def _seed_extras(c: dict, p: str) -> None:
+    """A1111's seed extras, hidden until "Extra" is ticked: the variation seed (🎲, ♻️) and strength, and "Resize
+    seed from" width / height (0: off)."""
+    with gr.Group(visible=False, elem_id=f"{p}_seed_extras") as c["seed_extras"]:
+        with gr.Row(elem_id=f"{p}_subseed_row"):
+            c["subseed"] = gr.Number(value=-1, precision=0, label="Variation seed", elem_id=f"{p}_subseed", scale=4)
+            c["random_subseed"] = gr.Button("🎲", elem_id=f"{p}_random_subseed", elem_classes="tool-button",
+                                            scale=0, min_width=40)
+            c["reuse_subseed"] = gr.Button("♻️", elem_id=f"{p}_reuse_subseed", elem_classes="tool-button",
+                                           scale=0, min_width=40)
+            c["subseed_strength"] = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
+                                              elem_id=f"{p}_subseed_strength", scale=4)
+        with gr.Row(elem_id=f"{p}_seed_resize_from_row"):
+            c["seed_resize_from_w"] = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
+                                                elem_id=f"{p}_seed_resize_from_w")
+            c["seed_resize_from_h"] = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
+                                                elem_id=f"{p}_seed_resize_from_h")
 
 
 def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTab:
@@ -161,10 +204,18 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                                              scale=0, min_width=40)
                 c["reuse_seed"] = gr.Button("♻️", elem_id=f"{p}_reuse_seed", elem_classes="tool-button",
                                             scale=0, min_width=40)
+                c["subseed_show"] = gr.Checkbox(label="Extra", value=False, elem_id=f"{p}_subseed_show", scale=1,
+                                                min_width=80)
+            _seed_extras(c, p)
+            with gr.Row(elem_id=f"{p}_checkboxes"):
+                c["tiling"] = gr.Checkbox(label="Tiling", value=False, elem_id=f"{p}_tiling",
+                                          info="a picture that tiles seamlessly")
             if mode == "img2img":
                 own.update(img2img_inputs.build_outpaint())
             else:
                 c["hires"] = hires_inputs.build(services)
+            c["refiner"] = refiner_inputs.build(p, services)
+            c["settings_in_ui"] = main_ui_options.build(p, services)
             c["override_settings"] = override_settings.build(p)
             if services is not None:
                 c["controlnet"] = controlnet.build_panel(mode, services)
@@ -189,19 +240,30 @@ def wire_tab(tab: GenerationTab, services) -> None:
     mode = tab.mode
     shared = len(tab.request_inputs())
     own_count = len(generation.IMG2IMG_FIELDS) if tab.img2img else len(HIRES_FIELDS) if tab.hires else 0
+    extra_count = len(tab.seed_extra_inputs())
+    refiner_count = len(REFINER_FIELDS) if tab.refiner else 0
 
     unit_count = len(tab.controlnet.request_inputs()) if tab.controlnet else 0
 
+    in_ui_count = len(tab.settings_in_ui.fields) if tab.settings_in_ui else 0
+
     def run(state, *values):
+        if in_ui_count:
+            values, in_ui = values[:-in_ui_count], values[-in_ui_count:]
+        settings_in_ui = (tab.settings_in_ui, in_ui) if in_ui_count else None
         *values, overrides, chosen_styles = values if tab.override_settings is not None \
             else (*values[:-1], None, values[-1])
         own = dict(zip(generation.IMG2IMG_FIELDS, values[shared:shared + own_count])) if tab.img2img else None
         hires = dict(zip(HIRES_FIELDS, values[shared:shared + own_count])) if tab.hires else None
-        rest = values[shared + own_count:]
+        extras = dict(zip(generation.SEED_EXTRA_FIELDS, values[shared + own_count:shared + own_count + extra_count]))
+        start = shared + own_count + extra_count
+        refiner = dict(zip(REFINER_FIELDS, values[start:start + refiner_count])) if tab.refiner else None
+        rest = values[start + refiner_count:]
         units = tab.controlnet.split_values(rest[:unit_count]) if tab.controlnet else None
         scripts = tab.scripts.values(rest[unit_count:]) if tab.scripts else None
         yield from generation.generate(services, mode, state, *values[:shared], img2img=own, styles=chosen_styles,
-                                       controlnet=units, scripts=scripts, hires=hires, override_settings=overrides)
+                                       controlnet=units, scripts=scripts, hires=hires, override_settings=overrides,
+                                       seed_extras=extras, refiner=refiner, settings_in_ui=settings_in_ui)
 
     run.__signature__ = _generate_signature(tab)
 
@@ -221,16 +283,32 @@ def wire_tab(tab: GenerationTab, services) -> None:
                          api_visibility="undocumented")
     tab.gallery.select(select, inputs=[tab.state], outputs=[tab.state, tab.infotext], show_progress="hidden",
                        api_visibility="undocumented")
+    if tab.seed_extra_inputs():
+        _wire_seed_extras(tab)
     _wire_prompt_tools(tab, services)
     wire_panel(tab.networks, tab.extra_networks, services)
     if tab.img2img:
         img2img_inputs.wire_inputs(tab.img2img)
     if tab.hires:
         hires_inputs.wire(tab.hires, tab.width, tab.height, services)
+    if tab.refiner:
+        refiner_inputs.wire(tab.refiner, services)
     if tab.controlnet:
         controlnet.wire_panel(tab.controlnet, services, tab.width, tab.height, tab.img2img)
     if tab.scripts:
         extension_scripts.wire_scripts(tab.scripts, services)
+
+
+def _wire_seed_extras(tab: GenerationTab) -> None:
+    """"Extra" shows or hides the seed extras (also when a paste or the last used values tick it); 🎲 and ♻️ of
+    the variation seed."""
+    tab.subseed_show.change(lambda shown: gr.Group(visible=bool(shown)), inputs=[tab.subseed_show],
+                            outputs=[tab.seed_extras], show_progress="hidden", queue=False,
+                            api_visibility="undocumented")
+    tab.random_subseed.click(generation.random_seed, outputs=[tab.subseed], show_progress="hidden",
+                             api_visibility="undocumented")
+    tab.reuse_subseed.click(generation.reuse_subseed, inputs=[tab.state], outputs=[tab.subseed],
+                            show_progress="hidden", api_visibility="undocumented")
 
 
 # Names of `generation.build_request`'s shared values (GenerationTab.request_inputs' order).
@@ -248,6 +326,8 @@ def _generate_signature(tab: GenerationTab) -> inspect.Signature:
 
     own = generation.IMG2IMG_FIELDS if tab.img2img else ()
     hires = list(HIRES_FIELDS) if tab.hires else []  # optional: left out, hires fix is off
+    hires += list(generation.SEED_EXTRA_FIELDS) if tab.seed_extra_inputs() else []  # left out: off
+    hires += list(REFINER_FIELDS) if tab.refiner else []  # left out: no refiner
     units = [f"controlnet_{unit.index}_{name}" for unit in (tab.controlnet.units if tab.controlnet else [])
              for name in unit.request_fields()]
     scripts = [f"script_arg_{i}" for i in range(len(tab.scripts.request_inputs()))] if tab.scripts else []
@@ -255,7 +335,9 @@ def _generate_signature(tab: GenerationTab) -> inspect.Signature:
                               *(parameter(name, default=None) for name in hires + units + scripts),
                               *([parameter("override_settings", default=None)] if tab.override_settings is not None
                                 else []),
-                              parameter("styles", default=None)])
+                              parameter("styles", default=None),
+                              *(parameter(f"setting_{field.key}", default=None)
+                                for field in (tab.settings_in_ui.fields if tab.settings_in_ui else []))])
 
 
 def _wire_prompt_tools(tab: GenerationTab, services) -> None:

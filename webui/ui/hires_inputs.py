@@ -57,6 +57,12 @@ def checkpoint_choices(services) -> list[str]:
     return [SAME_CHECKPOINT, *(info.title for info in (models.checkpoints() if models is not None else []))]
 
 
+def checkpoint_dropdown(services, current: str | None) -> gr.Dropdown:
+    """The Hires checkpoint list as the model manager has it now (no rescan), the choice kept while it is listed."""
+    choices = checkpoint_choices(services)
+    return gr.Dropdown(choices=choices, value=current if current in choices else SAME_CHECKPOINT)
+
+
 def build(services) -> HiresInputs:
     """The accordion (inside the txt2img settings column)."""
     c = {}
@@ -124,9 +130,9 @@ def wire(hires: HiresInputs, width: gr.Slider, height: gr.Slider, services) -> N
         if registry is not None:
             registry.refresh()
         services.models.refresh()
-        upscalers, checkpoints = upscaler_choices(services), checkpoint_choices(services)
+        upscalers = upscaler_choices(services)
         return (gr.Dropdown(choices=upscalers, value=upscaler if upscaler in upscalers else DEFAULT_UPSCALER),
-                gr.Dropdown(choices=checkpoints, value=checkpoint if checkpoint in checkpoints else SAME_CHECKPOINT))
+                checkpoint_dropdown(services, checkpoint))
 
     hires.refresh.click(refresh, inputs=[hires.hr_upscaler, hires.hr_checkpoint_name],
                         outputs=[hires.hr_upscaler, hires.hr_checkpoint_name], show_progress="hidden",

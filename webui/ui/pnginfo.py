@@ -15,7 +15,8 @@ from ..outputs.save import read_infotext
 from . import controlnet, hires_inputs, img2img_inputs, notices
 
 # The generation tab's controls `send_to` sets, in this order (names of `GenerationTab` fields).
-FIELDS = ("prompt", "negative_prompt", "steps", "sampler", "scheduler", "cfg_scale", "seed", "width", "height")
+FIELDS = ("prompt", "negative_prompt", "steps", "sampler", "scheduler", "cfg_scale", "seed", "width", "height",
+          "subseed_show", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "tiling")
 # img2img's own controls it sets after the image (names of `Img2ImgInputs` fields).
 IMG2IMG_FIELDS = ("denoising_strength", "mask_blur", "mask_mode", "inpainting_fill", "inpaint_area",
                   "inpaint_padding", "outpaint_enable", "outpaint_left", "outpaint_right", "outpaint_up",
@@ -90,7 +91,8 @@ def _sampler_and_schedule(params: dict, current_sampler, current_scheduler) -> t
 
 def generation_values(text: str, current_sampler=None, current_scheduler=None, params: dict | None = None) -> tuple:
     """Values for FIELDS from infotext (gr.skip() for what it lacks or what is unusable). `params`: the infotext
-    already parsed (and perhaps amended by extensions' infotext_pasted callbacks)."""
+    already parsed (and perhaps amended by extensions' infotext_pasted callbacks). As A1111: "Extra" is ticked when
+    the infotext has a variation seed or "Seed resize from" (else unticked), and Tiling follows its `Tiling` key."""
     params = parse_infotext(text) if params is None else params
     sampler, schedule = _sampler_and_schedule(params, current_sampler, current_scheduler)
     return (
@@ -101,6 +103,12 @@ def generation_values(text: str, current_sampler=None, current_scheduler=None, p
         _number(params.get("Seed"), int, -1, 2 ** 32),
         _number(params.get("Size-1"), int, 64, 2048),
         _number(params.get("Size-2"), int, 64, 2048),
+        "Variation seed" in params or "Seed resize from-1" in params,
+        _number(params.get("Variation seed"), int, -1, 2 ** 32),
+        _number(params.get("Variation seed strength"), float, 0.0, 1.0),
+        _number(params.get("Seed resize from-1"), int, 0, 2048),
+        _number(params.get("Seed resize from-2"), int, 0, 2048),
+        str(params.get("Tiling", "")).strip().lower() == "true",
     )
 
 

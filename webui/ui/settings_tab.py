@@ -44,7 +44,9 @@ BUILTIN_PREFIXES: tuple[tuple[str, tuple[str, str]], ...] = (("outdir_", SAVING)
 SECTION_ORDER = (SAVING[0], STABLE_DIFFUSION[0], CONTROLNET[0])  # first, in this order; then by title; Other last
 
 # Our options that look better with a component other than the one for their kind (as in A1111).
-BUILTIN_COMPONENTS: dict[str, tuple[Any, dict]] = {"img2img_background_color": (gr.ColorPicker, {})}
+BUILTIN_COMPONENTS: dict[str, tuple[Any, dict]] = {
+    key: (gr.ColorPicker, {}) for key in ("img2img_background_color", "grid_text_active_color",
+                                          "grid_text_inactive_color", "grid_background_color")}
 
 RESTART_NOTE = "(requires restart)"
 LOCKED_NOTE = ("Folder and file-name settings are hidden and cannot be changed here: this server runs with "
@@ -158,9 +160,9 @@ def _slider_step(option: Option) -> float:
     return 10 ** math.floor(math.log10(span / 100)) if span > 0 else 0.01
 
 
-def _default_component(key: str, option: Option, value, label: str) -> tuple[Any, str]:
+def _default_component(key: str, option: Option, value, label: str, elem_id: str = "") -> tuple[Any, str]:
     """(the component for the option's kind, its encoding)."""
-    common = dict(label=label, elem_id=f"setting_{key}", info=option.info or None, interactive=True)
+    common = dict(label=label, elem_id=elem_id or f"setting_{key}", info=option.info or None, interactive=True)
     kind = option.kind
     if kind is bool:
         return gr.Checkbox(value=bool(value), **common), PLAIN
@@ -188,12 +190,12 @@ def _default_component(key: str, option: Option, value, label: str) -> tuple[Any
     return gr.Textbox(value=_encode(value, JSON), lines=1, **common), JSON
 
 
-def _requested_component(key: str, option: Option, component, args, value, label: str):
+def _requested_component(key: str, option: Option, component, args, value, label: str, elem_id: str = ""):
     """The component class (or factory) an extension asked for, with its arguments; our label, value and
     elem_id win over the arguments'. Built unrendered, so a failure leaves nothing in the page."""
     args = args() if callable(args) else args
     kwargs = dict(args or {})
-    kwargs.update(label=label, value=value, elem_id=f"setting_{key}", render=False)
+    kwargs.update(label=label, value=value, elem_id=elem_id or f"setting_{key}", render=False)
     if option.info:
         kwargs["info"] = option.info
     try:
@@ -212,14 +214,15 @@ def _requested_component(key: str, option: Option, component, args, value, label
     return built
 
 
-def _build_field(key: str, option: Option, value, section_id: str, warnings: list[str]):
+def _build_field(key: str, option: Option, value, section_id: str, warnings: list[str], elem_id: str = ""):
+    """The setting's component (elem_id `setting_<key>` unless given) and its field record."""
     label = _label(option)
     component, args = option.component, option.component_args
     if component is None and key in BUILTIN_COMPONENTS:
         component, args = BUILTIN_COMPONENTS[key]
     if component is not None:
         try:
-            built = _requested_component(key, option, component, args, value, label)
+            built = _requested_component(key, option, component, args, value, label, elem_id)
             built.render()
             return built, SettingField(key, label, PLAIN, section_id)
         except Exception as exc:  # noqa: BLE001 - an extension's component: fall back to the one for its kind
@@ -229,14 +232,14 @@ def _build_field(key: str, option: Option, value, section_id: str, warnings: lis
             log.warning(message)
             warnings.append(message)
     try:
-        built, encoding = _default_component(key, option, value, label)
+        built, encoding = _default_component(key, option, value, label, elem_id)
     except Exception as exc:  # noqa: BLE001 - a choices function that failed: edit the value as text
         message = f"setting {key!r}: {type(exc).__name__}: {exc}; showing it as text"
         log.warning(message)
         warnings.append(message)
         encoding = PLAIN if option.kind is str else JSON
         built = gr.Textbox(value=str(value) if encoding == PLAIN else _encode(value, JSON), label=label,
-                           elem_id=f"setting_{key}", info=option.info or None, interactive=True)
+                           elem_id=elem_id or f"setting_{key}", info=option.info or None, interactive=True)
     return built, SettingField(key, label, encoding, section_id)
 
 

@@ -9,6 +9,7 @@ plain generation. A script that raises is reported under its extension and skipp
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import numpy as np
 import torch
@@ -50,7 +51,9 @@ def build_runners(host) -> dict:
     for runner in runners.values():
         runner.alwayson_scripts.sort(key=lambda s: getattr(s, "sorting_priority", 0) or 0)
     scripts.scripts_txt2img, scripts.scripts_img2img = runners["txt2img"], runners["img2img"]
-    scripts.scripts_data = [(cls, str(path), str(ext.path)) for ext, cls, path in host.script_classes]
+    scripts.scripts_data = [*getattr(host, "builtin_scripts_data", []),  # xyz_grid.py (xyz_bridge.py)
+                            *(scripts.ScriptClassData(cls, str(path), str(ext.path), sys.modules.get(cls.__module__))
+                              for ext, cls, path in host.script_classes)]
     return runners
 
 
@@ -197,11 +200,17 @@ class A1111Hooks(ProcessingHooks):
         processed = processed_from_result(p, run.result)
         before = list(processed.images)
         self._each(run, "postprocess", lambda f, args: f(p, processed, *args))
+        result = run.result
         if processed.images != before:  # a script added (or replaced) output images
-            result = run.result
             infotexts = list(processed.infotexts)
             result.images = list(processed.images)
             result.infotexts = (infotexts + [""] * len(result.images))[:len(result.images)]
+        # the batch grid is already in front: a script that removed it, or put pictures before it, says so here
+        try:
+            first = int(processed.index_of_first_image or 0)
+        except (TypeError, ValueError):
+            first = result.index_of_first_image
+        result.index_of_first_image = min(len(result.images), max(0, first))
 
 
 def run_selectable(host, request, control):
@@ -237,6 +246,8 @@ def _result_from_processed(processed, p):
     result.images = list(processed.images)
     count = len(result.images)
     result.infotexts = (list(processed.infotexts) + [processed.info] * count)[:count]
+    first = result.index_of_first_image = min(count, max(0, int(getattr(processed, "index_of_first_image", 0) or 0)))
+    count -= first  # the per-image lists have no entries for the grids in front (A1111's index_of_first_image)
     result.seeds = (list(processed.all_seeds) * count)[:count] if processed.all_seeds else [processed.seed] * count
     result.prompts = (list(processed.all_prompts) * count)[:count]
     result.negative_prompts = (list(processed.all_negative_prompts) * count)[:count]

@@ -1,12 +1,11 @@
 """A1111's `modules.images`: saving images with their infotext (`save_image`), reading it back, resizing to a
-size with A1111's resize modes, and plain grids.
+size with A1111's resize modes, and grids (plain or labelled).
 
 `save_image` writes through `webui.outputs.save` (atomic writes; the infotext in the PNG `parameters` chunk or
 the JPEG/WEBP EXIF comment) and calls the extensions' `before_image_saved` / `image_saved` callbacks.
 """
 from __future__ import annotations
 
-import math
 import os
 import re
 import uuid
@@ -19,6 +18,10 @@ from PIL.PngImagePlugin import PngInfo
 from webui.engine.images import fit
 from webui.extensions.a1111.runtime import RUNTIME
 from webui.outputs.save import read_infotext, save_image_as
+from webui.outputs.grid import GridAnnotation, grid_rows  # noqa: F401 - A1111's names
+from webui.outputs.grid import draw_grid_annotations as _draw_grid_annotations
+from webui.outputs.grid import draw_prompt_matrix as _draw_prompt_matrix
+from webui.outputs.grid import image_grid as _image_grid
 
 from .script_callbacks import ImageSaveParams
 
@@ -136,17 +139,28 @@ def resize_image(resize_mode: int, im: Image.Image, width: int, height: int, ups
     return fit(im, int(width), int(height), mode)
 
 
+def _options():
+    services = RUNTIME.services
+    return services.options if services is not None else None
+
+
 def image_grid(imgs: list[Image.Image], batch_size: int = 1, rows: int | None = None) -> Image.Image:
-    """The images in a grid, left to right then top to bottom, each cell the size of the first image; `rows`
-    defaults to about the square root of their number."""
+    """The images in a grid as A1111 1.10 lays it out (webui.outputs.grid): left to right then top to bottom, cells
+    the size of the largest image, the `grid_background_color` around smaller ones; `rows` defaults to the `n_rows`
+    option's count (automatic: about the square root of their number)."""
     if not imgs:
         raise ValueError("image_grid: no images")
+    options = _options()
     if rows is None or rows <= 0:
-        rows = max(1, round(math.sqrt(len(imgs))))
-    rows = min(rows, len(imgs))
-    cols = math.ceil(len(imgs) / rows)
-    width, height = imgs[0].size
-    grid = Image.new("RGB", (cols * width, rows * height), "black")
-    for index, img in enumerate(imgs):
-        grid.paste(img.convert("RGB"), (index % cols * width, index // cols * height))
-    return grid
+        rows = grid_rows(len(imgs), batch_size, options)
+    return _image_grid(imgs, rows, options=options)
+
+
+def draw_grid_annotations(im, width, height, hor_texts, ver_texts, margin=0):
+    """A1111's labelled grid: column labels on top, row labels on the left, `margin` pixels between cells."""
+    return _draw_grid_annotations(im, width, height, hor_texts, ver_texts, margin, _options())
+
+
+def draw_prompt_matrix(im, width, height, all_prompts, margin=0):
+    """A1111's prompt matrix labels: the prompt's optional parts, active or struck through, along both edges."""
+    return _draw_prompt_matrix(im, width, height, all_prompts, margin, _options())

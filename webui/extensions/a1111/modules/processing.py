@@ -19,6 +19,8 @@ _SHARED_FIELDS = {
     "seed_resize_from_h": "seed_resize_from_h", "sampler_name": "sampler_name", "scheduler": "scheduler",
     "batch_size": "batch_size", "n_iter": "n_iter", "steps": "steps", "cfg_scale": "cfg_scale", "width": "width",
     "height": "height", "styles": "styles", "denoising_strength": "denoising_strength", "tiling": "tiling",
+    "refiner_checkpoint": "refiner_checkpoint", "refiner_switch_at": "refiner_switch_at",
+    "restore_faces": "restore_faces",  # None: the setting `face_restoration`, as A1111
 }
 _IMG2IMG_FIELDS = {
     "init_images": "init_images", "resize_mode": "resize_mode", "mask": "mask", "mask_blur_x": "mask_blur_x",
@@ -130,7 +132,7 @@ class StableDiffusionProcessing:
                 value = request.scheduler
             if name == "denoising_strength" and value is None:
                 continue
-            if name == "initial_noise_multiplier" and value is None:
+            if name in ("initial_noise_multiplier", "refiner_switch_at") and value is None:
                 continue
             if name in ("prompt", "negative_prompt") and isinstance(value, list):
                 value = value[0] if value else ""
@@ -149,31 +151,40 @@ class StableDiffusionProcessing:
         if self.script_args_by_title:
             request.script_args = {**request.script_args, **self.script_args_by_title}
         request.save_images = not self.do_not_save_samples
+        request.do_not_save_grid = bool(self.do_not_save_grid)
 
     @classmethod
     def from_request(cls, request, runner=None) -> "StableDiffusionProcessing":
         kind = StableDiffusionProcessingImg2Img if request.mode == "img2img" else StableDiffusionProcessingTxt2Img
-        services = RUNTIME.services
         p = kind()
+        p.read_from(request)
+        p.scripts = runner
+        return p
+
+    def read_from(self, request) -> None:
+        """Take every field p shares with `request` from it (what `from_request` fills in), keeping whatever else is
+        set on p: an extension's own attributes, `extra_generation_params` (X/Y/Z plot brings a cell's p up to date
+        after the axes that change only the request)."""
+        services = RUNTIME.services
         fields = {**_SHARED_FIELDS, **(_IMG2IMG_FIELDS if request.mode == "img2img" else _HIRES_FIELDS)}
         for name, source in fields.items():
             value = getattr(request, source)
-            setattr(p, name, list(value) if isinstance(value, list) else value)
+            setattr(self, name, list(value) if isinstance(value, list) else value)
         if request.mode == "img2img":
-            p.mask_blur = request.mask_blur_x if request.mask_blur_x == request.mask_blur_y else None
-        p.do_not_save_samples = not request.save_images
-        p.override_settings = dict(request.extra.get("override_settings") or {})
-        p.script_args_by_title = {key: list(value) for key, value in request.script_args.items()}
-        p.scripts = runner
-        p.request = request
-        p.sd_model = _current_model()
+            self.mask_blur = request.mask_blur_x if request.mask_blur_x == request.mask_blur_y else None
+        self.do_not_save_samples = not request.save_images
+        self.do_not_save_grid = request.do_not_save_grid
+        self.override_settings = dict(request.extra.get("override_settings") or {})
+        self.script_args_by_title = {key: list(value) for key, value in request.script_args.items()}
+        self.request = request
+        self.sd_model = _current_model()
         if services is not None:
             mode = request.mode
             folder = services.options.get(f"outdir_{mode}_samples") or services.paths.outputs / f"{mode}-images"
-            p.outpath_samples = str(folder)
-            p.outpath_grids = str(services.paths.outputs / f"{mode}-grids")
-        p.main_prompt, p.main_negative_prompt = p.prompt, p.negative_prompt
-        return p
+            self.outpath_samples = str(folder)
+            from webui.engine.batch_grid import grids_dir
+            self.outpath_grids = str(grids_dir(services.options, services.paths.outputs, mode))
+        self.main_prompt, self.main_negative_prompt = self.prompt, self.negative_prompt
 
     def close(self):
         pass
@@ -280,7 +291,8 @@ def processed_from_result(p, result) -> Processed:
     processed = Processed(p, result.images, seed=result.seed, info=result.infotexts[0] if result.infotexts else "",
                           subseed=result.subseed, all_prompts=result.prompts,
                           all_negative_prompts=result.negative_prompts, all_seeds=result.seeds,
-                          all_subseeds=result.subseeds, infotexts=result.infotexts)
+                          all_subseeds=result.subseeds, infotexts=result.infotexts,
+                          index_of_first_image=result.index_of_first_image)
     processed.job_timestamp = result.job_timestamp
     processed.warnings = list(result.warnings)
     processed.result = result

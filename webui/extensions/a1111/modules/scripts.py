@@ -9,6 +9,7 @@ the plain generation.
 from __future__ import annotations
 
 import os
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +170,8 @@ def _merge(defaults: list, given) -> list:
 # The runners of the running server (A1111 extensions read these module attributes).
 scripts_txt2img: ScriptRunner | None = None
 scripts_img2img: ScriptRunner | None = None
-scripts_data: list = []
+scripts_data: list = []  # ScriptClassData of every script class loaded (A1111's built-in xyz_grid.py first)
+ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
 
 
 def list_scripts(scriptdirname, extension):
