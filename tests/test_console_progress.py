@@ -12,7 +12,7 @@ import pytest
 from safetensors import safe_open
 
 from webui.console_progress import ENV_VAR, bars_disabled
-from webui.control.download import _DownloadBars
+from webui.console_progress import DownloadBars
 from webui.core.request import GenerationRequest
 from webui.jobs.console import TotalProgressBar
 from webui.jobs.queue import JobQueue
@@ -146,7 +146,7 @@ def test_a_lora_hash_counts_the_bytes_after_the_header(tmp_path, capfd, bars_on,
 
 # --- downloads ----------------------------------------------------------------------------------------------------
 def test_download_bars_count_bytes_and_close(capfd, bars_on):
-    bars = _DownloadBars()
+    bars = DownloadBars()
     for done in (0, 1 << 20, 2 << 20):
         bars("mlsd_large_512_fp32.pth", done, 2 << 20)
     bars("cut_short.pth", 0, 0)  # no Content-Length: a counting bar, closed by close()

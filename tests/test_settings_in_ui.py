@@ -3,25 +3,19 @@ the tab, a generation runs with their values as override settings (under the Ove
 sending an infotext sets them. Checked against the HTTP API's pictures for the same override settings."""
 from __future__ import annotations
 
-import base64
-import io
-import json
 from types import SimpleNamespace
 
 import gradio as gr
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from app import create_app
 from conftest import assert_same_picture, install_model
-from test_seed_extras_ui import call, page_values
+from test_seed_extras_ui import api_picture as seed_extras_api_picture, call, page_values
 from webui.settings.flags import parse_flags
 from webui.ui import generation
 from webui.ui.blocks import build_ui
 
-BASE = {"prompt": "a lighthouse", "negative_prompt": "fog", "steps": 3, "width": 64, "height": 64, "cfg_scale": 6.0,
-        "seed": 321, "sampler_name": "Euler a"}
 SHOWN = ["face_restoration", "eta_noise_seed_delta", "outdir_samples", "no_such_setting", "eta_noise_seed_delta"]
 
 
@@ -38,13 +32,8 @@ def app(tmp_path_factory, tiny_models):
     services.stop()
 
 
-def api_picture(app, **fields) -> tuple[Image.Image, dict]:
-    response = app.client.post("/sdapi/v1/txt2img", json={**BASE, **fields})
-    assert response.status_code == 200, response.text
-    payload = response.json()
-    image = Image.open(io.BytesIO(base64.b64decode(payload["images"][0])))
-    image.load()
-    return image.convert("RGB"), json.loads(payload["info"])
+def api_picture(app, **fields):
+    return seed_extras_api_picture(app, sampler_name="Euler a", **fields)
 
 
 def generate(app, **values) -> dict:

@@ -40,3 +40,23 @@ def byte_bar(total: int | None, desc: str) -> tqdm:
 
 
 __all__ = ["ENV_VAR", "bars_disabled", "byte_bar", "console_bar"]
+
+
+class DownloadBars:
+    """A console bar per file, in bytes (shown on a terminal, or with WEBUI_CONSOLE_PROGRESS=1); called as a
+    download's progress(name, done, total). `close()` ends the bars a failed download left open."""
+
+    def __init__(self):
+        self._bars = {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        bar = self._bars.get(name)
+        if bar is None:
+            bar = self._bars[name] = byte_bar(total, f"Downloading {name}")
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()  # a closed bar ignores a second close

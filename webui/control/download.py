@@ -13,30 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..console_progress import DownloadBars
 from .annotators import AnnotatorError, download_annotators, module_files
 from .preprocessors import PreprocessorRegistry, UnknownPreprocessorError
-
-
-class _DownloadBars:
-    """A console bar per file, in bytes (shown on a terminal, or with WEBUI_CONSOLE_PROGRESS=1); called as
-    `download_annotators`' progress(name, done, total). `close()` ends the bars a failed download left open."""
-
-    def __init__(self):
-        self._bars = {}
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        from ..console_progress import byte_bar
-
-        bar = self._bars.get(name)
-        if bar is None:
-            bar = self._bars[name] = byte_bar(total, f"Downloading {name}")
-        bar.update(done - bar.n)
-        if total and done >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()  # a closed bar ignores a second close
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if not module_files(name):
             print(f"{name}: needs no weight files")
             continue
-        bars = _DownloadBars()
+        bars = DownloadBars()
         try:
             paths = download_annotators(name, folder, progress=bars)
         except AnnotatorError as error:

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..console_progress import DownloadBars
 from .face_restorers import KINDS, FaceRestorationError, RestorerFile, load_detector, load_restorer
 from .face_sha256 import FACE_FILES, FaceFile
 
@@ -101,27 +102,6 @@ def _check_loadable(entry: FaceFile, path: Path) -> None:
                                        "nothing was saved") from None
 
 
-class _Bars:
-    """A console bar per file, in bytes (on a terminal, or with WEBUI_CONSOLE_PROGRESS=1)."""
-
-    def __init__(self):
-        self._bars = {}
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        from ..console_progress import byte_bar
-
-        bar = self._bars.get(name)
-        if bar is None:
-            bar = self._bars[name] = byte_bar(total, f"Downloading {name}")
-        bar.update(done - bar.n)
-        if total and done >= total:
-            bar.close()
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     from ..settings.flags import parse_flags
     from ..settings.paths import Paths
@@ -139,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown file {key!r}; choose from {', '.join(FACE_FILES)}", file=sys.stderr)
             status = 2
             continue
-        bars = _Bars()
+        bars = DownloadBars()
         try:
             path = download_face_file(key, models_dir, progress=bars)
         except FaceRestorationError as error:
