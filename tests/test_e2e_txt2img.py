@@ -182,14 +182,14 @@ def test_escape_interrupts_a_running_job(webui, new_page):
     assert webui.services.queue.running is None
 
 
-def _saved_images(webui) -> set:
-    return set((webui.data_dir / "outputs").rglob("*.png"))
+def _saved_images(webui, folder: str = "txt2img-images") -> set:
+    return set((webui.data_dir / "outputs" / folder).rglob("*.png"))
 
 
 def test_interrupt_keeps_the_finished_images_of_a_batch(webui, new_page):
     page = new_page(webui.url)
     wait_for_ui(page)
-    before = _saved_images(webui)
+    before, grids_before = _saved_images(webui), _saved_images(webui, "txt2img-grids")
     set_prompt(page, "txt2img", "a stack of pancakes")
     set_small_job(page, "txt2img", steps=40, batch_count=20, seed=500)  # long: it is interrupted
     page.locator("#txt2img_generate").click()
@@ -207,6 +207,7 @@ def test_interrupt_keeps_the_finished_images_of_a_batch(webui, new_page):
 
     saved = sorted(_saved_images(webui) - before)
     assert len(saved) == finished, f"{finished} finished images, saved: {saved}"
+    assert len(_saved_images(webui, "txt2img-grids") - grids_before) == 1  # and their grid, as A1111
     on_disk = {}
     for path in saved:
         with Image.open(path) as image:
@@ -214,12 +215,13 @@ def test_interrupt_keeps_the_finished_images_of_a_batch(webui, new_page):
             on_disk[seed] = image.convert("RGB").tobytes()
     assert sorted(on_disk) == list(range(500, 500 + finished))
 
+    first = 1 if finished > 1 else 0  # the grid leads
     for index in range(finished):
-        thumbnails(page).nth(index).click()
+        thumbnails(page).nth(first + index).click()
         expect(infotext(page)).to_contain_text(f"Seed: {500 + index},")
         info = infotext(page).inner_text()
         assert info.startswith("a stack of pancakes") and f"Size: {SIZE}x{SIZE}" in info, info
-        shown = gallery_image(page, index)
+        shown = gallery_image(page, first + index)
         assert shown.convert("RGB").tobytes() == on_disk[500 + index], f"image {index} differs from its file"
 
 
