@@ -176,6 +176,17 @@ def test_width_is_rounded_down_to_multiple_of_8(client):
     assert decode_png(payload["images"][0]).size == (64, 64)
     assert "Size: 64x64" in info["infotexts"][0]
     assert info["width"] == 64
+    assert info["warnings"] == ["Width 70 was rounded down to 64 (image sides are multiples of 8)"]
+
+
+def test_size_limit_is_the_ui_sliders_and_beyond_it_is_a_422(client):
+    """One limit for the page and the API: the Width slider's maximum is what the API takes, and more is refused
+    with a message naming the field, never silently clamped."""
+    response = client.post(TXT2IMG, json={**SMALL, "width": 4104, "height": 64})
+    assert response.status_code == 422
+    assert "width must be between 64 and 4096, got 4104" in response.text
+    response = client.post(TXT2IMG, json={**SMALL, "width": 7, "height": 64})
+    assert response.status_code == 422 and "got 7" in response.text
 
 
 def test_same_seed_gives_identical_pixels(client):

@@ -106,15 +106,19 @@ def test_every_shown_option_has_its_a1111_elem_id_and_the_excluded_ones_none(ser
 
 def test_sections_follow_a1111_and_extensions_get_their_own(tab):
     titles = [s.title for s in tab.sections]
-    assert titles == ["Saving images/grids", "Stable Diffusion", "ControlNet", "Face restoration", "Gallery",
-                      "Live previews", "My Extension", "Queue and history", "Sampler parameters", "Settings in UI",
-                      "Upscaling", "User interface", "VAE", "Other"]
+    assert titles == ["Saving images/grids", "Stable Diffusion", "ControlNet", "Extra Networks", "Face restoration",
+                      "Gallery", "img2img", "Live previews", "My Extension", "Prompt editing", "Queue and history",
+                      "Sampler parameters", "Saving to a directory", "Settings in UI", "Upscaling", "User interface",
+                      "VAE", "Other"]
     keys = {s.title: s.keys for s in tab.sections}
     assert {"samples_save", "samples_format", "outdir_txt2img_samples", "outdir_img2img_samples",
             "outdir_extras_samples", "grid_save", "grid_format", "grid_extended_filename", "grid_only_if_multiple",
             "grid_prevent_empty_spots", "n_rows", "grid_text_active_color", "grid_text_inactive_color",
-            "grid_background_color", "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids"} == \
-        set(keys["Saving images/grids"])
+            "grid_background_color", "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids",
+            "samples_filename_pattern", "save_images_add_number", "jpeg_quality", "webp_lossless", "export_for_4chan",
+            "img_downscale_threshold", "target_side_length", "outdir_save"} == set(keys["Saving images/grids"])
+    assert set(keys["Saving to a directory"]) == {"save_to_dirs", "grid_save_to_dirs", "directories_filename_pattern",
+                                                  "directories_max_prompt_words"}
     assert keys["Gallery"] == ("return_grid",)
     assert {"CLIP_stop_at_last_layers", "emphasis", "sd_checkpoints_limit", "randn_source"} <= \
         set(keys["Stable Diffusion"])
@@ -259,9 +263,10 @@ def test_every_builtin_option_has_a_section_of_ours(tmp_path):
     with gr.Blocks():
         built = build_settings_tab(SimpleNamespace(options=options))
     assert [s.title for s in built.sections] == ["Saving images/grids", "Stable Diffusion", "ControlNet",
-                                                 "Face restoration", "Gallery", "Live previews", "Queue and history",
-                                                 "Sampler parameters", "Settings in UI", "Upscaling",
-                                                 "User interface", "VAE"]
+                                                 "Extra Networks", "Face restoration", "Gallery", "img2img",
+                                                 "Live previews", "Prompt editing", "Queue and history",
+                                                 "Sampler parameters", "Saving to a directory", "Settings in UI",
+                                                 "Upscaling", "User interface", "VAE"]
     assert sorted(f.key for f in built.fields) == sorted(set(OPTIONS) - HIDDEN_KEYS)
     assert built.warnings == []
 

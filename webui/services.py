@@ -172,6 +172,8 @@ class Services:
         if request.styles:
             request.prompt, request.negative_prompt = self.styles.apply(request.prompt, request.negative_prompt,
                                                                         list(request.styles))
+            # the styles' texts, for the [prompt_no_styles] tag of the file name pattern (engine/saving.py)
+            request.context["style_prompts"] = [self.styles.get(name).prompt for name in request.styles]
             if request.enable_hr and (request.hr_prompt or request.hr_negative_prompt):  # as A1111: styled too
                 hr_prompt, hr_negative = self.styles.apply(request.hr_prompt or "", request.hr_negative_prompt or "",
                                                            list(request.styles))

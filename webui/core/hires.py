@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .errors import RequestError
 from .samplers import SCHEDULE_NAMES, SamplerError, resolve_name
+from .sizes import MAX_SIDE
 
 if TYPE_CHECKING:
     from .request import GenerationRequest
@@ -16,7 +17,6 @@ DEFAULT_UPSCALER = "Latent"
 SAME_CHECKPOINT = "Use same checkpoint"
 SAME_SAMPLER = "Use same sampler"
 SAME_SCHEDULER = "Use same scheduler"
-MAX_SIDE = 4096
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from .errors import RequestError
 from .hires import validate_fields as validate_hires_fields
 from .images import normalise_mode
 from .samplers import resolve_name
+from .sizes import MAX_SIDE, MIN_SIDE, rounding_note
 
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 # A1111's inpaint choices; the request holds their indexes (its API's integers).
@@ -140,6 +141,8 @@ class GenerationRequest:
     script_name: str = ""
     script_run_args: list = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # opaque: for extension hooks
+    # what validate() changed in the user's values (a side rounded to a multiple of 8), told with the job's warnings
+    corrections: list[str] = field(default_factory=list, repr=False, compare=False)
 
     def validate(self) -> "GenerationRequest":
         """Normalise in place (A1111 rounds sizes down to a multiple of 8) and reject what cannot run."""
@@ -151,8 +154,11 @@ class GenerationRequest:
         self._int_range("batch_size", 1, 64)
         self._int_range("n_iter", 1, 100)
         for name in ("width", "height"):
-            self._int_range(name, 64, 4096)
-            setattr(self, name, getattr(self, name) // 8 * 8)
+            self._int_range(name, MIN_SIDE, MAX_SIDE)
+            note = rounding_note(name.capitalize(), getattr(self, name))
+            if note is not None:  # rounded down as A1111 does, and said so (the job's warnings, the API's info)
+                setattr(self, name, getattr(self, name) // 8 * 8)
+                self.corrections = [*self.corrections, note]  # a new list: copies made by replace() keep theirs
         self._float_range("subseed_strength", 0.0, 1.0)
         self._float_range("denoising_strength", 0.0, 1.0)
         if self.clip_skip is not None:
@@ -252,8 +258,9 @@ class GenerationRequest:
         if outpaint.fill not in OUTPAINT_FILLS:
             raise RequestError("outpaint", f"outpaint fill must be one of {', '.join(OUTPAINT_FILLS)}, "
                                f"got {outpaint.fill!r}")
-        if self.width + outpaint.left + outpaint.right > 4096 or self.height + outpaint.up + outpaint.down > 4096:
-            raise RequestError("outpaint", "the outpainted image would be larger than 4096 pixels on a side")
+        if self.width + outpaint.left + outpaint.right > MAX_SIDE or \
+                self.height + outpaint.up + outpaint.down > MAX_SIDE:
+            raise RequestError("outpaint", f"the outpainted image would be larger than {MAX_SIDE} pixels on a side")
 
     @staticmethod
     def _validate_folder_batch(batch: FolderBatch) -> None:

@@ -41,6 +41,7 @@ from .batch_grid import add_batch_grid
 from .img2img import Img2ImgSetup, prepare_img2img
 from .networks import prepare_networks, ti_hashes
 from .saving import save_generated
+from . import color_correction
 from .scripts.image_lists import apply_image_lists
 from .denoiser import Denoiser, Interrupted, LCMParameterization, UNetCall
 from .sampling.noise import BatchNoise
@@ -217,6 +218,9 @@ class Engine:
                 if faces is not None:  # as A1111: after decoding, before the inpaint paste-back and the hooks
                     pictures = face_restoration.restore_batch(pictures, self.face_restorers, faces, self.options,
                                                               control)
+                if setup is not None and self.options.get("img2img_color_correction"):  # A1111's order: before
+                    pictures = [color_correction.correct(picture, setup.sources[setup.source_index(items.start + i)])
+                                for i, picture in enumerate(pictures)]  # the paste-back, after face restoration
                 if setup is not None:
                     pictures = [setup.paste_back(picture, items.start + i) for i, picture in enumerate(pictures)]
                 decoded = list(pictures)
@@ -244,6 +248,7 @@ class Engine:
                                    **sampler_params, **(refiner.params if refiner else {}), **run.extra_params}
         if (hires is not None and hires.model is not model) or refiner is not None:
             self.models.trim()  # borrowed hires / refiner checkpoints leave the cache if it is over its limit
+        result.warnings.extend(note for note in request.corrections if note not in result.warnings)
         result.warnings.extend(model.warnings)
         result.warnings.extend(run.warnings)
         if result.interrupted:
@@ -657,7 +662,7 @@ class Engine:
         result.negative_prompts.append(image.negative_prompt)
         result.infotexts.append(infotext)
         save_generated(picture, seed, infotext, request=request, options=self.options, outputs_dir=self.outputs_dir,
-                       hooks=self.hooks, run=run, result=result)
+                       hooks=self.hooks, run=run, result=result, index=image.index, all_seeds=run.all_seeds)
 
 
 def _restore_shape(run: ProcessingRun, request: GenerationRequest, total: int) -> None:

@@ -20,7 +20,8 @@ from ..core.errors import UserError
 from ..core.images import normalise_mode
 
 _OWN_PACKAGE = "webui."
-_SKIPPED_FIELDS = {"context"}  # GenerationRequest.context: extensions' per-run objects, not data
+# GenerationRequest.context: extensions' per-run objects, not data; .corrections: told once, when it was queued
+_SKIPPED_FIELDS = {"context", "corrections"}
 # Records that moved since a history row was written: stored name -> where the class lives now.
 _MOVED = {f"webui.engine.request.{name}": f"webui.core.request.{name}"
           for name in ("GenerationRequest", "Outpaint", "FolderBatch")}

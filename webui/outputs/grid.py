@@ -24,7 +24,8 @@ from pathlib import Path
 
 from PIL import Image, ImageColor, ImageDraw, ImageFont
 
-from .save import save_numbered
+from .filename_pattern import context_from_infotext, plan
+from .save import encoding, save_numbered
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ DEFAULTS = {
 _SYSTEM_FONTS = ("DejaVuSans.ttf", "LiberationSans-Regular.ttf", "Arial.ttf")
 _STRIKE_WIDTH = 4  # pixels: the line through an inactive label
 _RE_GRID_NUMBER = re.compile(r"^grid-(\d+)")
-_UNSAFE_NAME_CHARS = '<>:"/\\|?*\n\r\t'
 
 
 @dataclass
@@ -263,22 +263,15 @@ def next_grid_number(folder: str | Path) -> int:
     return max(numbers) + 1 if numbers else 0
 
 
-def _name_part(text: str) -> str:
-    """A prompt as a file-name part (A1111's `sanitize_filename_part` without the space replacement)."""
-    text = text.translate({ord(c): "_" for c in _UNSAFE_NAME_CHARS}).lstrip(" ")[:128]
-    return text.rstrip(" .")
-
-
 def save_grid(grid: Image.Image, folder, *, seed: int, prompt: str, infotext: str, options,
               now: datetime | None = None) -> Path:
-    """Save a grid as A1111 does: `folder/YYYY-MM-DD/grid-NNNN.<grid_format>` with the infotext embedded (PNG
-    chunk or EXIF comment, as every saved image). With `grid_extended_filename` the name ends `-SEED` (images are
-    saved in dated folders; where an installation sets `save_to_dirs` off, `-SEED-prompt`, as A1111). Written
-    atomically; an existing file is never replaced."""
+    """Save a grid as A1111 does: `folder/<directory pattern>/grid-NNNN.<grid_format>` (the folder with
+    `grid_save_to_dirs`; default `[date]`: YYYY-MM-DD) with the infotext embedded (PNG chunk or EXIF comment, as
+    every saved image). With `grid_extended_filename` the name ends with the file name pattern (default `-SEED`;
+    `-SEED-prompt` where `save_to_dirs` is off, as A1111). Written atomically; an existing file is never replaced."""
     extension = str(_option(options, "grid_format") or "png").lower()
-    decoration = ""
-    if _option(options, "grid_extended_filename"):
-        decoration = f"-{int(seed)}" if _option(options, "save_to_dirs") else f"-{int(seed)}-{_name_part(prompt)}"
-    dated = Path(folder) / (now or datetime.now()).strftime("%Y-%m-%d")
-    return save_numbered(grid, dated, infotext, extension=extension, first_number=next_grid_number,
-                         name=lambda number: f"grid-{number:04d}{decoration}")
+    ctx = context_from_infotext(infotext, seed=int(seed), prompt=prompt or None, image=grid,
+                                now=now or datetime.now())
+    target, _, name = plan(folder, ctx, options, extension=extension, grid=True, basename="grid")
+    return save_numbered(grid, target, infotext, extension=extension, first_number=next_grid_number, name=name,
+                         **encoding(options))

@@ -1,7 +1,8 @@
 """Save generated images with embedded infotext, read it back, and (de)serialise
 images as base64 for the HTTP API.
 
-Files are written atomically to ``<outdir>/YYYY-MM-DD/NNNNN-SEED.<ext>``.
+Files are written atomically to ``<outdir>/YYYY-MM-DD/NNNNN-SEED.<ext>`` (the default name patterns;
+``filename_pattern.py`` makes the others).
 PNG stores the infotext in a ``parameters`` text chunk; JPEG/WEBP store it in
 EXIF UserComment (``b"UNICODE\\0"`` + UTF-16-BE, as piexif/A1111 write it).
 """
@@ -23,10 +24,14 @@ from PIL import ExifTags, Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from ..core.images import normalise_mode
+from . import filename_pattern
+from .filename_pattern import NameContext
 
 __all__ = [
     "save_image",
     "save_image_as",
+    "save_jpeg_copy",
+    "encoding",
     "save_numbered",
     "read_infotext",
     "encode_png_base64",
@@ -42,7 +47,7 @@ WEBP_QUALITY = 80
 _FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 _UNICODE_HEADER = b"UNICODE\x00"
 _ASCII_HEADER = b"ASCII\x00\x00\x00"
-_RE_NUMBERED = re.compile(r"^(\d+)-")
+_RE_NUMBERED = re.compile(r"^(\d+)(?=[-.]|$)")  # 00012-seed.png, or 00012.png ([none])
 _RE_DATA_URL = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 
 # One process-wide lock: numbering + rename are quick, encoding happens outside it.
@@ -50,7 +55,7 @@ _save_lock = threading.Lock()
 
 
 def next_image_number(folder: str | Path) -> int:
-    """Return 1 + the largest ``NNN-`` prefix among names in ``folder`` (0 if none)."""
+    """Return 1 + the largest ``NNN-`` (or ``NNN.``) prefix among names in ``folder`` (0 if none)."""
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
@@ -70,8 +75,10 @@ def _exif_with_comment(text: str) -> Image.Exif:
     return exif
 
 
-def _write_image(image: Image.Image, fp, fmt: str, infotext: str) -> None:
-    """Encode ``image`` into file object ``fp`` as ``fmt`` with ``infotext`` embedded.
+def _write_image(image: Image.Image, fp, fmt: str, infotext: str, *, quality: int = JPEG_QUALITY,
+                 lossless: bool = False) -> None:
+    """Encode ``image`` into file object ``fp`` as ``fmt`` with ``infotext`` embedded; JPEG and lossy WEBP at
+    ``quality`` (A1111's ``jpeg_quality``), WEBP lossless with ``lossless`` (``webp_lossless``).
 
     Pillow keeps per-save state on the Image object (``encoderinfo``), so a
     private copy is encoded: saving one image from several threads is safe.
@@ -89,11 +96,13 @@ def _write_image(image: Image.Image, fp, fmt: str, infotext: str) -> None:
     if fmt == "JPEG":
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
-        image.save(fp, "JPEG", quality=JPEG_QUALITY, **kwargs)
+        image.save(fp, "JPEG", quality=int(quality), **kwargs)
     else:
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        image.save(fp, "WEBP", quality=WEBP_QUALITY, **kwargs)
+        if lossless:
+            kwargs["lossless"] = True
+        image.save(fp, "WEBP", quality=int(quality), **kwargs)
 
 
 def save_image(
@@ -104,17 +113,47 @@ def save_image(
     *,
     now: datetime | None = None,
     extension: str = "png",
+    options=None,
+    context: NameContext | None = None,
 ) -> Path:
-    """Save ``image`` to ``outdir/YYYY-MM-DD/NNNNN-SEED.<extension>`` and return the path.
+    """Save ``image`` under ``outdir`` as the options name it and return the path: A1111's
+    ``directories_filename_pattern`` / ``samples_filename_pattern`` / ``save_to_dirs`` /
+    ``save_images_add_number`` (``filename_pattern.plan``; the tags read ``context``, e.g. from the infotext),
+    ``jpeg_quality`` and ``webp_lossless``. Without options, A1111's defaults:
+    ``outdir/YYYY-MM-DD/NNNNN-SEED.<extension>``.
 
     The image is first encoded to a hidden ``.*.tmp`` file in the target folder
     and then renamed with :func:`os.replace`, so a final name never holds a
     partial file. Numbering is serialised by a lock and never reuses an
     existing name, so concurrent calls get distinct files.
     """
-    folder = Path(outdir) / (now or datetime.now()).strftime("%Y-%m-%d")
-    return save_numbered(image, folder, infotext, extension=extension, first_number=next_image_number,
-                         name=lambda number: f"{number:05d}-{int(seed)}")
+    ctx = context if context is not None else NameContext()
+    ctx.seed = int(seed) if seed is not None else None
+    ctx.now = now or ctx.now or datetime.now()
+    if ctx.image is None:
+        ctx.image = image
+    ext = extension.lower().lstrip(".")
+    if ext not in _FORMATS:
+        raise ValueError(f"unsupported image extension: {extension!r}")
+    folder, first, name = filename_pattern.plan(outdir, ctx, options, extension=ext)
+    return save_numbered(image, folder, infotext, extension=ext, first_number=first or next_image_number,
+                         name=name, **encoding(options))
+
+
+def encoding(options) -> dict:
+    """The encoder settings of the options (``jpeg_quality``, ``webp_lossless``) as ``save_numbered`` takes them;
+    A1111's defaults (80, lossy) without options."""
+    return {"quality": int(_option(options, "jpeg_quality", JPEG_QUALITY)),
+            "lossless": bool(_option(options, "webp_lossless", False))}
+
+
+def _option(options, key: str, default):
+    """``options.get(key)``, or ``default`` without options, without the key or without a value."""
+    try:
+        value = options.get(key) if options is not None else None
+    except KeyError:
+        value = None
+    return default if value is None else value
 
 
 def save_numbered(
@@ -125,6 +164,8 @@ def save_numbered(
     extension: str,
     first_number: Callable[[Path], int],
     name: Callable[[int], str],
+    quality: int = JPEG_QUALITY,
+    lossless: bool = False,
 ) -> Path:
     """Save ``image`` atomically to ``folder/<name(number)>.<extension>``, the number being ``first_number(folder)``
     or the next one whose name is free (grids use it for ``grid-NNNN``). As ``save_image``: encoded to a hidden
@@ -141,7 +182,7 @@ def save_numbered(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as fp:
-            _write_image(image, fp, fmt, infotext or "")
+            _write_image(image, fp, fmt, infotext or "", quality=quality, lossless=lossless)
         with _save_lock:
             number = first_number(folder)
             while True:
@@ -156,7 +197,8 @@ def save_numbered(
     return final
 
 
-def save_image_as(image: Image.Image, path: str | Path, infotext: str) -> Path:
+def save_image_as(image: Image.Image, path: str | Path, infotext: str, *, quality: int = JPEG_QUALITY,
+                  lossless: bool = False) -> Path:
     """Save ``image`` with ``infotext`` to exactly ``path`` (format from its extension), atomically: a
     partial file never appears under that name. An existing file there is replaced."""
     path = Path(path)
@@ -167,12 +209,34 @@ def save_image_as(image: Image.Image, path: str | Path, infotext: str) -> Path:
     tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "xb") as fp:
-            _write_image(image, fp, fmt, infotext or "")
+            _write_image(image, fp, fmt, infotext or "", quality=quality, lossless=lossless)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def save_jpeg_copy(image: Image.Image, path: str | Path, infotext: str, options) -> Path | None:
+    """A1111's ``export_for_4chan``: when the saved file is larger than ``img_downscale_threshold`` MB, or the image
+    wider or taller than ``target_side_length``, a JPEG copy beside it (same name, ``.jpg``), shrunk to fit the side
+    limit; None when no copy is due (the option off, a small image, or a file that is a JPEG already)."""
+    path = Path(path)
+    settings = {key: _option(options, key, default) for key, default in (
+        ("export_for_4chan", False), ("img_downscale_threshold", 4.0), ("target_side_length", 4000))}
+    if not settings["export_for_4chan"] or path.suffix.lower() in (".jpg", ".jpeg"):
+        return None
+    side = max(int(settings["target_side_length"]), 1)
+    oversize = image.width > side or image.height > side
+    if not oversize and path.stat().st_size <= float(settings["img_downscale_threshold"]) * 1024 * 1024:
+        return None
+    if oversize:
+        if image.width >= image.height:
+            size = (side, max(image.height * side // image.width, 1))
+        else:
+            size = (max(image.width * side // image.height, 1), side)
+        image = image.resize(size, Image.LANCZOS)
+    return save_image_as(image, path.with_suffix(".jpg"), infotext, **encoding(options))
 
 
 def _decode_user_comment(raw: object) -> str | None:

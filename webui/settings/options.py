@@ -35,6 +35,9 @@ class Option:
 
 _SAMPLER = ("sampler-params", "Sampler parameters")
 _SAVING = ("saving-images", "Saving images/grids")
+_PROMPT_EDITING = ("ui_prompt_editing", "Prompt editing")
+_TO_DIRS = ("saving-to-dirs", "Saving to a directory")
+_IMG2IMG = ("img2img", "img2img")
 # Keys are A1111's option names, so `/sdapi/v1/options` clients keep working.
 OPTIONS: dict[str, Option] = {
     "sd_model_checkpoint": Option("", "Stable Diffusion checkpoint", str),
@@ -106,6 +109,9 @@ OPTIONS: dict[str, Option] = {
     "vae_tile_overlap": Option(64, "VAE tile overlap (pixels; blended, so no seams)", int, minimum=0, maximum=1024,
                                section=("sd_vae", "VAE")),
     "img2img_background_color": Option("#ffffff", "Colour behind transparent parts of init images", str),
+    "img2img_color_correction": Option(False, "Apply color correction to img2img results to match original colors.",
+                                       bool, section=_IMG2IMG,
+                                       info="matches the result's colour histograms (LAB) to the init image's"),
     "control_net_unit_count": Option(3, "ControlNet units (tabs in txt2img and img2img; restart the UI)", int,
                                      minimum=1, maximum=10, restart=True),
     "control_net_no_detectmap": Option(False, "Do not append ControlNet detected maps to the output", bool),
@@ -124,15 +130,57 @@ OPTIONS: dict[str, Option] = {
                                  info="Approx cheap: no model, a small picture; Approx NN and TAESD: listed when "
                                       "their files are in models/VAE-approx or models/VAE-taesd; Full: the VAE, "
                                       "slowest"),
+    # A1111's quicksettings: options shown beside the checkpoint and VAE pickers (webui/ui/quicksettings.py)
+    "quicksettings_list": Option(["sd_model_checkpoint", "sd_vae"], "Quicksettings list", list,
+                                 choices=lambda: tuple(OPTIONS), restart=True, section=("ui", "User interface"),
+                                 info="setting entries that appear at the top of page rather than in settings tab "
+                                      "(the checkpoint and SD VAE are always there)"),
     "ui_remember_last_used": Option(True, "A newly opened page starts from the values last used in txt2img, img2img "
                                     "and Extras", bool, section=("ui", "User interface"),
                                     info="defaults otherwise come from ui-config.json in the data dir"),
+    # A1111's "Prompt editing" (the page script of webui/ui/prompt_tools_assets.py reads them at page load)
+    "keyedit_precision_attention": Option(0.1, "Precision for (attention:1.1) when editing the prompt with "
+                                          "Ctrl+up/down", float, minimum=0.01, maximum=0.2, section=_PROMPT_EDITING),
+    "keyedit_precision_extra": Option(0.05, "Precision for <extra networks:0.9> when editing the prompt with "
+                                      "Ctrl+up/down", float, minimum=0.01, maximum=0.2, section=_PROMPT_EDITING),
+    "keyedit_delimiters": Option(r".,\/!?%^*;:{}=`~() ", "Word delimiters when editing the prompt with "
+                                 "Ctrl+up/down", str, section=_PROMPT_EDITING),
+    "keyedit_delimiters_whitespace": Option(["Tab", "Carriage Return", "Line Feed"],
+                                            "Ctrl+up/down whitespace delimiters", list,
+                                            choices=("Tab", "Carriage Return", "Line Feed"),
+                                            section=_PROMPT_EDITING),
+    "keyedit_move": Option(True, "Alt+left/right moves prompt elements", bool, section=_PROMPT_EDITING),
     "samples_save": Option(True, "Always save all generated images", bool),
     "samples_format": Option("png", "File format for images", str, choices=("png", "jpg", "webp")),
+    # File and folder names (webui/outputs/filename_pattern.py): A1111's keys, labels and defaults
+    "samples_filename_pattern": Option("", "Images filename pattern", str, section=_SAVING,
+                                       info="tags such as [seed], [prompt_words], [model_name], [date], "
+                                            "[datetime<%Y%m%d_%H%M%S>], [none]; empty: [seed] (see the README)"),
+    "save_images_add_number": Option(True, "Add number to filename when saving", bool, section=_SAVING),
+    "jpeg_quality": Option(80, "Quality for saved jpeg images", int, minimum=1, maximum=100, section=_SAVING,
+                           info="also the quality of lossy webp"),
+    "webp_lossless": Option(False, "Use lossless compression for webp images", bool, section=_SAVING),
+    "export_for_4chan": Option(True, "Save copy of large images as JPG", bool, section=_SAVING,
+                               info="if the file size is above the limit, or either width or height are above the "
+                                    "limit"),
+    "img_downscale_threshold": Option(4.0, "File size limit for the above option, MB", float, minimum=0.0,
+                                      section=_SAVING),
+    "target_side_length": Option(4000, "Width/height limit for the above option, in pixels", int, minimum=1,
+                                 maximum=65500, section=_SAVING),
+    "save_to_dirs": Option(True, "Save images to a subdirectory", bool, section=_TO_DIRS),
+    "grid_save_to_dirs": Option(True, "Save grids to a subdirectory", bool, section=_TO_DIRS),
+    "directories_filename_pattern": Option("[date]", "Directory name pattern", str, section=_TO_DIRS,
+                                           info="the same tags as the file name; empty: [prompt_words]"),
+    "directories_max_prompt_words": Option(8, "Max prompt words for [prompt_words] pattern", int, minimum=1,
+                                           maximum=20, section=_TO_DIRS),
     "outdir_txt2img_samples": Option("", "Output folder for txt2img (empty: outputs/txt2img-images)", str),
     "outdir_img2img_samples": Option("", "Output folder for img2img (empty: outputs/img2img-images)", str),
     "outdir_extras_samples": Option("", "Output folder for images from extras tab (empty: outputs/extras-images)",
                                     str),
+    # the galleries' 💾 Save / 🗜️ Zip (webui/ui/gallery_actions.py); restricted: a folder on the server
+    "outdir_save": Option("", "Directory for saving images using the Save button (empty: outputs/save)", str,
+                          restart=True, info="the page offers the saved files for download from this folder "
+                                             "after a restart"),
     # Grids (A1111's keys, labels and defaults; webui/outputs/grid.py, webui/engine/batch_grid.py)
     "grid_save": Option(True, "Always save all generated image grids", bool, section=_SAVING),
     "grid_format": Option("png", "File format for grids", str, choices=("png", "jpg", "webp"), section=_SAVING),
@@ -178,6 +226,20 @@ OPTIONS: dict[str, Option] = {
                                  info="0 = maximum effect; 1 = minimum effect"),
     "face_restoration_unload": Option(False, "Move face restoration model from VRAM into RAM after processing", bool,
                                       section=("face-restoration", "Face restoration")),
+    # A1111's "Extra Networks" options (webui/ui/network_cards.py): the cards' default order, the Lora page filter
+    "extra_networks_card_order_field": Option("Path", "Default order field for Extra Networks cards", str,
+                                              choices=("Path", "Name", "Date Created", "Date Modified"),
+                                              section=("extra_networks", "Extra Networks")),
+    "extra_networks_card_order": Option("Ascending", "Default order for Extra Networks cards", str,
+                                        choices=("Ascending", "Descending"),
+                                        section=("extra_networks", "Extra Networks")),
+    "lora_show_all": Option(False, "Always show all networks on the Lora page", bool,
+                            section=("extra_networks", "Extra Networks"),
+                            info="otherwise, those detected as for incompatible version of Stable Diffusion will be "
+                                 "hidden"),
+    "lora_hide_unknown_for_versions": Option([], "Hide networks of unknown versions for model versions", list,
+                                             choices=("SD1", "SD2", "SDXL"),
+                                             section=("extra_networks", "Extra Networks")),
 }
 
 

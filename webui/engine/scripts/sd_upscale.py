@@ -141,7 +141,8 @@ def run(ctx: ScriptContext, request: GenerationRequest, args: list):
         combined = combine(grid)
         collector.append(combined, infotext or "", seed + n, subseed, request.prompt, request.negative_prompt)
         save_generated(combined, seed + n, infotext or "", request=request, options=ctx.options,
-                       outputs_dir=ctx.outputs_dir, hooks=ctx.hooks, run=saving, result=collector.result)
+                       outputs_dir=ctx.outputs_dir, hooks=ctx.hooks, run=saving, result=collector.result,
+                       index=n, all_seeds=saving.all_seeds, shape=(1, count))  # one picture per batch
         grid = split(picture, request.width, request.height, overlap)  # fresh tiles for the next picture
         tiles = grid.tiles()
     collector.warn(*saving.warnings)
