@@ -47,8 +47,9 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
             app.add_middleware(UiLoginGate, login=login, open_routes=open_routes)
         install_thumb_route(app, services)  # before the UI takes "/"
         blocks = build_ui(services)
+        # footer_links=[]: no Gradio footer ("Use via API", its Settings, "Built with Gradio"); /docs is the API's
         app = gr.mount_gradio_app(app, blocks, path="/", auth_dependency=login.user if login else None,
-                                  footer_links=["api", "settings"], **mount_arguments(services, logins),
+                                  footer_links=[], **mount_arguments(services, logins),
                                   **blocks_assets(services.extension_host))
         count_as_launched(blocks)  # Gradio checks which files events may read and serve only once "launched"
     start_extensions(app, blocks, services.extension_host)

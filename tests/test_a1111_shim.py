@@ -419,7 +419,11 @@ def test_ui_components_build_in_blocks(compat_path):
     assert isinstance(enabled, gr.Checkbox) and enabled.value is True and enabled.elem_id == "myext-checkbox"
     assert isinstance(enabled.accordion, gr.Accordion) and enabled.accordion.label == "My extension"
     assert enabled.accordion.open is False
-    assert inside(strength, enabled.accordion) and inside(enabled, enabled.accordion)
+    assert inside(strength, enabled.accordion) and not inside(enabled, enabled.accordion)
+    # the checkbox is built just before the accordion (a closed accordion's children are not rendered) and the
+    # page script moves it into the accordion's header, which its class names
+    assert {"input-accordion-checkbox", "input-accordion-for-myext"} <= set(enabled.elem_classes)
+    assert "input-accordion" in enabled.accordion.elem_classes
     assert not inside(button, enabled.accordion)
     assert isinstance(button, gr.Button) and "tool-button" in button.elem_classes
     assert (button.scale, button.min_width) == (0, 40) and isinstance(button.parent, gr.Row)

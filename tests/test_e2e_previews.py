@@ -1,4 +1,8 @@
-"""In the browser: the gallery shows live previews while a job samples, then the result."""
+"""In the browser: live previews show over the gallery while a job samples (never in it), then the result."""
+import base64
+import io
+
+from PIL import Image
 from playwright.sync_api import expect
 
 from browser import browser, new_page, wait_for_ui, webui  # noqa: F401 - fixtures
@@ -13,12 +17,16 @@ def test_gallery_shows_previews_while_sampling(webui, new_page):
     set_small_job(page, "txt2img", steps=150)
     page.locator("#txt2img_generate").click()
     expect(page.locator("#txt2img_interrupt")).to_be_visible()
-    preview = thumbnails(page).first.locator("img")
+    preview = page.locator("#txt2img_live_preview img")
     expect(preview).to_be_visible()
     assert page.locator("#txt2img_interrupt").is_visible(), "the job ended before a preview was seen"
-    shown = fetch_image(page, preview.evaluate("img => img.src"))
+    source = preview.evaluate("img => img.src")
+    assert source.startswith("data:image/png;base64,")
+    shown = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
     assert shown.size == (8, 8)  # Approx cheap: 1/8 of the 64x64 picture
+    expect(thumbnails(page)).to_have_count(0)  # the gallery holds finished images only
     wait_until_idle(page)
+    expect(preview).to_have_count(0)
     final = fetch_image(page, thumbnails(page).first.locator("img").evaluate("img => img.src"))
     assert final.size == (64, 64), "the result replaced the preview"
     assert "a foggy harbour" in final.info.get("parameters", "")

@@ -196,11 +196,14 @@ def test_the_blocks_have_the_history_tab_after_png_info_and_send_through_their_w
                                                                          "row_value": row}))
     assert state["seq"] == job.seq and len(gallery) == 1 and "a harbour" in infotext
 
-    tabs = by_id["tabs"]  # the refresh timer stops when another tab is opened
-    switched = next(fn for fn in blocks.fns.values() if (tabs._id, "select") in map(tuple, fn.targets)
-                    and [type(output) for output in fn.outputs] == [gr.Timer])
-    assert switched.fn(gr.SelectData(tabs, {"index": 0, "value": "txt2img"})).active is False
-    assert switched.fn(gr.SelectData(tabs, {"index": 4, "value": "History"})) == gr.skip()
+    # the page presses tab_shown_history once the tab is shown: the lists are read and the refresh timer starts;
+    # tab_left_history once another tab replaced it: the timer stops
+    shown, left = by_id["tab_shown_history"], by_id["tab_left_history"]
+    opened = next(fn for fn in blocks.fns.values() if (shown._id, "click") in map(tuple, fn.targets))
+    *refreshed, timer = opened.fn(history_tab.new_state(), None)
+    assert timer.active is True and refreshed[0]["seqs"][0] == job.seq
+    closed = next(fn for fn in blocks.fns.values() if (left._id, "click") in map(tuple, fn.targets))
+    assert [type(output) for output in closed.outputs] == [gr.Timer] and closed.fn().active is False
 
 
 # --- the live queue -----------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 import threading
 import time
 
@@ -192,27 +193,41 @@ def test_watcher_gives_one_preview_per_n_steps():
     assert preview.PreviewWatcher(control, 0).poll() is None
 
 
-def test_gallery_shows_previews_while_sampling_then_the_result(make_services):
+def shown_previews(updates: list[dict]) -> list[Image.Image]:
+    """The pictures the live preview element (over the gallery) was given, decoded from their data URLs."""
+    found = []
+    for update in updates:
+        match = re.search(r'src="data:image/(png|jpeg);base64,([^"]+)"', update["live_preview"]) \
+            if isinstance(update["live_preview"], str) else None
+        if match:
+            found.append(Image.open(io.BytesIO(base64.b64decode(match.group(2)))))
+    return found
+
+
+def test_previews_show_over_the_gallery_and_never_in_it(make_services):
     services = make_services("sd1")
     services.options.update({"show_progress_every_n_steps": 1}, save=False)
     values = ("a red fox", "blurry", "Euler", "Automatic", 40, 64, 64, 1, 1, 7.0, 1234)
     updates = [dict(zip(generation.OUTPUTS, out)) for out in generation.generate(services, "txt2img", None,
                                                                                    *values)]
+    previews = shown_previews(updates)
+    assert previews, "no live preview was shown"
+    assert all(image.size == (8, 8) for image in previews)  # Approx cheap: 1/8 of the 64x64 picture
     galleries = [u["gallery"] for u in updates if isinstance(u["gallery"], list)]
-    assert len(galleries) >= 2, "no live preview reached the gallery"
-    *previews, final = galleries
-    assert all(len(g) == 1 and isinstance(g[0], Image.Image) and g[0].size == (8, 8) for g in previews)
+    assert len(galleries) == 1, "the gallery got something before the result"  # it keeps the last results
+    final = galleries[0]
     assert len(final) == 1 and final[0].size == (64, 64) and "Steps: 40" in final[0].info["parameters"]
+    assert updates[-1]["live_preview"] == ""  # the preview is gone with the result
 
 
 def test_gallery_gets_no_previews_when_they_are_off(make_services):
     services = make_services("sd1")
     services.options.update({"live_previews_enable": False, "show_progress_every_n_steps": 1}, save=False)
     values = ("a red fox", "blurry", "Euler", "Automatic", 20, 64, 64, 1, 1, 7.0, 1234)
-    galleries = [dict(zip(generation.OUTPUTS, out))["gallery"]
-                 for out in generation.generate(services, "txt2img", None, *values)]
-    shown = [g for g in galleries if isinstance(g, list)]
+    updates = [dict(zip(generation.OUTPUTS, out)) for out in generation.generate(services, "txt2img", None, *values)]
+    shown = [u["gallery"] for u in updates if isinstance(u["gallery"], list)]
     assert len(shown) == 1 and shown[0][0].size == (64, 64)  # only the result
+    assert shown_previews(updates) == []
 
 
 def test_api_sets_the_method_and_progress_shows_its_preview(tmp_path, tiny_models):

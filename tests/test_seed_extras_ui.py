@@ -85,7 +85,7 @@ def test_the_seed_extras_are_a1111s_components(app):
         for side, word in (("w", "width"), ("h", "height")):
             slider = ids[f"{tab}_seed_resize_from_{side}"]
             assert (slider.label, slider.minimum, slider.maximum, slider.step, slider.value) == (
-                f"Resize seed from {word}", 0, 2048, 8, 0)
+                f"Resize seed from {word}", 0, 4096, 8, 0)  # the one side limit of page and API
         assert {f"{tab}_random_subseed", f"{tab}_reuse_subseed"} <= set(ids)
         assert ids[f"{tab}_tiling"].label == "Tiling" and ids[f"{tab}_tiling"].value is False
     # "Extra" shows and hides the group

@@ -80,7 +80,7 @@ def test_build_ui_has_a1111_elem_ids_and_defaults(services):
     assert by_id["txt2img_sampling"].value == "DPM++ 2M"
     assert by_id["txt2img_scheduler"].value == "Automatic"
     assert (by_id["txt2img_steps"].value, by_id["txt2img_steps"].minimum, by_id["txt2img_steps"].maximum) == (20, 1, 150)
-    assert (by_id["txt2img_width"].value, by_id["txt2img_width"].step, by_id["txt2img_width"].maximum) == (512, 8, 2048)
+    assert (by_id["txt2img_width"].value, by_id["txt2img_width"].step, by_id["txt2img_width"].maximum) == (512, 8, 4096)
     assert by_id["txt2img_cfg_scale"].value == 7 and by_id["txt2img_cfg_scale"].step == 0.5
     assert by_id["txt2img_seed"].value == -1
     assert by_id["img2img_denoising_strength"].value == 0.75

@@ -30,16 +30,16 @@ def test_ui_config_is_written_with_a1111s_keys_and_read_back(make_services):
     data = json.loads(path.read_text())
     assert data["txt2img/Prompt/value"] == ""
     assert data["txt2img/Sampling steps/value"] == 20
-    assert data["txt2img/Width/maximum"] == 2048 and data["txt2img/Width/step"] == 8
+    assert data["txt2img/Width/maximum"] == 4096 and data["txt2img/Width/step"] == 8
     assert data["img2img/Denoising strength/value"] == 0.75
     assert "txt2img/CFG Scale/visible" in data
     assert not any(key.startswith(("settings/", "extensions/")) for key in data)
-    data.update({"txt2img/Sampling steps/value": 35, "txt2img/Width/maximum": 4096, "txt2img/Prompt/value": "a cat",
+    data.update({"txt2img/Sampling steps/value": 35, "txt2img/Width/maximum": 3072, "txt2img/Prompt/value": "a cat",
                  "txt2img/Sampling method/value": "Euler", "txt2img/Batch size/visible": False})
     path.write_text(json.dumps(data))
     blocks, _ = built(services)
     assert prop(blocks, "txt2img_steps") == 35
-    assert prop(blocks, "txt2img_width", "maximum") == 4096
+    assert prop(blocks, "txt2img_width", "maximum") == 3072  # a lower limit than the default
     assert prop(blocks, "txt2img_prompt") == "a cat"
     assert prop(blocks, "txt2img_sampling") == "Euler"
     assert prop(blocks, "txt2img_batch_size", "visible") is False
@@ -106,3 +106,34 @@ def test_checkbox_values_must_be_booleans(value, ok):
     else:
         with pytest.raises(ValueError):
             ui_config.fitted(box, value)
+
+
+def test_a_ui_config_of_the_former_2048_limit_gets_the_apis_limit(make_services):
+    """ui-config.json files written while the size sliders stopped at 2048 (the API took 4096) held that maximum for
+    every side slider: it is read as the former default and brought to the one limit of page and API."""
+    services = make_services("sd1")
+    path = services.paths.data_dir / "ui-config.json"
+    built(services)
+    data = json.loads(path.read_text())
+    data.update({"txt2img/Width/maximum": 2048, "img2img/Height/maximum": 2048,
+                 "txt2img/Resize seed from width/maximum": 2048, "txt2img/Sampling steps/maximum": 150})
+    path.write_text(json.dumps(data))
+    blocks, _ = built(services)
+    assert prop(blocks, "txt2img_width", "maximum") == 4096
+    assert prop(blocks, "img2img_height", "maximum") == 4096
+    assert prop(blocks, "txt2img_seed_resize_from_w", "maximum") == 4096
+    assert prop(blocks, "txt2img_steps", "maximum") == 150
+    stored = json.loads(path.read_text())
+    assert stored["txt2img/Width/maximum"] == 4096 and stored["img2img/Height/maximum"] == 4096
+
+
+def test_editor_dialogs_fields_are_not_page_settings(make_services):
+    """The 🖌️ styles editor's and a card's 🔧 metadata editor's fields hold what is being edited: no ui-config key,
+    so never remembered, restored or listed by Settings > Defaults."""
+    services = make_services("sd1")
+    _, inputs = built(services)
+    ids = {component.elem_id for component in inputs.values()}
+    assert not any("_extra_edit_user_metadata_" in i or "_edit_style_" in i or "_styles_edit_select" in i
+                   for i in ids if i)
+    assert not {"txt2img/Description", "txt2img/Activation text", "txt2img/Notes"} & set(inputs)
+    assert "txt2img/Prompt" in inputs and inputs["txt2img/Prompt"].elem_id == "txt2img_prompt"

@@ -60,7 +60,7 @@ def unit_values(**given) -> dict:
     values = {"enabled": False, "use_input": True, "image": None, "mask": None, "module": "none", "model": "None",
               "weight": 1.0, "guidance_start": 0.0, "guidance_end": 1.0, "processor_res": -1, "threshold_a": -1,
               "threshold_b": -1, "control_mode": "Balanced", "resize_mode": "Crop and Resize",
-              "pixel_perfect": False, "low_vram": False}
+              "pixel_perfect": False}
     values.update(given)
     return values
 
@@ -251,12 +251,12 @@ def test_generate_builds_one_control_unit_per_tab(services):
         unit_values(enabled=True, image=image, mask=mask, module="canny", model=title(services, CANNY_MODEL),
                     weight=0.6, guidance_start=0.1, guidance_end=0.8, processor_res=256, threshold_a=90,
                     threshold_b=180, control_mode="My prompt is more important", resize_mode="Just Resize",
-                    pixel_perfect=True, low_vram=True),
+                    pixel_perfect=True),
         unit_values(image=image, module="canny")])  # disabled: nothing of it travels
     request.validate()
     first, second = request.controlnet_units
     assert first == ControlUnit(enabled=True, module="canny", model=title(services, CANNY_MODEL), weight=0.6,
-                                image=image, mask=mask, resize_mode="Just Resize", low_vram=True,
+                                image=image, mask=mask, resize_mode="Just Resize",
                                 processor_res=256, threshold_a=90.0, threshold_b=180.0, guidance_start=0.1,
                                 guidance_end=0.8, control_mode="My prompt is more important", pixel_perfect=True)
     assert second == ControlUnit() and second.image is None
@@ -468,3 +468,68 @@ def test_sending_a_gallery_image_to_img2img_restores_its_units(services):
     assert first["model"]["value"] == title(services, CANNY_MODEL)
     # a detected map is selected (no infotext): the units are left as they are
     assert all(value == gr.skip() for value in fn.fn({"infotexts": [text], "selected": 1}))
+
+
+# --- which units are on: the accordion's title and the tabs' marks; no dead controls ------------------------------
+def test_the_title_counts_the_enabled_units_and_their_tabs_are_marked():
+    assert controlnet.panel_title([False, False, False]) == "ControlNet"
+    assert controlnet.panel_title([False, True, False]) == "ControlNet - 1 unit"
+    assert controlnet.panel_title([True, False, True]) == "ControlNet - 2 units"
+    assert controlnet.panel_title([None, 1, True]) == "ControlNet - 2 units"  # what a client may send
+    accordion, *tabs = controlnet.active_units(False, True, False)
+    assert accordion == {"__type__": "update", "label": "ControlNet - 1 unit"}
+    assert [tab["label"] for tab in tabs] == ["ControlNet Unit 0", "ControlNet Unit 1 ✓", "ControlNet Unit 2"]
+
+
+def test_the_title_follows_every_enable_box_and_the_page_load(services):
+    # ui-config.json switches unit 2 on before the page is served: the load event must count it
+    (services.paths.data_dir / "ui-config.json").write_text(
+        '{"txt2img/ControlNet Unit 2/Enable/value": true}', encoding="utf-8")
+    try:
+        blocks = build_ui(services)
+    finally:
+        (services.paths.data_dir / "ui-config.json").unlink()
+    by_id = {b.elem_id: b for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+    accordion = by_id["txt2img_controlnet"]
+    enables = [by_id[f"{unit_prefix('txt2img', i)}_controlnet_enable_checkbox"] for i in range(3)]
+    tabs = [by_id[f"{unit_prefix('txt2img', i)}_tab"] for i in range(3)]
+    assert enables[2].value is True
+    fn = next(fn for fn in blocks.fns.values() if accordion in fn.outputs)
+    assert [c._id for c in fn.inputs] == [c._id for c in enables]
+    assert [c._id for c in fn.outputs] == [accordion._id, *(tab._id for tab in tabs)]
+    triggers = {(target, event) for target, event in fn.targets}
+    assert {(enable._id, "change") for enable in enables} <= triggers  # the user's clicks, pastes, restored values
+    assert any(event == "load" for _, event in triggers)  # and the page load
+    # what the load event computes from the page's values
+    title, *labels = fn.fn(*(enable.value for enable in enables))
+    assert title["label"] == "ControlNet - 1 unit"
+    assert [label["label"] for label in labels] == ["ControlNet Unit 0", "ControlNet Unit 1", "ControlNet Unit 2 ✓"]
+    # the img2img accordion has its own count
+    img2img = next(fn for fn in blocks.fns.values() if by_id["img2img_controlnet"] in fn.outputs)
+    assert img2img.fn(True, True, True)[0]["label"] == "ControlNet - 3 units"
+
+
+def test_there_is_no_low_vram_box_and_every_unit_control_reaches_the_request(services):
+    blocks = build_ui(services)
+    labels = {getattr(b, "label", None) for b in blocks.blocks.values()}
+    assert "Low VRAM" not in labels
+    assert not any("low_vram" in (getattr(b, "elem_id", None) or "") for b in blocks.blocks.values())
+    parameters = [p["parameter_name"] for p in blocks.get_api_info()["named_endpoints"]["/txt2img"]["parameters"]]
+    assert "controlnet_0_low_vram" not in parameters and "controlnet_0_pixel_perfect" in parameters
+
+    # every value control of a unit is sent with Generate, except the Control Type filter (it narrows the lists)
+    values_fields = {name for name in controlnet.ELEM_IDS if name not in (
+        "tab", "preview", "run_preprocessor", "refresh_models", "use_preview", "type_filter")}
+    assert values_fields == set(controlnet.REQUEST_FIELDS)
+    # ... and each of them changes the unit the request gets
+    image, other = picture(), picture(seed=9)
+    base = unit_values(enabled=True, use_input=False, image=image, module="canny", model="sd15_canny",
+                       processor_res=256, threshold_a=90, threshold_b=180)
+    changed = {"enabled": False, "use_input": True, "image": other, "mask": Image.new("L", (64, 64), 255),
+               "module": "invert", "model": "sd15_depth", "weight": 0.5, "guidance_start": 0.2,
+               "guidance_end": 0.7, "processor_res": 384, "threshold_a": 50, "threshold_b": 60,
+               "control_mode": "ControlNet is more important", "resize_mode": "Just Resize", "pixel_perfect": True}
+    assert set(changed) == set(controlnet.REQUEST_FIELDS)
+    reference = controlnet.unit_from_values("img2img", 0, base)
+    for name, value in changed.items():
+        assert controlnet.unit_from_values("img2img", 0, {**base, name: value}) != reference, name

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from webui.models.tokenizer import clip_tokenizer
 from webui.settings.flags import parse_flags
-from webui.ui import extra_networks, generation, styles, token_counter, vae
+from webui.ui import extra_networks, generation, style_editor, styles, token_counter, vae
 from webui.ui.blocks import build_ui
 from webui.ui.thumbs import install_thumb_route
 
@@ -250,25 +250,24 @@ def read_styles_csv(services) -> dict[str, tuple[str, str]]:
 
 
 def test_styles_save_to_the_csv_and_apply_into_the_prompts(services, capsys):
-    picker, name_box = styles.save_style(services, " Cinema ", "{prompt}, film grain", "blurry, lowres")
+    style_editor.save_style(services, " Cinema ", "{prompt}, film grain", "blurry, lowres")  # 🖌️'s Save
     assert "Style 'Cinema' saved" in capsys.readouterr().out
     assert read_styles_csv(services) == {"Cinema": ("{prompt}, film grain", "blurry, lowres")}
-    assert [c[0] for c in picker.choices] == ["Cinema"] and name_box == ""
-    styles.save_style(services, "Plain", "oil painting", "")
+    style_editor.save_style(services, "Plain", "oil painting", "")
     assert [c[0] for c in styles.styles_dropdown(services).choices] == ["Cinema", "Plain"]
 
     prompt, negative, cleared = styles.apply_styles(services, "a cat", "ugly", ["Cinema", "Plain"])
     assert prompt == "a cat, film grain, oil painting" and negative == "ugly, blurry, lowres"
     assert cleared.value == []
 
-    styles.save_style(services, "Plain", "watercolor", "")
+    style_editor.save_style(services, "Plain", "watercolor", "")
     assert "Style 'Plain' updated" in capsys.readouterr().out
     assert read_styles_csv(services)["Plain"] == ("watercolor", "")
 
 
 def test_style_errors_are_warnings(services):
     with pytest.warns(UserWarning, match="needs a name"):
-        assert styles.save_style(services, "  ", "x", "y") == (gr.skip(), gr.skip())
+        assert style_editor.save_style(services, "  ", "x", "y") == (gr.skip(), gr.skip())
     with pytest.warns(UserWarning, match="Unknown style 'Gone'"):
         assert styles.apply_styles(services, "a", "b", ["Gone"]) == (gr.skip(),) * 3
     with pytest.warns(UserWarning, match="Choose one or more styles"):
@@ -325,7 +324,7 @@ def test_build_ui_has_the_prompt_tools_with_a1111_elem_ids(services):
         expected |= {f"{tab}_{name}" for name in (
             "extra_networks", "extra_tabs", "extra_search", "extra_refresh", "checkpoints_cards",
             "textual_inversion_cards", "lora_cards", "token_counter", "negative_token_counter", "token_button",
-            "negative_token_button", "styles", "style_apply", "style_name", "style_create")}
+            "negative_token_button", "styles", "style_apply", "styles_edit_button")}
     assert expected <= set(by_id), expected - set(by_id)
     assert by_id["setting_sd_vae"].value == "kl-f8.safetensors"
     assert [c[0] for c in by_id["setting_sd_vae"].choices] == ["Automatic", "None", "kl-f8.safetensors"]

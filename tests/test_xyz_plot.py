@@ -574,8 +574,8 @@ def test_ui_generates_the_grid_and_fills_values(services):
     assert chosen.value == ["Euler", "Heun"]
     # 📒 fills every sampler (this tab's buttons: A1111 gives both tabs the same elem_id)
     fill = next(fn for fn in blocks.fns.values() if fn.inputs and getattr(fn.inputs[0], "elem_id", "") ==
-                f"{p}_x_type" and any(blocks.blocks[t[0]].elem_id == "xyz_grid_fill_x_tool_button"
-                                      for t in fn.targets))
+                f"{p}_x_type" and any(getattr(blocks.blocks.get(t[0]), "elem_id", None) ==
+                                      "xyz_grid_fill_x_tool_button" for t in fn.targets))
     names = [sampler["name"] for sampler in sampler_listing()]
     _, filled = fill.fn("Sampler", False)
     assert filled.value == names
@@ -584,8 +584,9 @@ def test_ui_generates_the_grid_and_fills_values(services):
     csv.writer(out).writerow(names)
     assert written.value == out.getvalue().strip()
     # ⇅ X/Y swaps the two axes
-    swap = next(blocks.blocks[t[0]] for fn in blocks.fns.values() for t in fn.targets
-                if blocks.blocks[t[0]].elem_id == "xy_grid_swap_axes_button" and fn.inputs[0].elem_id == f"{p}_x_type")
+    swap = next(blocks.blocks[t[0]] for fn in blocks.fns.values() for t in fn.targets  # .then() has no target
+                if getattr(blocks.blocks.get(t[0]), "elem_id", None) == "xy_grid_swap_axes_button"
+                and fn.inputs[0].elem_id == f"{p}_x_type")
     swapped = call_event(blocks, swap, {f"{p}_x_type": "Steps", f"{p}_x_values": "2,3", f"{p}_y_type": "CFG Scale",
                                         f"{p}_y_values": "5"})
     assert swapped == ("CFG Scale", "5", [], "Steps", "2,3", [])

@@ -1,14 +1,20 @@
 """The page's CSS and its on-load script (keyboard shortcuts, and the prompt tools' script)."""
 
-from . import prompt_assets
+from . import prompt_assets, size_notes
+from . import input_accordion_assets
+from . import network_assets
+from . import run_assets
+from . import prompt_tools_assets
+from . import tab_events, hints
+from . import gallery_assets
 
 CSS = """
 #setting_sd_model_checkpoint { max-width: 420px; }
 #refresh_sd_model_checkpoint { max-width: 2.6em; min-width: 2.6em; align-self: end; margin-bottom: 4px; }
 .prompt-row textarea { resize: vertical; }
 .generate-box { min-width: 160px; }
-.generate-box button { min-height: 5.5em; font-size: 1.15em; }
-#txt2img_generate, #img2img_generate { min-height: 7.5em; }
+.generate-box .generate-buttons button { font-size: 1.15em; }
+#txt2img_generate, #img2img_generate { min-height: 5em; }
 .tool-button { max-width: 2.6em; min-width: 2.6em !important; align-self: end; margin-bottom: 4px; }
 .progressbar { position: relative; height: 1.6em; border-radius: 6px; overflow: hidden;
                background: var(--block-background-fill); border: 1px solid var(--border-color-primary); }
@@ -22,7 +28,13 @@ CSS = """
 body:not([data-webui-loaded]) #tabs { pointer-events: none; cursor: progress; }
 .pnginfo-params td { padding: 1px 8px 1px 0; vertical-align: top; }
 .pnginfo-params td:first-child { font-weight: 600; white-space: nowrap; }
-""" + prompt_assets.CSS
+""" + prompt_assets.CSS + size_notes.CSS
+CSS += input_accordion_assets.CSS  # input accordions, the restored values note
+CSS += network_assets.CSS  # extra networks: folder buttons, sort, badges, metadata editor
+CSS += run_assets.CSS  # a running job: Interrupt / Skip in Generate's place, progress over the gallery
+CSS += prompt_tools_assets.CSS  # ⇅ beside width / height
+CSS += hints.CSS  # icon buttons' tooltips / accessible names, the styles picker's placeholder
+CSS += gallery_assets.CSS  # the buttons under the galleries, the no-checkpoint notice
 
 # Run once on page load (Gradio calls the function). Ctrl+Enter in a prompt box presses that tab's Generate;
 # Escape presses Interrupt when a tab shows it. Then the prompt tools' script (see `prompt_assets`).
@@ -49,6 +61,9 @@ JS = """
       }
     }
   });
-""" + prompt_assets.SCRIPT + """
+""" + prompt_assets.SCRIPT + size_notes.SCRIPT + input_accordion_assets.SCRIPT + """
+""" + prompt_tools_assets.SCRIPT + network_assets.SCRIPT + """
+""" + tab_events.SCRIPT + hints.SCRIPT + """
+""" + run_assets.SCRIPT + """
 }
 """

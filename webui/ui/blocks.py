@@ -9,6 +9,10 @@ import gradio as gr
 
 from . import checkpoints, extensions_tab, extras_tab, override_settings, pnginfo, settings_tab, styles, ui_config, vae
 from . import hires_inputs, refiner_inputs
+from . import tab_events
+from . import checkpoint_notice, gallery_actions
+from . import prompt_tools
+from . import defaults_page, quicksettings
 from .assets import CSS as PAGE_CSS, JS
 from .extension_scripts import ComponentCallbacks
 
@@ -20,8 +24,9 @@ from . import merger_tab
 __all__ = ["build_ui", "CSS", "JS"]
 
 
-def _checkpoint_row(services) -> tuple[gr.Dropdown, gr.Dropdown]:
-    """The quicksettings row: checkpoint and SD VAE pickers, each with its refresh button. A checkpoint card of
+def _checkpoint_row(services) -> tuple[gr.Dropdown, gr.Dropdown, quicksettings.Quicksettings]:
+    """The quicksettings row: checkpoint and SD VAE pickers, each with its refresh button, then the options
+    `quicksettings_list` names (`quicksettings.py`: saved as they change). A checkpoint card of
     the extra networks panel presses the hidden `change_checkpoint` button (same queued switch as the picker)."""
     with gr.Row(elem_id="quicksettings"):
         dropdown = gr.Dropdown(checkpoints.checkpoint_titles(services), value=checkpoints.current_checkpoint(services),
@@ -34,6 +39,8 @@ def _checkpoint_row(services) -> tuple[gr.Dropdown, gr.Dropdown]:
                                    min_width=240)
         vae_refresh = gr.Button("🔄", elem_id="refresh_sd_vae", elem_classes="tool-button", scale=0, min_width=40)
         select = gr.Button(visible="hidden", elem_id="change_checkpoint")
+        quick = quicksettings.build_quicksettings(services)
+    notice = checkpoint_notice.build(services)  # "No checkpoint found …" under the row while there is none
 
     def change(event: gr.SelectData):  # select, not input: Gradio also sends input when the list closes
         return checkpoints.change_checkpoint(services, event.value)
@@ -43,8 +50,9 @@ def _checkpoint_row(services) -> tuple[gr.Dropdown, gr.Dropdown]:
 
     # "full": the picker shows the load's progress bar and stage ("minimal" would show only a timer)
     dropdown.select(change, outputs=[dropdown], show_progress="full", api_visibility="undocumented")
-    refresh.click(lambda: checkpoints.refresh_checkpoints(services), outputs=[dropdown], show_progress="hidden",
-                  api_visibility="undocumented")
+    rescan = refresh.click(lambda: checkpoints.refresh_checkpoints(services), outputs=[dropdown],
+                           show_progress="hidden", api_visibility="undocumented")
+    checkpoint_notice.wire(notice, dropdown, rescan, services)
     refresh.click(lambda: vae.refresh_vaes(services), outputs=[vae_dropdown], show_progress="hidden",
                   api_visibility="undocumented")
     select.click(lambda title: checkpoints.change_checkpoint(services, title), inputs=[dropdown],
@@ -53,39 +61,29 @@ def _checkpoint_row(services) -> tuple[gr.Dropdown, gr.Dropdown]:
     vae_dropdown.select(change_vae, outputs=[vae_dropdown], show_progress="minimal", api_visibility="undocumented")
     vae_refresh.click(lambda: vae.refresh_vaes(services), outputs=[vae_dropdown], show_progress="hidden",
                       api_visibility="undocumented")
-    return dropdown, vae_dropdown
+    return dropdown, vae_dropdown, quick
 
 
-def _wire_style_saving(tabs: list[GenerationTab], services) -> None:
-    """💾 in either tab saves its prompts as a style; both tabs' pickers get the new list."""
-    pickers = [tab.styles for tab in tabs]
-
-    def save(name, prompt, negative_prompt):
-        picker, cleared = styles.save_style(services, name, prompt, negative_prompt)
-        return (*[picker] * len(pickers), cleared)
-
-    for tab in tabs:
-        tab.style_create.click(save, inputs=[tab.style_name, tab.prompt, tab.negative_prompt],
-                               outputs=[*pickers, tab.style_name], show_progress="hidden",
-                               api_visibility="undocumented")
+from . import style_editor  # noqa: E402 - the 🖌️ styles dialog (its wiring spans both tabs)
 
 
-def _sender(mode: str, services=None):
+def _sender(mode: str, services=None, target: str = "img2img"):
     host = getattr(services, "extension_host", None)
 
     def pasted(text: str, params: dict) -> None:
         host.callbacks.call("infotext_pasted", text, params)
 
     def send(*values):
-        return pnginfo.send_to(mode, *values, on_pasted=pasted if host is not None else None)
+        return pnginfo.send_to(mode, *values, on_pasted=pasted if host is not None else None, target=target)
     return send
 
 
-def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, services) -> None:
+def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, services,
+                 extras: extras_tab.ExtrasTab | None = None) -> None:
     with gr.Row(equal_height=False):
         with gr.Column():
             image = gr.Image(label="Source", type="pil", image_mode=None, format="png", elem_id="pnginfo_image",
-                             sources=["upload", "clipboard"], height=360)
+                             sources=["upload", "clipboard"], height=360, buttons=["download", "fullscreen"])
         with gr.Column():
             html_info = gr.HTML(elem_id="html_info")
             text = gr.Textbox(label="Parameters", lines=4, elem_id="pnginfo_generation_info",
@@ -93,17 +91,26 @@ def _pnginfo_tab(tabs: gr.Tabs, txt2img: GenerationTab, img2img: GenerationTab, 
             with gr.Row():
                 to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_txt2img")
                 to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_img2img")
+                to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_inpaint")
+                to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_extras", visible=extras is not None)
     image.change(pnginfo.read_parameters, inputs=[image], outputs=[html_info, text], show_progress="hidden",
                  api_visibility="undocumented")
-    for tab, button in ((txt2img, to_txt2img), (img2img, to_img2img)):
+    if extras is not None:  # the picture alone into Extras' single image
+        to_extras.click(lambda picture: pnginfo.send_image_to_extras(picture, extras_tab.receive_image),
+                        inputs=[image], outputs=[*extras.receive_outputs(), tabs], show_progress="hidden",
+                        api_visibility="undocumented")
+    for tab, button, target in ((txt2img, to_txt2img, "img2img"), (img2img, to_img2img, "img2img"),
+                                (img2img, to_inpaint, "inpaint")):
         targets = [getattr(tab, name) for name in pnginfo.FIELDS]
         inputs = [text, tab.sampler, tab.scheduler]
         if tab.img2img:
             own = tab.img2img
-            targets += [own.image, *own.components(pnginfo.IMG2IMG_FIELDS), *own.switch_outputs()]
+            picture = own.inpaint if target == "inpaint" else own.image
+            targets += [picture, *own.components(pnginfo.IMG2IMG_FIELDS), *own.switch_outputs()]
             inputs.append(image)
-        button.click(_sender(tab.mode, services), inputs=inputs,
-                     outputs=[*targets, tabs], show_progress="hidden", api_visibility="undocumented")
+        sent = button.click(_sender(tab.mode, services, target), inputs=inputs,
+                            outputs=[*targets, tabs], show_progress="hidden", api_visibility="undocumented")
+        prompt_tools.recount_after(sent, [tab], services)  # the filled prompts' token counters
         if tab.controlnet:
             _wire_controlnet_paste(button, text, tab, services)
         if tab.hires:  # the same Send button fills txt2img's Hires. fix accordion from the `Hires …` keys
@@ -131,8 +138,9 @@ def _history_tab(history: gr.Tab, tabs: gr.Tabs, txt2img: GenerationTab, img2img
             values = history_tab.send_to(services, mode, state, sampler, scheduler, send=_sender(mode, services))
             return (gr.skip(),) * width if values is None else values
 
-        button.click(send, inputs=[view.state, tab.sampler, tab.scheduler], outputs=outputs, show_progress="hidden",
-                     api_visibility="undocumented")
+        sent = button.click(send, inputs=[view.state, tab.sampler, tab.scheduler], outputs=outputs,
+                            show_progress="hidden", api_visibility="undocumented")
+        prompt_tools.recount_after(sent, [tab], services)  # the filled prompts' token counters
         button.click(lambda: gr.Timer(active=False), outputs=[view.timer], show_progress="hidden",
                      api_visibility="undocumented")  # the tab switch is programmatic: no select event stops it
         if tab.controlnet:
@@ -191,10 +199,12 @@ def _wire_gallery_senders(tabs: gr.Tabs, sources: list[GenerationTab], img2img: 
     for source in sources:
         for button, target, picture in ((source.send_to_img2img, "img2img", own.image),
                                         (source.send_to_inpaint, "inpaint", own.inpaint)):
-            button.click(sender(target), inputs=[source.state, source.gallery, img2img.sampler, img2img.scheduler,
-                                                 own.outpaint_enable],
-                         outputs=[*targets, picture, *own.switch_outputs(), tabs], show_progress="hidden",
-                         api_visibility="undocumented")
+            sent = button.click(sender(target), inputs=[source.state, source.gallery, img2img.sampler,
+                                                        img2img.scheduler, own.outpaint_enable],
+                                outputs=[*targets, picture, *own.switch_outputs(), tabs], show_progress="hidden",
+                                api_visibility="undocumented")
+            if services is not None:  # the filled prompts' token counters
+                prompt_tools.recount_after(sent, [img2img], services)
             if img2img.controlnet and services is not None:
                 count = len(img2img.controlnet.units)
                 button.click(lambda state: pnginfo.controlnet_values(services, pnginfo.selected_infotext(state), count),
@@ -269,7 +279,8 @@ def build_ui(services) -> gr.Blocks:
 def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> gr.Blocks:
     # delete_cache: the pictures Gradio served (results, live previews) leave its cache after a day
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
-        dropdown, vae_dropdown = _checkpoint_row(services)
+        dropdown, vae_dropdown, quick = _checkpoint_row(services)
+        keyedit = prompt_tools.build_keyedit_holder()  # hidden: the keyedit_* settings for the page script
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"), announcer.tab("txt2img"):
                 txt2img = build_tab("txt2img", services=services)
@@ -279,7 +290,7 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras = extras_tab.build_extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                _pnginfo_tab(tabs, txt2img, img2img, services)
+                _pnginfo_tab(tabs, txt2img, img2img, services, extras)
             with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
                 merger_tab.build_merger_tab(services, dropdown, _other_checkpoint_pickers(services, txt2img, img2img))
             with gr.Tab(history_tab.HISTORY_TITLE, id=history_tab.HISTORY_ID, elem_id="tab_history") as history:
@@ -289,28 +300,36 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
                 settings = settings_tab.build_settings_tab(services)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions"):
                 extensions_tab.build_extensions_tab(services)
+        tab_events.render_buttons()  # the hidden buttons the page presses once a tab is shown / left
         for tab in (txt2img, img2img):
             wire_tab(tab, services)
-        _wire_style_saving([txt2img, img2img], services)
+        style_editor.wire_editors([txt2img.style_editor, img2img.style_editor], [txt2img, img2img], services)  # 🖌️
         _wire_gallery_senders(tabs, [txt2img, img2img], img2img, services)
+        gallery_actions.wire_send_to_extras(tabs, [txt2img, img2img], extras)  # 📐 under the galleries
 
         inputs = ui_config.labelled_inputs(blocks)
         ui_config.apply_ui_config(services.paths.data_dir / "ui-config.json", inputs)
+        defaults_page.wire(settings.defaults, services, inputs)  # Settings > Defaults: the page's values as defaults
         for tab in (txt2img, img2img):  # "Extra" ticked in ui-config.json: its seed extras shown from the start
             if tab.seed_extras is not None:
                 tab.seed_extras.visible = bool(tab.subseed_show.value)
         restore, remembered = ui_config.wire_last_used(
-            services, inputs, {"txt2img": txt2img.generate, "img2img": img2img.generate, "extras": extras.generate})
+            services, inputs, {"txt2img": txt2img.generate, "img2img": img2img.generate, "extras": extras.generate},
+            notes={"txt2img": txt2img.restored_note, "img2img": img2img.restored_note})
 
         def on_load(request: gr.Request):
             pickers = styles.styles_dropdown(services)
             return (checkpoints.show_current(services), vae.show_current(services), pickers, pickers,
-                    *settings_tab.current_values(services, settings), *restore(request))
+                    *settings_tab.current_values(services, settings),
+                    *quicksettings.current_values(services, quick), *restore(request))
 
         # Until the load event has filled the page (last used values), the tabs take no clicks: what a user typed
         # first would be overwritten. Then `data-webui-loaded` on <body> lets them (and browser tests) go.
-        blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles, *settings.components,
-                                      *remembered],
-                    show_progress="hidden", api_visibility="undocumented") \
-            .then(None, js="() => { document.body.dataset.webuiLoaded = '1'; }", api_visibility="undocumented")
+        loaded = blocks.load(on_load, outputs=[dropdown, vae_dropdown, txt2img.styles, img2img.styles,
+                                               *settings.components, *quick.components, *remembered],
+                             show_progress="hidden", api_visibility="undocumented")
+        loaded.then(None, js="() => { document.body.dataset.webuiLoaded = '1'; }", api_visibility="undocumented")
+        prompt_tools.recount_after(loaded, [txt2img, img2img], services)  # the restored prompts, tab shown or not
+        blocks.load(lambda: prompt_tools.keyedit_options(services), outputs=[keyedit], show_progress="hidden",
+                    queue=False, api_visibility="undocumented")  # Ctrl+Up / Ctrl+Down's settings for the page
     return blocks

@@ -5,6 +5,11 @@ the preprocessor's sliders, refreshing the model list) and what a unit's values 
 elem_ids are the extension's: `{tab}_controlnet_ControlNet-{i}_controlnet_enable_checkbox`, `..._input_image`,
 `..._controlnet_preprocessor_dropdown`, ... (see `ELEM_IDS`). The preview (💥) lives in `controlnet_preview.py`,
 pasting `ControlNet N` infotext back in `pnginfo.controlnet_values`.
+
+Which units are on shows outside them: the accordion's title counts them ("ControlNet - 2 units") and their tabs
+are marked ("ControlNet Unit 1 ✓"), also while the accordion is closed (`active_units`). Every value control of a
+unit reaches the request (REQUEST_FIELDS); the Control Type only narrows the lists. The extension's "Low VRAM" box
+is not offered: nothing here would act on it (the HTTP API still accepts its `low_vram` field).
 """
 from __future__ import annotations
 
@@ -27,7 +32,6 @@ ELEM_IDS = {
     "mask": "_mask_image",
     "preview": "_generated_image",
     "enabled": "_controlnet_enable_checkbox",
-    "low_vram": "_controlnet_low_vram_checkbox",
     "pixel_perfect": "_controlnet_pixel_perfect_checkbox",
     "type_filter": "_controlnet_type_filter_radio",
     "module": "_controlnet_preprocessor_dropdown",
@@ -47,18 +51,38 @@ ELEM_IDS = {
 # A unit's values Generate sends, in this order ("use_input" only in img2img).
 REQUEST_FIELDS = ("enabled", "use_input", "image", "mask", "module", "model", "weight", "guidance_start",
                   "guidance_end", "processor_res", "threshold_a", "threshold_b", "control_mode", "resize_mode",
-                  "pixel_perfect", "low_vram")
+                  "pixel_perfect")
 # What a change of preprocessor updates: its three sliders, the mask upload (inpaint modules), the model dropdown.
 MODULE_OUTPUTS = ("processor_res", "threshold_a", "threshold_b", "mask", "model")
 # What pasting a `ControlNet N` infotext entry sets in unit N.
 PASTE_FIELDS = ("enabled", "type_filter", "module", "model", "weight", "resize_mode", "processor_res",
                 "threshold_a", "threshold_b", "guidance_start", "guidance_end", "pixel_perfect", "control_mode")
 USE_INPUT_LABEL = "Use the img2img input"
+PANEL_TITLE = "ControlNet"
+ENABLED_MARK = "✓"  # after an enabled unit's tab label
 PREVIEW_AS_INPUT = "Use the preview as input (preprocessor: none)"
 
 
 def unit_prefix(mode: str, index: int) -> str:
     return f"{mode}_controlnet_ControlNet-{index}"
+
+
+def panel_title(enabled) -> str:
+    """The accordion's title for the units' Enable values: "ControlNet", or "ControlNet - 2 units" while units are
+    on (the extension's unit count badge), so a unit switched on shows while the accordion is closed."""
+    count = sum(1 for on in enabled if on)
+    return PANEL_TITLE if not count else f"{PANEL_TITLE} - {count} unit{'' if count == 1 else 's'}"
+
+
+def unit_tab_label(index: int, enabled) -> str:
+    """A unit's tab label: "ControlNet Unit 0", marked "ControlNet Unit 0 ✓" while the unit is enabled."""
+    return f"ControlNet Unit {index}" + (f" {ENABLED_MARK}" if enabled else "")
+
+
+def active_units(*enabled) -> tuple:
+    """Updates of the accordion's title and each unit tab's label for the units' Enable values (in tab order)."""
+    return (gr.update(label=panel_title(enabled)),
+            *(gr.update(label=unit_tab_label(index, on)) for index, on in enumerate(enabled)))
 
 
 @dataclass
@@ -72,7 +96,6 @@ class ControlNetUnitUI:
     mask: gr.Image
     preview: gr.Image
     enabled: gr.Checkbox
-    low_vram: gr.Checkbox
     pixel_perfect: gr.Checkbox
     type_filter: gr.Radio
     module: gr.Dropdown
@@ -144,46 +167,47 @@ def build_unit(mode: str, index: int, module_names: list[str], model_titles: lis
     "threshold_b"."""
     p = unit_prefix(mode, index)
     c: dict = {"mode": mode, "index": index, "use_input": None}
-    with gr.Tab(f"ControlNet Unit {index}", id=f"{p}_tab", elem_id=f"{p}_tab") as c["tab"]:
+    with gr.Tab(unit_tab_label(index, False), id=f"{p}_tab", elem_id=f"{p}_tab") as c["tab"]:
         if mode == "img2img":
             c["use_input"] = gr.Checkbox(True, label=USE_INPUT_LABEL, elem_id=p + ELEM_IDS["use_input"],
                                          info="Untick to upload a control image of its own for this unit")
         with gr.Row(equal_height=True):
             c["image"] = gr.Image(label="Control image", type="pil", format="png", sources=["upload", "clipboard"],
-                                  height=260, elem_id=p + ELEM_IDS["image"], visible=mode != "img2img")
+                                  height=260, elem_id=p + ELEM_IDS["image"], visible=mode != "img2img",
+                                  buttons=["download", "fullscreen"])
             c["preview"] = gr.Image(label="Preprocessor Preview", type="pil", format="png", interactive=False,
                                     buttons=["download"], height=260, elem_id=p + ELEM_IDS["preview"])
         c["mask"] = gr.Image(label="Inpaint mask (white = regenerate; empty: the img2img mask)", type="pil",
                              format="png", image_mode="L", sources=["upload", "clipboard"], height=200,
-                             visible=False, elem_id=p + ELEM_IDS["mask"])
+                             visible=False, elem_id=p + ELEM_IDS["mask"], buttons=["download", "fullscreen"])
         with gr.Row():
             c["enabled"] = gr.Checkbox(False, label="Enable", elem_id=p + ELEM_IDS["enabled"],
                                        elem_classes="cnet-unit-enabled")
-            c["low_vram"] = gr.Checkbox(False, label="Low VRAM", elem_id=p + ELEM_IDS["low_vram"])
             c["pixel_perfect"] = gr.Checkbox(False, label="Pixel Perfect", elem_id=p + ELEM_IDS["pixel_perfect"])
         c["type_filter"] = gr.Radio(list(TYPE_NAMES), value="All", label="Control Type",
                                     elem_id=p + ELEM_IDS["type_filter"])
-        with gr.Row(equal_height=True):
+        # Preprocessor and Model each on a row of their own, so a model's "name [hash]" title shows whole; the
+        # sliders each full width (as the extension has them), so their labels stay on one line.
+        with gr.Row():
             c["module"] = gr.Dropdown(module_names, value=NO_MODULE, label="Preprocessor", allow_custom_value=True,
-                                      elem_id=p + ELEM_IDS["module"], scale=4)
+                                      elem_id=p + ELEM_IDS["module"], scale=1)
             c["run_preprocessor"] = gr.Button("💥", elem_id=p + ELEM_IDS["run_preprocessor"],
                                               elem_classes="tool-button", scale=0, min_width=40)
+        with gr.Row():
             c["model"] = gr.Dropdown(model_titles, value=NO_MODEL, label="Model", allow_custom_value=True,
-                                     elem_id=p + ELEM_IDS["model"], scale=4)
+                                     elem_id=p + ELEM_IDS["model"], scale=1)
             c["refresh_models"] = gr.Button("🔄", elem_id=p + ELEM_IDS["refresh_models"], elem_classes="tool-button",
                                             scale=0, min_width=40)
-        with gr.Row():
-            c["weight"] = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control Weight",
-                                    elem_id=p + ELEM_IDS["weight"])
-            c["guidance_start"] = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Starting Control Step",
-                                            elem_id=p + ELEM_IDS["guidance_start"])
-            c["guidance_end"] = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="Ending Control Step",
-                                          elem_id=p + ELEM_IDS["guidance_end"])
-        with gr.Row():
-            c["processor_res"] = _hidden_slider("Preprocessor Resolution", p + ELEM_IDS["processor_res"],
-                                                limits["resolution"])
-            c["threshold_a"] = _hidden_slider("Threshold A", p + ELEM_IDS["threshold_a"], limits["threshold_a"])
-            c["threshold_b"] = _hidden_slider("Threshold B", p + ELEM_IDS["threshold_b"], limits["threshold_b"])
+        c["weight"] = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control Weight",
+                                elem_id=p + ELEM_IDS["weight"])
+        c["guidance_start"] = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Starting Control Step",
+                                        elem_id=p + ELEM_IDS["guidance_start"])
+        c["guidance_end"] = gr.Slider(0.0, 1.0, value=1.0, step=0.01, label="Ending Control Step",
+                                      elem_id=p + ELEM_IDS["guidance_end"])
+        c["processor_res"] = _hidden_slider("Preprocessor Resolution", p + ELEM_IDS["processor_res"],
+                                            limits["resolution"])
+        c["threshold_a"] = _hidden_slider("Threshold A", p + ELEM_IDS["threshold_a"], limits["threshold_a"])
+        c["threshold_b"] = _hidden_slider("Threshold B", p + ELEM_IDS["threshold_b"], limits["threshold_b"])
         c["control_mode"] = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode",
                                      elem_id=p + ELEM_IDS["control_mode"])
         c["resize_mode"] = gr.Radio(list(CONTROL_RESIZE_MODES), value="Crop and Resize", label="Resize Mode",
@@ -198,7 +222,7 @@ def build_panel(mode: str, services) -> ControlNetPanel:
     modules, titles = services.preprocessors.names(), services.controlnets.titles()
     catalogue = services.preprocessors.catalogue()
     limits = {slot: slider_limits(catalogue, slot) for slot in ("resolution", "threshold_a", "threshold_b")}
-    with gr.Accordion("ControlNet", open=False, elem_id=f"{mode}_controlnet") as accordion:
+    with gr.Accordion(PANEL_TITLE, open=False, elem_id=f"{mode}_controlnet") as accordion:
         with gr.Tabs(elem_id=f"{mode}_controlnet_tabs"):
             units = [build_unit(mode, index, modules, titles, limits) for index in range(count)]
     return ControlNetPanel(mode, accordion, units)
@@ -322,7 +346,7 @@ def unit_from_values(mode: str, index: int, values: dict) -> ControlUnit:
     return ControlUnit(
         enabled=True, module=values.get("module") or NO_MODULE, model=values.get("model") or NO_MODEL,
         weight=_number(values, "weight", default.weight), image=image, mask=canvas.as_image(values.get("mask")),
-        resize_mode=values.get("resize_mode") or default.resize_mode, low_vram=bool(values.get("low_vram")),
+        resize_mode=values.get("resize_mode") or default.resize_mode,
         processor_res=_resolution(values.get("processor_res")),
         threshold_a=_number(values, "threshold_a", default.threshold_a),
         threshold_b=_number(values, "threshold_b", default.threshold_b),
@@ -405,6 +429,11 @@ def wire_panel(panel: ControlNetPanel, services, width: gr.Slider, height: gr.Sl
     `img2img` (the img2img tab's `Img2ImgInputs`) lets a unit that uses the img2img input preview that picture."""
     from . import controlnet_preview
 
+    # The title counts the enabled units and their tabs are marked: on every change of an Enable box (the user's,
+    # a paste's, the last used values') and on page load (values set from ui-config.json before the page is served).
+    gr.on(None, active_units, inputs=[unit.enabled for unit in panel.units],
+          outputs=[panel.accordion, *(unit.tab for unit in panel.units)], queue=False, show_progress="hidden",
+          api_visibility="undocumented")
     for unit in panel.units:
         quiet = {"show_progress": "hidden", "api_visibility": "undocumented"}
         module_outputs = unit.components(MODULE_OUTPUTS)

@@ -17,6 +17,7 @@ import gradio as gr
 
 from ..engine import scripts as builtin_scripts
 from ..extensions.a1111.runtime import RUNTIME
+from . import input_accordion
 from . import scripts as ui_scripts
 
 NONE = "None"
@@ -80,6 +81,48 @@ def _controls(host, extension: str, build, where: str) -> list:
     return [c for c in made if isinstance(c, gr.components.Component)]
 
 
+_ENABLE_WORDS = re.compile(r"^\s*(enable|enabled|active|activate|on)\b", re.IGNORECASE)
+
+
+def _enable_flags(title: str, controls: list, container) -> None:
+    """An always-on section's checkboxes switch its features on: each is named for the restored values' note
+    (the title; "title: label" unless the label says "Enable" / "Active"). A first control that is a checkbox
+    inside an accordion of the section (ours: the section's own) is its enable flag: shown in that accordion's
+    header (`input_accordion`), as A1111's InputAccordion does; one made by the InputAccordion shim is already."""
+    for component in controls:
+        if isinstance(component, gr.Checkbox) and not input_accordion.feature_name(component):
+            label = str(component.label or "").strip()
+            plain = not label or label.lower() == title.lower() or _ENABLE_WORDS.match(label)
+            input_accordion.mark_feature(component, title if plain else f"{title}: {label}")
+    first = controls[0] if controls else None
+    if not isinstance(first, gr.Checkbox) or input_accordion.CHECKBOX_CLASS in input_accordion.classes_of(first):
+        return
+    accordion = _accordion_within(first, container)
+    if accordion is not None and input_accordion.ACCORDION_CLASS not in input_accordion.classes_of(accordion):
+        input_accordion.adopt(accordion, first, input_accordion.feature_name(first))
+
+
+def _accordion_within(component, container):
+    """The closest accordion holding `component`, when it lies inside `container` (or is it)."""
+    parent = component.parent
+    while parent is not None:
+        if isinstance(parent, gr.Accordion):
+            return parent if parent is container or _holds(container, parent) else None
+        if parent is container:
+            return None
+        parent = parent.parent
+    return None
+
+
+def _holds(container, block) -> bool:
+    parent = block.parent
+    while parent is not None:
+        if parent is container:
+            return True
+        parent = parent.parent
+    return False
+
+
 def _defaults(controls: list) -> list:
     return [getattr(c, "value", None) for c in controls]
 
@@ -92,16 +135,19 @@ def build_scripts(mode: str, host, services=None) -> ScriptsPanel | None:
     entries: list[ScriptEntry] = []
     for script in (runner.alwayson_scripts if runner else []):
         extension = runner.extension(script)
-        with gr.Group(elem_id=f"script_{mode}_{_slug(script.title())}", elem_classes="extension-script"):
+        with gr.Group(elem_id=f"script_{mode}_{_slug(script.title())}", elem_classes="extension-script") as group:
             controls = _controls(host, extension, lambda s=script: s.ui(is_img2img), f"ui() of '{script.title()}'")
+        _enable_flags(script.title(), controls, group)
         runner.defaults[id(script)] = _defaults(controls)
         entries.append(ScriptEntry(script.title(), extension, True, controls))
     for api in (host.apis() if host is not None else []):
         for section in api.sections:
             if mode not in section.modes:
                 continue
-            with gr.Accordion(section.title, open=section.open, elem_id=f"{mode}_{_slug(api.name)}_{_slug(section.title)}"):
+            with gr.Accordion(section.title, open=section.open,
+                              elem_id=f"{mode}_{_slug(api.name)}_{_slug(section.title)}") as accordion:
                 controls = _controls(host, api.name, lambda s=section: s.build(mode), f"section '{section.title}'")
+            _enable_flags(section.title, controls, accordion)
             host.record_section_defaults(section, mode, _defaults(controls))
             entries.append(ScriptEntry(section.title, api.name, True, controls))
     dropdown = None

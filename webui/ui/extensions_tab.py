@@ -16,7 +16,7 @@ import gradio as gr
 from ..extensions.index import (DEFAULT_HIDDEN_TAGS, DEFAULT_INDEX_URL, INSTALLED_TAG, SORT_ORDERS, ExtensionIndex,
                                 ExtensionIndexError, filter_entries, load_index)
 from ..extensions.manager import ExtensionError
-from . import notices
+from . import notices, tab_events
 
 CSS = """
 .extensions-table { width: 100%; border-collapse: collapse; font-size: .92em; }
@@ -138,18 +138,33 @@ def installed_outputs(services) -> tuple:
             gr.Dropdown(choices=names, value=None))
 
 
-def refresh_installed(services) -> tuple:
-    """🔄: the installed list, the checkboxes, the picker and the problems, re-read."""
-    return (*installed_outputs(services), problems_html(services))
+def with_listed(outputs: tuple, box_index: int) -> tuple:
+    """`outputs` and, after them, the names the enabled checkboxes among them (at `box_index`) now list, for the
+    page's `listed` state that Apply reads (skipped when the checkboxes are)."""
+    box = outputs[box_index]
+    if isinstance(box, gr.CheckboxGroup):
+        return (*outputs, [value for _, value in box.choices])
+    return (*outputs, gr.skip())
 
 
-def apply_and_restart(services, enabled: list[str] | None) -> tuple:
-    """Save the unchecked extensions as `disabled_extensions` and restart the UI. Returns (table, restarting)."""
+def disabled_after_apply(current: list[str], listed: list[str], enabled: list[str]) -> list[str]:
+    """What "Apply" leaves disabled: of the extensions the page listed, those the user unticked; every other one
+    keeps its state. An extension installed since the page's list was made (not listed) stays enabled, and one
+    disabled but not listed stays disabled: Apply never disables what the user could not see."""
+    shown, ticked = set(listed), set(enabled)
+    return [n for n in current if n not in shown] + [n for n in listed if n not in ticked]
+
+
+def apply_and_restart(services, enabled: list[str] | None, listed: list[str] | None = None) -> tuple:
+    """Save the extensions the page listed (`listed`; None: every installed one) but the user unticked as
+    `disabled_extensions` and restart the UI. Returns (table, restarting)."""
     if _refused(services):
         return gr.skip(), False
     manager = services.extensions
     try:
-        disabled = manager.set_disabled([n for n in manager.names() if n not in set(enabled or [])])
+        listed = manager.names() if listed is None else list(listed)
+        current = list(manager.options.get("disabled_extensions") or [])
+        disabled = manager.set_disabled(disabled_after_apply(current, listed, list(enabled or [])))
         services.restart()
     except Exception as exc:  # noqa: BLE001 - the config cannot be written, or the restart failed to start
         _report(exc)
@@ -199,6 +214,18 @@ def uninstall_extension(services, name: str | None, confirmed: bool = False) -> 
         return installed_outputs(services)
     notices.info(f"Uninstalled {name}. Press \"Apply and restart UI\" to unload it.")
     return installed_outputs(services)
+
+
+def refresh_listing(services, enabled: list[str] | None = None, listed: list[str] | None = None) -> tuple:
+    """The tab shown, or 🔄: (table, checkboxes, picker, the names listed, problems), re-read. A tick the user
+    changed on an extension the page already listed (`listed`, ticked now: `enabled`) is kept; the others show
+    their saved state (a newly installed extension: ticked)."""
+    extensions = services.extensions.list()
+    names = [e.name for e in extensions]
+    shown, ticked = set(listed or []), set(enabled or [])
+    value = [e.name for e in extensions if (e.name in ticked if e.name in shown else e.enabled)]
+    return (installed_html(services), gr.CheckboxGroup(choices=names, value=value),
+            gr.Dropdown(choices=names, value=None), names, problems_html(services))
 
 
 # --- Install (from the index or a URL) ----------------------------------------------------------------------------
@@ -337,6 +364,7 @@ def build_extensions_tab(services) -> ExtensionsTab:
                                       interactive=allowed, scale=1)
             problems = gr.HTML(problems_html(services), label="Problems", elem_id="extensions_problems")
             restarting = gr.Checkbox(False, visible="hidden", elem_id="extensions_restarting")
+            listed = gr.State(names)  # what the checkboxes list on this page: Apply disables only those unticked
             confirmed = gr.Checkbox(False, visible="hidden", elem_id="extensions_uninstall_confirmed")
         with gr.Tab("Available", id="extensions_available_tab", elem_id="extensions_available_tab"):
             with gr.Row():
@@ -372,25 +400,31 @@ def build_extensions_tab(services) -> ExtensionsTab:
     tab = ExtensionsTab(installed, enabled, apply, check, refresh, chosen, update, uninstall, problems, index_url,
                         load, search, hide_tags, sort, available, available_choice, available_install,
                         available_result, url, branch, dirname, install, result)
-    _wire(tab, services, restarting, confirmed, index_state)
+    _wire(tab, services, restarting, confirmed, index_state, listed)
     return tab
 
 
 def _wire(tab: ExtensionsTab, services, restarting: gr.Checkbox, confirmed: gr.Checkbox,
-          index_state: gr.State) -> None:
-    listing = [tab.installed_html, tab.enabled, tab.chosen]
+          index_state: gr.State, listed: gr.State) -> None:
+    listing = [tab.installed_html, tab.enabled, tab.chosen, listed]  # installed_outputs() + with_listed
     quiet = {"api_visibility": "undocumented"}
-    tab.apply.click(lambda enabled: apply_and_restart(services, enabled), inputs=[tab.enabled],
+    # The list is rebuilt whenever the tab is shown (the page presses `tab_shown_extensions` after the switch):
+    # a page opened before an install, or kept open across one, lists what is installed now.
+    tab_events.on_shown("extensions").click(lambda enabled, names: refresh_listing(services, enabled, names),
+                                            inputs=[tab.enabled, listed], outputs=[*listing, tab.problems],
+                                            show_progress="hidden",
+                                            concurrency_limit=None, **quiet)
+    tab.apply.click(lambda enabled, names: apply_and_restart(services, enabled, names), inputs=[tab.enabled, listed],
                     outputs=[tab.installed_html, restarting], **quiet).then(
         None, inputs=[restarting], js=RELOAD_JS, **quiet)
     tab.check.click(lambda: check_for_updates(services), outputs=[tab.installed_html], show_progress="full",
                     **quiet)
-    tab.refresh.click(lambda: refresh_installed(services), outputs=[*listing, tab.problems], show_progress="hidden",
-                      **quiet)
+    tab.refresh.click(lambda: refresh_listing(services), outputs=[*listing, tab.problems],
+                      show_progress="hidden", **quiet)
     tab.update.click(lambda name: update_extension(services, name), inputs=[tab.chosen],
                      outputs=[tab.installed_html], show_progress="full", **quiet)
-    tab.uninstall.click(lambda name, yes: uninstall_extension(services, name, yes), inputs=[tab.chosen, confirmed],
-                        outputs=listing, js=UNINSTALL_CONFIRM_JS, **quiet)
+    tab.uninstall.click(lambda name, yes: with_listed(uninstall_extension(services, name, yes), 1),
+                        inputs=[tab.chosen, confirmed], outputs=listing, js=UNINSTALL_CONFIRM_JS, **quiet)
 
     filters = [index_state, tab.search, tab.hide_tags, tab.sort]
     tab.load_index.click(lambda url, query, hidden, order: load_available(services, url, query, hidden, order),
@@ -402,10 +436,12 @@ def _wire(tab: ExtensionsTab, services, restarting: gr.Checkbox, confirmed: gr.C
                 inputs=filters, outputs=[tab.available_html, tab.available_choice], show_progress="hidden",
                 trigger_mode="always_last", **quiet)
     tab.available_install.click(
-        lambda index, url, query, hidden, order: install_from_index(services, index, url, query, hidden, order),
+        lambda index, url, query, hidden, order: with_listed(
+            install_from_index(services, index, url, query, hidden, order), -2),
         inputs=[index_state, tab.available_choice, tab.search, tab.hide_tags, tab.sort],
         outputs=[tab.available_result, tab.available_html, tab.available_choice, *listing], show_progress="full",
         **quiet)
-    tab.install_button.click(lambda url, branch, dirname: install_from_url(services, url, branch, dirname),
+    tab.install_button.click(lambda url, branch, dirname: with_listed(install_from_url(services, url, branch, dirname),
+                                                                      -2),
                              inputs=[tab.install_url, tab.install_branch, tab.install_dirname],
                              outputs=[tab.install_result, *listing], show_progress="full", **quiet)

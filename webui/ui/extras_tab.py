@@ -48,6 +48,11 @@ class ExtrasTab:
     gallery: gr.Gallery
     html_info: gr.HTML
     tabs: dict
+    mode_tabs: gr.Tabs | None = None  # Single Image / Batch Process / Batch from Directory (`mode_extras`)
+
+    def receive_outputs(self) -> list:
+        """What `receive_image` updates: the single image, the source mode, the sub-tabs."""
+        return [self.image, self.source_mode, self.mode_tabs]
 
     def inputs(self) -> list:
         """The components `run` takes after (services, state), in its parameter order."""
@@ -71,6 +76,12 @@ def refresh_upscalers(services, first: str | None, second: str | None) -> tuple[
     return tuple(gr.Dropdown(choices=names, value=value if value in names else "None") for value in (first, second))
 
 
+def receive_image(image: Image.Image) -> tuple:
+    """A picture sent here (the galleries' and PNG Info's "Send to extras"): into Single Image, that sub-tab shown
+    (a programmatic switch fires no select event, so the source mode is set too); `ExtrasTab.receive_outputs()`."""
+    return image, SINGLE, gr.Tabs(selected="single_image")
+
+
 def build_extras_tab(services) -> ExtrasTab:
     """Lay out the tab (inside the current gr.Tab) and wire it."""
     hide_dirs = bool(getattr(services.flags, "hide_ui_dir_config", False))
@@ -80,10 +91,11 @@ def build_extras_tab(services) -> ExtrasTab:
         with gr.Column(variant="compact"):
             c["source_mode"] = gr.State(SINGLE)
             c["resize_mode"] = gr.State(SCALE_BY)
-            with gr.Tabs(elem_id="mode_extras"):
+            with gr.Tabs(elem_id="mode_extras") as c["mode_tabs"]:
                 with gr.Tab("Single Image", id="single_image", elem_id="extras_single_tab") as c["tabs"][SINGLE]:
                     c["image"] = gr.Image(label="Source", type="pil", image_mode=None, format="png",
-                                          elem_id="extras_image", sources=["upload", "clipboard"], height=360)
+                                          elem_id="extras_image", sources=["upload", "clipboard"], height=360,
+                                          buttons=["download", "fullscreen"])
                 with gr.Tab("Batch Process", id="batch_process", elem_id="extras_batch_process_tab") \
                         as c["tabs"][BATCH]:
                     c["image_batch"] = gr.Files(label="Batch Process", file_count="multiple",
@@ -132,7 +144,8 @@ def build_extras_tab(services) -> ExtrasTab:
             c["state"] = gr.State({"job_id": None})
             c["progress"] = gr.HTML(elem_id="extras_progress")
             c["gallery"] = gr.Gallery(label="Output", elem_id="extras_gallery", format="png", columns=4, preview=True,
-                                      object_fit="contain", interactive=False, height=560, type="pil")
+                                      object_fit="contain", interactive=False, height=560, type="pil",
+                                      buttons=["download", "download_all", "fullscreen"])
             c["html_info"] = gr.HTML(elem_id="html_info_extras")
     tab = ExtrasTab(**c)
     _wire(tab, services, scale_by, scale_to)

@@ -21,11 +21,12 @@ from .controlnet import units_from_values
 from .hires_inputs import apply_hires
 from .refiner_inputs import apply_refiner
 from .override_settings import to_overrides
-from .progress import progress_html, updates_until_done
+from .progress import preview_html, progress_html, updates_until_done, warnings_html
 
 
-# What `generate` yields, in this order.
-OUTPUTS = ("state", "progress", "gallery", "infotext", "generate", "interrupt", "skip")
+# What `generate` yields, in this order. The live preview is shown over the gallery (never in it, so the send buttons
+# only ever see finished images); the warnings stay under the gallery until the next run ends.
+OUTPUTS = ("state", "progress", "gallery", "infotext", "generate", "interrupt", "skip", "live_preview", "warnings")
 
 
 def new_state() -> dict:
@@ -189,7 +190,8 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
              styles=None, controlnet: list[dict] | None = None, scripts: dict | None = None,
              hires: dict | None = None, override_settings=None, seed_extras: dict | None = None,
              refiner: dict | None = None, settings_in_ui: tuple | None = None) -> Iterator[tuple]:
-    """Queue the tab's request and stream (state, progress, gallery, infotext, generate, interrupt, skip).
+    """Queue the tab's request and stream OUTPUTS (state, progress, gallery, infotext, generate, interrupt, skip,
+    live preview, warnings).
     `values` are `build_request`'s shared ones; img2img's own come as a dict named as IMG2IMG_FIELDS, the
     ControlNet units' as one dict per unit, the settings shown in the tab as (MainUiOptions, their values), the
     Override settings as the dropdown's selected "Key: value" entries
@@ -209,41 +211,38 @@ def generate(services, mode: str, state: dict | None, *values, img2img: dict | N
         job = services.generate(request, source="ui")
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)
-        yield (state, skip, skip, skip, *_buttons(False))
+        yield (state, skip, skip, skip, *_buttons(False), skip, skip)
         return
     state = {**state, "job_id": job.id}  # a new dict per change: Gradio keeps what was yielded
-    previewed = False  # the gallery shows a live preview, not this tab's last results
     shown = progress_html(job, services.queue.position(job))
-    yield (state, shown, skip, skip, *_buttons(True))
-    try:
+    yield (state, shown, skip, skip, *_buttons(True), "", skip)
+    try:  # the gallery (and the state's infotexts) keep the last results until this job's arrive
         for panel, preview in updates_until_done(services.queue, job, shown, preview_every(services.options)):
-            if preview is not None and not previewed:  # the last results leave the gallery: forget their texts
-                previewed = True
-                state = {**state, "seeds": [], "subseeds": [], "first": 0, "infotexts": [], "selected": 0, "maps": 0}
-            yield (state, skip if panel is None else panel, skip if preview is None else [preview], skip,
-                   skip, skip, skip)
+            yield (state, skip if panel is None else panel, skip, skip, skip, skip, skip,
+                   skip if preview is None else preview_html(preview), skip)
         state = {**state, "job_id": None}
-        cleared = [] if previewed else skip  # no result: the last preview must not pass for one
         if job.state != DONE:
-            notices.warn(job.error or f"The job ended {job.state}")
-            yield (state, progress_html(job), cleared, skip, *_buttons(False))
+            error = job.error or f"The job ended {job.state}"
+            notices.warn(error)
+            yield (state, progress_html(job), skip, skip, *_buttons(False), "", warnings_html([], error))
             return
         result = job.result
         for warning in result.warnings:
             notices.warn(warning)
         if not result.images:
-            yield (state, progress_html(job), cleared, skip, *_buttons(False))
+            yield (state, progress_html(job), skip, skip, *_buttons(False), "", warnings_html(result.warnings))
             return
         maps = [] if services.options.get("control_net_no_detectmap") else list(result.control_maps or [])
         state = {**state, "seeds": list(result.seeds), "subseeds": list(result.subseeds),
                  "subseed_strength": request.subseed_strength, "first": result.index_of_first_image,
-                 "infotexts": list(result.infotexts), "selected": 0, "elapsed": result.elapsed, "maps": len(maps)}
+                 "infotexts": list(result.infotexts), "selected": 0, "elapsed": result.elapsed, "maps": len(maps),
+                 "saved_paths": list(result.saved_paths)}  # 📂 opens the selected one's folder (gallery_actions)
         gallery = [_with_infotext(image, text) for image, text in zip(result.images, result.infotexts)] + maps
         yield (state, progress_html(job), gallery, infotext_html(result.infotexts[0], result.elapsed),
-               *_buttons(False))
+               *_buttons(False), "", warnings_html(result.warnings))
     except Exception as exc:  # noqa: BLE001 - whatever happens, the tab must come back usable
         notices.report(exc)
-        yield ({**state, "job_id": None}, skip, [] if previewed else skip, skip, *_buttons(False))
+        yield ({**state, "job_id": None}, skip, skip, skip, *_buttons(False), "", skip)
 
 
 DETECTED_MAP_HTML = '<div class="infotext"><p>A ControlNet detected map (it carries no parameters)</p></div>'

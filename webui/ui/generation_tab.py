@@ -8,6 +8,7 @@ import gradio as gr
 
 from ..core.request import RESIZE_MODES
 from ..core.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
+from ..core.sizes import MAX_SIDE, MIN_SIDE, SIDE_STEP
 from . import (controlnet, extension_scripts, generation, hires_inputs, img2img_inputs, main_ui_options,
                override_settings, styles, token_counter)
 from .controlnet import ControlNetPanel
@@ -16,8 +17,15 @@ from .main_ui_options import MainUiOptions
 from .extra_networks_panel import ExtraNetworksPanel, build_panel, wire_panel
 from .hires_inputs import HIRES_FIELDS, HiresInputs
 from .img2img_inputs import Img2ImgInputs
-from . import refiner_inputs
+from . import gallery_actions, refiner_inputs, run_assets
+from . import prompt_tools
+from .prompt_tools import PromptTools
+from . import style_editor
+from .style_editor import StyleEditor
+from .gallery_actions import GalleryActions
 from .refiner_inputs import REFINER_FIELDS, RefinerInputs
+from . import last_used_note
+from .last_used_note import RestoredNote
 
 
 @dataclass
@@ -51,16 +59,17 @@ class GenerationTab:
     networks: ExtraNetworksPanel
     styles: gr.Dropdown
     style_apply: gr.Button
-    style_name: gr.Textbox
-    style_create: gr.Button
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
+    actions: GalleryActions | None = None  # 📂 💾 🗜️ 📐 under the gallery (gallery_actions.py)
     img2img: Img2ImgInputs | None = None  # the img2img tab's sub-tabs, inpaint options, outpainting
     controlnet: ControlNetPanel | None = None  # the ControlNet units' accordion
     scripts: ScriptsPanel | None = None  # extensions' controls and the Script dropdown
     hires: HiresInputs | None = None  # txt2img's Hires. fix accordion
     refiner: RefinerInputs | None = None  # the Refiner accordion (refiner_inputs.REFINER_FIELDS)
     override_settings: gr.Dropdown | None = None  # settings an infotext sent here carries (override_settings.py)
+    live_preview: gr.HTML | None = None  # the live preview, shown over the gallery while a job samples
+    warnings: gr.HTML | None = None  # `{tab}_warnings`: the last job's warnings or error, under the infotext
     settings_in_ui: MainUiOptions | None = None  # settings shown in the tab (main_ui_options.py), inputs after styles
     # A1111's seed extras ("Extra" beside the seed shows them) and the Tiling checkbox (generation.SEED_EXTRA_FIELDS)
     subseed_show: gr.Checkbox | None = None
@@ -72,6 +81,9 @@ class GenerationTab:
     seed_resize_from_w: gr.Slider | None = None
     seed_resize_from_h: gr.Slider | None = None
     tiling: gr.Checkbox | None = None
+    restored_note: RestoredNote | None = None  # "Restored last used values" with Undo (last_used_note.py)
+    prompt_tools: PromptTools | None = None  # ↙️ 🗑️, the dropped-picture upload, ⇅ (prompt_tools.py)
+    style_editor: StyleEditor | None = None  # 🖌️ and the styles dialog (style_editor.py)
 
     def request_inputs(self) -> list:
         """The components of `generation.build_request`'s shared values, in its order."""
@@ -118,19 +130,19 @@ def _prompt_box(c: dict, tab: str, key: str, counter: str, **textbox) -> None:
 
 
 def _tools(c: dict, p: str) -> None:
-    """Under Generate: 🎴 extra networks, 📋 apply styles, the style picker and saving a new style."""
+    """Under Generate, as A1111 1.10: a row of tools (🎴 extra networks, ↙️ 🗑️ the prompt tools, 📋 apply styles,
+    🖌️ the styles editor, which also creates styles), then the style picker."""
     with gr.Row(elem_id=f"{p}_tools", elem_classes="prompt-tools"):
         c["extra_networks"] = gr.Button("🎴", elem_id=f"{p}_extra_networks", elem_classes="tool-button",
                                         scale=0, min_width=40)
+        c["prompt_tools"] = prompt_tools.build_buttons(p)  # ↙️ 🗑️
         c["style_apply"] = gr.Button("📋", elem_id=f"{p}_style_apply", elem_classes="tool-button", scale=0,
                                      min_width=40)
+        edit_button = style_editor.build_button(p)  # 🖌️
+    with gr.Row(elem_id=f"{p}_styles_row", elem_classes="prompt-tools"):
         c["styles"] = gr.Dropdown([], value=[], multiselect=True, label="Styles", show_label=False,
                                   elem_id=f"{p}_styles", scale=1, min_width=120, container=False)
-    with gr.Row(elem_classes="prompt-tools"):
-        c["style_name"] = gr.Textbox(show_label=False, placeholder="New style name", max_lines=1,
-                                     elem_id=f"{p}_style_name", scale=1, min_width=120, container=False)
-        c["style_create"] = gr.Button("💾", elem_id=f"{p}_style_create", elem_classes="tool-button", scale=0,
-                                      min_width=40)
+    c["style_editor"] = style_editor.build_dialog(p, edit_button)
 
 
 def _seed_extras(c: dict, p: str) -> None:
@@ -146,10 +158,10 @@ def _seed_extras(c: dict, p: str) -> None:
             c["subseed_strength"] = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
                                               elem_id=f"{p}_subseed_strength", scale=4)
         with gr.Row(elem_id=f"{p}_seed_resize_from_row"):
-            c["seed_resize_from_w"] = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from width",
-                                                elem_id=f"{p}_seed_resize_from_w")
-            c["seed_resize_from_h"] = gr.Slider(0, 2048, value=0, step=8, label="Resize seed from height",
-                                                elem_id=f"{p}_seed_resize_from_h")
+            c["seed_resize_from_w"] = gr.Slider(0, MAX_SIDE, value=0, step=SIDE_STEP,
+                                                label="Resize seed from width", elem_id=f"{p}_seed_resize_from_w")
+            c["seed_resize_from_h"] = gr.Slider(0, MAX_SIDE, value=0, step=SIDE_STEP,
+                                                label="Resize seed from height", elem_id=f"{p}_seed_resize_from_h")
 
 
 def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTab:
@@ -165,15 +177,19 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                         placeholder="Prompt (press Ctrl+Enter to generate)")
             _prompt_box(c, p, "negative_prompt", "negative_token_counter", label="Negative prompt", lines=2,
                         elem_id=f"{p}_neg_prompt", placeholder="Negative prompt (press Ctrl+Enter to generate)")
+            prompt_image = prompt_tools.build_prompt_image(p)  # a picture dropped on the prompt box
         with gr.Column(scale=2, min_width=240, elem_classes="generate-box"):
-            with gr.Row():
-                c["interrupt"] = gr.Button("Interrupt", elem_id=f"{p}_interrupt", visible=False, variant="stop")
-                c["skip"] = gr.Button("Skip", elem_id=f"{p}_skip", visible=False)
-            c["generate"] = gr.Button("Generate", elem_id=f"{p}_generate", variant="primary")
+            with gr.Row(elem_id=f"{p}_generate_box", elem_classes="generate-buttons"):  # A1111's: Interrupt and
+                # Skip take Generate's place side by side while a job runs (run_assets.py), nothing moves
+                c["interrupt"] = gr.Button("Interrupt", elem_id=f"{p}_interrupt", visible=False, variant="stop",
+                                           min_width=0)
+                c["skip"] = gr.Button("Skip", elem_id=f"{p}_skip", visible=False, min_width=0)
+                c["generate"] = gr.Button("Generate", elem_id=f"{p}_generate", variant="primary", min_width=0)
             _tools(c, p)
     c["networks"] = build_panel(p)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, elem_id=f"{p}_settings"):
+            c["restored_note"] = last_used_note.build(p)  # shown by the page's load event (ui_config)
             if mode == "img2img":
                 own.update(img2img_inputs.build_sources(hide_dirs))
                 own["resize_mode"] = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], label="Resize mode",
@@ -187,8 +203,11 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
             c["steps"] = gr.Slider(1, 150, value=20, step=1, label="Sampling steps", elem_id=f"{p}_steps")
             with gr.Row():
                 with gr.Column(scale=3):
-                    c["width"] = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id=f"{p}_width")
-                    c["height"] = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id=f"{p}_height")
+                    c["width"] = gr.Slider(MIN_SIDE, MAX_SIDE, value=512, step=SIDE_STEP, label="Width",
+                                           elem_id=f"{p}_width")
+                    c["height"] = gr.Slider(MIN_SIDE, MAX_SIDE, value=512, step=SIDE_STEP, label="Height",
+                                            elem_id=f"{p}_height")
+                res_switch = prompt_tools.build_res_switch(p)  # ⇅
                 with gr.Column(scale=2):
                     c["batch_count"] = gr.Slider(1, 100, value=1, step=1, label="Batch count",
                                                  elem_id=f"{p}_batch_count")
@@ -222,15 +241,24 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                 c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None),
                                                               services)
         with gr.Column(scale=1, elem_id=f"{p}_results"):
-            c["progress"] = gr.HTML(elem_id=f"{p}_progress")
-            c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,
-                                      preview=True, object_fit="contain", interactive=False, height=560,
-                                      type="pil")
+            with gr.Column(elem_id=f"{p}_gallery_container", elem_classes="run-gallery"):
+                c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,
+                                          preview=True, object_fit="contain", interactive=False,
+                                          height=run_assets.GALLERY_HEIGHT, type="pil",  # fits the window
+                                          buttons=["download", "download_all", "fullscreen"])  # no Share
+                # over the gallery, taking no room (run_assets.py): the live preview, then the progress panel
+                c["live_preview"] = gr.HTML("", elem_id=f"{p}_live_preview", elem_classes="live-preview")
+                c["progress"] = gr.HTML(elem_id=f"{p}_progress", elem_classes="progress-overlay")
             with gr.Row(elem_id=f"{p}_send_buttons"):
+                c["actions"] = gallery_actions.build_buttons(p, services)  # 📂 💾 🗜️
                 c["send_to_img2img"] = gr.Button("Send to img2img", elem_id=f"{p}_send_to_img2img", size="sm")
                 c["send_to_inpaint"] = gr.Button("Send to inpaint", elem_id=f"{p}_send_to_inpaint", size="sm")
+                gallery_actions.extras_button(c["actions"], p)  # 📐
             c["infotext"] = gr.HTML(elem_id=f"html_info_{p}")
+            c["warnings"] = gr.HTML("", elem_id=f"{p}_warnings", elem_classes="job-log")  # the last job's warnings
+            gallery_actions.build_outputs(c["actions"], p)  # the saved files' download and "Saved: …" line
     c["state"] = gr.State(generation.new_state())
+    c["prompt_tools"].prompt_image, c["prompt_tools"].res_switch = prompt_image, res_switch
     if mode == "img2img":
         c["img2img"] = Img2ImgInputs(**own)
     return GenerationTab(mode=mode, **c)
@@ -286,6 +314,8 @@ def wire_tab(tab: GenerationTab, services) -> None:
     if tab.seed_extra_inputs():
         _wire_seed_extras(tab)
     _wire_prompt_tools(tab, services)
+    if tab.prompt_tools is not None:
+        prompt_tools.wire(tab, services)
     wire_panel(tab.networks, tab.extra_networks, services)
     if tab.img2img:
         img2img_inputs.wire_inputs(tab.img2img)
@@ -297,6 +327,8 @@ def wire_tab(tab: GenerationTab, services) -> None:
         controlnet.wire_panel(tab.controlnet, services, tab.width, tab.height, tab.img2img)
     if tab.scripts:
         extension_scripts.wire_scripts(tab.scripts, services)
+    if tab.actions:
+        gallery_actions.wire(tab.actions, mode, tab.state, tab.gallery, services)
 
 
 def _wire_seed_extras(tab: GenerationTab) -> None:

@@ -11,8 +11,10 @@ import gradio as gr
 from ..core.hires import DEFAULT_UPSCALER, SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER, target_size
 from ..core.request import GenerationRequest
 from ..core.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
+from ..core.sizes import MAX_SIDE
 from ..engine.hires import LATENT_UPSCALE_MODES
 from . import notices
+from .input_accordion import InputAccordion
 
 # The accordion's values `generation.build_request` takes, in this order (names of HiresInputs fields and of the
 # request's fields).
@@ -66,12 +68,11 @@ def checkpoint_dropdown(services, current: str | None) -> gr.Dropdown:
 def build(services) -> HiresInputs:
     """The accordion (inside the txt2img settings column)."""
     c = {}
-    with gr.Accordion("Hires. fix", open=False, elem_id="txt2img_hr") as c["accordion"]:
-        with gr.Row():
-            c["enable_hr"] = gr.Checkbox(False, label="Enable: generate small, upscale, then refine at the larger size",
-                                         elem_id="txt2img_enable_hr", scale=3)
-            c["final_resolution"] = gr.HTML(resolution_text(False, 512, 512, 2.0, 0, 0),
-                                            elem_id="txtimg_hr_finalres")
+    # the Enable checkbox in the header (input_accordion), A1111's elem_ids
+    with InputAccordion("Hires. fix", elem_id="txt2img_hr", checkbox_elem_id="txt2img_enable_hr",
+                        checkbox_label="Enable: generate small, upscale, then refine at the larger size") as section:
+        c["accordion"], c["enable_hr"] = section.accordion, section.checkbox
+        c["final_resolution"] = gr.HTML(resolution_text(False, 512, 512, 2.0, 0, 0), elem_id="txtimg_hr_finalres")
         with gr.Row():
             c["hr_upscaler"] = gr.Dropdown(upscaler_choices(services), value=DEFAULT_UPSCALER, label="Upscaler",
                                            elem_id="txt2img_hr_upscaler", scale=3)
@@ -83,9 +84,9 @@ def build(services) -> HiresInputs:
                                                 elem_id="txt2img_denoising_strength", scale=3)
         with gr.Row():
             c["hr_scale"] = gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by", elem_id="txt2img_hr_scale")
-            c["hr_resize_x"] = gr.Slider(0, 2048, value=0, step=8, label="Resize width to",
+            c["hr_resize_x"] = gr.Slider(0, MAX_SIDE, value=0, step=8, label="Resize width to",
                                          elem_id="txt2img_hr_resize_x")
-            c["hr_resize_y"] = gr.Slider(0, 2048, value=0, step=8, label="Resize height to",
+            c["hr_resize_y"] = gr.Slider(0, MAX_SIDE, value=0, step=8, label="Resize height to",
                                          elem_id="txt2img_hr_resize_y")
         with gr.Row():
             c["hr_checkpoint_name"] = gr.Dropdown(checkpoint_choices(services), value=SAME_CHECKPOINT,
@@ -115,15 +116,12 @@ def resolution_text(enabled, width, height, scale, resize_x, resize_y) -> str:
 
 
 def wire(hires: HiresInputs, width: gr.Slider, height: gr.Slider, services) -> None:
-    """The resolution line follows the sizes; ticking Enable opens the accordion; 🔄 rescans the upscalers and
-    checkpoints."""
+    """The resolution line follows the sizes; 🔄 rescans the upscalers and checkpoints (ticking Enable opens the
+    accordion: `input_accordion`)."""
     sizes = [hires.enable_hr, width, height, hires.hr_scale, hires.hr_resize_x, hires.hr_resize_y]
     for component in sizes:
         component.change(resolution_text, inputs=sizes, outputs=[hires.final_resolution], show_progress="hidden",
                          queue=False, api_visibility="undocumented")
-    hires.enable_hr.change(lambda enabled: gr.Accordion(open=True) if enabled else gr.skip(),
-                           inputs=[hires.enable_hr], outputs=[hires.accordion], show_progress="hidden", queue=False,
-                           api_visibility="undocumented")
 
     def refresh(upscaler, checkpoint):
         registry = getattr(services, "upscalers", None)
@@ -173,8 +171,8 @@ def paste_values(services, params: dict) -> tuple:
         _whole(params.get("Hires steps"), 0, 150, 0),
         _float(params.get("Denoising strength"), 0.0, 1.0, UI_DENOISING),
         _float(params.get("Hires upscale"), 1.0, 4.0, 2.0),
-        _whole(params.get("Hires resize-1"), 0, 2048, 0),
-        _whole(params.get("Hires resize-2"), 0, 2048, 0),
+        _whole(params.get("Hires resize-1"), 0, MAX_SIDE, 0),
+        _whole(params.get("Hires resize-2"), 0, MAX_SIDE, 0),
         _checkpoint(services, params.get("Hires checkpoint")),
         _choice(params.get("Hires sampler"), [s.name for s in SAMPLER_NAMES], SAME_SAMPLER),
         _choice(params.get("Hires schedule type"), list(SCHEDULE_NAMES), SAME_SCHEDULER),

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..jobs.queue import RUNNING, Job
 from ..jobs.store import JobRecord
-from . import notices, pnginfo
+from . import notices, pnginfo, tab_events
 from .generation import infotext_html
 from .progress import progress_text
 
@@ -103,9 +103,12 @@ def _cancel_dropdown(services, selected=None) -> gr.Dropdown:
 
 
 def _queue_signature(services) -> list:
-    """What changes when a job is queued, starts or ends: then the table and the cancel list are refreshed."""
+    """What changes when a job is queued, starts or ends: then the table and the cancel list are refreshed. The
+    history's job count too: a quick job can start and end between two looks."""
     running = services.queue.running
-    return [running.id if running is not None else None, [job.id for job in services.queue.pending()]]
+    store = _store(services)
+    return [running.id if running is not None else None, [job.id for job in services.queue.pending()],
+            store.count() if store is not None else 0]
 
 
 # --- past jobs ----------------------------------------------------------------------------------------------------
@@ -393,7 +396,8 @@ def build_history_tab() -> HistoryTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c["gallery"] = gr.Gallery(label="Images", elem_id="history_gallery", format="png", columns=4,
-                                      object_fit="contain", interactive=False, height=420, type="pil")
+                                      object_fit="contain", interactive=False, height=420, type="pil",
+                                      buttons=["download", "download_all", "fullscreen"])
             with gr.Row():
                 c["rerun"] = gr.Button("Re-run", variant="primary", elem_id="history_rerun")
                 c["send_txt2img"] = gr.Button("Send to txt2img", elem_id="history_send_txt2img")
@@ -406,19 +410,15 @@ def build_history_tab() -> HistoryTab:
 
 
 def wire_history_tab(tab: HistoryTab, services, history: gr.Tab, tabs: gr.Tabs) -> None:
-    """The tab's own events. The timer ticks only while the History tab is open."""
+    """The tab's own events. The timer ticks only while the History tab is open: the page presses the hidden
+    `tab_shown_history` / `tab_left_history` buttons (`tab_events`) once a switch has been drawn, so opening the tab
+    shows it at once and its table follows. `history` and `tabs` are the tab and the top Tabs (unused now)."""
     refreshed = tab.refresh_outputs()
     table_outputs = [tab.state, tab.table, tab.page]
     quiet = {"show_progress": "hidden", "api_visibility": "undocumented"}
 
     def opened(state, selected):
         return (*refresh(services, state, selected), gr.Timer(active=True))
-
-    def other_tab(event: gr.SelectData):
-        """Another tab opened: the timer stops (the History tab's own select starts it)."""
-        if event.value == HISTORY_TITLE or getattr(event, "id", None) == HISTORY_ID:
-            return gr.skip()
-        return gr.Timer(active=False)
 
     def select_row(state, event: gr.SelectData):
         row = event.row_value or []
@@ -434,8 +434,11 @@ def wire_history_tab(tab: HistoryTab, services, history: gr.Tab, tabs: gr.Tabs) 
     def select_picture(state, event: gr.SelectData):
         return select_image(state, event.index)
 
-    history.select(opened, inputs=[tab.state, tab.cancel_choice], outputs=[*refreshed, tab.timer], **quiet)
-    tabs.select(other_tab, outputs=[tab.timer], **quiet)
+    # Not history.select / tabs.select: those run inside the tab click and held every switch up (tab_events)
+    tab_events.on_shown(HISTORY_ID).click(opened, inputs=[tab.state, tab.cancel_choice],
+                                          outputs=[*refreshed, tab.timer], concurrency_limit=None, **quiet)
+    tab_events.on_left(HISTORY_ID).click(lambda: gr.Timer(active=False), outputs=[tab.timer],
+                                         concurrency_limit=None, **quiet)
     tab.refresh.click(lambda state, selected: refresh(services, state, selected),
                       inputs=[tab.state, tab.cancel_choice], outputs=refreshed, **quiet)
     tab.timer.tick(lambda state, selected: tick(services, state, selected), inputs=[tab.state, tab.cancel_choice],

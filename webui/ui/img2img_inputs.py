@@ -13,6 +13,7 @@ import gradio as gr
 
 from ..core.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
 from .canvas import IMG2IMG_MODES, INPAINT_MODES
+from .input_accordion import InputAccordion
 
 # Sub-tab of each mode: (label, elem_id, which is also the tab's id within the sub-tabs).
 SUB_TABS = {
@@ -114,7 +115,8 @@ def build_sources(hide_dirs: bool) -> dict:
 def _build_source(mode: str, parts: dict, hide_dirs: bool) -> None:
     if mode == "img2img":
         parts["image"] = gr.Image(label="Image for img2img", type="pil", format="png", elem_id="img2img_image",
-                                  sources=["upload", "clipboard"], height=EDITOR_HEIGHT)
+                                  sources=["upload", "clipboard"], height=EDITOR_HEIGHT,
+                                  buttons=["download", "fullscreen"])
     elif mode == "sketch":
         parts["sketch"] = _editor("Image for img2img (paint on it)", "img2img_sketch", _sketch_brush())
     elif mode == "inpaint":
@@ -126,10 +128,12 @@ def _build_source(mode: str, parts: dict, hide_dirs: bool) -> None:
                                           _sketch_brush())
     elif mode == "inpaint_upload":
         parts["inpaint_base"] = gr.Image(label="Image for img2img", type="pil", format="png",
-                                         elem_id="img_inpaint_base", sources=["upload", "clipboard"], height=300)
+                                         elem_id="img_inpaint_base", sources=["upload", "clipboard"], height=300,
+                                         buttons=["download", "fullscreen"])
         parts["inpaint_mask"] = gr.Image(label="Mask (white = regenerate)", type="pil", format="png",
                                          image_mode=None, elem_id="img_inpaint_mask",
-                                         sources=["upload", "clipboard"], height=300)
+                                         sources=["upload", "clipboard"], height=300,
+                                         buttons=["download", "fullscreen"])
     else:
         gr.Markdown(HIDDEN_DIRS_NOTE if hide_dirs else BATCH_NOTE, elem_id="img2img_batch_note")
         shown = not hide_dirs
@@ -163,9 +167,10 @@ def build_inpaint_controls() -> dict:
 def build_outpaint() -> dict:
     """The Outpainting accordion: extend the picture of whichever sub-tab by these many pixels per side."""
     parts = {}
-    with gr.Accordion("Outpainting", open=False, elem_id="img2img_outpaint") as parts["outpaint"]:
-        parts["outpaint_enable"] = gr.Checkbox(False, label="Enable: extend the canvas and inpaint the new area",
-                                               elem_id="img2img_outpaint_enable")
+    # the Enable checkbox in the header (input_accordion), so a restored or pasted outpainting shows when closed
+    with InputAccordion("Outpainting", elem_id="img2img_outpaint", checkbox_elem_id="img2img_outpaint_enable",
+                        checkbox_label="Enable: extend the canvas and inpaint the new area") as section:
+        parts["outpaint"], parts["outpaint_enable"] = section.accordion, section.checkbox
         with gr.Row():
             for side in ("left", "right", "up", "down"):
                 parts[f"outpaint_{side}"] = gr.Slider(0, 512, value=0, step=8, label=f"{side.capitalize()}, pixels",

@@ -1,5 +1,6 @@
-"""PNG Info: read the parameters stored in an image and send them to txt2img or img2img; the galleries' "Send to
-img2img" / "Send to inpaint" buttons send a generated image the same way."""
+"""PNG Info: read the parameters stored in an image and send them to txt2img, img2img or inpaint (or the picture
+alone to Extras: `send_image_to_extras`); the galleries' "Send to img2img" / "Send to inpaint" buttons send a
+generated image the same way."""
 from __future__ import annotations
 
 import html
@@ -10,6 +11,7 @@ import gradio as gr
 from ..control.units import INFOTEXT_KEY, parse_unit_infotext
 from ..core import samplers
 from ..core.request import INPAINT_AREAS, INPAINT_FILLS, MASK_MODES, OUTPAINT_FILLS
+from ..core.sizes import MAX_SIDE, MIN_SIDE
 from ..outputs.infotext import parse_infotext
 from ..outputs.save import read_infotext
 from . import controlnet, hires_inputs, img2img_inputs, notices
@@ -101,13 +103,13 @@ def generation_values(text: str, current_sampler=None, current_scheduler=None, p
         sampler, schedule,
         _number(params.get("CFG scale"), float, 1.0, 30.0),
         _number(params.get("Seed"), int, -1, 2 ** 32),
-        _number(params.get("Size-1"), int, 64, 2048),
-        _number(params.get("Size-2"), int, 64, 2048),
+        _number(params.get("Size-1"), int, MIN_SIDE, MAX_SIDE),
+        _number(params.get("Size-2"), int, MIN_SIDE, MAX_SIDE),
         "Variation seed" in params or "Seed resize from-1" in params,
         _number(params.get("Variation seed"), int, -1, 2 ** 32),
         _number(params.get("Variation seed strength"), float, 0.0, 1.0),
-        _number(params.get("Seed resize from-1"), int, 0, 2048),
-        _number(params.get("Seed resize from-2"), int, 0, 2048),
+        _number(params.get("Seed resize from-1"), int, 0, MAX_SIDE),
+        _number(params.get("Seed resize from-2"), int, 0, MAX_SIDE),
         str(params.get("Tiling", "")).strip().lower() == "true",
     )
 
@@ -139,9 +141,10 @@ def img2img_values(text: str, params: dict | None = None) -> tuple:
 
 
 def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, image=None,
-            on_pasted=None) -> tuple:
-    """PNG Info's Send buttons: values for the target tab's FIELDS, then for img2img the picture (into the img2img
-    sub-tab), IMG2IMG_FIELDS and the sub-tab switch (`Img2ImgInputs.switch_outputs()`), and last the tab switch."""
+            on_pasted=None, target: str = "img2img") -> tuple:
+    """PNG Info's Send buttons: values for the target tab's FIELDS, then for img2img the picture (into the `target`
+    sub-tab: "img2img", or "inpaint" for Send to inpaint), IMG2IMG_FIELDS and the sub-tab switch
+    (`Img2ImgInputs.switch_outputs()`), and last the tab switch."""
     extra = 1 + len(IMG2IMG_FIELDS) + 3 if mode == "img2img" else 0
     if not (text or "").strip():
         notices.warn("No generation parameters to send: drop an image made by this web UI (or paste its text)")
@@ -154,7 +157,7 @@ def send_to(mode: str, text: str, current_sampler=None, current_scheduler=None, 
         own = img2img_values(text, params)
         outpaint_enabled = own[IMG2IMG_FIELDS.index("outpaint_enable")]
         values += (image if image is not None else gr.skip(), *own,
-                   *img2img_inputs.switch_to("img2img", outpaint_enabled))
+                   *img2img_inputs.switch_to(target, outpaint_enabled))
     return values + (gr.Tabs(selected=mode),)
 
 
@@ -209,3 +212,12 @@ def send_from_gallery(target: str, state: dict | None, gallery, current_sampler=
     text = texts[index] if index < len(texts) else ""
     values = generation_values(text, current_sampler, current_scheduler) if text.strip() else (gr.skip(),) * len(FIELDS)
     return (*values, image, *img2img_inputs.switch_to(target, outpaint_enabled), gr.Tabs(selected="img2img"))
+
+
+def send_image_to_extras(image, receive) -> tuple:
+    """PNG Info's "Send to extras": the dropped picture into Extras' single image (`receive(picture)`:
+    `extras_tab.receive_image`) and the switch to the Extras tab; a notice when no picture is there."""
+    if image is None:
+        notices.warn("No image to send: drop an image into PNG Info first")
+        return (gr.skip(),) * 4
+    return (*receive(image), gr.Tabs(selected="extras"))

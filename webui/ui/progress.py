@@ -1,7 +1,12 @@
-"""The progress panel under Generate: a bar with percent and ETA while a job runs, its queue place before."""
+"""The progress panel over the gallery: a bar with percent and ETA while a job runs (and the time it has been running,
+ticking each second even while one step takes long), its queue place before; the live preview shown over the
+gallery; the job's warnings (or its error) under it."""
 from __future__ import annotations
 
+import base64
 import html
+import io
+import time
 from typing import Iterator
 
 from ..engine.preview import PreviewWatcher
@@ -50,6 +55,7 @@ def progress_html(job: Job, position: int = 0) -> str:
         if progress.sampling_steps:
             details.append(f"step {progress.sampling_step}/{progress.sampling_steps}")
         state = "Running" + (": " + ", ".join(details) if details else "")
+        state += f" — {format_eta(time.time() - (job.started or job.created))} elapsed"
         return _state(state, "running") + _bar(progress.fraction, progress_text(progress.fraction,
                                                                                  progress.eta_seconds))
     if job.state == DONE:
@@ -60,6 +66,24 @@ def progress_html(job: Job, position: int = 0) -> str:
     if job.state == CANCELLED:
         return _state("Cancelled", "cancelled")
     return _state(job.state, job.state)
+
+
+def preview_html(image) -> str:
+    """The live preview as an <img> shown over the gallery (the gallery keeps the last finished images, so a preview
+    is never taken for a result). Small previews travel as PNG, big ones (TAESD, Full at a large size) as JPEG."""
+    buffer = io.BytesIO()
+    kind = "png" if image.width * image.height <= 512 * 512 else "jpeg"
+    (image if kind == "png" else image.convert("RGB")).save(buffer, format=kind, quality=85)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img class="live-preview-image" alt="Live preview" src="data:image/{kind};base64,{data}">'
+
+
+def warnings_html(warnings: list[str], error: str | None = None) -> str:
+    """What the job wants the user to know, kept under the gallery until the next run ends ("" when nothing): its
+    error when it failed, else its warnings (networks not found, an unusable embedding, ...)."""
+    lines = [f'<p class="job-error">{html.escape(error, quote=False)}</p>'] if error else []
+    lines += [f'<p class="job-warning">{html.escape(str(warning), quote=False)}</p>' for warning in warnings]
+    return f'<div class="job-warnings">{"".join(lines)}</div>' if lines else ""
 
 
 def updates_until_done(queue, job: Job, shown: str, every: int = 0) -> Iterator[tuple[str | None, object]]:

@@ -119,6 +119,10 @@ SCRIPT = """
     const cards = card.closest('.extra-network-cards');
     const tab = cards?.dataset.tab;
     if (!tab) return;
+    if (card.classList.contains('error')) {  // a file that cannot be read: say why, insert nothing
+      window.webuiNetworkNotice?.(card);
+      return;
+    }
     if (card.dataset.checkpoint) {
       chosenCheckpoint = card.dataset.checkpoint;
       root().querySelector('#change_checkpoint')?.click();
@@ -132,25 +136,11 @@ SCRIPT = """
   };
   document.addEventListener('click', (event) => {
     const card = event.target.closest?.('.extra-network-cards .card');
-    if (card) cardClicked(card);
-  });
-  // Tooltips for the icon buttons, set when the pointer first reaches one.
-  const hints = {
-    extra_networks: 'Show/hide extra networks (checkpoints, textual inversion, LoRA)',
-    style_apply: 'Write the chosen styles into the prompts',
-    style_create: 'Save the current prompts as a style with this name',
-    extra_refresh: 'Rescan the checkpoint, LoRA and embedding folders',
-  };
-  document.addEventListener('mouseover', (event) => {
-    const button = event.target.closest?.('button[id]');
-    if (!button || button.title) return;
-    const key = button.id.replace(/^(txt2img|img2img)_/, '');
-    if (hints[key]) button.title = hints[key];
-    else if (button.id.startsWith('refresh_sd_')) button.title = 'Refresh the list';
+    if (card && !event.target.closest('.card-button')) cardClicked(card);  // 🔧 opens the editor instead
   });
   document.addEventListener('keydown', (event) => {
     const card = event.target.closest?.('.extra-network-cards .card');
-    if (card && (event.key === 'Enter' || event.key === ' ')) {
+    if (card && !event.target.closest('.card-button') && (event.key === 'Enter' || event.key === ' ')) {
       event.preventDefault();
       cardClicked(card);
     }

@@ -14,6 +14,7 @@ import gradio as gr
 from ..core.request import GenerationRequest
 from ..outputs.infotext import parse_infotext
 from . import notices
+from .input_accordion import InputAccordion
 
 # The accordion's values `generation.build_request` takes, in this order (names of RefinerInputs fields).
 REFINER_FIELDS = ("enable_refiner", "refiner_checkpoint", "refiner_switch_at")
@@ -52,9 +53,9 @@ def checkpoint_dropdown(services, current: str | None) -> gr.Dropdown:
 def build(mode: str, services) -> RefinerInputs:
     """The accordion (inside the tab's settings column): closed and off, as A1111's."""
     accordion_id = elem_id(mode, "enable")
-    with gr.Accordion("Refiner", open=False, elem_id=accordion_id, elem_classes=["input-accordion"]) as accordion:
-        enable = gr.Checkbox(False, label="Refiner", elem_id=f"{accordion_id}-checkbox",
-                             elem_classes=["input-accordion-checkbox"])
+    # the checkbox in the header (input_accordion): A1111's `{accordion}-checkbox`
+    with InputAccordion("Refiner", elem_id=accordion_id, checkbox_label="Refiner") as section:
+        accordion, enable = section.accordion, section.checkbox
         with gr.Row():
             checkpoint = gr.Dropdown(checkpoint_choices(services), value=NO_CHECKPOINT, label="Checkpoint",
                                      elem_id=elem_id(mode, "checkpoint"), scale=3,
@@ -69,11 +70,8 @@ def build(mode: str, services) -> RefinerInputs:
 
 
 def wire(refiner: RefinerInputs, services) -> None:
-    """Ticking the checkbox opens the accordion; 🔄 rescans the checkpoints (the choice stays when it is still
-    there)."""
-    refiner.enable_refiner.change(lambda enabled: gr.Accordion(open=True) if enabled else gr.skip(),
-                                  inputs=[refiner.enable_refiner], outputs=[refiner.accordion],
-                                  show_progress="hidden", queue=False, api_visibility="undocumented")
+    """🔄 rescans the checkpoints (the choice stays when it is still there); ticking the checkbox opens the
+    accordion (`input_accordion`)."""
 
     def refresh(current):
         services.models.refresh()

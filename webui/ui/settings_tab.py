@@ -1,6 +1,8 @@
 """The Settings tab (as A1111's): every persisted option, ours and the ones extensions add, one component each
 (`setting_<key>`), grouped in sections, with a search box (`settings_search`), "Apply settings"
-(`settings_submit`) and its result (`settings_result`).
+(`settings_submit`) and its result (`settings_result`), "Reload UI" (`settings_restart_gradio`: the server rebuilds
+the page and the browser reloads it, as the Extensions tab's "Apply and restart UI"), and the Defaults page
+(`defaults_page.py`). Options in the quicksettings row (`quicksettings_list`) are shown there instead.
 
 Handlers are plain functions of `services` and the components' values: `apply_settings` turns what the page sends
 back into option values, validates the changed ones and saves them; `current_values` gives what the components
@@ -19,7 +21,8 @@ from typing import Any
 import gradio as gr
 
 from ..settings.options import Option, OptionError, OptionRestrictedError
-from . import notices
+from . import defaults_page, notices
+from .extensions_tab import RELOAD_JS
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,8 @@ class SettingsTab:
     reload: gr.Button
     result: gr.Textbox
     warnings: list[str] = field(default_factory=list)  # components an extension asked for that could not be built
+    restart_gradio: Any = None  # "Reload UI"
+    defaults: defaults_page.DefaultsPage | None = None  # wired by blocks.py once the page exists
 
 
 # --- sections -----------------------------------------------------------------------------------------------------
@@ -107,10 +112,13 @@ def _section_of(key: str, option: Option) -> tuple[str, str]:
 def setting_sections(services) -> list[Section]:
     """The shown options grouped by section: ours first (Saving images/grids, Stable Diffusion, ControlNet), then
     the others by title, "Other" last. Within a section, options keep the order they were declared in."""
+    from .quicksettings import listed_keys  # (it builds its fields with this module's functions)
+
     titles: dict[str, str] = {}
     keys: dict[str, list[str]] = {}
+    quick = set(listed_keys(services))
     for key, option in services.options.specs.items():
-        if key in HIDDEN_KEYS:
+        if key in HIDDEN_KEYS or key in quick:
             continue
         section_id, title = _section_of(key, option)
         titles.setdefault(section_id, title)
@@ -265,6 +273,8 @@ def build_settings_tab(services) -> SettingsTab:
     with gr.Row(elem_id="settings_top"):
         submit = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
         reload = gr.Button("Reload settings", elem_id="settings_reload")
+        restart_gradio = gr.Button("Reload UI", elem_id="settings_restart_gradio")
+        restarting = gr.Checkbox(False, visible="hidden", elem_id="settings_restarting")
     result = gr.Textbox(label="Result", interactive=False, elem_id="settings_result", lines=1)
     search = gr.Textbox(label="Search", placeholder="Search settings", elem_id="settings_search", lines=1)
     for index, section in enumerate(sections):
@@ -282,11 +292,30 @@ def build_settings_tab(services) -> SettingsTab:
                 components.append(component)
                 fields.append(setting)
         accordions.append(accordion)
+    with gr.Accordion("Defaults", open=False, elem_id="settings_section_defaults"):
+        defaults = defaults_page.build_defaults_page()
     if warnings:
         gr.Markdown("\n".join(f"- {w}" for w in warnings), elem_id="settings_warnings")
-    tab = SettingsTab(components, fields, sections, accordions, search, submit, reload, result, warnings)
+    tab = SettingsTab(components, fields, sections, accordions, search, submit, reload, result, warnings,
+                      restart_gradio, defaults)
     _wire(tab, services)
+    restart_gradio.click(lambda: reload_ui(services), outputs=[restarting], show_progress="hidden",
+                         api_visibility="undocumented").then(None, inputs=[restarting], js=RELOAD_JS,
+                                                             api_visibility="undocumented")
     return tab
+
+
+def reload_ui(services) -> bool:
+    """"Reload UI" (A1111's `settings_restart_gradio`): the server restarts and rebuilds the page (settings that
+    need a restart, the quicksettings list, ui-config.json defaults take effect); True when the restart began, and
+    the page then waits for the server and reloads itself."""
+    try:
+        services.restart()
+    except Exception as exc:  # noqa: BLE001 - a restart that cannot start is a notice, the page stays
+        notices.report(exc)
+        return False
+    notices.info("Reloading the UI")
+    return True
 
 
 def _wire(tab: SettingsTab, services) -> None:

@@ -1,5 +1,6 @@
 """Prompt styles in the txt2img / img2img tabs: the style picker, 📋 (write the chosen styles into the prompt
-boxes) and saving the current prompts as a new style. The styles live in `styles.csv` (see `prompts.styles`)."""
+boxes); creating, editing and deleting styles is the 🖌️ editor's (`style_editor.py`). The styles live in
+`styles.csv` (see `prompts.styles`)."""
 from __future__ import annotations
 
 import gradio as gr
@@ -31,17 +32,3 @@ def apply_styles(services, prompt: str, negative_prompt: str, names: list[str] |
         notices.report(exc)
         return gr.skip(), gr.skip(), gr.skip()
     return prompt, negative_prompt, gr.Dropdown(value=[])
-
-
-def save_style(services, name: str | None, prompt: str, negative_prompt: str) -> tuple:
-    """💾: save the prompt boxes as style `name` (an existing one is replaced). Returns (the picker's new choices,
-    the name box cleared)."""
-    name = (name or "").strip()
-    try:
-        existed = name in style_names(services)
-        services.styles.save(name, prompt or "", negative_prompt or "")
-    except Exception as exc:  # noqa: BLE001 - no name, or the file cannot be written
-        notices.report(exc)
-        return gr.skip(), gr.skip()
-    notices.info(f"Style '{name}' {'updated' if existed else 'saved'}")
-    return gr.Dropdown(choices=style_names(services)), ""

@@ -9,7 +9,10 @@ its first component. A value that does not fit (a word for a number, a choice th
 with a warning in the log.
 
 Last used values (option `ui_remember_last_used`): what a tab's Generate (or Extras' Generate) sent is written to
-`ui-last-used.json` under the same keys, and a newly opened page starts from those values.
+`ui-last-used.json` under the same keys, and a newly opened page starts from those values. Nothing is switched on
+silently: the txt2img / img2img tabs show a "Restored last used values" note naming the features the restore
+ticked (Hires. fix, Outpainting, Refiner, extensions' sections: their checkboxes sit in the accordions' headers),
+with Undo (back to the defaults) and ✕.
 """
 from __future__ import annotations
 
@@ -25,10 +28,23 @@ from typing import Any, Iterator
 
 import gradio as gr
 
+from ..core.sizes import MAX_SIDE
+from . import input_accordion, last_used_note
+
 log = logging.getLogger(__name__)
 
 INPUTS = (gr.Textbox, gr.Number, gr.Slider, gr.Checkbox, gr.Dropdown, gr.Radio, gr.CheckboxGroup)
 SKIPPED_TABS = ("settings", "extensions", "history")  # their values live in config.json, or are not settings
+
+
+# Dialogs that edit a file (the 🖌️ styles editor, a card's 🔧 metadata editor): their fields hold what is being
+# edited, not how the page starts, so they get no ui-config key and are never remembered or restored.
+EDITOR_CLASSES = frozenset({"styles-dialog", "extra-network-editor"})
+
+
+def _classes(block) -> list[str]:
+    classes = getattr(block, "elem_classes", None) or []
+    return [classes] if isinstance(classes, str) else list(classes)
 
 
 def labelled_inputs(blocks: gr.Blocks) -> dict[str, gr.components.Component]:
@@ -47,7 +63,7 @@ def labelled_inputs(blocks: gr.Blocks) -> dict[str, gr.components.Component]:
             elif isinstance(child, INPUTS):
                 if path and child.label:
                     yield path, child
-            else:
+            elif not (EDITOR_CLASSES & set(_classes(child))):  # an editor's fields are not the page's settings
                 yield from walk(child, path)
 
     for path, component in walk(blocks, []):
@@ -131,6 +147,16 @@ def _write_json(path: Path, data: dict) -> None:
         raise
 
 
+# The image-side sliders' maximum before it became the API's (core/sizes.py): every ui-config.json written before
+# then holds it, so it is read as "not chosen" and brought to MAX_SIDE (one limit for page and API).
+FORMER_SIDE_MAXIMUM = 2048
+
+
+def _former_side_limit(component, name: str, stored) -> bool:
+    return (name == "maximum" and isinstance(component, gr.Slider) and component.maximum == MAX_SIDE
+            and stored == FORMER_SIDE_MAXIMUM)
+
+
 def apply_ui_config(path: Path, inputs: dict[str, Any]) -> list[str]:
     """Set the inputs from `path` (ui-config.json) and write back the keys it lacks; the problems, as said."""
     data = _json_file(path)
@@ -149,6 +175,9 @@ def apply_ui_config(path: Path, inputs: dict[str, Any]) -> list[str]:
                     added = True
                 continue
             wanted = data[full]
+            if _former_side_limit(component, name, wanted):  # written by a version whose sliders stopped at 2048
+                data[full] = wanted = MAX_SIDE
+                added = True
             if wanted is None:
                 continue
             try:
@@ -207,13 +236,18 @@ class LastUsed:
         return shown
 
 
-def wire_last_used(services, inputs: dict[str, Any], buttons: dict[str, Any]) -> tuple:
+def wire_last_used(services, inputs: dict[str, Any], buttons: dict[str, Any], notes: dict[str, Any] | None = None
+                   ) -> tuple:
     """Each of `buttons` (top tab id -> its Generate button) remembers its tab's inputs when clicked. Returns
     (restore, outputs) for the page's load event: the remembered inputs' last used values (when the option
-    `ui_remember_last_used` is on)."""
+    `ui_remember_last_used` is on), then for each of `notes` (tab id -> `last_used_note.RestoredNote`) the note:
+    shown when the restore changed a value of that tab, naming the features it switched on; its Undo puts those
+    values back to their defaults (ui-config's), ✕ hides it."""
     store = LastUsed(services.paths.data_dir)
     remembered = {key: component for key, component in inputs.items()
                   if key.split("/", 1)[0] in buttons and _rememberable(component)}
+    defaults = {key: _current(component, "value") for key, component in remembered.items()}  # ui-config applied
+    notes = {tab: note for tab, note in (notes or {}).items() if note is not None}
     for tab, button in buttons.items():
         keys = [key for key in remembered if key.split("/", 1)[0] == tab]
         if not keys:
@@ -225,13 +259,69 @@ def wire_last_used(services, inputs: dict[str, Any], buttons: dict[str, Any]) ->
 
         button.click(remember, inputs=[remembered[key] for key in keys], show_progress="hidden", queue=False,
                      api_visibility="undocumented")
+    for tab, note in notes.items():
+        _wire_note(tab, note, remembered, defaults)
 
     def restore(request: gr.Request | None = None):
         if not services.options.get("ui_remember_last_used"):
-            return [gr.skip()] * len(remembered)
-        return store.values_for(remembered, _user(request))
+            return [gr.skip()] * len(remembered) + [gr.skip()] * (3 * len(notes))
+        values = store.values_for(remembered, _user(request))
+        changed = restored_changes(remembered, values, defaults)
+        shown = []
+        for tab, note in notes.items():
+            keys = changed.get(tab, [])
+            shown += last_used_note.shown(switched_on(remembered, keys, dict(zip(remembered, values)), defaults),
+                                          keys)
+        return [*values, *shown]
 
-    return restore, list(remembered.values())
+    return restore, [*remembered.values(), *(output for note in notes.values() for output in note.outputs())]
+
+
+def restored_changes(remembered: dict[str, Any], values: list, defaults: dict[str, Any]) -> dict[str, list[str]]:
+    """For each top tab, the keys whose restored value (`values`, in `remembered`'s order; `gr.skip()` where
+    nothing was restored) differs from the default."""
+    changed: dict[str, list[str]] = {}
+    for key, value in zip(remembered, values):
+        if _is_skip(value) or value == defaults.get(key):
+            continue
+        changed.setdefault(key.split("/", 1)[0], []).append(key)
+    return changed
+
+
+def switched_on(remembered: dict[str, Any], keys: list[str], values: dict[str, Any],
+                defaults: dict[str, Any]) -> list[str]:
+    """The features (named by `input_accordion.feature_name`: Hires. fix, Outpainting, an extension's section)
+    whose enable checkbox among `keys` the restore ticked while its default is off, in page order, once each."""
+    found: list[str] = []
+    for key in keys:
+        name = input_accordion.feature_name(remembered.get(key))
+        if name and values.get(key) is True and defaults.get(key) is not True and name not in found:
+            found.append(name)
+    return found
+
+
+def undo_values(remembered: dict[str, Any], tab: str, restored: list[str], defaults: dict[str, Any]) -> list:
+    """Values for the tab's remembered inputs (in `remembered`'s order) that put the `restored` keys back to their
+    defaults and leave the rest as the user has them."""
+    restored = set(restored or [])
+    return [defaults.get(key) if key in restored else gr.skip()
+            for key in remembered if key.split("/", 1)[0] == tab]
+
+
+def _wire_note(tab: str, note, remembered: dict[str, Any], defaults: dict[str, Any]) -> None:
+    own = [component for key, component in remembered.items() if key.split("/", 1)[0] == tab]
+
+    def undo(restored):
+        return [*undo_values(remembered, tab, restored, defaults), *last_used_note.hidden()]
+
+    note.undo.click(undo, inputs=[note.keys], outputs=[*own, *note.outputs()], show_progress="hidden",
+                    queue=False, api_visibility="undocumented")
+    note.dismiss.click(last_used_note.hidden, outputs=note.outputs(), show_progress="hidden", queue=False,
+                       api_visibility="undocumented")
+
+
+def _is_skip(value) -> bool:
+    return isinstance(value, dict) and value.get("__type__") == "update" and len(value) == 1
 
 
 def _user(request) -> str | None:

@@ -53,18 +53,17 @@ class InputAccordion:
     `.accordion` is the gr.Accordion, `.checkbox` the gr.Checkbox (which also carries `.accordion`). Keyword
     arguments go to the accordion (`label`, `open`, `elem_id`, `visible`, ...); `checkbox_label` names the
     checkbox ("Enable" by default); the checkbox's elem_id is the accordion's plus "-checkbox", as in A1111.
+    The page shows the checkbox in the accordion's header (`webui.ui.input_accordion`).
     """
 
     def __init__(self, value: bool = False, *, checkbox_label: str = "Enable", **kwargs):
-        elem_id = kwargs.get("elem_id")
-        kwargs.setdefault("open", False)
-        classes = kwargs.pop("elem_classes", None) or []
-        classes = [classes] if isinstance(classes, str) else list(classes)
-        self.accordion = gr.Accordion(elem_classes=["input-accordion", *classes], **kwargs)
-        with self.accordion:
-            self.checkbox = gr.Checkbox(value=bool(value), label=checkbox_label,
-                                        elem_id=f"{elem_id}-checkbox" if elem_id else None,
-                                        elem_classes=["input-accordion-checkbox"])
+        # the web UI's own input accordion: the checkbox sits in the accordion's header, visible while it is
+        # closed, and ticking it opens the accordion (as in A1111)
+        from webui.ui.input_accordion import InputAccordion as _WebuiInputAccordion
+
+        label = kwargs.pop("label", None) or ""
+        built = _WebuiInputAccordion(label, bool(value), checkbox_label=checkbox_label, **kwargs)
+        self.accordion, self.checkbox = built.accordion, built.checkbox
         self.checkbox.accordion = self.accordion
 
     def __enter__(self) -> gr.Checkbox:
