@@ -17,6 +17,19 @@ def checkpoint_titles(services) -> list[str]:
     return [c.title for c in services.models.checkpoints()]
 
 
+def choices_after(services, first: str) -> list[str]:
+    """`first` (a choice meaning "none" or "the same one"), then the checkpoints as the model manager lists them now
+    (no rescan): the Hires and Refiner checkpoint pickers' lists."""
+    models = getattr(services, "models", None)
+    return [first, *(info.title for info in (models.checkpoints() if models is not None else []))]
+
+
+def dropdown_after(services, first: str, current: str | None) -> gr.Dropdown:
+    """Such a list as a dropdown update, the choice kept while it is listed (else `first`)."""
+    choices = choices_after(services, first)
+    return gr.Dropdown(choices=choices, value=current if current in choices else first)
+
+
 def current_checkpoint(services) -> str | None:
     """The loaded checkpoint's title, else the saved choice (its title now, which may have gained a hash), else
     the first one: the checkpoint the next generation uses."""

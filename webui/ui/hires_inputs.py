@@ -13,7 +13,7 @@ from ..core.request import GenerationRequest
 from ..core.samplers import SAMPLER_NAMES, SCHEDULE_NAMES
 from ..core.sizes import MAX_SIDE
 from ..engine.hires import LATENT_UPSCALE_MODES
-from . import notices
+from . import checkpoints, notices
 from .input_accordion import InputAccordion
 
 # The accordion's values `generation.build_request` takes, in this order (names of HiresInputs fields and of the
@@ -55,14 +55,12 @@ def upscaler_choices(services) -> list[str]:
 
 
 def checkpoint_choices(services) -> list[str]:
-    models = getattr(services, "models", None)
-    return [SAME_CHECKPOINT, *(info.title for info in (models.checkpoints() if models is not None else []))]
+    return checkpoints.choices_after(services, SAME_CHECKPOINT)
 
 
 def checkpoint_dropdown(services, current: str | None) -> gr.Dropdown:
     """The Hires checkpoint list as the model manager has it now (no rescan), the choice kept while it is listed."""
-    choices = checkpoint_choices(services)
-    return gr.Dropdown(choices=choices, value=current if current in choices else SAME_CHECKPOINT)
+    return checkpoints.dropdown_after(services, SAME_CHECKPOINT, current)
 
 
 def build(services) -> HiresInputs:

@@ -13,7 +13,7 @@ import gradio as gr
 
 from ..core.request import GenerationRequest
 from ..outputs.infotext import parse_infotext
-from . import notices
+from . import checkpoints, notices
 from .input_accordion import InputAccordion
 
 # The accordion's values `generation.build_request` takes, in this order (names of RefinerInputs fields).
@@ -40,14 +40,12 @@ def elem_id(mode: str, item: str) -> str:
 
 
 def checkpoint_choices(services) -> list[str]:
-    models = getattr(services, "models", None)
-    return [NO_CHECKPOINT, *(info.title for info in (models.checkpoints() if models is not None else []))]
+    return checkpoints.choices_after(services, NO_CHECKPOINT)
 
 
 def checkpoint_dropdown(services, current: str | None) -> gr.Dropdown:
     """The list as the model manager has it now (no rescan), the choice kept while it is listed."""
-    choices = checkpoint_choices(services)
-    return gr.Dropdown(choices=choices, value=current if current in choices else NO_CHECKPOINT)
+    return checkpoints.dropdown_after(services, NO_CHECKPOINT, current)
 
 
 def build(mode: str, services) -> RefinerInputs:
