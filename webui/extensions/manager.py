@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..core.errors import UserError
+from .a1111 import COMPAT_PATH
+from .install_guard import LOCK_FILES, GuardedInstall, Verdict, extras_only, fallback_requirements, summarize
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,17 @@ class ExtensionInstallError(ExtensionError):
     """Cloning, or the extension's install.py, failed."""
 
     kind = "ExtensionInstallError"
+
+
+class ExtensionGuardError(ExtensionInstallError):
+    """The install guard stopped install.py: what the extension needs conflicts with the web UI's packages (or it
+    changed them anyway). The extension stays on disk, disabled, so the user can see, update or remove it."""
+
+    kind = "ExtensionInstallRefused"
+
+    def __init__(self, message: str, extension: str):
+        super().__init__(message)
+        self.extension = extension
 
 
 class ExtensionAccessError(ExtensionError):
@@ -73,6 +86,7 @@ class InstallReport:
     name: str
     path: Path
     output: str  # install.py's stdout and stderr ("" when the extension has none)
+    notices: tuple[str, ...] = ()  # what the install guard changed (an optional extra left out), for the user
 
 
 def normalize_remote(url: str) -> str:
@@ -88,6 +102,10 @@ def name_from_url(url: str) -> str:
     url = url.strip().rstrip("/\\")
     last = re.split(r"[/\\:]", url)[-1]
     return last[:-4] if last.lower().endswith(".git") else last
+
+
+def _possessive(name: str) -> str:
+    return f"{name}'" if name.endswith("s") else f"{name}'s"
 
 
 def _tail(text: str, limit: int = _TAIL_CHARS) -> str:
@@ -118,11 +136,14 @@ def _remove_tree(path: Path) -> None:
 class ExtensionManager:
     def __init__(self, extensions_dir: Path, options, flags, python: str = sys.executable,
                  install_timeout: float = 300.0, git_timeout: float = 300.0,
-                 import_paths: Sequence[Path] = (PROJECT_ROOT,)):
-        """`import_paths`: folders put first on install.py's PYTHONPATH (the project root, so that
-        `import launch` works), then the extension's own folder."""
+                 import_paths: Sequence[Path] = (PROJECT_ROOT, COMPAT_PATH),
+                 lock_files: Sequence[Path] = LOCK_FILES):
+        """`import_paths`: folders put first on install.py's PYTHONPATH (the project root and the A1111
+        compatibility folder, so that `import launch` works), then the extension's own folder. `lock_files`: the
+        web UI's locks, whose installed versions install.py runs constrained to (install_guard.py)."""
         self.extensions_dir = Path(extensions_dir)
         self.import_paths = [Path(p) for p in import_paths]
+        self.lock_files = [Path(p) for p in lock_files]
         self.options = options
         self.flags = flags
         self.python = python
@@ -266,8 +287,9 @@ class ExtensionManager:
 
     def install(self, url: str, branch: str = "", dirname: str = "", on_step: OnStep | None = None) -> InstallReport:
         """Clone `url` (a git URL or a local repository) into the extensions folder and run its install.py. On
-        any failure nothing is left behind and ExtensionInstallError says what went wrong. `on_step(text,
-        fraction)` hears each stage as it starts (cloning, install.py)."""
+        any failure nothing is left behind and ExtensionInstallError says what went wrong, except when the install
+        guard refuses what install.py needs (ExtensionGuardError): the extension then stays, disabled.
+        `on_step(text, fraction)` hears each stage as it starts (cloning, install.py)."""
         self.check_access()
         url, branch, dirname = (url or "").strip(), (branch or "").strip(), (dirname or "").strip()
         if not url:
@@ -302,7 +324,11 @@ class ExtensionManager:
             try:
                 if (target / "install.py").is_file():
                     _step(on_step, f"Running install.py of {name}", 0.5)
-                output = self._run_install(target)
+                output, notices = self._run_install(target)
+            except ExtensionGuardError:
+                self._status.pop(name, None)
+                self.disable(name)
+                raise
             except ExtensionError:
                 _remove_tree(target)
                 raise
@@ -310,17 +336,95 @@ class ExtensionManager:
             disabled = list(self.options.get("disabled_extensions") or [])
             if name in disabled:
                 self.options.update({"disabled_extensions": [n for n in disabled if n != name]})
-        return InstallReport(name, target, output)
+        return InstallReport(name, target, output, tuple(notices))
 
     def run_install_script(self, name: str) -> str:
-        """Run an installed extension's install.py (at start-up, A1111's behaviour); "" when it has none."""
-        return self._run_install(self._installed_path(name))
+        """Run an installed extension's install.py (at start-up, A1111's behaviour); "" when it has none. An
+        ExtensionGuardError leaves the extension disabled (the caller stops loading it)."""
+        return self.run_install(name).output
 
-    def _run_install(self, path: Path) -> str:
+    def run_install(self, name: str) -> InstallReport:
+        """run_install_script, with the guard's notices."""
+        path = self._installed_path(name)
+        try:
+            output, notices = self._run_install(path)
+        except ExtensionGuardError:
+            self.disable(path.name)
+            raise
+        return InstallReport(path.name, path, output, tuple(notices))
+
+    def disable(self, name: str) -> None:
+        """Add `name` to `disabled_extensions` (kept on disk; the Installed tab shows it unticked)."""
+        disabled = list(self.options.get("disabled_extensions") or [])
+        if name not in disabled:
+            self.options.update({"disabled_extensions": sorted([*disabled, name])})
+
+    def _run_install(self, path: Path) -> tuple[str, list[str]]:
+        """install.py under the install guard: (its output, notices). Raises ExtensionGuardError when the guard
+        refused what it needs or it changed the web UI's packages, ExtensionInstallError when it failed."""
+        if not (path / "install.py").is_file():
+            return "", []
+        try:
+            guard = GuardedInstall(self.python, self.lock_files)
+        except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+            raise ExtensionInstallError(f"install.py of {path.name} was not run: could not read the installed "
+                                        f"packages to guard them: {exc}") from None
+        with guard:
+            code, output = self._exec_install(path, guard)
+            try:
+                verdict = guard.check(output)
+                notices: list[str] = []
+                if verdict.conflicts and not verdict.changes and extras_only(verdict.conflicts):
+                    code, output, verdict, notices = self._install_without_extras(path, guard, verdict, output)
+            except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+                raise ExtensionInstallError(f"install.py of {path.name}: the install guard could not check what it "
+                                            f"did: {exc}; its output:\n{_tail(output)}") from None
+            if verdict.changes:
+                try:
+                    repaired, commands = guard.repair(verdict.changes, timeout=self.install_timeout)
+                except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
+                    repaired, commands = False, f"(the repair failed: {exc})"
+                what = "; ".join(change.describe() for change in verdict.changes)
+                fix = (f"They were put back ({commands})." if repaired else
+                       f"Put them back with the web UI stopped: {commands}")
+                raise ExtensionGuardError(f"{path.name}'s install.py changed the web UI's packages: {what}. {fix} "
+                                          f"The extension is left disabled.\ninstall.py's output:\n{_tail(output)}",
+                                          path.name)
+            if verdict.conflicts:
+                raise ExtensionGuardError(f"{path.name} " + "; it ".join(summarize(verdict.conflicts)) +
+                                          ": not installed, extension left disabled (it stays in the Installed "
+                                          "tab, to update or uninstall).", path.name)
+        if code != 0:
+            raise ExtensionInstallError(f"install.py of {path.name} failed (exit code {code}); "
+                                        f"its output:\n{_tail(output)}")
+        return output, notices
+
+    def _install_without_extras(self, path: Path, guard: GuardedInstall, verdict: Verdict,
+                                output: str) -> tuple[int, str, Verdict, list[str]]:
+        """Only optional extras conflict: install the requirements without those extras (same constraints), then
+        install.py once more. Returns what the second run gave (the first verdict when the fallback failed)."""
+        wanted = fallback_requirements(verdict.conflicts)
+        done = guard.pip("install", *wanted, timeout=self.install_timeout)
+        output += f"\n[install guard] pip install {' '.join(wanted)}\n{_tail(done.stdout + done.stderr, 600)}"
+        if done.returncode != 0:
+            return 1, output, verdict, []
+        guard.pip_log.unlink(missing_ok=True)  # the second run's report only
+        code, again = self._exec_install(path, guard)
+        second = guard.check(again)
+        notices = []
+        for requirer, dropped in wanted.values():
+            for extra in dropped:
+                reasons = [c for c in verdict.conflicts if c.requirer == requirer and c.extra == extra]
+                because = "; ".join(dict.fromkeys(f"it needs {c.wanted}, the web UI has {c.web_ui_version}"
+                                                  for c in reasons))
+                notices.append(f"{path.name}: installed without {_possessive(requirer)} '{extra}' extra: {because}")
+        return code, output + "\n" + again, second, notices if not second.conflicts and code == 0 else []
+
+    def _exec_install(self, path: Path, guard: GuardedInstall) -> tuple[int, str]:
+        """Run install.py (in its folder, with `launch` importable and the guard's constraints): (exit code,
+        output). A time-out stops it and whatever it started."""
         script = path / "install.py"
-        if not script.is_file():
-            return ""
-        env = dict(os.environ)
+        env = guard.env(dict(os.environ))
         env["PYTHONPATH"] = os.pathsep.join([*map(str, self.import_paths), str(path),
                                              *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
         session = {"start_new_session": True} if os.name == "posix" else {}
@@ -337,11 +441,7 @@ class ExtensionManager:
             output = raw.decode("utf-8", "replace")
             raise ExtensionInstallError(f"install.py of {path.name} timed out after {self.install_timeout:g} s; "
                                         f"its output:\n{_tail(output)}") from None
-        output = raw.decode("utf-8", "replace")
-        if process.returncode != 0:
-            raise ExtensionInstallError(f"install.py of {path.name} failed (exit code {process.returncode}); "
-                                        f"its output:\n{_tail(output)}")
-        return output
+        return process.returncode, raw.decode("utf-8", "replace")
 
     @staticmethod
     def _kill(process: subprocess.Popen) -> None:

@@ -238,9 +238,15 @@ def _install(services, url: str, branch: str = "", dirname: str = "", progress: 
         report = services.extensions.install(url or "", branch or "", dirname or "", on_step=_steps(progress))
     except Exception as exc:  # noqa: BLE001 - bad name, clone failed, install.py failed
         _report(exc)
+        problems = getattr(services, "extension_problems", None)
+        if getattr(exc, "extension", None) and problems is not None:  # the install guard refused it: listed too
+            problems.report(exc.extension, "install.py", exc)
         return str(exc)
     done = f"Installed into {report.path}. Press \"Apply and restart UI\" (Installed tab) to load it."
     notices.info(f"Installed {report.name}")
+    for notice in report.notices:  # the install guard left an optional extra out
+        notices.warn(notice)
+    done = "\n".join([*report.notices, done])
     return f"{report.output.rstrip()}\n\n{done}" if report.output.strip() else done
 
 

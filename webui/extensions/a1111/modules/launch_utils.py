@@ -15,3 +15,7 @@ run = _launch.run
 run_pip = _launch.run_pip
 commit_hash = _launch.commit_hash
 git_tag = _launch.git_tag
+repo_dir = _launch.repo_dir
+check_run_python = _launch.check_run_python
+git_clone = _launch.git_clone
+requirements_met = _launch.requirements_met
