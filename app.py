@@ -46,12 +46,16 @@ def create_app(flags, services=None) -> tuple[FastAPI, object]:
             open_routes = (api_routes if api_logins else []) + login.install_routes(app)
             app.add_middleware(UiLoginGate, login=login, open_routes=open_routes)
         install_thumb_route(app, services)  # before the UI takes "/"
+        from webui.extensions.file_route import install_file_route
+        install_file_route(app, services)  # A1111's /file= for extensions' page scripts (behind the login too)
         blocks = build_ui(services)
         # footer_links=[]: no Gradio footer ("Use via API", its Settings, "Built with Gradio"); /docs is the API's
         app = gr.mount_gradio_app(app, blocks, path="/", auth_dependency=login.user if login else None,
                                   footer_links=[], **mount_arguments(services, logins),
                                   **blocks_assets(services.extension_host))
         count_as_launched(blocks)  # Gradio checks which files events may read and serve only once "launched"
+    elif services.extension_host is not None:  # A1111's API-only start runs the before_ui callbacks too (extensions
+        services.extension_host.callbacks.call("before_ui")  # register their network types there)
     start_extensions(app, blocks, services.extension_host)
     app.router.on_shutdown.append(services.stop)
     return app, services

@@ -37,11 +37,12 @@ def start_extensions(app, blocks, host) -> None:
 
 def extension_assets(host) -> tuple[str, str]:
     """(css, head html): every enabled extension's style.css appended to the page's CSS, its javascript/*.js as
-    <script> (and *.mjs as module scripts) in <head>, in extension then file-name order. A file that cannot be
-    read is reported and left out."""
+    <script> (and *.mjs as module scripts) in <head>, in extension then file-name order, after A1111's page API
+    (`ui.a1111_page_api`). A file that cannot be read is reported and left out."""
     if host is None:
         return "", ""
-    css, head = [], []
+    from ..ui.a1111_page_api import SCRIPT
+    css, head = [], [f"<script data-a1111-page-api>\n{_script_safe(SCRIPT)}\n</script>"]  # first: A1111's API
     for extension, path in host.stylesheets():
         try:
             css.append(f"\n/* {extension.name}/style.css */\n" + path.read_text(encoding="utf-8"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .ui_config import LastUsed
 
-OUTPUT_OPTIONS = ("outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
+OUTPUT_OPTIONS = ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
                   "outdir_save")  # outdir_save: the galleries' Save / Zip downloads
 
 

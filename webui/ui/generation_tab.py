@@ -237,9 +237,10 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
             c["settings_in_ui"] = main_ui_options.build(p, services)
             c["override_settings"] = override_settings.build(p)
             if services is not None:
-                c["controlnet"] = controlnet.build_panel(mode, services)
-                c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None),
-                                                              services)
+                with gr.Column(elem_id=f"{p}_script_container"):  # A1111's id: extensions' scripts look in it
+                    c["controlnet"] = controlnet.build_panel(mode, services)
+                    c["scripts"] = extension_scripts.build_scripts(mode, getattr(services, "extension_host", None),
+                                                                  services)
         with gr.Column(scale=1, elem_id=f"{p}_results"):
             with gr.Column(elem_id=f"{p}_gallery_container", elem_classes="run-gallery"):
                 c["gallery"] = gr.Gallery(label="Output", elem_id=f"{p}_gallery", format="png", columns=4,

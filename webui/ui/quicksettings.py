@@ -43,6 +43,7 @@ class Quicksettings:
     components: list = field(default_factory=list)
     fields: list[SettingField] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    saved: list = field(default_factory=list)  # each one's save event: the page's `opts` follow them
 
 
 def build_quicksettings(services) -> Quicksettings:
@@ -61,9 +62,9 @@ def build_quicksettings(services) -> Quicksettings:
         quick.components.append(component)
         quick.fields.append(setting)
     for component, setting in zip(quick.components, quick.fields):
-        component.change(lambda raw, setting=setting: save_setting(services, setting, raw), inputs=[component],
-                         outputs=[component], show_progress="hidden", trigger_mode="always_last",
-                         api_visibility="undocumented")
+        quick.saved.append(component.change(lambda raw, setting=setting: save_setting(services, setting, raw),
+                                            inputs=[component], outputs=[component], show_progress="hidden",
+                                            trigger_mode="always_last", api_visibility="undocumented"))
     return quick
 
 

@@ -92,6 +92,7 @@ class SettingsTab:
     warnings: list[str] = field(default_factory=list)  # components an extension asked for that could not be built
     restart_gradio: Any = None  # "Reload UI"
     defaults: defaults_page.DefaultsPage | None = None  # wired by blocks.py once the page exists
+    applied: Any = None  # Apply's event: the page's `opts` follow it (a1111_page_api.wire)
 
 
 # --- sections -----------------------------------------------------------------------------------------------------
@@ -279,7 +280,7 @@ def build_settings_tab(services) -> SettingsTab:
     search = gr.Textbox(label="Search", placeholder="Search settings", elem_id="settings_search", lines=1)
     for index, section in enumerate(sections):
         safe_id = _ID_UNSAFE.sub("_", section.id)
-        with gr.Accordion(section.title, open=index == 0, elem_id=f"settings_section_{safe_id}") as accordion:
+        with gr.Accordion(section.title, open=index == 0, elem_id=f"settings_{safe_id}") as accordion:
             if any(services.options.locked(key) for key in section.keys):
                 gr.Markdown(LOCKED_NOTE, elem_id=f"settings_locked_note_{safe_id}")
             for key in section.keys:
@@ -320,8 +321,9 @@ def reload_ui(services) -> bool:
 
 def _wire(tab: SettingsTab, services) -> None:
     fields = tab.fields
-    tab.submit.click(lambda *values: apply_settings(services, fields, *values), inputs=tab.components,
-                     outputs=[tab.result], show_progress="minimal", api_visibility="undocumented")
+    tab.applied = tab.submit.click(lambda *values: apply_settings(services, fields, *values),
+                                   inputs=tab.components, outputs=[tab.result], show_progress="minimal",
+                                   api_visibility="undocumented")
     tab.reload.click(lambda: current_values(services, tab), outputs=tab.components, show_progress="hidden",
                      api_visibility="undocumented")
     tab.search.change(lambda query: search_settings(tab, query), inputs=[tab.search],
