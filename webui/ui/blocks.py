@@ -13,10 +13,12 @@ from . import tab_events
 from . import checkpoint_notice, gallery_actions
 from . import prompt_tools
 from . import defaults_page, quicksettings
+from . import a1111_page_api
 from .assets import CSS as PAGE_CSS, JS
 from .extension_scripts import ComponentCallbacks
+from ..extensions.a1111 import gradio3, paste_bridge
 
-CSS = PAGE_CSS + extensions_tab.CSS
+CSS = PAGE_CSS + extensions_tab.CSS + gradio3.CSS  # gradio3: layouts extensions built hidden
 from .generation_tab import GenerationTab, build_tab, wire_tab
 from . import history_tab
 from . import merger_tab
@@ -281,6 +283,7 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
         dropdown, vae_dropdown, quick = _checkpoint_row(services)
         keyedit = prompt_tools.build_keyedit_holder()  # hidden: the keyedit_* settings for the page script
+        settings_json = a1111_page_api.build()  # hidden: A1111's `opts` for extensions' page scripts
         with gr.Tabs(elem_id="tabs") as tabs:
             with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"), announcer.tab("txt2img"):
                 txt2img = build_tab("txt2img", services=services)
@@ -306,10 +309,12 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
         style_editor.wire_editors([txt2img.style_editor, img2img.style_editor], [txt2img, img2img], services)  # 🖌️
         _wire_gallery_senders(tabs, [txt2img, img2img], img2img, services)
         gallery_actions.wire_send_to_extras(tabs, [txt2img, img2img], extras)  # 📐 under the galleries
+        paste_bridge.connect(tabs, txt2img, img2img, extras, services)  # A1111 extensions' "Send to" buttons
 
         inputs = ui_config.labelled_inputs(blocks)
         ui_config.apply_ui_config(services.paths.data_dir / "ui-config.json", inputs)
         defaults_page.wire(settings.defaults, services, inputs)  # Settings > Defaults: the page's values as defaults
+        a1111_page_api.wire(settings_json, services, blocks, [settings.applied, *quick.saved])
         for tab in (txt2img, img2img):  # "Extra" ticked in ui-config.json: its seed extras shown from the start
             if tab.seed_extras is not None:
                 tab.seed_extras.visible = bool(tab.subseed_show.value)

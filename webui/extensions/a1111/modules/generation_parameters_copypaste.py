@@ -1,4 +1,7 @@
-"""A1111's old name of `modules.infotext_utils` (extensions written before v1.7 import this one)."""
-from .infotext_utils import *  # noqa: F401,F403
-from .infotext_utils import (MISSING_KEY_DEFAULTS, create_override_settings_dict,  # noqa: F401
-                             infotext_to_setting_name_mapping, parse_generation_parameters, quote, unquote)
+"""A1111's old name of `modules.infotext_utils` (extensions written before v1.7 import this one): the same module
+object, as in A1111, so that buttons registered through either name are wired alike."""
+import sys
+
+from . import infotext_utils
+
+sys.modules[__name__] = infotext_utils

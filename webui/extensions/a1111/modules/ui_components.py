@@ -1,7 +1,10 @@
 """A1111's `modules.ui_components`: the small Gradio building blocks extensions use in their `ui()`.
 
-They return plain Gradio components (made in whatever Blocks context is open), so they work as event inputs and
-script arguments like any other. `InputAccordion` is an accordion with an "enabled" checkbox at its top:
+They are classes, subclasses of Gradio's own components (as A1111's are of Gradio 3's), so extensions can subclass
+them (`class ResButton(ToolButton): def __init__(self, res, **kwargs): super().__init__(**kwargs)`). The page
+draws each as the Gradio component it derives from (`get_block_name`), and its settings are that component's
+(`get_config`), whatever signature a subclass's `__init__` has. `InputAccordion` is an accordion with an "enabled"
+checkbox at its top:
 
     with InputAccordion(False, label="My extension") as enabled:   # enabled: a gr.Checkbox
         strength = gr.Slider(...)
@@ -10,71 +13,147 @@ from __future__ import annotations
 
 import gradio as gr
 
+from webui.extensions.a1111 import gradio3
+from webui.ui import input_accordion as _accordion
 
-def ToolButton(value="", **kwargs) -> gr.Button:
-    """A small square icon button."""
-    classes = kwargs.pop("elem_classes", None) or []
-    classes = [classes] if isinstance(classes, str) else list(classes)
-    kwargs.setdefault("scale", 0)
-    kwargs.setdefault("min_width", 40)
-    return gr.Button(value, elem_classes=["tool-button", *classes], **kwargs)
+gradio3.apply()  # before the classes below exist: Gradio would write a .pyi stub next to this file
 
 
-def FormRow(**kwargs) -> gr.Row:
-    return gr.Row(**kwargs)
+class FormComponent:
+    """Marks A1111's components that fit inside Gradio forms (kept for extensions that test for it)."""
+
+    webui_do_not_create_gradio_pyi_thank_you = True
 
 
-def FormColumn(**kwargs) -> gr.Column:
-    return gr.Column(**kwargs)
+class _Drawn:
+    """A subclass of a Gradio component drawn and configured as that component (`_gradio` names it)."""
+
+    _gradio: type = gr.Button
+
+    def get_block_name(self) -> str:
+        return self._gradio.__name__.lower()
+
+    def get_block_class(self) -> str:
+        return self._gradio.__name__.lower()
+
+    def get_config(self, *args, **kwargs):
+        # Gradio reads a block's settings by its class's __init__ signature, which a subclass may have narrowed
+        from gradio.blocks import Block
+        return {**Block.get_config(self, self._gradio), **super().get_config(*args, **kwargs)}
 
 
-def FormGroup(**kwargs) -> gr.Group:
-    return gr.Group(**kwargs)
+def _classes(value) -> list[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
-def FormHTML(value="", **kwargs) -> gr.HTML:
-    return gr.HTML(value, **kwargs)
+class ToolButton(_Drawn, gr.Button, FormComponent):
+    """A small square icon button (classes `tool-button` and A1111's `tool`)."""
+
+    _gradio = gr.Button
+
+    def __init__(self, value="", *args, elem_classes=None, **kwargs):
+        kwargs.setdefault("scale", 0)
+        kwargs.setdefault("min_width", 40)
+        super().__init__(value, *args, elem_classes=["tool-button", "tool", *_classes(elem_classes)], **kwargs)
 
 
-def DropdownMulti(**kwargs) -> gr.Dropdown:
+class ResizeHandleRow(_Drawn, gr.Row):
+    """A row whose columns the user can resize (class `resize-handle-row`)."""
+
+    _gradio = gr.Row
+    webui_do_not_create_gradio_pyi_thank_you = True
+
+    def __init__(self, **kwargs):
+        kwargs["elem_classes"] = [*_classes(kwargs.get("elem_classes")), "resize-handle-row"]
+        super().__init__(**kwargs)
+
+
+class FormRow(_Drawn, gr.Row, FormComponent):
+    _gradio = gr.Row
+
+
+class FormColumn(_Drawn, gr.Column, FormComponent):
+    _gradio = gr.Column
+
+
+class FormGroup(_Drawn, gr.Group, FormComponent):
+    _gradio = gr.Group
+
+
+class FormHTML(_Drawn, gr.HTML, FormComponent):
+    _gradio = gr.HTML
+
+
+class FormColorPicker(_Drawn, gr.ColorPicker, FormComponent):
+    _gradio = gr.ColorPicker
+
+
+class DropdownMulti(_Drawn, gr.Dropdown, FormComponent):
     """A dropdown where several choices can be picked (its value is a list)."""
-    return gr.Dropdown(multiselect=True, **kwargs)
+
+    _gradio = gr.Dropdown
+
+    def __init__(self, **kwargs):
+        kwargs["multiselect"] = True
+        super().__init__(**kwargs)
 
 
-def DropdownEditable(**kwargs) -> gr.Dropdown:
+class DropdownEditable(_Drawn, gr.Dropdown, FormComponent):
     """A dropdown that also accepts a typed value."""
-    return gr.Dropdown(allow_custom_value=True, **kwargs)
+
+    _gradio = gr.Dropdown
+
+    def __init__(self, **kwargs):
+        kwargs["allow_custom_value"] = True
+        super().__init__(**kwargs)
 
 
-class InputAccordion:
+class InputAccordion(_Drawn, gr.Checkbox):
     """An accordion whose value is a bool: `with InputAccordion(value, label=...) as enabled:` opens the accordion
-    for the components that follow and gives `enabled`, the checkbox shown at its top (an input like any other).
+    for the components that follow and gives `enabled`, the checkbox itself (an input like any other).
 
-    `.accordion` is the gr.Accordion, `.checkbox` the gr.Checkbox (which also carries `.accordion`). Keyword
-    arguments go to the accordion (`label`, `open`, `elem_id`, `visible`, ...); `checkbox_label` names the
-    checkbox ("Enable" by default); the checkbox's elem_id is the accordion's plus "-checkbox", as in A1111.
-    The page shows the checkbox in the accordion's header (`webui.ui.input_accordion`).
+    `.accordion` is the gr.Accordion. Keyword arguments are the accordion's (`label`, `open`, `elem_id`,
+    `visible`, ...); `checkbox_label` names the checkbox ("Enable" by default); the checkbox's elem_id is the
+    accordion's plus "-checkbox", as in A1111. The checkbox is built just before the accordion and the page shows it
+    in the accordion's header (`webui.ui.input_accordion`); ticking it opens the accordion. `extra()` is a column
+    for more controls, as A1111's.
     """
 
-    def __init__(self, value: bool = False, *, checkbox_label: str = "Enable", **kwargs):
-        # the web UI's own input accordion: the checkbox sits in the accordion's header, visible while it is
-        # closed, and ticking it opens the accordion (as in A1111)
-        from webui.ui.input_accordion import InputAccordion as _WebuiInputAccordion
+    _gradio = gr.Checkbox
 
-        label = kwargs.pop("label", None) or ""
-        built = _WebuiInputAccordion(label, bool(value), checkbox_label=checkbox_label, **kwargs)
-        self.accordion, self.checkbox = built.accordion, built.checkbox
-        self.checkbox.accordion = self.accordion
+    def __init__(self, value=None, *, checkbox_label: str = "Enable", setup: bool = True, **kwargs):
+        if not setup or kwargs.get("render") is False:  # Gradio rebuilding the checkbox to apply an update
+            super().__init__(value=value, **{k: v for k, v in kwargs.items() if k != "open"})
+            return
+        self.accordion_id = kwargs.pop("elem_id", None) or _accordion._new_id()
+        label = kwargs.pop("label", None) or "Accordion"
+        visible = kwargs.get("visible", True)
+        classes = _classes(kwargs.pop("elem_classes", None))
+        kwargs.setdefault("open", False)  # ticking the checkbox opens it
+        with gr.Row(elem_classes=[_accordion.HOLDER_CLASS], visible=visible) as self.holder:
+            super().__init__(value=bool(value), label=checkbox_label, elem_id=f"{self.accordion_id}-checkbox",
+                             elem_classes=[_accordion.CHECKBOX_CLASS, f"{_accordion.FOR_PREFIX}{self.accordion_id}"],
+                             visible=visible)
+        self.accordion = gr.Accordion(label, elem_id=self.accordion_id,
+                                      elem_classes=[_accordion.ACCORDION_CLASS, *classes], **kwargs)
+        _accordion.mark_feature(self, label)
+        _accordion.wire_open(self.accordion, self)
 
-    def __enter__(self) -> gr.Checkbox:
+    @property
+    def checkbox(self) -> gr.Checkbox:
+        return self
+
+    def extra(self) -> gr.Column:
+        return gr.Column(elem_id=f"{self.accordion_id}-extra", elem_classes="input-accordion-extra", min_width=0)
+
+    def __enter__(self) -> "InputAccordion":
         self.accordion.__enter__()
-        return self.checkbox
+        return self
 
     def __exit__(self, *exc) -> None:
         self.accordion.__exit__(*exc)
 
-    def __getattr__(self, name: str):
-        """Anything else (`.change(...)`, `.value`, `.elem_id`) is the checkbox's."""
-        if name.startswith("__") or name in ("accordion", "checkbox"):
-            raise AttributeError(name)
-        return getattr(self.checkbox, name)
+
+InputAccordionImpl = InputAccordion  # A1111's name of the class (its InputAccordion is a function making one)
