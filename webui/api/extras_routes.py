@@ -29,6 +29,9 @@ class ExtrasBody(BaseModel):
     upscaler_2: str = "None"
     extras_upscaler_2_visibility: float = 0.0
     upscale_first: bool = False
+    # not in A1111 1.10 (its API gives extensions' Extras operations no values): the values of their controls,
+    # {operation name: {"args": [...]} or {argument name: value}}; left out: the controls' defaults
+    alwayson_scripts: dict | None = None
 
 
 class ExtrasSingleBody(ExtrasBody):
@@ -53,9 +56,18 @@ def _decode(data: str, field: str):
         raise RequestError(field, f"{field}: {exc}") from None
 
 
-def _request(body: ExtrasBody, images: list) -> ExtrasRequest:
-    fields = body.model_dump(exclude={"image", "imageList", "show_extras_results"})
-    return ExtrasRequest(images=images, save=False, **fields)  # A1111's API does not save extras results
+def _request(body: ExtrasBody, images: list, services=None) -> ExtrasRequest:
+    fields = body.model_dump(exclude={"image", "imageList", "show_extras_results", "alwayson_scripts"})
+    host = getattr(services, "extension_host", None)
+    runner = getattr(host, "postprocessing", None)
+    if runner is not None:
+        script_args = runner.resolve_args(body.alwayson_scripts)
+    elif body.alwayson_scripts:
+        raise RequestError("alwayson_scripts", "alwayson_scripts: no extension adds Extras operations here")
+    else:
+        script_args = {}
+    return ExtrasRequest(images=images, save=False, script_args=script_args,
+                         **fields)  # A1111's API does not save extras results
 
 
 def install_extras_routes(router: APIRouter, services) -> None:
@@ -65,9 +77,9 @@ def install_extras_routes(router: APIRouter, services) -> None:
     @router.post("/extra-single-image")
     def extra_single_image(body: ExtrasSingleBody):
         try:
-            request = _request(body, [(_decode(body.image, "image"), "image")])
+            request = _request(body, [(_decode(body.image, "image"), "image")], services)
         except RequestError as exc:
-            raise ApiError(422, "InvalidImage", str(exc)) from None
+            raise ApiError(422, "InvalidImage" if exc.field != "alwayson_scripts" else exc.kind, str(exc)) from None
         result = run(request)
         image = encode_png_base64(result.images[0], result.infotexts[0]) if result.images else None
         return {"html_info": result.html_info, "image": image}
@@ -77,9 +89,9 @@ def install_extras_routes(router: APIRouter, services) -> None:
         try:
             images = [(_decode(item.data, f"imageList[{index}].data"), item.name or f"image-{index}")
                       for index, item in enumerate(body.imageList)]
-            request = _request(body, images)
+            request = _request(body, images, services)
         except RequestError as exc:
-            raise ApiError(422, "InvalidImage", str(exc)) from None
+            raise ApiError(422, "InvalidImage" if exc.field != "alwayson_scripts" else exc.kind, str(exc)) from None
         result = run(request)
         return {"html_info": result.html_info,
                 "images": [encode_png_base64(image, text) for image, text in zip(result.images, result.infotexts)]}

@@ -16,6 +16,14 @@ from ..models.vae import apply_vae
 from ..prompts.extra_networks import ExtraNetworkCall, lora_multipliers
 
 LORA_KINDS = ("lora", "lyco")
+# The tag kinds extensions handle (A1111's `extra_networks.register_extra_network`, set by the compat package):
+# they are cut from the prompt like ours, without the "not supported" warning.
+_extension_kinds = [lambda: set()]
+
+
+def set_extension_kinds(source) -> None:
+    """`source()` -> the kinds extensions handle now."""
+    _extension_kinds[0] = source
 
 
 @dataclass
@@ -36,7 +44,8 @@ def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetwor
     registry.refresh()
     for call in calls:
         if call.kind not in LORA_KINDS:
-            run.warnings.append(f"<{call.kind}:...> networks are not supported: skipped")
+            if call.kind not in _extension_kinds[0]():
+                run.warnings.append(f"<{call.kind}:...> networks are not supported: skipped")
             continue
         name = call.positional[0] if call.positional else ""
         try:

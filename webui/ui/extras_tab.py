@@ -4,7 +4,7 @@ CodeFormer (each with its visibility). The work is an "extras" job in the queue 
 only lays out the controls, builds the request and shows the result."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +13,8 @@ from PIL import Image
 
 from ..core.errors import RequestError
 from ..core.images import normalise_mode
-from ..engine.extras import SCALE_BY, SCALE_TO, ExtrasRequest, load_folder_images, text_html
+from ..engine.extras import BUILTIN_ORDER, SCALE_BY, SCALE_TO, ExtrasOperation, ExtrasRequest, \
+    load_folder_images, order_of, preferred_order, text_html
 from ..jobs.queue import DONE, RUNNING
 from . import notices
 from .progress import panels_until_done, progress_html
@@ -49,6 +50,8 @@ class ExtrasTab:
     html_info: gr.HTML
     tabs: dict
     mode_tabs: gr.Tabs | None = None  # Single Image / Batch Process / Batch from Directory (`mode_extras`)
+    scripts: list = field(default_factory=list)  # extensions' operations shown (A1111's ScriptPostprocessing)
+    script_controls: list = field(default_factory=list)  # their controls, in that order (after `inputs()`'s own)
 
     def receive_outputs(self) -> list:
         """What `receive_image` updates: the single image, the source mode, the sub-tabs."""
@@ -59,7 +62,7 @@ class ExtrasTab:
         return [self.source_mode, self.image, self.image_batch, self.input_dir, self.output_dir, self.show_results,
                 self.resize_mode, self.upscaling_resize, self.upscaling_resize_w, self.upscaling_resize_h,
                 self.upscaling_crop, self.upscaler_1, self.upscaler_2, self.upscaler_2_visibility,
-                self.gfpgan_visibility, self.codeformer_visibility, self.codeformer_weight]
+                self.gfpgan_visibility, self.codeformer_visibility, self.codeformer_weight, *self.script_controls]
 
 
 def upscaler_names(services) -> list[str]:
@@ -113,33 +116,21 @@ def build_extras_tab(services) -> ExtrasTab:
             with gr.Row():
                 c["generate"] = gr.Button("Generate", variant="primary", elem_id="extras_generate")
                 c["interrupt"] = gr.Button("Interrupt", elem_id="extras_interrupt", visible=False)
-            with gr.Tabs(elem_id="extras_resize_mode"):
-                with gr.Tab("Scale by", elem_id="extras_scale_by_tab") as scale_by:
-                    c["upscaling_resize"] = gr.Slider(1.0, 8.0, value=4.0, step=0.05, label="Resize",
-                                                      elem_id="extras_upscaling_resize")
-                with gr.Tab("Scale to", elem_id="extras_scale_to_tab") as scale_to:
-                    with gr.Row():
-                        c["upscaling_resize_w"] = gr.Slider(64, 8192, value=512, step=8, label="Width",
-                                                            elem_id="extras_upscaling_resize_w")
-                        c["upscaling_resize_h"] = gr.Slider(64, 8192, value=512, step=8, label="Height",
-                                                            elem_id="extras_upscaling_resize_h")
-                    c["upscaling_crop"] = gr.Checkbox(True, label="Crop to fit", elem_id="extras_upscaling_crop")
-            with gr.Row():
-                c["upscaler_1"] = gr.Dropdown(names, value="None", label="Upscaler 1", elem_id="extras_upscaler_1")
-                c["refresh"] = gr.Button("🔄", elem_id="extras_refresh_upscalers", scale=0, min_width=40)
-            with gr.Row():
-                c["upscaler_2"] = gr.Dropdown(names, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
-                c["upscaler_2_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
-                                                       elem_id="extras_upscaler_2_visibility")
-            with gr.Row():  # A1111's GFPGAN and CodeFormer postprocessing controls (their files: README)
-                c["gfpgan_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility",
-                                                   elem_id="extras_gfpgan_visibility")
-            with gr.Row():
-                c["codeformer_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="CodeFormer visibility",
-                                                       elem_id="extras_codeformer_visibility")
-                c["codeformer_weight"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001,
-                                                   label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
-                                                   elem_id="extras_codeformer_weight")
+            runner = postprocessing_runner(services)
+            scripts = runner.scripts_in_preferred_order() if runner is not None else []
+            builders = {"Upscale": lambda: _upscale_controls(c, names), "GFPGAN": lambda: _gfpgan_controls(c),
+                        "CodeFormer": lambda: _codeformer_controls(c)}
+            c["scripts"], c["script_controls"] = [], []
+            for name, script in operations_in_order(services, scripts):  # A1111's order (webui/engine/extras.py)
+                if script is None:
+                    builders[name]()
+                    continue
+                with gr.Row(elem_id=f"extras_script_{_slug(name)}") as group:
+                    runner.create_script_ui(script, c["script_controls"])
+                script.group = group
+                c["scripts"].append(script)
+            if runner is not None:
+                runner.ui_created = True
         with gr.Column():
             c["state"] = gr.State({"job_id": None})
             c["progress"] = gr.HTML(elem_id="extras_progress")
@@ -147,9 +138,67 @@ def build_extras_tab(services) -> ExtrasTab:
                                       object_fit="contain", interactive=False, height=560, type="pil",
                                       buttons=["download", "download_all", "fullscreen"])
             c["html_info"] = gr.HTML(elem_id="html_info_extras")
+    scale_by, scale_to = c.pop("scale_by"), c.pop("scale_to")
     tab = ExtrasTab(**c)
     _wire(tab, services, scale_by, scale_to)
     return tab
+
+
+def postprocessing_runner(services):
+    """The extensions' Extras operations (modules.scripts_postprocessing.ScriptPostprocessingRunner), or None."""
+    host = getattr(services, "extension_host", None)
+    return getattr(host, "postprocessing", None) if host is not None else None
+
+
+def operations_in_order(services, scripts: list) -> list[tuple[str, object]]:
+    """(name, script or None for a built-in operation) in A1111's order: what the tab lays out top to bottom."""
+    entries = [ExtrasOperation(name, order, None) for name, order in BUILTIN_ORDER.items()] \
+        + [ExtrasOperation(str(script.name), order_of(script.order), None) for script in scripts]
+    by_id = {id(entry): (entry.name, None if index < len(BUILTIN_ORDER) else scripts[index - len(BUILTIN_ORDER)])
+             for index, entry in enumerate(entries)}
+    return [by_id[id(entry)] for entry in preferred_order(entries, services.options)]
+
+
+def _slug(text: str) -> str:
+    import re
+    return re.sub(r"[^a-z_0-9]", "", re.sub(r"\s", "_", text.lower()))
+
+
+def _upscale_controls(c: dict, names: list[str]) -> None:
+    """A1111's Upscale operation: Scale by / Scale to, upscaler 1 (with refresh), upscaler 2 and its visibility."""
+    with gr.Tabs(elem_id="extras_resize_mode"):
+        with gr.Tab("Scale by", elem_id="extras_scale_by_tab") as c["scale_by"]:
+            c["upscaling_resize"] = gr.Slider(1.0, 8.0, value=4.0, step=0.05, label="Resize",
+                                              elem_id="extras_upscaling_resize")
+        with gr.Tab("Scale to", elem_id="extras_scale_to_tab") as c["scale_to"]:
+            with gr.Row():
+                c["upscaling_resize_w"] = gr.Slider(64, 8192, value=512, step=8, label="Width",
+                                                    elem_id="extras_upscaling_resize_w")
+                c["upscaling_resize_h"] = gr.Slider(64, 8192, value=512, step=8, label="Height",
+                                                    elem_id="extras_upscaling_resize_h")
+            c["upscaling_crop"] = gr.Checkbox(True, label="Crop to fit", elem_id="extras_upscaling_crop")
+    with gr.Row():
+        c["upscaler_1"] = gr.Dropdown(names, value="None", label="Upscaler 1", elem_id="extras_upscaler_1")
+        c["refresh"] = gr.Button("🔄", elem_id="extras_refresh_upscalers", scale=0, min_width=40)
+    with gr.Row():
+        c["upscaler_2"] = gr.Dropdown(names, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
+        c["upscaler_2_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
+                                               elem_id="extras_upscaler_2_visibility")
+
+
+def _gfpgan_controls(c: dict) -> None:
+    with gr.Row():  # A1111's GFPGAN and CodeFormer postprocessing controls (their files: README)
+        c["gfpgan_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility",
+                                           elem_id="extras_gfpgan_visibility")
+
+
+def _codeformer_controls(c: dict) -> None:
+    with gr.Row():
+        c["codeformer_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="CodeFormer visibility",
+                                               elem_id="extras_codeformer_visibility")
+        c["codeformer_weight"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001,
+                                           label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                                           elem_id="extras_codeformer_weight")
 
 
 def _wire(tab: ExtrasTab, services, scale_by: gr.Tab, scale_to: gr.Tab) -> None:
@@ -161,8 +210,12 @@ def _wire(tab: ExtrasTab, services, scale_by: gr.Tab, scale_to: gr.Tab) -> None:
     tab.refresh.click(lambda first, second: refresh_upscalers(services, first, second),
                       inputs=[tab.upscaler_1, tab.upscaler_2], outputs=[tab.upscaler_1, tab.upscaler_2], **quiet)
 
+    own = len(tab.inputs()) - len(tab.script_controls)
+
     def generate(state, *values):
-        yield from run(services, state, *values)
+        runner = postprocessing_runner(services)
+        script_args = runner.args_from_values(tab.scripts, values[own:]) if runner is not None else {}
+        yield from run(services, state, *values[:own], script_args=script_args)
 
     tab.generate.click(generate, inputs=[tab.state, *tab.inputs()],
                        outputs=[tab.state, tab.progress, tab.gallery, tab.html_info, tab.generate, tab.interrupt],
@@ -174,7 +227,7 @@ def _wire(tab: ExtrasTab, services, scale_by: gr.Tab, scale_to: gr.Tab) -> None:
 def build_request(services, source_mode: int, image, files, input_dir: str, output_dir: str, resize_mode: int,
                   upscaling_resize: float, width: int, height: int, crop: bool, upscaler_1: str, upscaler_2: str,
                   visibility: float, gfpgan_visibility: float = 0.0, codeformer_visibility: float = 0.0,
-                  codeformer_weight: float = 0.0) -> ExtrasRequest:
+                  codeformer_weight: float = 0.0, script_args: dict | None = None) -> ExtrasRequest:
     """The request for the tab's values: images from the selected source, saved as A1111's Extras tab saves."""
     output = ""
     if source_mode == DIRECTORY:
@@ -196,7 +249,8 @@ def build_request(services, source_mode: int, image, files, input_dir: str, outp
                          upscaler_1=upscaler_1 or "None", upscaler_2=upscaler_2 or "None",
                          extras_upscaler_2_visibility=visibility, gfpgan_visibility=gfpgan_visibility or 0.0,
                          codeformer_visibility=codeformer_visibility or 0.0,
-                         codeformer_weight=codeformer_weight or 0.0, save=True, output_dir=output)
+                         codeformer_weight=codeformer_weight or 0.0, save=True, output_dir=output,
+                         script_args=dict(script_args or {}))
 
 
 def _open_file(file) -> tuple[Image.Image, str]:
@@ -221,14 +275,15 @@ def info_html(text: str) -> str:
 
 def run(services, state: dict | None, source_mode, image, files, input_dir, output_dir, show_results, resize_mode,
         upscaling_resize, width, height, crop, upscaler_1, upscaler_2, visibility, gfpgan_visibility=0.0,
-        codeformer_visibility=0.0, codeformer_weight=0.0) -> Iterator[tuple]:
-    """Queue the Extras job and stream (state, progress, gallery, html_info, generate, interrupt)."""
+        codeformer_visibility=0.0, codeformer_weight=0.0, script_args: dict | None = None) -> Iterator[tuple]:
+    """Queue the Extras job and stream (state, progress, gallery, html_info, generate, interrupt);
+    `script_args`: the extensions' operations' values ({name: {argument: value}})."""
     state = dict(state or {})
     skip = gr.skip()
     try:
         request = build_request(services, source_mode, image, files, input_dir, output_dir, resize_mode,
                                 upscaling_resize, width, height, crop, upscaler_1, upscaler_2, visibility,
-                                gfpgan_visibility, codeformer_visibility, codeformer_weight)
+                                gfpgan_visibility, codeformer_visibility, codeformer_weight, script_args)
         job = services.extras(request, source="ui")
     except Exception as exc:  # noqa: BLE001 - bad input is a notice, never a crash
         notices.report(exc)

@@ -19,6 +19,7 @@ from ..hooks import ProcessingHooks
 from .runtime import RUNTIME
 
 P_KEY = "a1111_p"  # where a run keeps its p (ProcessingRun.state / GenerationRequest.context)
+NETWORKS_KEY = "a1111_extra_network_data"  # the tags activated (modules.extra_networks), deactivated at the end
 
 
 def build_runners(host) -> dict:
@@ -135,6 +136,7 @@ class A1111Hooks(ProcessingHooks):
                                      subseeds=p.subseeds))
         run.prompts, run.negative_prompts = list(p.prompts), list(p.negative_prompts)
         run.seeds, run.subseeds = list(p.seeds), list(p.subseeds)
+        _activate_extra_networks(run, p)
 
     def process_batch(self, run) -> None:
         p = self._p(run)
@@ -195,6 +197,7 @@ class A1111Hooks(ProcessingHooks):
     def after_process(self, run) -> None:
         from modules.processing import processed_from_result
         p = self._p(run)
+        _deactivate_extra_networks(run, p)
         if not _overridden(self._runner(run), "postprocess"):
             return
         processed = processed_from_result(p, run.result)
@@ -211,6 +214,27 @@ class A1111Hooks(ProcessingHooks):
         except (TypeError, ValueError):
             first = result.index_of_first_image
         result.index_of_first_image = min(len(result.images), max(0, first))
+
+
+def _activate_extra_networks(run, p) -> None:
+    """A1111's `extra_networks.activate` before the batch is sampled, for the network kinds extensions registered:
+    the batch's first prompt's tags (the encoder cuts every tag out of what the model sees)."""
+    from modules import extra_networks
+    if not extra_networks.extra_network_registry or getattr(p, "disable_extra_networks", False):
+        return
+    cleaned, data = extra_networks.parse_prompts(list(run.prompts))
+    p.prompts = cleaned  # as A1111's p.parse_extra_network_prompts (run.prompts keep them: our LoRAs are read there)
+    p.extra_network_data = data
+    run.state[NETWORKS_KEY] = data
+    extra_networks.activate(p, data)
+
+
+def _deactivate_extra_networks(run, p) -> None:
+    """A1111's `extra_networks.deactivate` after the last batch (when the prompt had tags), before postprocess."""
+    data = run.state.pop(NETWORKS_KEY, None)
+    if data:
+        from modules import extra_networks
+        extra_networks.deactivate(p, data)
 
 
 def run_selectable(host, request, control):
