@@ -154,7 +154,7 @@ def test_cmd_opts_falls_back_to_a1111_defaults(bound):
     assert getattr(cmd_opts, "no_such_flag", 3) == 3
     cmd_opts.hide_ui_dir_config = True
     assert services.flags.hide_ui_dir_config is True and shared.hide_dirs == {"visible": False}
-    assert shared.sd_upscalers == []
+    assert [u.name for u in shared.sd_upscalers] == ["None", "Lanczos", "Nearest"]  # ours (no model files here)
 
 
 def test_paths_follow_the_server(bound):
@@ -239,7 +239,9 @@ def test_sd_model_view(bound):
     assert checkpoint.title == info.title and checkpoint.filename == str(info.path)
     assert checkpoint.name == "tiny-sd1.safetensors" and checkpoint.model_name == "tiny-sd1"
     assert checkpoint.name_for_extra == "tiny-sd1" and checkpoint.sha256 == info.sha256
-    assert checkpoint.hash == checkpoint.shorthash == info.sha256[:10] == view.sd_model_hash
+    assert checkpoint.shorthash == info.sha256[:10] == view.sd_model_hash
+    import hashlib  # A1111's `hash` is its old one: 8 hex digits of the sha256 of 64 KiB at 1 MiB
+    assert checkpoint.hash == hashlib.sha256(info.path.read_bytes()[0x100000:0x110000]).hexdigest()[:8]
     assert view.sd_model_checkpoint == str(info.path)
     assert (view.is_sd1, view.is_sd2, view.is_sdxl, view.is_sd3) == (True, False, False, False)
     assert view.unet is model.unet and view.vae is model.vae and view.family == "sd1"

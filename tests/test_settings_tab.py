@@ -111,7 +111,7 @@ def test_sections_follow_a1111_and_extensions_get_their_own(tab):
                       "Sampler parameters", "Saving to a directory", "Settings in UI", "Upscaling", "User interface",
                       "VAE", "Other"]
     keys = {s.title: s.keys for s in tab.sections}
-    assert {"samples_save", "samples_format", "outdir_txt2img_samples", "outdir_img2img_samples",
+    assert {"samples_save", "samples_format", "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples",
             "outdir_extras_samples", "grid_save", "grid_format", "grid_extended_filename", "grid_only_if_multiple",
             "grid_prevent_empty_spots", "n_rows", "grid_text_active_color", "grid_text_inactive_color",
             "grid_background_color", "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids",

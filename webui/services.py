@@ -20,7 +20,7 @@ from .engine.extras import ExtrasRequest, ExtrasResult, run_extras
 from .engine.preview import offered_methods
 from .engine.refiner import resolve as resolve_refiner
 from .extensions.host import ExtensionHost
-from .extensions.manager import ExtensionError, ExtensionManager
+from .extensions.manager import ExtensionGuardError, ExtensionManager
 from .jobs.queue import Job, JobQueue
 from .jobs.store import JobStore
 from .models.controlnet_registry import ControlNetRegistry
@@ -97,9 +97,11 @@ class Services:
             result = builtin.run(self.script_context(control, engine.options), request,
                                  list(request.script_run_args))
         elif request.script_name:
+            from .extensions.a1111.runtime import RUNTIME
             from .extensions.a1111.script_hooks import run_selectable
             request.validate()
-            result = run_selectable(self.extension_host, request, control)
+            with RUNTIME.run_options(engine.options):  # shared.opts in the script's run() sees override_settings
+                result = run_selectable(self.extension_host, request, control)
         else:
             result = engine.run(request, control)
         if request.extra.get("override_settings_restore_afterwards") is False:
@@ -326,8 +328,10 @@ def _run_load(services: "Services", job: Job) -> str:
 
 
 def _run_extras(services: "Services", job: Job) -> ExtrasResult:
+    host = services.extension_host  # its extensions' Extras operations (A1111's ScriptPostprocessing)
     return run_extras(job.payload, services.upscalers, services.options, services.paths.outputs, job.control,
-                      face_restorers=services.face_restorers)
+                      face_restorers=services.face_restorers,
+                      postprocessing=getattr(host, "postprocessing", None) if host is not None else None)
 
 
 def _run_merge(services: "Services", job: Job) -> MergeResult:
@@ -360,9 +364,15 @@ def _load_extensions(services: Services) -> None:
         for extension in host.enabled():
             if (extension.path / "install.py").is_file():
                 try:
-                    services.extensions.run_install_script(extension.name)
-                except ExtensionError as exc:
+                    report = services.extensions.run_install(extension.name)
+                except ExtensionGuardError as exc:  # refused by the install guard: left disabled, not loaded
+                    extension.enabled = False
                     host.problems.report(extension.name, "install.py", exc)
+                except Exception as exc:  # noqa: BLE001 - an extension's install never stops the start-up
+                    host.problems.report(extension.name, "install.py", exc)
+                else:
+                    for notice in report.notices:  # an optional extra left out: the Extensions tab shows why
+                        host.problems.report(extension.name, "install.py", UserWarning(notice))
     host.load(services)
     if host.runners and any(r.scripts for r in host.runners.values()) or host.apis():
         from .ui.extension_scripts import record_defaults_offscreen
@@ -378,6 +388,8 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     paths = Paths.from_flags(flags)
     paths.ensure()
     options = Options(paths.config_file, hide_dirs=bool(getattr(flags, "hide_ui_dir_config", False)))
+    if not paths.config_file.exists():
+        options.save()  # as A1111: config.json exists from the first start (extensions read or serve it)
     if host is None:
         host = ExtensionHost(paths.extensions, options.get("disabled_extensions"),
                              disable_all=getattr(flags, "disable_all_extensions", False))

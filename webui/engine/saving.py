@@ -14,8 +14,9 @@ from ..outputs.save import save_image, save_jpeg_copy
 
 
 def samples_dir(options, outputs_dir: str | Path, mode: str) -> Path:
-    """Where `mode`'s pictures are saved: the `outdir_<mode>_samples` setting, else outputs/<mode>-images."""
-    folder = options.get(f"outdir_{mode}_samples")
+    """Where `mode`'s pictures are saved: the `outdir_samples` setting (A1111's: every tab's pictures), else
+    `outdir_<mode>_samples`, else outputs/<mode>-images."""
+    folder = options.get("outdir_samples") or options.get(f"outdir_{mode}_samples")
     return Path(folder) if folder else Path(outputs_dir) / f"{mode}-images"
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .a1111 import COMPAT_PATH
+from .a1111 import COMPAT_PATH, gradio3
 from .a1111.runtime import RUNTIME
 from .callbacks import CallbackRegistry
 from .hooks import DispatchingHooks, HookChain, ProcessingHooks
@@ -83,6 +83,7 @@ def ensure_compat_importable() -> None:
     loading), after our own folders so that they never shadow anything of ours."""
     if str(COMPAT_PATH) not in sys.path:
         sys.path.append(str(COMPAT_PATH))
+    gradio3.apply()  # Gradio 3 idioms (`_js=`, gr.Box, .style(), X.update(...)) before any extension imports
 
 
 class ExtensionHost:
@@ -97,6 +98,8 @@ class ExtensionHost:
         self.runners: dict[str, object] = {}  # "txt2img"/"img2img" -> modules.scripts.ScriptRunner
         self.xyz_grid = None  # A1111's xyz_grid.py module, which extensions add X/Y/Z plot axes to (xyz_bridge.py)
         self.builtin_scripts_data: list = []  # its modules.scripts.scripts_data entry
+        self.postprocessing_classes: list = []  # (extension, ScriptPostprocessing subclass, path) found
+        self.postprocessing = None  # their ScriptPostprocessingRunner once loaded (the Extras tab, API, engine)
         self.services = None
         self._hooks: ProcessingHooks | None = None
         self._section_defaults: dict[tuple[str, str, str], list] = {}  # (extension, title, mode) -> values
@@ -144,25 +147,31 @@ class ExtensionHost:
         RUNTIME.bind(services, self)
         from .a1111.xyz_bridge import load_xyz_grid
         load_xyz_grid(self)  # A1111's xyz_grid.py in scripts_data before any extension's scripts import
+        import modules.extra_networks
+        modules.extra_networks.initialize()  # network kinds are registered again by the scripts loaded now
         for extension in self.enabled():
             extension.api = ExtensionAPI(extension, self, services)
             for path in extension.script_files:
                 self._load_script_file(extension, path)
         self.runners = build_runners(self)
-        self._hooks = HookChain([ApiHooks(self), A1111Hooks(self)], self.problems)
+        # A1111 declares extensions' options (on_ui_settings) at start-up, UI or not: the API and the first
+        # generation read them (the UI's build calls the callbacks again, as A1111's Reload UI does).
+        self.callbacks.call("ui_settings")
+        from .a1111.postprocessing_hooks import build_postprocessing
+        self.postprocessing = build_postprocessing(self)  # Extras operations: modules.scripts.scripts_postproc
+        self._hooks = RunScopedHooks([ApiHooks(self), A1111Hooks(self)], self.problems)
         services.models.on_loaded.append(self._model_loaded)
 
     def _load_script_file(self, extension: Extension, path: Path) -> None:
         from modules.scripts import Script
+        from .a1111.postprocessing_hooks import collect_postprocessing
         where = f"loading {path.relative_to(extension.path)}"
         try:
             with _import_path(extension.path), RUNTIME.loading(extension.name, extension.path, path):
                 module = _import_file(_module_name(extension.name, path), path)
                 extension.modules.append(module)
-                for value in list(vars(module).values()):
-                    if inspect.isclass(value) and issubclass(value, Script) and value is not Script \
-                            and value.__module__ == module.__name__:
-                        self.script_classes.append((extension, value, path))
+                self._register_script_classes(extension, module, path, Script)
+                collect_postprocessing(self, extension, module, path)  # Extras operations (postprocessing_hooks)
                 register = getattr(module, "register", None)
                 if callable(register):
                     register(extension.api)
@@ -170,6 +179,20 @@ class ExtensionHost:
             self.problems.report(extension.name, where, exc)
         except SystemExit as exc:
             self.problems.report(extension.name, where, RuntimeError(f"called exit({exc.code})"))
+
+    def _register_script_classes(self, extension: Extension, module, path: Path, base: type) -> None:
+        """Every `Script` subclass the module holds, as A1111 registers them: defined in the file or imported
+        into it (sd-dynamic-prompts defines its class in its package and imports it into scripts/*.py). Our own
+        classes of the `modules` package (the base `Script`, ...) are not scripts; a class already registered by
+        an earlier file (two files importing the same class) is registered once (A1111 would make it twice)."""
+        known = {cls for _, cls, _ in self.script_classes}
+        for value in list(vars(module).values()):
+            if not inspect.isclass(value) or not issubclass(value, base) or value in known:
+                continue
+            if value.__module__ == "modules" or value.__module__.startswith("modules."):
+                continue
+            known.add(value)
+            self.script_classes.append((extension, value, path))
 
     def _model_loaded(self, info, model) -> None:
         if self.callbacks.has("model_loaded"):
@@ -215,6 +238,19 @@ class ExtensionHost:
 
     def shutdown(self) -> None:
         self.callbacks.call("script_unloaded")
+
+
+class RunScopedHooks(HookChain):
+    """The hook chain, with `shared.opts` reading the run's options (its override_settings) while each hook of
+    it runs, as A1111 applies override_settings to opts for the duration of a job."""
+
+    def dispatch(self, point: str, *args) -> None:
+        options = getattr(args[0], "options", None) if args else None
+        if options is None:
+            super().dispatch(point, *args)
+            return
+        with RUNTIME.run_options(options):
+            super().dispatch(point, *args)
 
 
 class ApiHooks(DispatchingHooks):

@@ -173,6 +173,7 @@ OPTIONS: dict[str, Option] = {
                                            info="the same tags as the file name; empty: [prompt_words]"),
     "directories_max_prompt_words": Option(8, "Max prompt words for [prompt_words] pattern", int, minimum=1,
                                            maximum=20, section=_TO_DIRS),
+    "outdir_samples": Option("", "Output directory for images; if empty, defaults to three directories below", str),
     "outdir_txt2img_samples": Option("", "Output folder for txt2img (empty: outputs/txt2img-images)", str),
     "outdir_img2img_samples": Option("", "Output folder for img2img (empty: outputs/img2img-images)", str),
     "outdir_extras_samples": Option("", "Output folder for images from extras tab (empty: outputs/extras-images)",

@@ -124,7 +124,22 @@ def _holds(container, block) -> bool:
 
 
 def _defaults(controls: list) -> list:
-    return [getattr(c, "value", None) for c in controls]
+    return [_default(c) for c in controls]
+
+
+def _default(control):
+    """The value the page would send for an untouched control, which the API uses for args a client leaves off:
+    an index for a `type="index"` choice (Gradio keeps the choice's text as its value), "" for an empty text box
+    (Gradio 6's default is None; scripts written for A1111's Gradio 3 expect a string)."""
+    value = getattr(control, "value", None)
+    if getattr(control, "type", None) == "index" and value is not None and hasattr(control, "preprocess"):
+        try:
+            return control.preprocess(value)
+        except Exception:  # noqa: BLE001 - a value outside the choices stays as it is
+            return value
+    if value is None and isinstance(control, gr.Textbox):
+        return ""
+    return value
 
 
 def build_scripts(mode: str, host, services=None) -> ScriptsPanel | None:

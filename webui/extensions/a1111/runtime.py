@@ -76,6 +76,23 @@ class Runtime:
     def nesting(self) -> int:
         return getattr(self._local, "nesting", 0)
 
+    # --- the options of the run whose hooks run on this thread (its override_settings in force) -------------------
+    @contextlib.contextmanager
+    def run_options(self, options):
+        """`shared.opts` reads `options` (a run's options, override_settings included) for the duration."""
+        previous = getattr(self._local, "run_options", None)
+        self._local.run_options = options
+        try:
+            yield
+        finally:
+            self._local.run_options = previous
+
+    @property
+    def options_in_force(self):
+        """The options `shared.opts` reads on this thread: the running hook's run's, else the server's."""
+        options = getattr(self._local, "run_options", None)
+        return options if options is not None else self.require().options
+
     @property
     def job_control(self):
         """The RunControl of the job this thread is running, or None outside a job."""

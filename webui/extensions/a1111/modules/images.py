@@ -133,10 +133,30 @@ def read_info_from_image(image: Image.Image) -> tuple[str | None, dict]:
 
 
 def resize_image(resize_mode: int, im: Image.Image, width: int, height: int, upscaler_name=None) -> Image.Image:
-    """`im` at `width` x `height`: 0 just resize, 1 crop and resize, 2 resize and fill (as img2img does). The
-    upscaler is not used: images are resized with Lanczos."""
+    """`im` at `width` x `height`: 0 just resize, 1 crop and resize, 2 resize and fill (as img2img does). With
+    `upscaler_name` (one of `shared.sd_upscalers`, not "None"), an enlargement runs that upscaler first, as A1111;
+    otherwise images are resized with Lanczos."""
     mode = resize_mode if resize_mode in (0, 1) else 2
-    return fit(im, int(width), int(height), mode)
+    width, height = int(width), int(height)
+    services = RUNTIME.services
+    if upscaler_name and upscaler_name != "None" and services is not None and services.upscalers is not None:
+        ratios = (width / im.width, height / im.height)
+        scale = min(ratios) if mode == 2 else max(ratios)
+        if scale > 1.0:
+            upscaled = services.upscalers.upscale(im, upscaler_name, round(im.width * scale),
+                                                  round(im.height * scale))
+            im = upscaled if upscaled is not None else im
+    return fit(im, width, height, mode)
+
+
+def flatten(img: Image.Image, bgcolor) -> Image.Image:
+    """An RGB image: transparency replaced by `bgcolor` ("#ffffff", a colour name or an RGB tuple)."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, bgcolor)
+        background.alpha_composite(rgba)
+        img = background
+    return img.convert("RGB")
 
 
 def _options():

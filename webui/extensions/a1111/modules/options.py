@@ -189,6 +189,12 @@ def _server_options():
     return RUNTIME.require().options
 
 
+def _options_in_force():
+    """What reads see: inside a run's hooks its options (the request's override_settings applied), else the
+    server's (see RunScopedHooks in webui/extensions/host.py)."""
+    return RUNTIME.options_in_force
+
+
 def _check_storable(key: str, value: Any) -> None:
     try:
         json.dumps(value)
@@ -201,7 +207,7 @@ class OptionsData(Mapping):
     `opts.save()` writes them."""
 
     def __getitem__(self, key: str) -> Any:
-        return _server_options().get(key)
+        return _options_in_force().get(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(_server_options().as_dict())
@@ -237,21 +243,43 @@ class OptionsLabels(Mapping):
         return len(_server_options().specs)
 
 
+# A1111's folder options are never empty there (their defaults are outputs/txt2img-images and so on); ours are empty
+# for "the default folder". Extensions that list or open those folders (images-browser) read the folder in use.
+_DEFAULT_FOLDERS = {"outdir_txt2img_samples": "txt2img-images", "outdir_img2img_samples": "img2img-images",
+                    "outdir_extras_samples": "extras-images", "outdir_txt2img_grids": "txt2img-grids",
+                    "outdir_img2img_grids": "img2img-grids", "outdir_save": "save"}
+
+# A1111 options this web UI has no use for, answered with A1111's default so that extensions reading them work.
+A1111_ONLY = {"temp_dir": "", "clean_temp_dir_at_start": False}
+
+
+def _default_folder(key: str) -> str:
+    services = RUNTIME.services
+    if services is None:
+        return ""
+    return str(services.paths.outputs / _DEFAULT_FOLDERS[key])
+
+
 class Options:
     """`shared.opts`. Unknown keys raise AttributeError, as A1111's do."""
 
     def __getattr__(self, key: str) -> Any:
         if key.startswith("__"):
             raise AttributeError(key)
-        server = _server_options()
+        server = _options_in_force()
         if key == "sd_model_checkpoint":
             title = RUNTIME.services.models.current_title()
             if title:
                 return title
         try:
-            return server.get(key)
+            value = server.get(key)
         except KeyError:
+            if key in A1111_ONLY:
+                return A1111_ONLY[key]
             raise AttributeError(f"'Options' object has no attribute {key!r}") from None
+        if key in _DEFAULT_FOLDERS and not value:
+            return _default_folder(key)
+        return value
 
     def __setattr__(self, key: str, value: Any) -> None:
         """`opts.key = value`: validated, set and saved to config.json (OptionError when the value is wrong)."""

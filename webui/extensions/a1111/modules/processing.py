@@ -197,6 +197,27 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     is_img2img = True
 
+    @property
+    def image_mask(self):
+        """A1111 keeps the constructor's `mask` as `image_mask` and scripts set that (Ultimate SD upscale's
+        tiles): the same mask here."""
+        return self.mask
+
+    @image_mask.setter
+    def image_mask(self, value) -> None:
+        self.mask = value
+
+    @property
+    def mask_blur(self):
+        """A1111's `mask_blur`: both directions' blur when they agree (None otherwise); setting it sets both."""
+        x, y = getattr(self, "mask_blur_x", None), getattr(self, "mask_blur_y", None)
+        return x if x == y else None
+
+    @mask_blur.setter
+    def mask_blur(self, value) -> None:
+        if value is not None:
+            self.mask_blur_x = self.mask_blur_y = value
+
     def _own_defaults(self) -> dict:
         return dict(_IMG2IMG_DEFAULTS)
 
@@ -249,12 +270,44 @@ class Processed:
         return self.infotexts[index] if 0 <= index < len(self.infotexts) else ""
 
 
+def get_fixed_seed(seed) -> int:
+    """A seed as a number: -1, empty, None or text that is not a number become a random seed."""
+    if isinstance(seed, str):
+        try:
+            seed = int(seed.strip())
+        except ValueError:
+            seed = -1
+    if seed is None or seed == -1:
+        return int(random.randrange(4294967294))
+    return int(seed)
+
+
 def fix_seed(p) -> None:
     """Replace -1 seeds with random ones (as A1111, before a script needs the real numbers)."""
-    if p.seed is None or p.seed == "" or int(p.seed) == -1:
-        p.seed = int(random.randrange(4294967294))
-    if p.subseed is None or p.subseed == "" or int(p.subseed) == -1:
-        p.subseed = int(random.randrange(4294967294))
+    p.seed = get_fixed_seed(p.seed)
+    p.subseed = get_fixed_seed(p.subseed)
+
+
+def create_binary_mask(image, round=True):  # noqa: A002 - A1111's argument name
+    """A mask ("L") from an image: its alpha channel when it has transparency, else its grey levels; with
+    `round`, the alpha is cut to black/white at half (above 128 -> 255)."""
+    if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+        alpha = image.getchannel("A")
+        return alpha.point(lambda value: 255 if value > 128 else 0) if round else alpha
+    return image.convert("L")
+
+
+# A1111 functions that work on its model objects (see webui/extensions/problems.py).
+A1111_INTERNALS = {name: "LDM model internals" for name in (
+    "decode_first_stage", "decode_latent_batch", "txt2img_image_conditioning", "img2img_image_conditioning",
+    "images_tensor_to_samples", "samples_to_images_tensor")}
+
+
+def __getattr__(name: str):
+    if name in A1111_INTERNALS:
+        from webui.extensions.problems import ModelInternalsError
+        raise ModelInternalsError(f"modules.processing.{name}", A1111_INTERNALS[name])
+    raise AttributeError(f"module 'modules.processing' has no attribute {name!r}")
 
 
 MAX_NESTING = 8

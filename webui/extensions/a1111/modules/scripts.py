@@ -174,10 +174,32 @@ scripts_data: list = []  # ScriptClassData of every script class loaded (A1111's
 ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
 
 
-def list_scripts(scriptdirname, extension):
-    """The script files of every enabled extension (A1111's helper, read by a few extensions)."""
+ScriptFile = namedtuple("ScriptFile", ["basedir", "filename", "path"])
+
+
+def list_scripts(scriptdirname, extension, *, include_extensions=True):
+    """`ScriptFile(basedir, filename, path)` for every `<extension folder>/<scriptdirname>/*<extension>` file of the
+    enabled extensions, sorted by name within each (A1111's helper; this web UI has no script folder of its own)."""
     host = RUNTIME.host
-    if host is None:
+    if host is None or not include_extensions:
         return []
-    return [os.path.join(str(e.path), scriptdirname, f.name) for e in host.enabled() for f in e.script_files
-            if f.suffix == extension]
+    found = []
+    for ext in host.enabled():
+        folder = os.path.join(str(ext.path), scriptdirname)
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.splitext(name)[1].lower() == extension.lower() and os.path.isfile(path):
+                found.append(ScriptFile(str(ext.path), name, path))
+    return found
+
+
+def __getattr__(name: str):
+    if name == "current_basedir":  # A1111's global: the folder of the extension whose script is importing
+        return basedir()
+    raise AttributeError(f"module 'modules.scripts' has no attribute {name!r}")
+
+
+# A1111's modules.scripts imports these; extensions reach them through it (`scripts.script_callbacks.on_...`).
+from . import errors, paths, script_callbacks, shared  # noqa: E402,F401

@@ -1,8 +1,10 @@
 """A1111's `modules.shared`: the globals extensions read, each a view onto the running server.
 
-`opts` (options), `cmd_opts` (flags), `state` (the running job), and, read when asked (PEP 562): `sd_model` (a
-view of the current checkpoint, None when none is loaded), `device`, `models_path`, `data_path`, `script_path`,
-`hide_dirs`, `restricted_opts`.
+`opts` (options; inside a run's hooks they read that run's `override_settings`), `cmd_opts` (flags), `state`
+(the running job), `total_tqdm`, and, read when asked (PEP 562): `sd_model` (a view of the current checkpoint,
+None when none is loaded; A1111's LDM attributes on it are reported as internals), `prompt_styles` (our
+styles.csv), `sd_upscalers` (our upscalers as A1111's `UpscalerData`), `device`, `models_path`, `data_path`,
+`script_path`, `hide_dirs`, `restricted_opts`.
 """
 from __future__ import annotations
 
@@ -17,33 +19,61 @@ from .shared_cmd_options import cmd_opts
 from .shared_state import state
 
 opts = Options()
-sd_upscalers: list = []  # no upscalers are offered to extensions
+
+
+class OptionTemplates(dict):
+    """`shared.options_templates`: in A1111 the very dict behind `opts.data_labels`, so an extension that adds
+    `options_section(...)` entries to it declares options. Here each entry added is declared with
+    `opts.add_option` (and shown in Settings like any extension option)."""
+
+    def __setitem__(self, key, info) -> None:
+        super().__setitem__(key, info)
+        opts.add_option(key, info)
+
+    def update(self, *args, **kwargs) -> None:
+        for key, info in dict(*args, **kwargs).items():
+            self[key] = info
+
+
+options_templates = OptionTemplates()
 script_path = paths_internal.script_path
 
 
-class CheckpointInfoView:
-    """A1111's `CheckpointInfo` names over our `webui.models.registry.CheckpointInfo`."""
+def CheckpointInfoView(info):  # noqa: N802 - the name older code of ours used
+    """A1111's `CheckpointInfo` (modules.sd_models) over our `webui.models.registry.CheckpointInfo`."""
+    from .sd_models import CheckpointInfo
+    return CheckpointInfo(None, info)
 
-    def __init__(self, info):
-        self._info = info
 
-    title = property(lambda self: self._info.title)
-    filename = property(lambda self: str(self._info.path))
-    name = property(lambda self: self._info.name)
-    name_for_extra = property(lambda self: self._info.name_for_extra)
-    model_name = property(lambda self: self._info.model_name)
-    hash = property(lambda self: self._info.shorthash)
-    shorthash = property(lambda self: self._info.shorthash)
-    sha256 = property(lambda self: self._info.sha256)
-    is_safetensors = property(lambda self: self._info.kind == "safetensors")
+class TotalTQDM:
+    """`shared.total_tqdm`: A1111's console bar over all steps of a job. Our console progress follows the jobs
+    themselves (webui/console_progress.py); this keeps the counts extensions set and advance."""
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self._info, name)
+    def __init__(self):
+        self.total = 0
+        self.done = 0
 
-    def __repr__(self) -> str:
-        return f"<CheckpointInfo {self.title}>"
+    def reset(self):
+        self.done = 0
+
+    def update(self):
+        self.done += 1
+
+    def updateTotal(self, new_total):  # noqa: N802 - A1111's name
+        self.total = int(new_total)
+
+    def clear(self):
+        self.total = self.done = 0
+
+
+total_tqdm = TotalTQDM()
+parallel_processing_allowed = True
+
+# What A1111's LDM model object has and ours doesn't: reading them from `shared.sd_model` says so clearly.
+LDM_MODEL_ATTRIBUTES = frozenset((
+    "model", "cond_stage_model", "first_stage_model", "conditioner", "decode_first_stage", "encode_first_stage",
+    "get_first_stage_encoding", "get_learned_conditioning", "apply_model", "alphas_cumprod", "forge_objects",
+    "parameterization", "latent_channels", "cond_stage_key", "q_sample", "sd_model_hash_full"))
 
 
 class SdModelView:
@@ -66,7 +96,13 @@ class SdModelView:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self._model, name)
+        try:
+            return getattr(self._model, name)
+        except AttributeError:
+            if name in LDM_MODEL_ATTRIBUTES:
+                from webui.extensions.problems import ModelInternalsError
+                raise ModelInternalsError(f"shared.sd_model.{name}") from None
+            raise
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in ("_info", "_model", "sd_checkpoint_info"):
@@ -109,8 +145,22 @@ def _device():
     return devices.get_optimal_device()
 
 
+def _prompt_styles():
+    if RUNTIME.services is None:
+        return None
+    from .styles import StyleDatabase
+    return StyleDatabase()
+
+
+def _sd_upscalers():
+    from .upscaler import sd_upscalers
+    return sd_upscalers()
+
+
 _DYNAMIC = {
     "sd_model": _sd_model,
+    "prompt_styles": _prompt_styles,  # our styles.csv (modules/styles.py)
+    "sd_upscalers": _sd_upscalers,  # our upscalers (modules/upscaler.py): None, Lanczos, Nearest, model files
     "device": _device,
     "models_path": lambda: paths_internal.models_path,
     "data_path": lambda: paths_internal.data_path,

@@ -92,6 +92,28 @@ class State:
         if control is not None:
             control.skip()
 
+    # --- A1111's job bookkeeping, called by scripts that run several generations (Ultimate SD upscale, ...) ------
+    def begin(self, job: str = "(unknown)") -> None:
+        """A script starts its own series of steps: counts from zero (the queue's job keeps its interrupt)."""
+        self._stored["job"] = job
+        self.job_no = 0
+        self.sampling_step = 0
+        self._stored["current_image"] = None
+
+    def end(self) -> None:
+        self._stored.pop("job", None)
+
+    def nextjob(self) -> None:
+        """The next of the script's generations: job_no + 1, steps from zero."""
+        self.job_no = (getattr(self, "job_no", 0) or 0) + 1
+        self.sampling_step = 0
+
+    def set_current_image(self) -> None:
+        """A1111 decodes a live preview here; ours comes from the engine's own previews."""
+
+    def assign_current_image(self, image) -> None:
+        self._stored["current_image"] = image
+
     def dict(self) -> dict[str, Any]:
         """The fields A1111's progress API reports."""
         return {name: getattr(self, name) for name in ("skipped", "interrupted", "job", "job_count",
