@@ -337,3 +337,24 @@ def test_images_browser_tab_lists_our_outputs_and_sends_to_img2img(page):
     assert outputs["img2img_prompt"] == "a saved fox" and outputs["img2img_seed"] == 21
     with Image.open(saved) as on_disk:
         assert [v for v in values if isinstance(v, Image.Image)][0].tobytes() == on_disk.convert("RGB").tobytes()
+
+
+def test_the_web_uis_own_updates_are_not_translated():
+    """The translations apply to extensions' code only: an update our own handler returns (Gradio rebuilds the
+    component from an asyncio task) keeps Gradio 6's meaning of visible=False."""
+    import asyncio
+
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from webui.extensions.a1111 import gradio3
+    gradio3.apply()
+    with gr.Blocks() as demo:
+        with gr.Row() as row:
+            box = gr.Textbox(label="x")
+        button = gr.Button()
+        button.click(lambda: (gr.update(visible=False), gr.update(visible=False)), None, [row, box])
+    result = asyncio.run(demo.process_api(block_fn=0, inputs=[], state=SessionState(demo)))
+    row_update, box_update = result["data"]
+    assert row_update["visible"] is False and "gradio3-hidden" not in (row_update.get("elem_classes") or [])
+    assert box_update["visible"] is False

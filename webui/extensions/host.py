@@ -90,6 +90,7 @@ class ExtensionHost:
     def __init__(self, root: Path, disabled: Sequence[str] = (), disable_all: bool = False,
                  problems: ProblemLog | None = None):
         self.root = Path(root)
+        gradio3.EXTENSION_ROOTS.update({self.root.absolute(), self.root.resolve()})  # code under it: extensions'
         self.problems = problems or ProblemLog()
         self.callbacks = CallbackRegistry(self.problems)
         self.disable_all = disable_all

@@ -27,6 +27,7 @@ had and Gradio 6 removed, and never changes what Gradio 6 already accepts, so th
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -182,17 +183,28 @@ def _last(value):
 _RENAMES = {"Image": _image_sources, "Gallery": _gallery_grid}
 
 
+# The folders extensions live in (the extensions folder; ExtensionHost adds it): code there is an extension's.
+EXTENSION_ROOTS: set[Path] = set()
+
+
 def _called_from_extension() -> bool:
-    """Whether the code that builds the component is an extension's (not Gradio's, nor the web UI's own)."""
+    """Whether the code that builds the component is an extension's: the nearest caller frame in an extension's
+    folder or in A1111's `modules` package (built for extensions), before any frame of the web UI's own code.
+    Gradio's, the standard library's and other packages' frames are looked through (Gradio rebuilds a component for
+    an update from an asyncio task: no extension frame there, so our own updates are never translated)."""
     frame = sys._getframe(2)
     while frame is not None:
         path = Path(frame.f_code.co_filename)
-        if path.parent == _SHIM_DIR and path.name == Path(__file__).name or _GRADIO_DIR in path.parents:
+        if path.parent == _SHIM_DIR and path.name == Path(__file__).name:
             frame = frame.f_back
             continue
         if _SHIM_DIR in path.parents or _SHIM_DIR == path.parent:
-            return True  # A1111's modules package (built for extensions)
-        return _WEBUI_DIR not in path.parents and "site-packages" not in path.parts
+            return True
+        if any(root in path.parents for root in EXTENSION_ROOTS):
+            return True
+        if _WEBUI_DIR in path.parents:
+            return False
+        frame = frame.f_back
     return False
 
 
@@ -241,6 +253,8 @@ def _wrap_init(cls: type) -> None:
                 known.append(_called_from_extension())
             return known[0]
 
+        if kwargs.get("render") is False:  # Gradio rebuilding a component for an update: not an extension's call
+            return original(self, *args, **kwargs)
         tabs = issubclass(cls, Component) and _in_tabs() and from_extension()
         if tabs and "container" in accepted:
             kwargs.setdefault("container", False)  # not wrapped in a Form (that would be another child of the tabs)
@@ -396,3 +410,20 @@ def _warn_once(where: str, key: str) -> None:
     if (where, key) not in _warned:
         _warned.add((where, key))
         log.info("Gradio 3 keyword %r of %s is not in Gradio 6: ignored", key, where)
+
+
+@contextlib.contextmanager
+def detached_blocks():
+    """Blocks built in this block are built as if outside any page, although the page's Blocks is open: A1111 calls
+    `on_ui_tabs` after building txt2img and img2img (whose components extensions' tabs use, e.g. Civitai Helper's
+    prompt boxes), and each extension tab's Blocks is rendered into the page afterwards.
+    GRADIO INTERNAL (gradio 6.x): the render context and `Context.root_block`."""
+    from gradio.context import Context, get_render_context, set_render_context
+    block, root = get_render_context(), Context.root_block
+    set_render_context(None)
+    Context.root_block = None
+    try:
+        yield
+    finally:
+        set_render_context(block)
+        Context.root_block = root
