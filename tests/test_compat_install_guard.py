@@ -158,9 +158,15 @@ def test_launch_imports_at_start_up_and_a_refused_extension_leaves_the_server_up
     make_extension_repo(data / "extensions", "needs-launch", {"install.py": good})
     make_extension_repo(data / "extensions", "detailer", {"install.py": pip_install("fakepipe>=1.0"),
                                                           "scripts/detailer.py": "raise SystemExit('loaded')\n"})
+    ran = tmp_path / "script-pip.txt"  # pip run straight from a loaded script (not install.py, not launch)
+    make_extension_repo(data / "extensions", "runs-pip", {"scripts/runs_pip.py": (
+        "import subprocess, sys\n"
+        "done = subprocess.run([sys.executable, '-m', 'pip', 'install', 'fakepipe'], capture_output=True, text=True)\n"
+        f"open({str(ran)!r}, 'w').write(str(done.returncode) + done.stdout + done.stderr)\n")})
     before = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
     services = make_services()
     assert {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()} == before
+    assert ran.read_text().startswith("1") and "numpy" in ran.read_text()  # refused by the same constraints
 
     numpy = importlib.metadata.version("numpy")
     seen, skip, constraints = json.loads(marker.read_text())
@@ -175,6 +181,9 @@ def test_launch_imports_at_start_up_and_a_refused_extension_leaves_the_server_up
     assert services.options.get("disabled_extensions") == ["detailer"]
     assert [e.name for e in services.extensions.list() if not e.enabled] == ["detailer"]
     assert not services.extension_problems.for_extension("needs-launch")
+    services.stop()
+    import os
+    assert "PIP_CONSTRAINT" not in os.environ and "WEBUI_INSTALL_GUARD" not in os.environ
 
 
 def test_launch_run_pip_from_a_loaded_script_is_guarded_too(wheels, monkeypatch):
@@ -191,3 +200,36 @@ def test_launch_run_pip_from_a_loaded_script_is_guarded_too(wheels, monkeypatch)
     assert str(refused.value).startswith(f"Couldn't install fakepipe: it needs numpy<2 (through fakepipe 1.0); the "
                                          f"web UI needs numpy {numpy}\n")
     assert {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()} == before
+
+
+def test_the_users_own_constraints_are_kept_in_one_file(tmp_path):
+    """pip splits PIP_CONSTRAINT at whitespace: the guard passes one file, which includes the user's own."""
+    import sys
+
+    from webui.extensions.install_guard import GuardedInstall
+    mine = tmp_path / "mine.txt"
+    mine.write_text("six<99\n", encoding="utf-8")
+    with GuardedInstall(sys.executable) as guard:
+        env = guard.env({"PIP_CONSTRAINT": str(mine)})
+        guard.env(dict(env))  # again, as launch.run_pip inside install.py: nothing doubled, no self-inclusion
+        assert env["PIP_CONSTRAINT"] == str(guard.constraints)
+        lines = guard.constraints.read_text(encoding="utf-8").splitlines()
+        assert lines.count(f"-c {mine}") == 1 and not any(str(guard.constraints) in line for line in lines)
+        assert any(line.startswith("numpy==") for line in lines)
+
+
+def test_pips_no_version_report_of_an_extra_is_read_as_an_extra_conflict():
+    """pip may say "Could not find a version that satisfies the requirement X (from Y[extras])" rather than
+    "ResolutionImpossible": still an extra's conflict, installed without that extra at the requirement asked for."""
+    from webui.extensions.install_guard import extras_only, fallback_requirements, parse_conflicts, summarize
+    report = (
+        "Collecting dynamicprompts[attentiongrabber,magicprompt]~=0.31.0\n"
+        "ERROR: Could not find a version that satisfies the requirement transformers[torch]<5; extra == \"magicprompt\""
+        " (from dynamicprompts[attentiongrabber,magicprompt]) (from versions: 4.57.6, 5.23.0)\n"
+        "ERROR: No matching distribution found for transformers[torch]<5; extra == \"magicprompt\"\n")
+    conflicts = parse_conflicts(report, {"transformers": "5.23.0"}, {})
+    assert extras_only(conflicts)
+    assert fallback_requirements(conflicts) == {"dynamicprompts[attentiongrabber]~=0.31.0": ("dynamicprompts",
+                                                                                            ["magicprompt"])}
+    assert summarize(conflicts) == ["needs transformers<5 (through dynamicprompts[attentiongrabber,magicprompt]'s "
+                                    "'magicprompt' extra); the web UI needs transformers 5.23.0"]

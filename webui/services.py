@@ -7,7 +7,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +65,7 @@ class Services:
     controlnets: ControlNetRegistry
     preprocessors: PreprocessorRegistry
     extension_host: ExtensionHost = None  # the loaded extensions: hooks, scripts, callbacks, problems
+    on_stop: list = field(default_factory=list)  # what stop() undoes first (the install guard's environment)
     extensions: object = None  # webui.extensions.manager.ExtensionManager: install, update, remove
     restarter: Callable[["Services"], None] | None = None  # how `restart` restarts (tests replace it)
     stopper: Callable[["Services", int], None] | None = None  # how `/server-stop` stops (tests replace it)
@@ -289,6 +290,9 @@ class Services:
         return count_tokens(encoder, text, steps)
 
     def stop(self) -> None:
+        for callback in self.on_stop:
+            callback()
+        self.on_stop.clear()
         worker_ended = self.queue.stop()
         if self.extension_host is not None:
             self.extension_host.shutdown()
@@ -357,6 +361,34 @@ def _run_reload(services: "Services", job: Job) -> str:
     return info.title
 
 
+def _guard_process(services: Services):
+    """pip that an extension's scripts run (at import or later, not through install.py) meets the same constraints
+    as its install.py: they go into this process's environment until the services stop. (The before/after check of
+    install.py is not repeated here: it costs a second or two at every start.)"""
+    import sys
+
+    from .extensions.install_guard import ENV_MARKER, GuardedInstall
+    try:
+        guard = GuardedInstall(sys.executable)
+    except Exception as exc:  # noqa: BLE001 - no guard for scripts' pip calls is no reason not to start
+        services.extension_host.problems.report("", "install guard", exc)
+        return None
+    saved = {key: os.environ.get(key) for key in ("PIP_CONSTRAINT", ENV_MARKER)}
+    env = guard.env(dict(os.environ))
+    os.environ.update({key: env[key] for key in saved if key in env})
+
+    def restore() -> None:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        guard.close()
+
+    services.on_stop.append(restore)
+    return guard
+
+
 def _load_extensions(services: Services) -> None:
     """install.py of every enabled extension (unless --skip-install, as A1111), then their scripts and hooks."""
     host = services.extension_host
@@ -373,6 +405,8 @@ def _load_extensions(services: Services) -> None:
                 else:
                     for notice in report.notices:  # an optional extra left out: the Extensions tab shows why
                         host.problems.report(extension.name, "install.py", UserWarning(notice))
+    if host.enabled():
+        _guard_process(services)
     host.load(services)
     if host.runners and any(r.scripts for r in host.runners.values()) or host.apis():
         from .ui.extension_scripts import record_defaults_offscreen

@@ -266,6 +266,8 @@ def summarize(conflicts: Sequence[Conflict]) -> list[str]:
     versions of one requirer that need the same thing merged ("through mediapipe 0.10.14 or 0.10.13")."""
     groups: dict[tuple, list[Conflict]] = {}
     for conflict in conflicts:
+        if conflict.overwrites:  # any version of it would overwrite: one phrase, named without its versions
+            conflict = Conflict(**{**conflict.__dict__, "wanted": _split_requirement(conflict.wanted)[0]})
         groups.setdefault((conflict.package, conflict.wanted, conflict.extra, conflict.overwrites,
                            conflict.through.rsplit(" ", 1)[0]), []).append(conflict)
     phrases = []
@@ -365,8 +367,18 @@ class GuardedInstall:
         env = dict(base)
         if not self.pins and not self.aliases:
             return env
-        env["PIP_CONSTRAINT"] = " ".join([*([env["PIP_CONSTRAINT"]] if env.get("PIP_CONSTRAINT") else []),
-                                          str(self.constraints)])
+        # pip splits PIP_CONSTRAINT at whitespace: one file, named without spaces, which includes the user's own
+        # constraint files (`-c <file>` lines inside a constraints file are read as such)
+        own = str(self.constraints)
+        user = [name for name in (env.get("PIP_CONSTRAINT") or "").split()
+                if name != own and f"-c {Path(name).absolute()}" not in self.constraints.read_text(encoding="utf-8")]
+        if user:
+            with self.constraints.open("a", encoding="utf-8") as fh:
+                fh.writelines(f"-c {Path(name).absolute()}\n" for name in user)
+        if any(c.isspace() for c in str(self.constraints)):
+            raise RuntimeError(f"the install guard's constraints file {self.constraints} has a space in its path, "
+                               "which pip cannot read from PIP_CONSTRAINT: set TMPDIR to a folder without spaces")
+        env["PIP_CONSTRAINT"] = str(self.constraints)
         env["PIP_LOG"] = str(self.pip_log)
         env[ENV_MARKER] = str(self.constraints)
         return env
