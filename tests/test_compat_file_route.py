@@ -33,6 +33,8 @@ def served(tmp_path):
     (enabled / "tags" / "danbooru.csv").write_text("1girl,0,6000000\n", encoding="utf-8")
     (enabled / ".git" / "config").write_text("[remote] url=https://token@example.com/x\n", encoding="utf-8")
     (disabled / "secret.txt").write_text("disabled extension", encoding="utf-8")
+    (enabled / "setting.json").write_text('{"civitai_api_key": "s3cret"}', encoding="utf-8")
+    (enabled / "wib.sqlite3").write_text("s3cret prompts", encoding="utf-8")
     (paths.outputs / "txt2img-images" / "00001.png").write_bytes(b"\x89PNG fake")
     paths.config_file.write_text('{"api_key": "s3cret"}', encoding="utf-8")
     outside = tmp_path / "outside.txt"
@@ -72,7 +74,8 @@ def test_serves_outputs_and_the_program_tmp_folder(served):
             note.parent.rmdir()
 
 
-@pytest.mark.parametrize("which", ["config", "outside", "dotdot", "symlink", "disabled", "git", "folder"])
+@pytest.mark.parametrize("which", ["config", "outside", "dotdot", "symlink", "disabled", "git", "folder",
+                                   "ext-settings", "ext-database"])
 def test_refuses_what_is_not_an_allowed_file(served, which):
     tags = served.enabled / "tags"
     path = {
@@ -83,6 +86,8 @@ def test_refuses_what_is_not_an_allowed_file(served, which):
         "disabled": str(served.disabled / "secret.txt"),
         "git": str(served.enabled / ".git" / "config"),
         "folder": str(tags),
+        "ext-settings": str(served.enabled / "setting.json"),
+        "ext-database": str(served.enabled / "wib.sqlite3"),
     }[which]
     answer = served.client.get(f"/file={path}")
     assert answer.status_code == 403
@@ -110,3 +115,28 @@ def test_the_route_needs_the_page_login(served):
     basic = "Basic " + base64.b64encode(b"user:wrong").decode()
     assert TestClient(gated).get(url, headers={"Authorization": basic}).status_code == 401
 
+
+
+def test_the_real_app_keeps_the_route_behind_the_page_login_with_api_auth_too(tmp_path, tiny_models):
+    """In the app as started: with --gradio-auth and --api-auth, `/file=` still needs the page's login."""
+    from app import create_app
+    from tests.conftest import install_model
+    data = tmp_path / "data"
+    install_model(data, tiny_models["sd1"])
+    flags = parse_flags(["--data-dir", str(data), "--gradio-auth", "u:p", "--api-auth", "a:b"])
+    app, services = create_app(flags)
+    try:
+        outputs = services.paths.outputs / "txt2img-images"
+        outputs.mkdir(parents=True, exist_ok=True)
+        (outputs / "x.png").write_bytes(b"\x89PNG fake")
+        client = TestClient(app)
+        answer = client.get(f"/file={outputs / 'x.png'}", follow_redirects=False)
+        assert answer.status_code in (401, 302, 303, 307) and answer.content != b"\x89PNG fake"
+        api_key = base64.b64encode(b"a:b").decode()
+        answer = client.get(f"/file={outputs / 'x.png'}", headers={"Authorization": f"Basic {api_key}"},
+                            follow_redirects=False)
+        assert answer.content != b"\x89PNG fake"  # the API's login is not the page's
+        assert client.post("/login", data={"username": "u", "password": "p"}).status_code == 200
+        assert client.get(f"/file={outputs / 'x.png'}").content == b"\x89PNG fake"  # the page's login opens it
+    finally:
+        services.stop()

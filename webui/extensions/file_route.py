@@ -38,6 +38,16 @@ def _real(path) -> Path:
     return Path(os.path.realpath(os.path.expanduser(str(path))))
 
 
+# Files an extension keeps for itself, never served: databases, keys, and its settings (Civitai Helper keeps an API
+# key in setting.json; images-browser its prompts and paths in wib.sqlite3).
+PRIVATE_SUFFIXES = {".sqlite", ".sqlite3", ".db", ".pem", ".key", ".env", ".py", ".pyc"}
+
+
+def _private_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.endswith(".json") and lowered.startswith(("setting", "config", "secret", "credential", "token"))
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -65,6 +75,8 @@ def resolve(services, raw: str) -> tuple[Path | None, int]:
         return None, 403
     if any(part.startswith(".") for part in full.relative_to(home).parts):
         return None, 403
+    if full.suffix.lower() in PRIVATE_SUFFIXES or _private_name(full.name):
+        return None, 403  # an extension's own data (a database of prompts, a settings file holding an API key)
     blocked = [_real(path) for path in blocked_paths(services)]
     if any(_inside(full, path) and not _inside(home, path) for path in blocked):  # not the extensions' folder
         return None, 403

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -161,13 +160,18 @@ def reset() -> None:
 
 
 def _readable_file(name: str) -> Path:
-    """A file the page may hand back: inside Gradio's upload/cache folder or the outputs folder, nowhere else."""
+    """A file the page may hand back: inside Gradio's upload / cache folder or the outputs folders (the ones the
+    page serves), never a blocked file (settings, history, models), nowhere else."""
+    from webui.ui.file_access import blocked_paths, served_folders, upload_folder
     path = Path(str(name).split("?", 1)[0]).resolve()
-    roots = [Path(tempfile.gettempdir()).resolve()]
+    roots = [upload_folder()]
     services = RUNTIME.services
+    blocked = []
     if services is not None:
-        roots += [Path(services.paths.outputs).resolve(), Path(services.paths.cache_dir).resolve()]
-    if not any(path.is_relative_to(root) for root in roots):
+        roots += served_folders(services)
+        blocked = blocked_paths(services)
+    inside = any(path == root or root in path.parents for root in roots)
+    if not inside or any(path == b or b in path.parents for b in blocked):
         raise ValueError(f"trying to open image file outside of allowed directories: {name}")
     return path
 

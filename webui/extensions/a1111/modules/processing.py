@@ -180,10 +180,11 @@ class StableDiffusionProcessing:
         self.sd_model = _current_model()
         if services is not None:
             mode = request.mode
-            folder = services.options.get(f"outdir_{mode}_samples") or services.paths.outputs / f"{mode}-images"
-            self.outpath_samples = str(folder)
             from webui.engine.batch_grid import grids_dir
-            self.outpath_grids = str(grids_dir(services.options, services.paths.outputs, mode))
+            from webui.engine.saving import samples_dir
+            options = RUNTIME.options_in_force  # the job's override_settings included, inside a job
+            self.outpath_samples = str(samples_dir(options, services.paths.outputs, mode))
+            self.outpath_grids = str(grids_dir(options, services.paths.outputs, mode))
         self.main_prompt, self.main_negative_prompt = self.prompt, self.negative_prompt
 
     def close(self):
