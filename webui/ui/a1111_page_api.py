@@ -47,11 +47,19 @@ def options_json(services) -> str:
     return json.dumps(data, default=str)
 
 
+A1111_API_VERSION = "v1.10.1"  # the A1111 release whose extension API the `modules` shim and this script follow
+
+
 def build() -> gr.Textbox:
     """The hidden `settings_json` textbox (in the Blocks, outside the tabs: rendered from the start). Empty until
     the load event fills it, so `opts` never holds a value older than the page."""
-    return gr.Textbox("", visible="hidden", elem_id=SETTINGS_JSON_ID, interactive=False, show_label=False,
-                      container=False)
+    textbox = gr.Textbox("", visible="hidden", elem_id=SETTINGS_JSON_ID, interactive=False, show_label=False,
+                         container=False)
+    # A1111's footer names its version; extensions read it there to pick the API they call (Civitai Helper). It
+    # names the A1111 version whose extension API this web UI follows, and is not shown.
+    gr.HTML(f'<div class="versions">version: <a>{A1111_API_VERSION}</a></div>', elem_id="footer",
+            visible="hidden")
+    return textbox
 
 
 def wire(settings_json: gr.Textbox, services, blocks: gr.Blocks, after: list) -> None:
@@ -247,20 +255,40 @@ function switch_to_inpaint_sketch() { switch_to_img2img_tab(3); return Array.fro
 
   // Gradio 6 draws a tab's content when it is first shown; A1111's page has every tab from the start, and scripts
   // look for img2img's and Settings' elements once the UI is loaded. With extensions' scripts in the page, those
-  // two tabs are shown once (one after the other, then the first tab again) before the onUiLoaded callbacks run.
-  const EAGER_TABS = ['img2img', 'settings'];
+  // two tabs and the extensions' own tabs (images-browser sets its tab up in onUiLoaded) are shown once (one after
+  // the other, then the first tab again) before the onUiLoaded callbacks run.
+  const OWN_TABS = ['txt2img', 'img2img', 'extras', 'pnginfo', 'modelmerger', 'history', 'settings', 'extensions'];
+  const eagerTabs = () => ['img2img', 'settings', ...[...document.querySelectorAll(
+    '#tabs > .tab-wrapper [role=tablist] > button[data-tab-id]')].map((b) => b.dataset.tabId)
+    .filter((id) => !OWN_TABS.includes(id))];
   let drawing = false;
   let drawn = false;
   const tabButton = (id) => document.querySelector(`#tabs > .tab-wrapper [role=tablist] > button[data-tab-id="${id}"]`);
+  // an extension's tab may hold tabs of its own (images-browser: one per folder), set up by its script at load
+  const drawInnerTabs = async (panel) => {
+    const lists = panel ? [...panel.querySelectorAll('[role=tablist]')] : [];
+    for (const list of lists) {
+      const buttons = [...list.querySelectorAll(':scope > button')];
+      for (const button of [...buttons.slice(1), buttons[0]]) {
+        if (!button || button.getAttribute('aria-selected') === 'true') continue;
+        button.click();
+        for (let wait = 0; wait < 100 && button.getAttribute('aria-selected') !== 'true'; wait++) {
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 20)));
+      }
+    }
+  };
   const drawTabs = async () => {
     drawing = true;
     const first = get_uiCurrentTab()?.dataset.tabId;
-    for (const id of EAGER_TABS) {
+    for (const id of eagerTabs()) {
       if (document.getElementById(`tab_${id}`) || !tabButton(id)) continue;
       tabButton(id).click();
       for (let wait = 0; wait < 500 && !document.getElementById(`tab_${id}`); wait++) {
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
+      if (!OWN_TABS.includes(id)) await drawInnerTabs(document.getElementById(`tab_${id}`));
     }
     if (first) tabButton(first)?.click();
     await new Promise((resolve) => setTimeout(resolve, 0));

@@ -273,12 +273,11 @@ def build_ui(services) -> gr.Blocks:
     host.callbacks.call("ui_settings")  # extensions add their options before the Settings tab lists them
     announcer = ComponentCallbacks(host)
     with announcer.installed():
-        announced = _announced_tabs(host)
-        blocks = _build_blocks(services, announcer, announced)
+        blocks = _build_blocks(services, announcer)
     return blocks
 
 
-def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> gr.Blocks:
+def _build_blocks(services, announcer: ComponentCallbacks) -> gr.Blocks:
     # delete_cache: the pictures Gradio served (results, live previews) leave its cache after a day
     with gr.Blocks(title="Stable Diffusion", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
         dropdown, vae_dropdown, quick = _checkpoint_row(services)
@@ -290,6 +289,11 @@ def _build_blocks(services, announcer: ComponentCallbacks, announced: list) -> g
             with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"), announcer.tab("img2img"):
                 img2img = build_tab("img2img", hide_dirs=bool(getattr(services.flags, "hide_ui_dir_config", False)),
                                     services=services)
+            # as A1111: extensions' on_ui_tabs run once txt2img and img2img exist (they may use their components),
+            # each building its own Blocks, rendered below among the tabs
+            paste_bridge.fill_paste_fields(txt2img, img2img)
+            with gradio3.detached_blocks():
+                announced = _announced_tabs(services.extension_host)
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 extras = extras_tab.build_extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):

@@ -45,6 +45,16 @@ def connect(tabs, txt2img, img2img, extras, services) -> None:
     module = sys.modules.get("modules.infotext_utils")
     if module is None:
         return
+    fill_paste_fields(txt2img, img2img)
+    module.connect_paste_params_buttons(_page)
+
+
+def fill_paste_fields(txt2img, img2img) -> None:
+    """A1111's `modules.ui.txt2img_paste_fields` / `img2img_paste_fields` from the built tabs, as soon as they are
+    built (extensions' `on_ui_tabs` read them); listing them again replaces them."""
+    module = sys.modules.get("modules.infotext_utils")
+    if module is None:
+        return
     from webui.ui import pnginfo
     for tab in (txt2img, img2img):
         fields = [(getattr(tab, name), _INFOTEXT_KEYS[name]) for name in pnginfo.FIELDS if name in _INFOTEXT_KEYS]
@@ -53,7 +63,6 @@ def connect(tabs, txt2img, img2img, extras, services) -> None:
                        if name in _INFOTEXT_KEYS]
         module.add_paste_fields(tab.mode, tab.img2img.image if tab.img2img else None, fields,
                                 getattr(tab, "override_settings", None))
-    module.connect_paste_params_buttons(_page)
 
 
 def _fields(page: Page, mode: str, target: str) -> list:

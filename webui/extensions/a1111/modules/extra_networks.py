@@ -113,43 +113,36 @@ def _display(network, exc, task):
         errors.display(exc, task)
 
 
+def _call(network, task: str, function, *args) -> bool:
+    """`function(*args)` as `network`'s extension; what it raises is reported under it (the run goes on)."""
+    try:
+        with _as_owner(network):
+            function(*args)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        _display(network, exc, task)
+        return False
+
+
 def activate(p, extra_network_data):
-    """Activate the tagged networks in prompt order, then every other registered one with []."""
-    activated = []
-    for network, params in lookup_extra_networks(extra_network_data).items():
-        try:
-            with _as_owner(network):
-                network.activate(p, params)
-            activated.append(network)
-        except Exception as exc:  # noqa: BLE001
-            _display(network, exc, f"activating extra network {network.name} with arguments {params}")
+    """Activate the tagged networks in prompt order, then every other registered one with [] (as A1111, also one
+    whose activation with its tags failed)."""
+    activated = [network for network, params in lookup_extra_networks(extra_network_data).items()
+                 if _call(network, f"activating extra network {network.name} with arguments {params}",
+                          network.activate, p, params)]
     for name, network in list(extra_network_registry.items()):
-        if network in activated:
-            continue
-        try:
-            with _as_owner(network):
-                network.activate(p, [])
-        except Exception as exc:  # noqa: BLE001
-            _display(network, exc, f"activating extra network {name}")
+        if network not in activated:
+            _call(network, f"activating extra network {name}", network.activate, p, [])
 
 
 def deactivate(p, extra_network_data):
     """Deactivate the tagged networks, then every other registered one."""
-    data = lookup_extra_networks(extra_network_data)
-    for network in data:
-        try:
-            with _as_owner(network):
-                network.deactivate(p)
-        except Exception as exc:  # noqa: BLE001
-            _display(network, exc, f"deactivating extra network {network.name}")
+    tagged = lookup_extra_networks(extra_network_data)
+    for network in tagged:
+        _call(network, f"deactivating extra network {network.name}", network.deactivate, p)
     for name, network in list(extra_network_registry.items()):
-        if network in data:
-            continue
-        try:
-            with _as_owner(network):
-                network.deactivate(p)
-        except Exception as exc:  # noqa: BLE001
-            _display(network, exc, f"deactivating unmentioned extra network {name}")
+        if network not in tagged:
+            _call(network, f"deactivating unmentioned extra network {name}", network.deactivate, p)
 
 
 def parse_prompt(prompt):
