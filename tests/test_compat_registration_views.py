@@ -331,7 +331,9 @@ def server(tmp_path_factory, tiny_models):
     _write_embedding(data / "embeddings" / "sub" / "wide.pt", 768)
     (data / "styles.csv").write_text(STYLES_CSV, encoding="utf-8")
     flags, host = parse_flags_with_extensions(["--data-dir", str(data), "--nowebui", "--skip-install"])
-    app, services = create_app(flags, build_services(flags, host))
+    services = build_services(flags, host)
+    services.hashes.get_or_compute(data / "models" / "Stable-diffusion" / "tiny-sd1.safetensors")  # known before
+    app, services = create_app(flags, services)  # on_app_started, where tagcomplete lists the checkpoints' hashes
     with TestClient(app) as client:
         yield services, client, data
     services.stop()

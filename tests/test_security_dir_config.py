@@ -228,7 +228,8 @@ def test_the_shim_exposes_restricted_opts(make_services, tmp_path, compat_path):
         with pytest.raises(OptionError, match="--hide-ui-dir-config"):
             shared.opts.myext_dir = str(tmp_path)
         assert shared.opts.set("outdir_txt2img_samples", str(tmp_path), is_api=True) is False  # A1111: not set
-        assert shared.opts.outdir_txt2img_samples == ""
+        assert services.options.get("outdir_txt2img_samples") == ""  # unchanged: still the default folder,
+        assert shared.opts.outdir_txt2img_samples == str(services.paths.outputs / "txt2img-images")  # named so
     finally:
         RUNTIME.bind(None, None)
 

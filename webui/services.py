@@ -422,8 +422,8 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     paths = Paths.from_flags(flags)
     paths.ensure()
     options = Options(paths.config_file, hide_dirs=bool(getattr(flags, "hide_ui_dir_config", False)))
-    if not paths.config_file.exists():
-        options.save()  # as A1111: config.json exists from the first start (extensions read or serve it)
+    if not paths.config_file.exists():  # as A1111, config.json exists from the first start (extensions read or
+        paths.config_file.write_text("{}\n", encoding="utf-8")  # serve it); settings are stored once changed
     if host is None:
         host = ExtensionHost(paths.extensions, options.get("disabled_extensions"),
                              disable_all=getattr(flags, "disable_all_extensions", False))
