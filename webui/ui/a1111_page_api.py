@@ -223,8 +223,14 @@ function switch_to_inpaint_sketch() { switch_to_img2img_tab(3); return Array.fro
 (() => {
   let settingsText = null;
 
+  let pendingOptions = null;  // the options that came before the tabs were drawn (published once they are)
+
   const readOptions = (text) => {
     if (!text || text === settingsText) return false;
+    if (!drawn) {  // scripts that wait for `opts` find every drawn tab's elements by then (aspect-ratio-helper)
+      pendingOptions = text;
+      return true;
+    }
     let parsed;
     try { parsed = JSON.parse(text); } catch (error) { return false; }
     const first = Object.keys(opts).length === 0;
@@ -289,6 +295,8 @@ function switch_to_inpaint_sketch() { switch_to_img2img_tab(3); return Array.fro
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       if (!OWN_TABS.includes(id)) await drawInnerTabs(document.getElementById(`tab_${id}`));
+      // img2img's own sub-tabs (Sketch, Inpaint, ...): scripts look for their image inputs (aspect-ratio-helper)
+      if (id === 'img2img') await drawInnerTabs(document.querySelector('#mode_img2img'));
     }
     if (first) tabButton(first)?.click();
     await new Promise((resolve) => setTimeout(resolve, 0));
@@ -298,12 +306,19 @@ function switch_to_inpaint_sketch() { switch_to_img2img_tab(3); return Array.fro
   };
 
   const checkLoaded = () => {
-    if (executedOnLoaded || Object.keys(opts).length === 0 || !document.getElementById('txt2img_prompt')) return;
+    if (executedOnLoaded || !document.getElementById('txt2img_prompt')) return;
     if (!drawn) {
       if (!document.querySelector('script[data-extension-file]')) drawn = true;
       else if (!drawing) drawTabs();
       if (!drawn) return;
     }
+    if (pendingOptions !== null) {
+      const text = pendingOptions;
+      pendingOptions = null;
+      readOptions(text);
+      executeCallbacks(uiUpdateCallbacks, []);  // scripts that start from onUiUpdate once `opts` is there
+    }
+    if (Object.keys(opts).length === 0) return;
     executedOnLoaded = true;
     executeCallbacks(uiLoadedCallbacks);
   };
