@@ -370,6 +370,8 @@ function switch_to_inpaint_sketch() { switch_to_img2img_tab(3); return Array.fro
   const start = () => {
     const app = gradioApp();
     new MutationObserver((mutations) => {
+      // without extensions' scripts nobody listens: the page's own script pays nothing per change (live previews)
+      if (!document.querySelector('script[data-extension-file]')) return;
       trimButtons(mutations);
       watchSettings();
       checkLoaded();
