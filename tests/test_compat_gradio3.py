@@ -168,6 +168,45 @@ INFOTEXT = ("a red fox in snow\nNegative prompt: blurry\n"
             "Steps: 7, Sampler: Euler, CFG scale: 5.5, Seed: 1234, Size: 96x64")
 
 
+# Config-Presets' use: its Script collects the tabs' controls in after_component by elem_id, then builds its presets
+# row when A1111's last output-panel element (`{tab}_generation_info_button`) appears; choosing a preset sets them.
+PRESETS_LIKE = '''
+import gradio as gr
+import modules.scripts as scripts
+
+PRESETS = {"Low": {"txt2img_steps": 10, "txt2img_batch_size": 8}, "High": {"txt2img_steps": 30, "txt2img_batch_size": 2}}
+
+
+class Presets(scripts.Script):
+    def __init__(self):
+        self.found = {"txt2img_steps": None, "txt2img_batch_size": None}
+
+    def title(self):
+        return "Presets fixture"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def after_component(self, component, **kwargs):
+        if self.is_img2img:
+            return
+        if component.elem_id in self.found:
+            self.found[component.elem_id] = component
+        if component.elem_id == "txt2img_generation_info_button":
+            names = list(self.found)
+
+            def change(choice, *current):
+                chosen = PRESETS.get(choice, {})
+                return [chosen.get(name, value) for name, value in zip(names, current)]
+
+            with gr.Box(elem_id="presets_fixture_box"):
+                dropdown = gr.Dropdown(label="Presets", choices=list(PRESETS), elem_id="presets_fixture_dropdown")
+            dropdown.change(fn=change, inputs=[dropdown, *self.found.values()], outputs=list(self.found.values()),
+                            show_progress=False)
+'''
+FIXTURES["presets-like"] = {"scripts/presets.py": PRESETS_LIKE}
+
+
 def write_extensions(root):
     for name, files in FIXTURES.items():
         for relative, text in files.items():
@@ -358,3 +397,13 @@ def test_the_web_uis_own_updates_are_not_translated():
     row_update, box_update = result["data"]
     assert row_update["visible"] is False and "gradio3-hidden" not in (row_update.get("elem_classes") or [])
     assert box_update["visible"] is False
+
+
+def test_presets_row_built_after_the_output_panel_sets_the_tabs_controls(page):
+    """Config-Presets' shape: its row appears where A1111's `txt2img_generation_info_button` is, and choosing a
+    preset sets the real steps and batch size sliders of txt2img."""
+    _, demo = page
+    dropdown = _component(demo, "presets_fixture_dropdown")
+    [fn] = [f for f in demo.fns.values() if any(t[0] == dropdown._id and t[1] == "change" for t in f.targets)]
+    assert [o.elem_id for o in fn.outputs] == ["txt2img_steps", "txt2img_batch_size"]
+    assert fn.fn("Low", 20, 1) == [10, 8]

@@ -258,6 +258,9 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
             c["infotext"] = gr.HTML(elem_id=f"html_info_{p}")
             c["warnings"] = gr.HTML("", elem_id=f"{p}_warnings", elem_classes="job-log")  # the last job's warnings
             gallery_actions.build_outputs(c["actions"], p)  # the saved files' download and "Saved: …" line
+            # A1111's last element of the output panel: A1111 extensions put their controls after it (Config-Presets
+            # builds its presets row in after_component of this id); nothing here presses it
+            gr.Button(visible=False, elem_id=f"{p}_generation_info_button")
     c["state"] = gr.State(generation.new_state())
     c["prompt_tools"].prompt_image, c["prompt_tools"].res_switch = prompt_image, res_switch
     if mode == "img2img":
