@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the web UI (default), run the tests, or refresh the dependency locks.
 #   ./launch.sh [app.py flags]     creates .venv if missing, installs requirements.lock, serves on 127.0.0.1:7860
-#   ./launch.sh --test [pytest args]   also installs requirements-test.lock, then runs pytest
+#                                  with --workers N or --ray-address ADDR it also installs requirements-ray.lock (Ray)
+#   ./launch.sh --test [pytest args]   also installs requirements-test.lock and requirements-ray.lock, then runs pytest
 #   ./launch.sh --lock [pip-compile args]   re-resolves the *.lock files from the requirements*.txt lists
 #                                           (e.g. --upgrade, or --upgrade-package diffusers)
 set -euo pipefail
@@ -25,9 +26,10 @@ if [ "${1:-}" = "--lock" ]; then
       --no-emit-find-links --output-file "$2" "$1" "${@:3}"
   }
   compile requirements.txt requirements.lock "$@"
-  # The test and CUDA locks are constrained by requirements.lock, so the versions they share agree.
+  # The test, CUDA and Ray locks are constrained by requirements.lock, so the versions they share agree.
   compile requirements-test.txt requirements-test.lock "$@"
   compile requirements-cuda.txt requirements-cuda.lock "$@"
+  compile requirements-ray.txt requirements-ray.lock "$@"
   # requirements-test-nodeps.txt: exact pins installed without their dependencies (k-diffusion, the tests'
   # reference for A1111's samplers: its package declares wandb, CLIP and more that the modules the tests load never
   # import; what they do import is in requirements-test.txt). Each file listed gets its sha256.
@@ -114,7 +116,16 @@ fi
 
 if [ "${1:-}" = "--test" ]; then
   shift
-  sync test requirements.lock requirements-test.lock requirements-test-nodeps.lock
+  # Ray is in the test set: the worker-pool tests run in CI.
+  sync test requirements.lock requirements-test.lock requirements-ray.lock requirements-test-nodeps.lock
   exec "$VENV/bin/python" -m pytest "$@"
 fi
+# Ray is optional: installed only for a pool of workers (--workers N, --ray-address ADDR, or their `=` forms).
+for arg in "$@"; do
+  case "$arg" in
+    --workers | --workers=* | --ray-address | --ray-address=*)
+      sync ray requirements.lock requirements-ray.lock
+      break ;;
+  esac
+done
 exec "$VENV/bin/python" app.py "$@"
