@@ -152,6 +152,12 @@ class Services:
         the checkpoint first, so a failed load leaves the other settings as they were."""
         changes = dict(changes)
         checkpoint = changes.pop("sd_model_checkpoint", None)
+        if self.queue.pool is not None:  # a pool: the default for new jobs, each worker loads what its jobs need
+            if checkpoint:
+                changes["sd_model_checkpoint"] = self.models.resolve(checkpoint).title
+            if changes:
+                self.options.update(changes)
+            return
         if checkpoint:
             self.models.select(checkpoint)
         if "sd_vae" in changes:  # loaded now: a file that does not load is refused and the VAE in use stays
@@ -308,6 +314,22 @@ class _TokenizerOnly:
         self.tokenizers = [clip_tokenizer(cache_dir)]
 
 
+def pool_requested(flags) -> bool:
+    """--workers N or --ray-address ADDR: generations run on a pool of workers (webui/pool_head.py)."""
+    return bool(getattr(flags, "workers", None) or getattr(flags, "ray_address", None))
+
+
+def _take_options(options: Options, values: dict) -> None:
+    """A pool worker's settings: the head's, each one this worker accepts."""
+    for key, value in values.items():
+        if key not in options.specs:
+            continue
+        try:
+            options.update({key: value}, save=False)
+        except Exception as exc:  # noqa: BLE001 - a value this worker cannot take (a folder it lacks) keeps its own
+            log.warning("setting %s=%r not taken from the head: %s", key, value, exc)
+
+
 def _run_generation(services: "Services", job: Job) -> GenerationResult:
     from .extensions.a1111.runtime import RUNTIME
     with RUNTIME.in_job(job.control):  # an extension's nested process_images runs here, not through the queue
@@ -327,6 +349,9 @@ def _restart_process(services: "Services") -> None:
 
 
 def _run_load(services: "Services", job: Job) -> str:
+    if services.queue.pool is not None:  # the default for new jobs, not a load on every worker
+        services.apply_settings({"sd_model_checkpoint": job.payload})
+        return services.models.resolve(job.payload).title
     info, _ = services.models.select(job.payload)
     return info.title
 
@@ -350,12 +375,18 @@ def _run_set_options(services: "Services", job: Job) -> dict:
 
 
 def _run_unload(services: "Services", job: Job) -> None:
+    if services.queue.pool is not None:  # each worker frees its models between jobs
+        services.queue.pool.request_unload()
+        return
     services.models.unload_all()
 
 
 def _run_reload(services: "Services", job: Job) -> str:
     """Load the selected checkpoint again from its file (A1111's reload-checkpoint)."""
     title = services.models.current_title() or services.options.get("sd_model_checkpoint") or None
+    if services.queue.pool is not None:  # each worker reads its checkpoints again when next used
+        services.queue.pool.request_unload()
+        return services.models.resolve(title).title if title else ""
     services.models.unload_all()
     info, _ = services.models.select(title) if title else services.models.get(None)
     return info.title
@@ -416,13 +447,20 @@ def _load_extensions(services: Services) -> None:
         log.info("extensions: %s", ", ".join(e.name + ("" if e.enabled else " (disabled)") for e in host.extensions))
 
 
-def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None) -> Services:
+def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None,
+                   worker_options: dict | None = None) -> Services:
     """Every service, once. `host`: the extensions found (and preloaded) while parsing the flags
-    (`webui.extensions.host.parse_flags_with_extensions`); None: found now, without preloads."""
+    (`webui.extensions.host.parse_flags_with_extensions`); None: found now, without preloads. `worker_options`: the
+    head's settings, for a pool worker (`webui/worker_host.py`): its services keep no history, run no queue, write
+    no settings and make no pool of their own."""
+    worker = worker_options is not None
     paths = Paths.from_flags(flags)
     paths.ensure()
-    options = Options(paths.config_file, hide_dirs=bool(getattr(flags, "hide_ui_dir_config", False)))
-    if not paths.config_file.exists():  # as A1111, config.json exists from the first start (extensions read or
+    options = Options(None if worker else paths.config_file,
+                      hide_dirs=bool(getattr(flags, "hide_ui_dir_config", False)))
+    if worker:
+        _take_options(options, worker_options)
+    elif not paths.config_file.exists():  # as A1111, config.json exists from the first start (extensions read or
         paths.config_file.write_text("{}\n", encoding="utf-8")  # serve it); settings are stored once changed
     if host is None:
         host = ExtensionHost(paths.extensions, options.get("disabled_extensions"),
@@ -447,11 +485,15 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     face_restorers = FaceRestorers(paths.face_restorer_root, policy.device)
     engine = Engine(models, options, paths.outputs, policy, controlnets=controlnets, preprocessors=preprocessors,
                     upscalers=upscalers, previews=previews, face_restorers=face_restorers)
-    store = JobStore(paths.jobs_db, keep=int(options.get("job_history_limit")))
-    recovered = store.recover()
+    store = None if worker else JobStore(paths.jobs_db, keep=int(options.get("job_history_limit")))
+    recovered = store.recover() if store is not None else 0
     if recovered:
         log.warning("%d job(s) were unfinished when the server last stopped: marked failed in the history", recovered)
-    queue = JobQueue(user_errors=USER_ERRORS, store=store)
+    pool = None
+    if not worker and pool_requested(flags):
+        from .pool_head import build_pool
+        pool = build_pool(flags, paths, options, registry)
+    queue = JobQueue(user_errors=USER_ERRORS, store=store, pool=pool)
     services = Services(flags, paths, options, policy, hashes, hasher, models, engine, queue,
                         StyleDatabase(paths.styles_file), controlnets, preprocessors, extension_host=host,
                         extensions=ExtensionManager(paths.extensions, options, flags), upscalers=upscalers,
@@ -464,7 +506,11 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None)
     queue.register("merge", lambda job: _run_merge(services, job))
     queue.register("unload_checkpoint", lambda job: _run_unload(services, job))
     queue.register("reload_checkpoint", lambda job: _run_reload(services, job))
-    queue.start()
+    if pool is not None:
+        from .pool_head import use_pool
+        use_pool(services, pool)
+    if not worker:
+        queue.start()
     log.info("device %s, dtype %s, attention %s; %d checkpoints in %s", policy.device, policy.dtype,
              policy.attention, len(registry.list()), paths.checkpoints)
     return services

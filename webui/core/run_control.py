@@ -56,11 +56,13 @@ class RunControl:
         self.previewer = None  # engine.preview.Previewer: how this run's previews are rendered (None: cheap)
         self.preview = None  # the last picture the engine rendered itself ("Full" previews)
         self.preview_cache = None  # (stage marker, picture): the followers' shared render (preview.shared_preview)
+        self.forward = None  # command -> None: where Interrupt / Skip also go (a pool worker running the job)
 
     def interrupt(self) -> None:
         """Stop at the next model evaluation: the batch being sampled is decoded and kept, then the run ends."""
         first = not self._interrupt.is_set()
         self._interrupt.set()
+        self._forward("interrupt")
         if first:
             self.report(textinfo="Interrupting...")
 
@@ -68,8 +70,13 @@ class RunControl:
         """End the batch being sampled at the next model evaluation (it is decoded and kept), then go on."""
         first = not self._skip.is_set()
         self._skip.set()
+        self._forward("skip")
         if first:
             self.report(textinfo="Skipping...")
+
+    def _forward(self, command: str) -> None:
+        if self.forward is not None:
+            self.forward(command)
 
     @property
     def interrupted(self) -> bool:
@@ -111,6 +118,11 @@ class RunControl:
     def image_saved(self, path: str, infotext: str = "") -> None:
         """A finished image is on disk: the job's history records it at once, so a crash later loses nothing."""
         self._emit("image", {"path": str(path), "infotext": infotext})
+
+    def batch_finished(self, batch: int, entries: dict) -> None:
+        """Batch `batch` of the run is finished: `entries` are what it added to the result (its images, seeds,
+        infotexts, saved paths). A pool's head keeps them, so a job moved to another worker does not make them again."""
+        self._emit("batch", {"batch": batch, "entries": entries})
 
     def _emit(self, kind: str, data: dict) -> None:
         if self.on_event is not None:

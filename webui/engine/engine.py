@@ -171,10 +171,14 @@ class Engine:
         with self._autocast(), self._controlnets_on_device(control_plan), \
                 circular_padding(model.unet, model.vae, enabled=request.tiling):
             sampler_params: dict = {}  # the sampler's infotext keys (Eta, Sigma churn, ...): every image's, and info's
+            resumed = list(request.context.get("resumed_batches") or [])  # a pool job re-run on another worker
             for batch in range(request.n_iter):
                 if control.interrupted:
                     result.interrupted = True
                     break
+                if batch < len(resumed):  # finished (and saved) by the worker that died: kept, not made again
+                    _restore_batch(result, resumed[batch])
+                    continue
                 control.take_skip()  # a Skip pressed after the last batch had finished sampling is spent (A1111)
                 items = run.batch_range(batch)
                 run.batch_number = batch
@@ -229,6 +233,7 @@ class Engine:
                     run.warnings.append("An extension's after_batch hook changed the batch's images into something "
                                         "else: the decoded images were kept")
                     pictures = decoded
+                marks = _result_marks(result)
                 for i, picture in enumerate(pictures):
                     event = ImageEvent(picture, items.start + i, batch, i, run.seeds[i], run.prompts[i],
                                        run.negative_prompts[i])
@@ -241,6 +246,7 @@ class Engine:
                         if hires else params
                     self._finish_image(result, request, info, event, sampler.name, schedule, clip_skip,
                                        run.subseeds[i], variation, image_params, run)
+                control.batch_finished(batch, _batch_entries(result, marks))
                 if control.interrupted:  # the interrupted batch was decoded and saved like a finished one
                     result.interrupted = True
                     break
@@ -663,6 +669,25 @@ class Engine:
         result.infotexts.append(infotext)
         save_generated(picture, seed, infotext, request=request, options=self.options, outputs_dir=self.outputs_dir,
                        hooks=self.hooks, run=run, result=result, index=image.index, all_seeds=run.all_seeds)
+
+
+_BATCH_LISTS = ("images", "seeds", "subseeds", "prompts", "negative_prompts", "infotexts", "saved_paths")
+
+
+def _result_marks(result: GenerationResult) -> dict[str, int]:
+    return {name: len(getattr(result, name)) for name in _BATCH_LISTS}
+
+
+def _batch_entries(result: GenerationResult, marks: dict[str, int]) -> dict[str, list]:
+    """What one batch added to the result: its images, seeds, prompts, infotexts and saved files (a pool worker
+    sends them to the head as the batch ends, so a job moved to another worker keeps them)."""
+    return {name: list(getattr(result, name)[marks[name]:]) for name in _BATCH_LISTS}
+
+
+def _restore_batch(result: GenerationResult, entries: dict[str, list]) -> None:
+    """A batch another worker finished (`_batch_entries`), put into this run's result as if made here."""
+    for name in _BATCH_LISTS:
+        getattr(result, name).extend(entries.get(name) or [])
 
 
 def _restore_shape(run: ProcessingRun, request: GenerationRequest, total: int) -> None:

@@ -1,12 +1,13 @@
-"""One FIFO queue for every client (browser tabs, API scripts), served by one worker thread per device.
+"""One FIFO queue for every client (browser tabs, API scripts), served by one worker thread, or by a pool.
 
 A job is data: an id, a kind ("generate", "load_checkpoint", "set_options", ...), its payload, a state and, when
 done, a result or an error message. Runners for each kind are registered by `webui/services.py`; the queue itself
 never generates. With a `JobStore` every job is recorded in the history as it goes (queued, started, each saved
 image, finished); an `EventBus` carries the same moments to whoever follows the queue (the `/queue/events` stream).
 
-The worker sits behind `Runner` callables: a pool of workers elsewhere (one per GPU, or a Ray cluster) could take
-jobs from `take()`-style hand-offs instead of this thread; nothing outside this file depends on there being one.
+The worker sits behind `Runner` callables. With a `WorkerPool` (`pool.py`: one worker per GPU, on Ray), the kinds the
+pool serves go to its workers, several at a time, as its scheduler assigns them; the other kinds stay on this
+queue's thread. `running` is then the oldest running job, `running_jobs()` all of them.
 """
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ class Job:
     finished: float | None = None
     control: RunControl = field(default_factory=RunControl)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    # --- in a pool (pool.py) ---
+    affinity: str | None = None  # the checkpoint it needs (the scheduler's key)
+    queued_at: float = field(default_factory=time.monotonic)
+    worker: int | None = None  # the pool worker running it
+    attempts: int = 0  # times it was lost with its worker
+    excluded: set = field(default_factory=set)  # workers that refused it (they lack one of its files)
+    refusals: list = field(default_factory=list)  # their reasons
+    notes: list = field(default_factory=list)  # what happened to it on the way (moved to another worker)
+    batches: list = field(default_factory=list)  # its finished batches' entries (kept if its worker is lost)
+    pinned: dict = field(default_factory=dict)  # its checkpoint and seeds, fixed when it first went to a worker
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -79,7 +90,7 @@ class QueueClosedError(UnavailableError, QueueError):
 
 class JobQueue:
     def __init__(self, user_errors: tuple[type[BaseException], ...] = (UserError,), history: int = 200,
-                 store: JobStore | None = None, events: EventBus | None = None):
+                 store: JobStore | None = None, events: EventBus | None = None, pool=None):
         """`user_errors`: exception types whose message is meant for the user (bad input, unknown model...: the
         `webui.core.errors.UserError` family); they fail the job with that message and no traceback in the log.
         `history`: finished jobs kept in memory (the store keeps more)."""
@@ -92,8 +103,12 @@ class JobQueue:
         self._order: deque[str] = deque()
         self._history = history
         self._cond = threading.Condition()
-        self._running: Job | None = None
+        self._running: list[Job] = []
+        self._finished_later: list[Job] = []  # failed under the lock (by the pool): recorded and told after it
         self._stopping = False
+        self.pool = pool  # a pool.WorkerPool serving some kinds of job, or None
+        if pool is not None:
+            pool.attach(self)
         self._thread: threading.Thread | None = None
         self._console = JobConsoleBars()  # each running job's "Total progress" bar in the terminal
 
@@ -104,14 +119,16 @@ class JobQueue:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="job-worker", daemon=True)
             self._thread.start()
+            if self.pool is not None:
+                self.pool.start()
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Interrupt the running job and cancel the queued ones (so nobody waits forever); refuse new jobs.
         True once the worker has ended (False: it is still finishing its job after `timeout` seconds)."""
         with self._cond:
             self._stopping = True
-            if self._running is not None:
-                self._running.control.interrupt()
+            for job in self._running:
+                job.control.interrupt()
             cancelled = list(self._queue)
             self._queue.clear()
             for job in cancelled:
@@ -119,13 +136,15 @@ class JobQueue:
             self._cond.notify_all()
         for job in cancelled:
             self._after_finish(job)
+        pool_ended = self.pool.stop(timeout) if self.pool is not None else True
         if self._thread is not None:
             self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+            return not self._thread.is_alive() and pool_ended
+        return pool_ended
 
     def on_worker_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
+        current = threading.current_thread()
+        return (self._thread is not None and current is self._thread) or current.name.startswith("pool-worker-")
 
     # --- clients ----------------------------------------------------------------------------------------------
     def submit(self, kind: str, payload: Any, task_id: str | None = None, source: str = "") -> Job:
@@ -143,6 +162,8 @@ class JobQueue:
                 raise DuplicateJobError(f"a job with id {job_id!r} is already queued or running")
             job = Job(job_id, kind, payload, source=source)
             job.control.on_event = lambda event, data: self._job_event(job, event, data)
+            if self.pool is not None and self.pool.serves(kind):
+                job.affinity = self.pool.key_of(job)
             if self.store is not None:
                 try:
                     job.seq = self.store.add(job_id, kind, payload, source=source, created=job.created,
@@ -156,8 +177,12 @@ class JobQueue:
             self._queue.append(job)
             self._trim()
             self._cond.notify_all()
+            if self.pool is not None:
+                self.pool.assign()
             # published under the lock, so no follower sees this job start before it was queued
             self.events.publish({"type": "queued", "job": job_id, "kind": kind, "position": len(self._queue)})
+        if self.pool is not None:
+            self._flush_finished()
         return job
 
     def run(self, kind: str, payload: Any, task_id: str | None = None, timeout: float | None = None,
@@ -189,8 +214,13 @@ class JobQueue:
 
     @property
     def running(self) -> Job | None:
+        """The running job (in a pool: the one that started first)."""
         with self._cond:
-            return self._running
+            return self._running[0] if self._running else None
+
+    def running_jobs(self) -> list[Job]:
+        with self._cond:
+            return list(self._running)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued job (True), or interrupt it if it is running (True); False if it has finished."""
@@ -209,29 +239,34 @@ class JobQueue:
         return True
 
     def interrupt(self) -> None:
-        """Stop the running job after its current step (finished images are kept). Queued jobs are untouched."""
-        with self._cond:
-            if self._running is not None:
-                self._running.control.interrupt()
+        """Stop the running job (in a pool: every running job) after its current step (finished images are kept).
+        Queued jobs are untouched."""
+        for job in self.running_jobs():
+            job.control.interrupt()
 
     def skip(self) -> None:
-        with self._cond:
-            if self._running is not None:
-                self._running.control.skip()
+        for job in self.running_jobs():
+            job.control.skip()
 
     # --- worker -----------------------------------------------------------------------------------------------
+    def _take_local(self) -> Job | None:
+        """(Under the lock.) The first queued job this thread runs: any, or those the pool does not serve."""
+        for job in self._queue:
+            if self.pool is None or not self.pool.serves(job.kind):
+                return job
+        return None
+
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while not self._stopping and (job := self._take_local()) is None:
                     self._cond.wait()
                 if self._stopping:
                     return
-                job = self._queue.popleft()
+                self._queue.remove(job)
                 job.state, job.started = RUNNING, time.time()
-                self._running = job
-            self._record(lambda store: store.started(job.seq, job.started), job)
-            self.events.publish({"type": "started", "job": job.id, "kind": job.kind})
+                self._running.append(job)
+            self._started(job)
             try:
                 result = self._runners[job.kind](job)
             except self._user_errors as exc:
@@ -242,10 +277,29 @@ class JobQueue:
             else:
                 self._done_with(job, DONE, result=result)
 
+    def _started(self, job: Job) -> None:
+        """Outside the lock: record and tell that `job` started."""
+        self._record(lambda store: store.started(job.seq, job.started), job)
+        self.events.publish({"type": "started", "job": job.id, "kind": job.kind,
+                             **({"worker": job.worker} if job.worker is not None else {})})
+
+    def _finish(self, job: Job, state: str, result: Any = None, error: str | None = None,
+                exception: BaseException | None = None, running: bool = True) -> None:
+        """A pool's job ended (its worker's thread, outside the lock)."""
+        self._done_with(job, state, result, error, exception)
+
+    def _flush_finished(self) -> None:
+        """Record and tell the jobs failed under the lock."""
+        with self._cond:
+            jobs, self._finished_later = self._finished_later, []
+        for job in jobs:
+            self._after_finish(job)
+
     def _done_with(self, job: Job, state: str, result: Any = None, error: str | None = None,
                    exception: BaseException | None = None) -> None:
         with self._cond:
-            self._running = None
+            if job in self._running:
+                self._running.remove(job)
             job.result = result
             job.exception = exception
             job.error_kind = type(exception).__name__ if exception is not None else None

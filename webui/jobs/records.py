@@ -34,7 +34,9 @@ class EncodedPayload:
     complete: bool  # False when some value could not be stored (re-running it would not be the same job)
 
 
-def encode_payload(payload: Any) -> EncodedPayload:
+def encode_payload(payload: Any, objects: list | None = None) -> EncodedPayload:
+    """`objects`: a list that takes the values JSON cannot hold (an extension's numpy array), referred to by their
+    place, instead of losing them: for a hand-over within one run (a pool worker), never for storing."""
     images: list[bytes] = []
     lost: list[str] = []
 
@@ -55,6 +57,9 @@ def encode_payload(payload: Any) -> EncodedPayload:
             return [walk(item, f"{where}[{i}]") for i, item in enumerate(value)]
         if isinstance(value, dict) and all(isinstance(key, str) for key in value):
             return {key: walk(item, f"{where}.{key}") for key, item in value.items()}
+        if objects is not None:
+            objects.append(value)
+            return {"$object": len(objects) - 1}
         lost.append(where)
         return {"$unsaved": f"{type(value).__name__}"}
 
@@ -69,7 +74,8 @@ class PayloadError(UserError, ValueError):
     kind = "UnusableStoredJob"
 
 
-def decode_payload(text: str, images: list[bytes]) -> Any:
+def decode_payload(text: str, images: list[bytes], objects: list | None = None) -> Any:
+    """`objects`: the values `encode_payload` put aside (a hand-over, not a stored job)."""
     def walk(value: Any) -> Any:
         if isinstance(value, list):
             return [walk(item) for item in value]
@@ -84,6 +90,9 @@ def decode_payload(text: str, images: list[bytes]) -> Any:
             return image
         if "$unsaved" in value:
             return None
+        if "$object" in value and objects is not None:
+            index = value["$object"]
+            return objects[index] if isinstance(index, int) and 0 <= index < len(objects) else None
         if "$dataclass" in value:
             return _rebuild(value["$dataclass"], {key: walk(item) for key, item in value.get("fields", {}).items()})
         return {key: walk(item) for key, item in value.items()}

@@ -53,6 +53,62 @@ _RE_DATA_URL = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 # One process-wide lock: numbering + rename are quick, encoding happens outside it.
 _save_lock = threading.Lock()
 
+# Where a pool worker's saved images go (webui/worker_host.py): set once in a worker process, which sends each file's
+# bytes to the head, where the head writes and numbers it; None (every other process): files are written here.
+_writer = None
+
+
+def route_writes(writer) -> None:
+    """Send every image this process saves to `writer` (`write_numbered(data, folder, ext, numbering, template)` and
+    `write_at(data, path)`, each returning the final path) instead of writing it: a pool worker's whole process."""
+    global _writer
+    _writer = writer
+
+
+class _NumberMark(int):
+    """Formats as a placeholder: `name(_NumberMark())` gives a name function's template (see `name_template`)."""
+
+    def __format__(self, spec: str) -> str:
+        return "\x00" + spec + "\x00"
+
+
+def name_template(name: Callable[[int], str]) -> str:
+    """`name(number)` as a template: the number's places as NUL-delimited format specs (`\x0005d\x00-123`)."""
+    return name(_NumberMark(0))
+
+
+def name_from_template(template: str) -> Callable[[int], str]:
+    """The name function `name_template` described."""
+    parts = template.split("\x00")
+    if len(parts) % 2 == 0:
+        raise ValueError("not a name template")
+    if len(parts) == 1:  # a name without a number (save_images_add_number off): `-1`, `-2`, ... when taken
+        return lambda number: template if number == 0 else f"{template}-{number}"
+
+    def name(number: int) -> str:
+        return "".join(format(number, part) if i % 2 else part for i, part in enumerate(parts))
+    return name
+
+
+def _numbering(first_number, folder: Path) -> str | int:
+    """How `first_number` numbers a folder, as the head can redo it: "image", "grid", or a fixed number."""
+    if first_number is None or first_number is next_image_number:
+        return "image"
+    from .grid import next_grid_number
+    if first_number is next_grid_number:
+        return "grid"
+    return int(first_number(folder))
+
+
+def numbering_function(numbering: str | int) -> Callable[[Path], int]:
+    """The head's side of `_numbering`."""
+    if numbering == "image":
+        return next_image_number
+    if numbering == "grid":
+        from .grid import next_grid_number
+        return next_grid_number
+    return lambda _folder, fixed=int(numbering): fixed
+
 
 def next_image_number(folder: str | Path) -> int:
     """Return 1 + the largest ``NNN-`` (or ``NNN.``) prefix among names in ``folder`` (0 if none)."""
@@ -174,7 +230,20 @@ def save_numbered(
     fmt = _FORMATS.get(ext)
     if fmt is None:
         raise ValueError(f"unsupported image extension: {extension!r}")
+    if _writer is not None:  # a pool worker: the head writes the file (and numbers it in its own folder)
+        data = io.BytesIO()
+        _write_image(image, data, fmt, infotext or "", quality=quality, lossless=lossless)
+        return _writer.write_numbered(data.getvalue(), Path(folder), ext, _numbering(first_number, Path(folder)),
+                                      name_template(name))
+    return write_numbered(lambda fp: _write_image(image, fp, fmt, infotext or "", quality=quality,
+                                                  lossless=lossless),
+                          folder, ext, first_number, name)
 
+
+def write_numbered(write: Callable, folder: str | Path, ext: str, first_number: Callable[[Path], int],
+                   name: Callable[[int], str]) -> Path:
+    """`write(fp)` into a hidden temporary file of `folder`, then renamed to the first free `name(number)` from
+    `first_number(folder)` on, under the numbering lock: a final name never holds a partial file."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -182,7 +251,7 @@ def save_numbered(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, "wb") as fp:
-            _write_image(image, fp, fmt, infotext or "", quality=quality, lossless=lossless)
+            write(fp)
         with _save_lock:
             number = first_number(folder)
             while True:
@@ -205,11 +274,22 @@ def save_image_as(image: Image.Image, path: str | Path, infotext: str, *, qualit
     fmt = _FORMATS.get(path.suffix.lower().lstrip("."))
     if fmt is None:
         raise ValueError(f"unsupported image extension: {path.suffix!r}")
+    if _writer is not None:  # a pool worker: the head writes the file
+        data = io.BytesIO()
+        _write_image(image, data, fmt, infotext or "", quality=quality, lossless=lossless)
+        return _writer.write_at(data.getvalue(), path)
+    return write_at(lambda fp: _write_image(image, fp, fmt, infotext or "", quality=quality, lossless=lossless),
+                    path)
+
+
+def write_at(write: Callable, path: str | Path) -> Path:
+    """`write(fp)` into a hidden temporary file beside `path`, then renamed to it (replacing what was there)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{uuid.uuid4().hex}.tmp"
     try:
         with open(tmp, "xb") as fp:
-            _write_image(image, fp, fmt, infotext or "", quality=quality, lossless=lossless)
+            write(fp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -52,7 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="use xformers attention if installed (default: PyTorch SDPA)")
     dev.add_argument("--medvram", action="store_true", help="move whole models to the GPU only while they run")
     dev.add_argument("--lowvram", action="store_true", help="sequential CPU offload, layer by layer (slow)")
+
+    pool = p.add_argument_group("several GPUs and machines (Ray)")
+    pool.add_argument("--workers", type=_positive, default=None, metavar="N",
+                      help="run generations on N workers, one per GPU (on the CPU without GPUs), on a local Ray "
+                           "runtime; with --ray-address, at most N of the cluster's")
+    pool.add_argument("--ray-address", default=None, metavar="ADDR",
+                      help="join the Ray cluster at ADDR (host:port of `ray start --head`) and run generations on "
+                           "a worker per GPU of its nodes")
+    pool.add_argument("--worker-timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="a worker that does not answer for this long is replaced and its job moved (default 60)")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def parse_flags(argv: Sequence[str] | None = None) -> argparse.Namespace:

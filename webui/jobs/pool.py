@@ -1,0 +1,361 @@
+"""A pool of generation workers behind the one queue: dispatch, model affinity, faults. No Ray here.
+
+The queue (`queue.py`) holds every job in one FIFO list. Without a pool its one thread runs them all in this process.
+With a pool, the kinds the pool serves ("generate") go to the pool's workers: one thread per worker waits for a job
+the scheduler (`scheduler.py`) gives it, runs it there through `runner(job, worker)` (which hands the request over,
+relays progress, previews, saved images and Interrupt / Skip, and returns the result), and takes the next. The
+other kinds (settings, extras, merges) stay on the queue's own thread in this process.
+
+Faults: a worker that dies or stops answering (`WorkerLost`) is dropped and replaced, and its job goes back to the
+front of the queue once (its finished batches travel with it, so they are not made again); a second loss fails the
+job. A worker that refuses a job because it lacks one of its files, or has a different file under that name
+(`WorkerRefused`), is never asked again for that job; when every worker has refused, the job fails with their
+reasons.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from ..core.errors import UnavailableError, UserError
+from .scheduler import AffinityScheduler, JobView, WorkerView
+
+log = logging.getLogger(__name__)
+
+
+class WorkerLost(RuntimeError):
+    """The worker died or stopped answering while it had the job (its process, its machine, the network)."""
+
+
+class WorkerRefused(UserError):
+    """A worker cannot run the job as asked: a model file it lacks, or a different file under the same name. The
+    job never runs on a substitute; the head tries another worker."""
+
+    status = 409
+    kind = "ModelNotOnWorker"
+
+
+class PoolUnavailableError(UnavailableError):
+    """No worker can run the job (all refused it, or the pool has none left)."""
+
+    kind = "NoWorker"
+
+
+class Worker(Protocol):
+    """The head's handle of one worker (a Ray actor in `ray_pool.py`; fakes in tests and benchmarks)."""
+
+    id: str
+
+    def run(self, item: Any, sink: Any) -> Any:
+        """Run one job (blocking). Raises WorkerLost, WorkerRefused, or the job's own error (a UserError...)."""
+
+    def command(self, job_id: str, command: str) -> None:
+        """"interrupt" or "skip" the job it runs (soon after: the engine checks at every model evaluation)."""
+
+    def holds(self) -> tuple[str, ...]:
+        """The checkpoints it holds (affinity keys), the one on its device first."""
+
+    def describe(self) -> dict:
+        """Where it runs (node, device), for /queue and /progress."""
+
+    def unload(self) -> None:
+        """Free its loaded models (between jobs)."""
+
+    def kill(self) -> None:
+        """Stop it for good (a hung worker; shutting down)."""
+
+
+@dataclass
+class Slot:
+    """One place in the pool: the worker there now (replaced when it dies) and what it does."""
+
+    index: int
+    worker: Worker | None = None
+    state: str = "starting"  # starting, idle, busy, lost, failed, stopped
+    job: Any = None  # the Job assigned or running
+    error: str = ""  # why it failed to start, or why its last worker was lost
+    started_jobs: int = 0
+    loads: int = 0  # checkpoint switches it made
+    busy_since: float | None = None
+    unload_pending: bool = False
+    restarts: list[float] = field(default_factory=list)
+
+    def view(self, now: float, estimate: Callable[[str], float]) -> WorkerView:
+        holds = self.worker.holds() if self.worker is not None else ()
+        running = getattr(self.job, "affinity", None) if self.job is not None else None
+        until = (self.busy_since + estimate(running)) if running is not None and self.busy_since else None
+        return WorkerView(id=str(self.index), idle=self.state == "idle" and self.job is None, loaded=tuple(holds),
+                          running=running, busy_until=until)
+
+
+class WorkerPool:
+    """`factory(index)` builds worker `index` (blocking: a Ray actor that loads its services); `runner(job, worker)`
+    runs a job there; `key_of(job)` is the job's affinity key (its checkpoint). `size` workers are kept."""
+
+    def __init__(self, factory: Callable[[int], Worker], runner: Callable[[Any, Worker], Any], size: int,
+                 key_of: Callable[[Any], str], scheduler=None, kinds: tuple[str, ...] = ("generate",),
+                 attempts: int = 2, window: int = 256, max_restarts: int = 3):
+        self.factory, self.runner, self.size, self.key_of = factory, runner, int(size), key_of
+        self.scheduler = scheduler or AffinityScheduler()
+        self.kinds = frozenset(kinds)
+        self.attempts = attempts  # a job lost with its worker is run once more, then failed
+        self.window = window  # queued jobs the scheduler looks at per decision
+        self.max_restarts = max_restarts  # replacements of one slot's worker per 10 minutes
+        self.slots = [Slot(i) for i in range(self.size)]
+        self.queue = None  # the JobQueue, once attached
+        self._threads: list[threading.Thread] = []
+        self._run_times: dict[str, float] = {}
+        self.cluster = None  # where the workers run (ray_pool.Cluster), for /queue
+        self.on_stop: Callable[[], None] | None = None  # after the workers are stopped (Ray's shutdown)
+
+    # --- wiring -----------------------------------------------------------------------------------------------
+    def attach(self, queue) -> None:
+        self.queue = queue
+
+    def start(self) -> None:
+        for slot in self.slots:
+            thread = threading.Thread(target=self._serve, args=(slot,), name=f"pool-worker-{slot.index}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """(The queue is stopping: its jobs are cancelled and its running jobs interrupted.) Kill the workers."""
+        for thread in self._threads:
+            thread.join(timeout)
+        for slot in self.slots:
+            if slot.worker is not None:
+                try:
+                    slot.worker.kill()
+                except Exception:  # noqa: BLE001 - shutting down
+                    log.debug("could not stop worker %d", slot.index, exc_info=True)
+                slot.worker, slot.state = None, "stopped"
+        if self.on_stop is not None:
+            try:
+                self.on_stop()
+            except Exception:  # noqa: BLE001 - shutting down
+                log.debug("pool shutdown", exc_info=True)
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def serves(self, kind: str) -> bool:
+        return kind in self.kinds
+
+    def ready(self) -> int:
+        return sum(1 for slot in self.slots if slot.worker is not None and slot.state in ("idle", "busy"))
+
+    # --- what clients see -------------------------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        with self.queue._cond:
+            rows = []
+            for slot in self.slots:
+                described = {}
+                if slot.worker is not None:
+                    try:
+                        described = dict(slot.worker.describe())
+                    except Exception:  # noqa: BLE001
+                        described = {}
+                job = slot.job
+                rows.append({"worker": slot.index, "state": slot.state, "job": job.id if job is not None else None,
+                             "checkpoint": (slot.worker.holds() or (None,))[0] if slot.worker is not None else None,
+                             "loaded": list(slot.worker.holds()) if slot.worker is not None else [],
+                             "jobs": slot.started_jobs, "checkpoint_loads": slot.loads,
+                             "progress": (job.control.progress.as_dict() if job is not None and job.control
+                                          else None),
+                             "error": slot.error or None, **described})
+            return rows
+
+    def request_unload(self) -> None:
+        """Each worker frees its models before its next job (idle ones now)."""
+        with self.queue._cond:
+            for slot in self.slots:
+                slot.unload_pending = True
+            self.queue._cond.notify_all()
+
+    # --- dispatch (called with the queue's lock held) ---------------------------------------------------------
+    def assign(self) -> None:
+        """Give queued jobs to idle workers, as the scheduler says. Jobs no live worker may run fail."""
+        queue = self.queue
+        idle = [slot for slot in self.slots if slot.state == "idle" and slot.job is None]
+        if not idle:
+            return
+        now = time.monotonic()
+        pending = [job for job in queue._queue if job.kind in self.kinds]
+        if not pending:
+            return
+        live = {str(slot.index) for slot in self.slots if slot.state in ("idle", "busy", "starting")}
+        doomed = [job for job in pending if job.excluded and live and live <= job.excluded]
+        for job in doomed:
+            queue._queue.remove(job)
+            reasons = "; ".join(job.refusals) or "no worker can run it"
+            queue._set_finished(job, "failed", f"No worker of the pool can run this job: {reasons}")
+            job.exception = PoolUnavailableError(job.error)
+            job.error_kind = type(job.exception).__name__
+            queue._finished_later.append(job)
+        pending = [job for job in pending if job not in doomed][:self.window]
+        jobs = [JobView(id=job.id, checkpoint=job.affinity or "", queued_at=job.queued_at,
+                        excluded=frozenset(job.excluded)) for job in pending]
+        views = [slot.view(now, self._estimate) for slot in self.slots]
+        by_id = {job.id: job for job in pending}
+        for job_id, worker_id in self.scheduler.assign(jobs, views, now):
+            slot, job = self.slots[int(worker_id)], by_id[job_id]
+            if slot.job is not None or slot.state != "idle":
+                continue
+            queue._queue.remove(job)
+            job.state, job.started, job.worker = "running", time.time(), slot.index
+            slot.job, slot.state, slot.busy_since = job, "busy", time.monotonic()
+            queue._running.append(job)
+        queue._cond.notify_all()
+
+    def _estimate(self, checkpoint: str | None) -> float:
+        return self._run_times.get(checkpoint or "", 5.0)
+
+    # --- one worker's thread ----------------------------------------------------------------------------------
+    def _serve(self, slot: Slot) -> None:
+        queue = self.queue
+        while not queue._stopping:
+            if slot.worker is None and not self._start_worker(slot):
+                return
+            with queue._cond:
+                if slot.state not in ("busy",):
+                    slot.state = "idle"
+                self.assign()
+                while slot.job is None and not queue._stopping and not slot.unload_pending:
+                    queue._cond.wait(1.0)
+                    if slot.job is None:
+                        self.assign()
+                job = slot.job
+            queue._flush_finished()
+            if queue._stopping:
+                if job is not None:  # assigned as the queue stopped: cancelled like the other queued jobs
+                    queue._finish(job, "cancelled", error="the server is shutting down", running=True)
+                return
+            if job is None:  # an unload request
+                slot.unload_pending = False
+                self._call(slot, lambda worker: worker.unload())
+                continue
+            self._run(slot, job)
+
+    def _start_worker(self, slot: Slot) -> bool:
+        """Build this slot's worker (again, after a loss), with a limit on restarts; False: give up (stopping)."""
+        while not self.queue._stopping:
+            now = time.monotonic()
+            slot.restarts = [t for t in slot.restarts if now - t < 600]
+            if len(slot.restarts) > self.max_restarts:
+                slot.state = "failed"
+                slot.error = (f"{slot.error} (restarted {self.max_restarts} times in 10 minutes: not restarted "
+                              "again)").strip()
+                log.error("pool worker %d: %s", slot.index, slot.error)
+                with self.queue._cond:
+                    self.assign()  # jobs only it could have run now fail
+                return False
+            slot.restarts.append(now)
+            slot.state = "starting"
+            try:
+                worker = self.factory(slot.index)
+            except Exception as exc:  # noqa: BLE001 - shown in /queue; the others keep serving
+                slot.error = f"could not start: {type(exc).__name__}: {exc}"
+                log.error("pool worker %d %s", slot.index, slot.error)
+                time.sleep(min(5.0, 0.5 * len(slot.restarts)))
+                continue
+            if self.queue._stopping:
+                try:
+                    worker.kill()
+                except Exception:  # noqa: BLE001
+                    pass
+                return False
+            slot.worker, slot.error = worker, ""
+            log.info("pool worker %d ready: %s", slot.index, worker.describe())
+            return True
+        return False
+
+    def _call(self, slot: Slot, action: Callable[[Worker], Any]) -> None:
+        try:
+            action(slot.worker)
+        except WorkerLost as exc:
+            self._lose(slot, exc)
+        except Exception:  # noqa: BLE001 - an unload that failed is not worth a worker
+            log.exception("pool worker %d", slot.index)
+
+    def _lose(self, slot: Slot, exc: BaseException) -> None:
+        slot.error = f"lost: {exc}"
+        log.error("pool worker %d lost: %s", slot.index, exc)
+        worker, slot.worker, slot.state = slot.worker, None, "lost"
+        try:
+            worker.kill()
+        except Exception:  # noqa: BLE001 - it is gone already
+            pass
+
+    def _run(self, slot: Slot, job) -> None:
+        queue = self.queue
+        queue._started(job)
+        holds = slot.worker.holds()
+        started = time.monotonic()
+        job.control.forward = lambda command, worker=slot.worker, job_id=job.id: _forward(worker, job_id, command)
+        slot.started_jobs += 1
+        try:
+            result = self.runner(job, slot.worker)
+        except WorkerRefused as exc:
+            self._requeue(slot, job, refused=f"worker {slot.index}: {exc}")
+        except WorkerLost as exc:
+            self._lose(slot, exc)
+            job.attempts += 1
+            if job.attempts < self.attempts and not job.control.interrupted:
+                self._requeue(slot, job, note=f"Worker {slot.index} was lost ({exc}): the job was moved to another "
+                                              "worker")
+            else:
+                self._end(slot, job, "failed", error=f"The worker running this job was lost ({exc})",
+                          exception=PoolUnavailableError(f"The worker running this job was lost ({exc})"))
+        except queue._user_errors as exc:
+            self._end(slot, job, "failed", error=str(exc), exception=exc)
+        except Exception as exc:  # noqa: BLE001 - the pool must survive anything a job does
+            log.error("job %s failed on worker %d: %s: %s", job.id, slot.index, type(exc).__name__, exc)
+            self._end(slot, job, "failed", error=f"{type(exc).__name__}: {exc}", exception=exc)
+        else:
+            elapsed = time.monotonic() - started
+            key = job.affinity or ""
+            if slot.worker is not None and holds[:1] != slot.worker.holds()[:1]:
+                slot.loads += 1
+                self.scheduler.observe_load(key, elapsed)
+            else:
+                self.scheduler.observe_run(key, elapsed)
+                self._run_times[key] = 0.7 * self._run_times.get(key, elapsed) + 0.3 * elapsed
+            self._end(slot, job, "done", result=result)
+
+    def _requeue(self, slot: Slot, job, refused: str = "", note: str = "") -> None:
+        queue = self.queue
+        job.control.forward = None
+        with queue._cond:
+            if refused:
+                job.excluded.add(str(slot.index))
+                job.refusals.append(refused)
+            if note:
+                job.notes.append(note)
+            slot.job, slot.busy_since = None, None
+            if slot.worker is not None:
+                slot.state = "idle"
+            if job in queue._running:
+                queue._running.remove(job)
+            job.state, job.worker = "queued", None
+            queue._queue.appendleft(job)  # it was the oldest: it stays first
+            self.assign()
+        queue._flush_finished()
+        queue.events.publish({"type": "requeued", "job": job.id, "reason": refused or note})
+
+    def _end(self, slot: Slot, job, state: str, result: Any = None, error: str | None = None,
+             exception: BaseException | None = None) -> None:
+        job.control.forward = None
+        with self.queue._cond:
+            slot.job, slot.busy_since = None, None
+            if slot.worker is not None:
+                slot.state = "idle"
+        self.queue._finish(job, state, result=result, error=error, exception=exception, running=True)
+
+
+def _forward(worker: Worker, job_id: str, command: str) -> None:
+    try:
+        worker.command(job_id, command)
+    except Exception:  # noqa: BLE001 - a lost worker's job is handled by its thread
+        log.warning("could not send %s to the worker running %s", command, job_id, exc_info=True)

@@ -1,0 +1,173 @@
+"""The pool's workers as Ray actors (the one module that imports Ray; imported only with --workers / --ray-address).
+
+`connect()` starts a local Ray runtime (--workers N) or joins a cluster (--ray-address ADDR) and says how many
+workers to keep and what each needs (a GPU, or a CPU core on a machine without GPUs). Each worker is an actor
+hosting `webui.worker_host.WorkerHost` in its own process; `RayWorker` is the head's handle: it starts a job, then
+polls the actor for what happened (progress, previews, images to save, batches, the result), relaying each to the
+head's sink. A poll that gets no answer within the timeout, or an actor that died, is `WorkerLost`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .pool import WorkerLost
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where `webui` is importable from (the same path on every node)
+POLL_SECONDS = 0.5
+START_TIMEOUT = 900.0  # a worker builds its services (imports, extensions) before its first answer
+
+
+class PoolStartError(RuntimeError):
+    """Ray missing or unreachable, or no room for the workers asked for: the server does not start."""
+
+
+@dataclass
+class Cluster:
+    size: int
+    gpus_per_worker: float
+    cpus_per_worker: float
+    address: str
+
+
+def connect(address: str | None, workers: int | None) -> Cluster:
+    try:
+        import ray
+    except ImportError:
+        raise PoolStartError("--workers / --ray-address need Ray, which is not installed: start with ./launch.sh "
+                             "(it installs requirements-ray.lock when given these flags)") from None
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}}
+    if address:
+        try:
+            ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING)
+        except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError, ... all say one thing
+            raise PoolStartError(f"Could not reach the Ray cluster at {address}: {exc}") from None
+    else:
+        import torch
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = int(workers or 1)
+        if gpus and count > gpus:
+            raise PoolStartError(f"--workers {count}: this machine has {gpus} GPU(s), one per worker")
+        ray.init(num_cpus=max(count, os.cpu_count() or 1), num_gpus=gpus, include_dashboard=False,
+                 runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING)
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        size = min(int(workers), gpus) if workers else gpus
+        return Cluster(size, 1.0, 1.0, address or "local")
+    if address and not workers:
+        raise PoolStartError(f"The Ray cluster at {address} has no GPUs: give --workers N for N CPU workers")
+    return Cluster(int(workers or 1), 0.0, 1.0, address or "local")
+
+
+def shutdown() -> None:
+    import ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+class _WorkerActor:
+    """Lives in the worker's process: the WorkerHost and its methods, for the head to call."""
+
+    def __init__(self, flags: dict, options: dict, name: str):
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s")
+        from webui.worker_host import WorkerHost
+        self.host = WorkerHost(flags, options, name)
+
+    def describe(self) -> dict:
+        return {**self.host.describe(), **self.host.catalog()}
+
+    def holds(self) -> list:
+        return self.host.holds()
+
+    def start(self, item: dict) -> None:
+        self.host.start(item)
+
+    def poll(self, timeout: float) -> list:
+        return self.host.poll(timeout)
+
+    def answer(self, request_id: str, value) -> None:
+        self.host.answer(request_id, value)
+
+    def command(self, job_id: str, command: str) -> None:
+        self.host.command(job_id, command)
+
+    def unload(self) -> None:
+        self.host.unload()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayWorker:
+    """The head's handle of one worker actor."""
+
+    def __init__(self, actor, index: int, timeout: float):
+        import ray
+        self._ray, self.actor, self.id, self.timeout = ray, actor, str(index), float(timeout)
+        self.info = self._call(actor.describe.remote(), START_TIMEOUT)
+        self.checkpoints = list(self.info.pop("checkpoints", []))
+        self._holds: tuple[str, ...] = ()
+
+    @classmethod
+    def create(cls, index: int, cluster: Cluster, flags: dict, options: dict, timeout: float) -> "RayWorker":
+        import ray
+        remote = ray.remote(_WorkerActor).options(
+            num_gpus=cluster.gpus_per_worker, num_cpus=cluster.cpus_per_worker, max_concurrency=4, max_restarts=0,
+            name=None)
+        actor = remote.remote(flags, options, f"worker {index}")
+        try:
+            return cls(actor, index, timeout)
+        except BaseException:
+            ray.kill(actor, no_restart=True)
+            raise
+
+    # --- the Worker protocol (webui/jobs/pool.py) -------------------------------------------------------------
+    def run(self, item: dict, sink):
+        self._call(self.actor.start.remote(item), self.timeout)
+        while True:
+            for event in self._call(self.actor.poll.remote(POLL_SECONDS), self.timeout + POLL_SECONDS):
+                if event[0] in ("result", "error"):
+                    self._holds = tuple(event[2])  # what it holds after the job (affinity)
+                outcome = sink.handle(event)
+                if outcome is None:
+                    continue
+                if outcome[0] == "answer":
+                    self.actor.answer.remote(outcome[1], outcome[2])
+                elif outcome[0] == "done":
+                    return outcome[1]
+
+    def command(self, job_id: str, command: str) -> None:
+        self.actor.command.remote(job_id, command)
+
+    def holds(self) -> tuple[str, ...]:
+        return self._holds
+
+    def describe(self) -> dict:
+        return dict(self.info)
+
+    def unload(self) -> None:
+        self._call(self.actor.unload.remote(), self.timeout)
+        self._holds = ()
+
+    def kill(self) -> None:
+        self._ray.kill(self.actor, no_restart=True)
+
+    def pid(self) -> int:
+        return int(self._call(self.actor.pid.remote(), self.timeout))
+
+    def _call(self, ref, timeout: float):
+        exceptions = self._ray.exceptions
+        try:
+            return self._ray.get(ref, timeout=timeout)
+        except exceptions.GetTimeoutError:
+            raise WorkerLost(f"worker {self.id} did not answer for {timeout:.0f} s") from None
+        except exceptions.RayTaskError as exc:  # a method raised: a bug of ours, told as it is
+            raise RuntimeError(str(exc.cause if getattr(exc, "cause", None) else exc)) from None
+        except exceptions.RayError as exc:  # the actor died (its process, its node), or cannot be reached
+            raise WorkerLost(f"worker {self.id}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None

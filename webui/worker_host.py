@@ -1,0 +1,232 @@
+"""One pool worker: a thin host around the engine, in its own process (a Ray actor, `webui/jobs/ray_pool.py`).
+
+It builds the same services as the server from the same flags and model folders (the head's settings come with each
+job), minus the queue, the history and the UI: the engine, the model manager and its caches, and the enabled
+extensions' scripts and hooks (their install.py ran on the head). It runs one job at a time on a thread of its own;
+the head follows it by polling `poll()`, which hands over what happened since: progress, a preview picture at the
+configured interval, each image to save (`route_writes`: the head writes and numbers the file, and answers with its
+path), each finished batch and, last, the result or the error. Interrupt and Skip arrive through `command()`.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .core.errors import UserError
+from .core.run_control import RunControl
+from .jobs.pool import WorkerRefused
+from .jobs.records import decode_payload, encode_payload
+from .outputs import save as output_save
+
+log = logging.getLogger(__name__)
+
+SAVE_TIMEOUT = 300.0  # seconds a saved image waits for the head's answer
+
+
+class WorkerHost:
+    def __init__(self, flags: dict, options: dict, name: str):
+        from .services import build_services
+        self.name = name
+        namespace = argparse.Namespace(**flags)
+        namespace.skip_install = True  # install.py ran on the head (and on a shared folder, once is enough)
+        self.services = build_services(namespace, worker_options=options)
+        self._events: queue.Queue = queue.Queue()
+        self._answers: dict[str, list] = {}
+        self._job_id: str | None = None
+        self._control: RunControl | None = None
+        self._thread: threading.Thread | None = None
+        self._preview_every = 0
+        self._preview_marker = None
+        self._lock = threading.Lock()
+        output_save.route_writes(self)  # every image this process saves goes to the head
+
+    # --- what the head asks -----------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        policy = self.services.policy
+        device = str(policy.device)
+        if device.startswith("cuda"):
+            try:
+                import torch
+                device = f"{device} ({torch.cuda.get_device_name(policy.device)})"
+            except Exception:  # noqa: BLE001 - a name is a nicety
+                pass
+        return {"name": self.name, "node": socket.gethostname(), "pid": os.getpid(), "device": device}
+
+    def catalog(self) -> dict:
+        """The checkpoints this worker can load (names in its folder)."""
+        self.services.models.refresh()
+        return {"checkpoints": [info.name for info in self.services.models.checkpoints()]}
+
+    def holds(self) -> list[str]:
+        """Checkpoints loaded, the current one first (affinity keys: their names)."""
+        models = self.services.models
+        with models._lock:
+            entries = [info for info, _ in reversed(list(models._loaded.values()))]
+            current = models._current
+        entries.sort(key=lambda info: str(info.path) != current)
+        return [info.name for info in entries]
+
+    def start(self, item: dict) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise RuntimeError(f"{self.name} is already running job {self._job_id}")
+            self._events = queue.Queue()
+            self._job_id, self._control = item["job_id"], RunControl()
+            self._preview_every, self._preview_marker = int(item.get("preview_every") or 0), None
+            self._thread = threading.Thread(target=self._run, args=(item, self._control),
+                                            name=f"pool-job-{item['job_id']}", daemon=True)
+            self._thread.start()
+
+    def poll(self, timeout: float = 0.5) -> list:
+        """What happened since the last poll (waits up to `timeout` seconds for something)."""
+        events = []
+        try:
+            events.append(self._events.get(timeout=timeout))
+        except queue.Empty:
+            pass
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        preview = self._preview()
+        if preview is not None:
+            events.insert(0, preview)  # before a result, never after
+        return events
+
+    def answer(self, request_id: str, value) -> None:
+        waiter = self._answers.get(request_id)
+        if waiter is not None:
+            waiter.append(value)
+            waiter[0].set()
+
+    def command(self, job_id: str, command: str) -> None:
+        control = self._control
+        if control is None or job_id != self._job_id:
+            return
+        if command == "interrupt":
+            control.interrupt()
+        elif command == "skip":
+            control.skip()
+
+    def unload(self) -> None:
+        self.services.models.unload_all()
+
+    # --- the job ----------------------------------------------------------------------------------------------
+    def _run(self, item: dict, control: RunControl) -> None:
+        from .extensions.a1111.runtime import RUNTIME
+        from .pool_models import ModelRef, verify
+        control.on_event = self._on_event
+        try:
+            verify(self.services, [ModelRef(**ref) for ref in item.get("models") or []], self.name)
+            self._apply_options(item.get("options") or {})
+            encoded = item["request"]
+            request = decode_payload(encoded["json"], encoded["images"], encoded["objects"])
+            request.context.update(item.get("context") or {})
+            resume = item.get("resume")
+            if resume:
+                request.context["resumed_batches"] = decode_payload(resume["json"], resume["images"],
+                                                                    resume["objects"])
+            with RUNTIME.in_job(control):
+                result = self.services.run_request(request, control)
+            objects: list = []
+            packed = encode_payload(result, objects)
+            self._events.put(("result", {"json": packed.json, "images": packed.images, "objects": objects},
+                              self.holds()))
+        except WorkerRefused as exc:
+            self._events.put(("refused", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - told to the head, which fails the job with it
+            if not isinstance(exc, UserError):
+                log.exception("job %s failed", item.get("job_id"))
+            self._events.put(("error", _describe_error(exc), self.holds()))
+        finally:
+            control.release()
+
+    def _apply_options(self, values: dict) -> None:
+        """The head's settings for this job (its override_settings come inside the request)."""
+        options = self.services.options
+        current = options.as_dict()
+        changes = {key: value for key, value in values.items()
+                   if key in options.specs and current.get(key) != value}
+        for key, value in changes.items():
+            try:
+                options.update({key: value}, save=False)
+            except Exception as exc:  # noqa: BLE001 - a value this worker cannot take keeps its own
+                log.warning("%s: setting %s=%r not applied here: %s", self.name, key, value, exc)
+
+    def _on_event(self, kind: str, data: dict) -> None:
+        if kind == "progress":
+            self._events.put(("progress", data["progress"].as_dict()))
+        elif kind == "image":
+            self._events.put(("image", data["path"], data.get("infotext", "")))
+        elif kind == "batch":
+            objects: list = []
+            packed = encode_payload(data["entries"], objects)
+            self._events.put(("batch", data["batch"], {"json": packed.json, "images": packed.images,
+                                                        "objects": objects}))
+
+    def _preview(self):
+        """A new live preview of the running job (rendered here, as a JPEG), once per preview interval."""
+        control, every = self._control, self._preview_every
+        if control is None or every <= 0 or control.progress.sampling_step <= 0:
+            return None
+        from .engine.preview import shared_preview
+        try:
+            marker, image = shared_preview(control, every)
+        except Exception:  # noqa: BLE001 - a preview is a nicety
+            return None
+        if image is None or marker == self._preview_marker:
+            return None
+        self._preview_marker = marker
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=85)
+        return ("preview", buffer.getvalue())
+
+    # --- saving through the head (webui.outputs.save.route_writes) --------------------------------------------
+    def write_numbered(self, data: bytes, folder: Path, ext: str, numbering, template: str) -> Path:
+        return self._save({"mode": "numbered", "data": data, "folder": str(folder), "ext": ext,
+                           "numbering": numbering, "template": template})
+
+    def write_at(self, data: bytes, path: Path) -> Path:
+        return self._save({"mode": "at", "data": data, "path": str(path)})
+
+    def _save(self, spec: dict) -> Path:
+        thread = self._thread
+        if thread is None or threading.current_thread() is not thread:
+            return _write_here(spec)  # not the job's thread (an extension's own thread): written on this machine
+        request_id = uuid.uuid4().hex
+        waiter: list = [threading.Event()]
+        self._answers[request_id] = waiter
+        try:
+            self._events.put(("save", request_id, spec))
+            if not waiter[0].wait(SAVE_TIMEOUT):
+                raise OSError(f"the head did not save the image within {SAVE_TIMEOUT:.0f} s")
+        finally:
+            self._answers.pop(request_id, None)
+        ok, value = waiter[1]
+        if not ok:
+            raise OSError(value)
+        return Path(value)
+
+
+def _write_here(spec: dict) -> Path:
+    data = spec["data"]
+    if spec["mode"] == "at":
+        return output_save.write_at(lambda fp: fp.write(data), spec["path"])
+    return output_save.write_numbered(lambda fp: fp.write(data), spec["folder"], spec["ext"],
+                                      output_save.numbering_function(spec["numbering"]),
+                                      output_save.name_from_template(spec["template"]))
+
+
+def _describe_error(exc: BaseException) -> dict:
+    return {"type": type(exc).__name__, "message": str(exc), "user": isinstance(exc, UserError),
+            "status": getattr(exc, "status", None), "kind": getattr(exc, "kind", None),
+            "field": getattr(exc, "field", None), "time": time.time()}
