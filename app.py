@@ -96,7 +96,13 @@ def main(argv=None) -> None:
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     from webui.services import build_services
-    app, _ = create_app(flags, build_services(flags, host))
+    try:
+        services = build_services(flags, host)
+    except RuntimeError as exc:
+        if type(exc).__name__ != "PoolStartError":  # Ray missing or unreachable (--workers / --ray-address)
+            raise
+        sys.exit(f"error: {exc}")
+    app, _ = create_app(flags, services)
     host = "0.0.0.0" if flags.listen else "127.0.0.1"
     import uvicorn
     log.info("Running on http://%s:%d", host, flags.port)

@@ -45,7 +45,8 @@ def build_pool(flags, paths, options, registry) -> WorkerPool:
     timeout = float(getattr(flags, "worker_timeout", None) or 60.0)
 
     def factory(index: int):
-        return ray_pool.RayWorker.create(index, cluster, worker_flags, options.as_dict(), timeout)
+        return ray_pool.RayWorker.create(index, cluster, worker_flags, options.as_dict(), timeout,
+                                         env=worker_environment(index))
 
     pool = WorkerPool(factory, runner=None, size=cluster.size, key_of=lambda job: "")
     pool.cluster = cluster
@@ -53,6 +54,12 @@ def build_pool(flags, paths, options, registry) -> WorkerPool:
     log.info("pool: %d worker(s) on Ray (%s), %s each", cluster.size, cluster.address,
              "1 GPU" if cluster.gpus_per_worker else "1 CPU")
     return pool
+
+
+def worker_environment(index: int) -> dict:
+    """Environment variables for worker `index` alone (none: each node's own, WEBUI_WORKER_FLAGS included). Tests
+    give two local workers different model folders here, as two machines would have."""
+    return {}
 
 
 def use_pool(services, pool: WorkerPool) -> None:

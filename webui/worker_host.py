@@ -35,7 +35,7 @@ class WorkerHost:
     def __init__(self, flags: dict, options: dict, name: str):
         from .services import build_services
         self.name = name
-        namespace = argparse.Namespace(**flags)
+        namespace = argparse.Namespace(**{**flags, **node_flags()})
         namespace.skip_install = True  # install.py ran on the head (and on a shared folder, once is enough)
         self.services = build_services(namespace, worker_options=options)
         self._events: queue.Queue = queue.Queue()
@@ -215,6 +215,21 @@ class WorkerHost:
         if not ok:
             raise OSError(value)
         return Path(value)
+
+
+def node_flags() -> dict:
+    """This machine's own folders: the flags in WEBUI_WORKER_FLAGS (set where `ray start` runs, e.g.
+    `WEBUI_WORKER_FLAGS="--ckpt-dir /mnt/ssd/checkpoints"`) replace the head's for this node's workers."""
+    import shlex
+
+    from .settings.flags import build_parser
+    text = os.environ.get("WEBUI_WORKER_FLAGS", "").strip()
+    if not text:
+        return {}
+    parser = build_parser()
+    given = vars(parser.parse_args(shlex.split(text)))
+    defaults = vars(parser.parse_args([]))
+    return {key: value for key, value in given.items() if value != defaults.get(key)}
 
 
 def _write_here(spec: dict) -> Path:

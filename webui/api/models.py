@@ -121,6 +121,8 @@ class ProgressResponse(BaseModel):
     state: ProgressState
     current_image: str | None = None
     textinfo: str | None = None
+    # ours, with --workers / --ray-address: each worker's state, job, checkpoint and progress (A1111 clients ignore it)
+    workers: list[dict] | None = None
 
 
 class SDModelItem(BaseModel):

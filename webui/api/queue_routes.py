@@ -37,6 +37,10 @@ def job_view(job: Job, position: int = 0) -> dict:
             "images": list(job.outputs)}
     if job.state == RUNNING:
         view["progress"] = job.control.progress.as_dict()
+    if job.worker is not None:
+        view["worker"] = job.worker
+    if job.refusals or job.notes:  # in a pool: workers that could not run it, and moves after a lost worker
+        view["refusals"], view["notes"] = list(job.refusals), list(job.notes)
     summary = getattr(job.payload, "prompt", None)
     if isinstance(summary, str):
         view["prompt"] = summary
@@ -56,9 +60,13 @@ def install_queue_routes(app: FastAPI, services, auth: list) -> None:
         running = queue.running
         pending = queue.pending()
         recent = [job for job in queue.recent() if job.state not in (QUEUED, RUNNING)][-20:]
-        return {"running": job_view(running) if running is not None else None,
+        view = {"running": job_view(running) if running is not None else None,
                 "queued": [job_view(job, index + 1) for index, job in enumerate(pending)],
                 "finished": [job_view(job) for job in reversed(recent)]}
+        if queue.pool is not None:  # --workers / --ray-address: every running job, and each worker's state
+            view["running_jobs"] = [job_view(job) for job in queue.running_jobs()]
+            view["workers"] = queue.pool.status()
+        return view
 
     @router.get("/jobs/{job_id}")
     def get_job(job_id: str):

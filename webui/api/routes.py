@@ -297,10 +297,16 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         return generate(body, "img2img")
 
     @router.get("/progress", response_model=ProgressResponse)
-    def progress(skip_current_image: bool = False):
-        job = services.queue.running
+    def progress(skip_current_image: bool = False, job: str | None = None):
+        """The running job's progress (in a pool: the job named, else the one that started first, and every
+        worker's state in `workers`)."""
+        pool = services.queue.pool
+        workers = pool.status() if pool is not None else None
+        wanted = services.queue.get(job) if job else None
+        job = wanted if wanted is not None and wanted.state == "running" else services.queue.running
         if job is None:
-            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=None)
+            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=None,
+                                    workers=workers)
         p = job.control.progress
         state = ProgressState(skipped=job.control.skip_requested, interrupted=job.control.interrupted, job=job.id,
                               job_count=p.job_count,
@@ -309,7 +315,7 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
                               sampling_step=p.sampling_step, sampling_steps=p.sampling_steps)
         return ProgressResponse(progress=round(p.fraction, 4), eta_relative=round(p.eta_seconds, 2), state=state,
                                 current_image=None if skip_current_image else _preview_base64(services, job),
-                                textinfo=p.textinfo)
+                                textinfo=p.textinfo, workers=workers)
 
     @router.post("/interrupt")
     def interrupt():
@@ -331,13 +337,17 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
 
     @router.get("/sd-models", response_model=list[SDModelItem])
     def sd_models():
+        from ..pool_head import pool_checkpoints
+        runnable = pool_checkpoints(services)  # in a pool: what some worker has
         return [SDModelItem(title=c.title, model_name=c.model_name, hash=c.shorthash, sha256=c.sha256,
                             filename=str(c.path), config=str(c.config) if c.config else None)
-                for c in services.models.checkpoints()]
+                for c in services.models.checkpoints() if runnable is None or c.name in runnable]
 
     @router.post("/refresh-checkpoints")
     def refresh_checkpoints():
         services.models.refresh()
+        if services.queue.pool is not None:
+            services.queue.pool.refresh()
         return {}
 
     @router.get("/options")

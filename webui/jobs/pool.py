@@ -123,9 +123,11 @@ class WorkerPool:
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """(The queue is stopping: its jobs are cancelled and its running jobs interrupted.) Kill the workers."""
+        """(The queue is stopping: its jobs are cancelled and its running jobs interrupted.) Let the running jobs
+        end (their finished images are saved), then kill the workers."""
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         for slot in self.slots:
             if slot.worker is not None:
                 try:
@@ -167,6 +169,16 @@ class WorkerPool:
                              "error": slot.error or None, **described})
             return rows
 
+    def refresh(self) -> None:
+        """Each live worker lists its model folders again (what /sdapi/v1/sd-models offers)."""
+        for slot in list(self.slots):
+            worker = slot.worker
+            if worker is not None and hasattr(worker, "refresh"):
+                try:
+                    worker.refresh()
+                except Exception:  # noqa: BLE001 - a lost worker is handled by its thread
+                    log.warning("worker %d could not list its models", slot.index, exc_info=True)
+
     def request_unload(self) -> None:
         """Each worker frees its models before its next job (idle ones now)."""
         with self.queue._cond:
@@ -178,25 +190,34 @@ class WorkerPool:
     def assign(self) -> None:
         """Give queued jobs to idle workers, as the scheduler says. Jobs no live worker may run fail."""
         queue = self.queue
-        idle = [slot for slot in self.slots if slot.state == "idle" and slot.job is None]
-        if not idle:
-            return
         now = time.monotonic()
         pending = [job for job in queue._queue if job.kind in self.kinds]
         if not pending:
             return
-        live = {str(slot.index) for slot in self.slots if slot.state in ("idle", "busy", "starting")}
-        doomed = [job for job in pending if job.excluded and live and live <= job.excluded]
+        live = {str(slot.index) for slot in self.slots if slot.state in ("idle", "busy", "starting", "lost")}
+        catalogs = {str(slot.index): set(getattr(slot.worker, "checkpoints", None) or ())
+                    for slot in self.slots if slot.worker is not None}
+        only: dict[str, frozenset | None] = {}
+
+        def allowed(job) -> frozenset | None:
+            if job.id not in only:
+                only[job.id] = self._holders(job, catalogs)
+            return only[job.id]
+
+        doomed = [job for job in pending[:self.window]
+                  if not ((allowed(job) if allowed(job) is not None else live) & live) - job.excluded]
         for job in doomed:
             queue._queue.remove(job)
-            reasons = "; ".join(job.refusals) or "no worker can run it"
+            reasons = "; ".join(job.refusals) or ("no worker has its checkpoint" if live else "no worker is left")
             queue._set_finished(job, "failed", f"No worker of the pool can run this job: {reasons}")
             job.exception = PoolUnavailableError(job.error)
             job.error_kind = type(job.exception).__name__
             queue._finished_later.append(job)
+        if not any(slot.state == "idle" and slot.job is None for slot in self.slots):
+            return
         pending = [job for job in pending if job not in doomed][:self.window]
         jobs = [JobView(id=job.id, checkpoint=job.affinity or "", queued_at=job.queued_at,
-                        excluded=frozenset(job.excluded)) for job in pending]
+                        excluded=frozenset(job.excluded), only=allowed(job)) for job in pending]
         views = [slot.view(now, self._estimate) for slot in self.slots]
         by_id = {job.id: job for job in pending}
         for job_id, worker_id in self.scheduler.assign(jobs, views, now):
@@ -208,6 +229,15 @@ class WorkerPool:
             slot.job, slot.state, slot.busy_since = job, "busy", time.monotonic()
             queue._running.append(job)
         queue._cond.notify_all()
+
+    @staticmethod
+    def _holders(job, catalogs: dict[str, set]) -> frozenset[str] | None:
+        """The workers whose model folder lists the job's checkpoint (None: any; a worker that lists nothing, or a
+        job without a known checkpoint, is not ruled out here: the worker's own check decides)."""
+        if not job.affinity or not catalogs or not any(catalogs.values()):
+            return None
+        holders = frozenset(worker for worker, names in catalogs.items() if job.affinity in names or not names)
+        return holders or None
 
     def _estimate(self, checkpoint: str | None) -> float:
         return self._run_times.get(checkpoint or "", 5.0)

@@ -328,7 +328,8 @@ class JobQueue:
             self.events.publish({"type": "image", "job": job.id, "path": data["path"]})
         elif event == "progress":
             self._console.report(job.id, data["progress"])
-            self.events.publish({"type": "progress", "job": job.id, **data["progress"].as_dict()})
+            self.events.publish({"type": "progress", "job": job.id, **data["progress"].as_dict(),
+                                 **({"worker": job.worker} if job.worker is not None else {})})
 
     def _record(self, write: Callable[[JobStore], None], job: Job) -> None:
         """A history write; a failing database (full disk, locked file) is logged and never fails the job."""

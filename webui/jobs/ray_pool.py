@@ -32,6 +32,7 @@ class Cluster:
     gpus_per_worker: float
     cpus_per_worker: float
     address: str
+    env: dict = None  # the environment every worker gets (PYTHONPATH)
 
 
 def connect(address: str | None, workers: int | None) -> Cluster:
@@ -43,6 +44,7 @@ def connect(address: str | None, workers: int | None) -> Cluster:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}}
     if address:
+        _probe(address)
         try:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING)
         except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RuntimeError, ... all say one thing
@@ -59,10 +61,25 @@ def connect(address: str | None, workers: int | None) -> Cluster:
     gpus = int(resources.get("GPU", 0))
     if gpus:
         size = min(int(workers), gpus) if workers else gpus
-        return Cluster(size, 1.0, 1.0, address or "local")
+        return Cluster(size, 1.0, 1.0, address or "local", runtime_env["env_vars"])
     if address and not workers:
         raise PoolStartError(f"The Ray cluster at {address} has no GPUs: give --workers N for N CPU workers")
-    return Cluster(int(workers or 1), 0.0, 1.0, address or "local")
+    return Cluster(int(workers or 1), 0.0, 1.0, address or "local", runtime_env["env_vars"])
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once an address nothing answers at (Ray itself would retry for minutes)."""
+    import socket
+    target = address.split("://", 1)[-1]
+    if target in ("auto", "local"):
+        return
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise PoolStartError(f"--ray-address {address!r}: give host:port (the address `ray start --head` prints)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise PoolStartError(f"Could not reach the Ray cluster at {address}: {exc}") from None
 
 
 def shutdown() -> None:
@@ -115,11 +132,14 @@ class RayWorker:
         self._holds: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, index: int, cluster: Cluster, flags: dict, options: dict, timeout: float) -> "RayWorker":
+    def create(cls, index: int, cluster: Cluster, flags: dict, options: dict, timeout: float,
+               env: dict | None = None) -> "RayWorker":
+        """`env`: environment variables for this worker's process only (with the job's PYTHONPATH)."""
         import ray
+        extra = {"runtime_env": {"env_vars": {**cluster.env, **env}}} if env else {}
         remote = ray.remote(_WorkerActor).options(
             num_gpus=cluster.gpus_per_worker, num_cpus=cluster.cpus_per_worker, max_concurrency=4, max_restarts=0,
-            name=None)
+            **extra)
         actor = remote.remote(flags, options, f"worker {index}")
         try:
             return cls(actor, index, timeout)
@@ -147,6 +167,10 @@ class RayWorker:
 
     def holds(self) -> tuple[str, ...]:
         return self._holds
+
+    def refresh(self) -> None:
+        info = self._call(self.actor.describe.remote(), self.timeout)
+        self.checkpoints = list(info.pop("checkpoints", []))
 
     def describe(self) -> dict:
         return dict(self.info)

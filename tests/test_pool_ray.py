@@ -1,0 +1,337 @@
+"""A pooled server (`--workers 2`) on a local Ray runtime, two CPU workers and tiny checkpoints, through the real HTTP
+API: jobs side by side, checkpoint affinity, models checked by sha256, Interrupt / Skip / cancel, progress and
+previews on /queue/events, the real `webuiapi` client, an extension's `process_images` in a worker, and a worker
+killed mid-batch. One server for the module (Ray and two workers take seconds to start); the kill comes last.
+
+Worker 0 gets its own checkpoint folder (as another machine would have): alpha and beta as the head's, no `only1`,
+and a `diff.safetensors` that is another file than the head's under that name. Worker 1 uses the head's folder.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("ray")
+
+from conftest import install_model  # noqa: E402
+from live_server import serve  # noqa: E402
+from tests.extension_repos import make_extension_repo  # noqa: E402
+from tests.extension_sources import SELECTABLE  # noqa: E402
+from webui.models.tiny import write_single_file  # noqa: E402
+
+# An extension whose selectable script calls A1111's process_images and writes the process it ran in to the infotext.
+WHERE = {
+    "scripts/where.py": '''
+import os
+
+import modules.scripts as scripts
+from modules.processing import process_images
+
+
+class Where(scripts.Script):
+    def title(self):
+        return "Where it runs"
+
+    def run(self, p):
+        p.extra_generation_params["Ran in"] = f"pid {os.getpid()}"
+        return process_images(p)
+''',
+}
+
+SMALL = {"steps": 2, "width": 64, "height": 64, "sampler_name": "Euler", "cfg_scale": 7}
+
+
+def _decode(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64.split(",", 1)[-1]))).convert("RGB")
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def pooled(tmp_path_factory, tiny_models):
+    from webui import pool_head
+
+    root = tmp_path_factory.mktemp("pool")
+    data, own = root / "data", root / "worker0-checkpoints"
+    beta = write_single_file(root / "src" / "beta.safetensors", "sd1", seed=7)
+    install_model(data, tiny_models["sd1"], "alpha.safetensors")
+    install_model(data, beta, "beta.safetensors")
+    install_model(data, tiny_models["sd1"], "only1.safetensors")
+    install_model(data, beta, "diff.safetensors")
+    own.mkdir()
+    for name, source in (("alpha", tiny_models["sd1"]), ("beta", beta), ("diff", tiny_models["sd1"])):
+        shutil.copy2(source, own / f"{name}.safetensors")
+        shutil.copy2(source.with_suffix(".yaml"), own / f"{name}.yaml")
+    extensions = data / "extensions"
+    extensions.mkdir(parents=True)
+    make_extension_repo(extensions, "sd-webui-twice", SELECTABLE)
+    make_extension_repo(extensions, "sd-webui-where", WHERE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool_head, "worker_environment",
+                      lambda index: {"WEBUI_WORKER_FLAGS": f"--ckpt-dir {own}"} if index == 0 else {})
+        with serve(data, "--nowebui", "--workers", "2", "--skip-install") as server:
+            pool = server.services.queue.pool
+            deadline = time.monotonic() + 240
+            while pool.ready() < 2:
+                assert time.monotonic() < deadline, f"the workers did not start: {pool.status()}"
+                time.sleep(0.2)
+            yield server
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_models):
+    """The same server without a pool (the in-process worker): what the pool's pictures must equal. With one torch
+    thread, as each pool worker here has one CPU (float sums in another order may move a pixel by one step)."""
+    import torch
+    data = tmp_path_factory.mktemp("single")
+    install_model(data, tiny_models["sd1"], "alpha.safetensors")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with serve(data, "--nowebui") as server:
+            yield server
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _txt2img(server, **fields) -> dict:
+    response = httpx.post(server.api("txt2img"), json={**SMALL, **fields}, timeout=240)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _queue(server) -> dict:
+    return httpx.get(server.url + "/queue", timeout=30).json()
+
+
+def _job(server, job_id: str) -> dict:
+    return httpx.get(f"{server.url}/queue/jobs/{job_id}", timeout=30).json()
+
+
+def _in_background(server, **fields) -> tuple[threading.Thread, dict]:
+    """POST txt2img on a thread; `out` gets the answer's JSON and its `status`."""
+    out: dict = {}
+
+    def post():
+        response = httpx.post(server.api("txt2img"), json={**SMALL, **fields}, timeout=240)
+        out.update(response.json(), status=response.status_code)
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _wait_running(server, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = _job(server, job_id)
+        if view.get("state") == "running" and (view.get("progress") or {}).get("step", 0) > 0:
+            return view
+        time.sleep(0.02)
+    raise AssertionError(f"{job_id} did not start sampling: {_job(server, job_id)}")
+
+
+def test_two_jobs_run_at_once_on_two_workers(pooled):
+    first, a = _in_background(pooled, prompt="a fox", steps=24, force_task_id="task(two-a)",
+                              override_settings={"sd_model_checkpoint": "alpha.safetensors"})
+    second, b = _in_background(pooled, prompt="a hen", steps=24, force_task_id="task(two-b)",
+                               override_settings={"sd_model_checkpoint": "beta.safetensors"})
+    seen: set = set()
+    deadline = time.monotonic() + 120
+    while len(seen) < 2 and time.monotonic() < deadline:
+        running = _queue(pooled).get("running_jobs", [])
+        if len(running) == 2:
+            seen = {job["worker"] for job in running}
+        time.sleep(0.02)
+    first.join(240), second.join(240)
+    assert seen == {0, 1}, "the two jobs never ran at the same time on the two workers"
+    assert len(a["images"]) == len(b["images"]) == 1
+    workers = {w["worker"]: w for w in _queue(pooled)["workers"]}
+    assert {w["state"] for w in workers.values()} == {"idle"} and all(w["pid"] != os.getpid() for w in workers.values())
+
+
+def test_alternating_checkpoints_cause_no_reloads_after_warm_up(pooled):
+    def loads():
+        return sum(w["checkpoint_loads"] for w in _queue(pooled)["workers"])
+
+    def alternate(count):
+        threads = []
+        for i in range(count):
+            name = "alpha.safetensors" if i % 2 == 0 else "beta.safetensors"
+            threads.append(_in_background(pooled, prompt=f"job {i}", seed=i,
+                                          override_settings={"sd_model_checkpoint": name})[0])
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join(240)
+
+    alternate(2)  # warm-up: each worker holds one of the two
+    before = loads()
+    alternate(8)
+    assert loads() == before, _queue(pooled)["workers"]
+    held = sorted(w["checkpoint"] for w in _queue(pooled)["workers"])
+    assert held == ["alpha.safetensors", "beta.safetensors"]
+
+
+def test_a_checkpoint_only_one_worker_has_runs_there(pooled):
+    made = _txt2img(pooled, prompt="only one has it", force_task_id="task(only1)",
+                    override_settings={"sd_model_checkpoint": "only1.safetensors"})
+    assert "Model: only1" in json.loads(made["info"])["infotexts"][0]
+    assert _job(pooled, "task(only1)")["worker"] == 1
+
+
+def test_a_different_file_under_the_same_name_is_refused_and_the_job_goes_elsewhere(pooled):
+    busy, _ = _in_background(pooled, prompt="keep worker 1 busy", steps=40, force_task_id="task(busy)",
+                             override_settings={"sd_model_checkpoint": "only1.safetensors"})
+    _wait_running(pooled, "task(busy)")
+    made = _txt2img(pooled, prompt="which diff", force_task_id="task(diff)",
+                    override_settings={"sd_model_checkpoint": "diff.safetensors"})
+    busy.join(240)
+    view = _job(pooled, "task(diff)")
+    assert view["worker"] == 1
+    assert any("worker 0" in r and "different checkpoint" in r and "diff.safetensors" in r
+               for r in view["refusals"]), view
+    beta_hash = next(m["hash"] for m in httpx.get(pooled.api("sd-models"), timeout=30).json()
+                     if m["model_name"] == "beta")
+    assert f"Model hash: {beta_hash}" in json.loads(made["info"])["infotexts"][0]  # the head's file, not worker 0's
+
+
+def test_sd_models_lists_what_the_pool_can_run(pooled):
+    names = sorted(m["model_name"] for m in httpx.get(pooled.api("sd-models"), timeout=30).json())
+    assert names == ["alpha", "beta", "diff", "only1"]
+
+
+def test_pictures_and_infotexts_equal_the_single_process_server(pooled, reference):
+    fields = {"prompt": "a lighthouse", "seed": 1234, "batch_size": 2,
+              "override_settings": {"sd_model_checkpoint": "alpha.safetensors"}}
+    pool_made, single_made = _txt2img(pooled, **fields), _txt2img(reference, **fields)
+    assert len(pool_made["images"]) == len(single_made["images"]) == 2
+    for ours, theirs in zip(pool_made["images"], single_made["images"]):
+        assert np.abs(_pixels(_decode(ours)) - _pixels(_decode(theirs))).max() == 0
+    assert json.loads(pool_made["info"])["infotexts"] == json.loads(single_made["info"])["infotexts"]
+
+
+def test_webuiapi_client_against_the_pool(pooled, reference):
+    import webuiapi
+    results = []
+    for server in (pooled, reference):
+        api = webuiapi.WebUIApi(host=server.host, port=server.port, sampler="Euler", steps=2)
+        results.append(api.txt2img(prompt="a kite", seed=99, width=64, height=64, cfg_scale=7,
+                                   override_settings={"sd_model_checkpoint": "alpha.safetensors"}))
+    pooled_result, single_result = results
+    assert pooled_result.info["seed"] == 99 and pooled_result.info["infotexts"] == single_result.info["infotexts"]
+    assert np.abs(_pixels(pooled_result.image) - _pixels(single_result.image)).max() == 0
+
+
+def test_extension_process_images_runs_inside_a_worker(pooled):
+    made = _txt2img(pooled, prompt="where", seed=5, script_name="Where it runs", script_args=[],
+                    override_settings={"sd_model_checkpoint": "alpha.safetensors"})
+    infotext = json.loads(made["info"])["infotexts"][0]
+    pids = {w["pid"] for w in _queue(pooled)["workers"]}
+    ran_in = int(infotext.split("Ran in: pid ", 1)[1].split(",")[0].split("\n")[0])
+    assert ran_in in pids and ran_in != os.getpid()
+    twice = _txt2img(pooled, prompt="twice", seed=10, script_name="Run twice", script_args=[100],
+                     override_settings={"sd_model_checkpoint": "alpha.safetensors"})
+    assert json.loads(twice["info"])["all_seeds"][:2] == [10, 110]
+
+
+def test_skip_interrupt_and_cancel_reach_the_right_job(pooled, reference):
+    fields = {"prompt": "skip me", "seed": 3, "n_iter": 2, "steps": 40,
+              "override_settings": {"sd_model_checkpoint": "alpha.safetensors"}}
+    skipped, skip_out = _in_background(pooled, force_task_id="task(skip)", **fields)
+    _wait_running(pooled, "task(skip)")
+    assert httpx.post(pooled.api("skip"), timeout=30).status_code == 200
+    skipped.join(240)
+    full = _txt2img(reference, **fields)
+    assert len(skip_out["images"]) == len(full["images"]) == 2
+    first, second = ([_pixels(_decode(made["images"][i])) for made in (skip_out, full)] for i in (0, 1))
+    assert np.abs(first[0] - first[1]).max() > 0  # the skipped batch stopped early
+    assert np.abs(second[0] - second[1]).max() == 0  # the next batch ran in full
+
+    stopped, stop_out = _in_background(pooled, prompt="stop me", n_iter=3, steps=40, force_task_id="task(stop)",
+                                       override_settings={"sd_model_checkpoint": "alpha.safetensors"})
+    other, other_out = _in_background(pooled, prompt="the other one", n_iter=2, steps=30,
+                                      force_task_id="task(other)",
+                                      override_settings={"sd_model_checkpoint": "beta.safetensors"})
+    _wait_running(pooled, "task(stop)"), _wait_running(pooled, "task(other)")
+    waiting, cancelled = _in_background(pooled, prompt="never runs", force_task_id="task(cancelled)")
+    deadline = time.monotonic() + 30
+    while _job(pooled, "task(cancelled)").get("state") != "queued":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    jobs_before = sum(w["jobs"] for w in _queue(pooled)["workers"])
+    assert httpx.delete(f"{pooled.url}/queue/jobs/task(cancelled)", timeout=30).json()["state"] == "cancelled"
+    assert httpx.delete(f"{pooled.url}/queue/jobs/task(stop)", timeout=30).status_code == 200  # its Interrupt
+    stopped.join(240), other.join(240), waiting.join(60)
+    assert cancelled["status"] == 409 and "cancelled before it started" in cancelled["detail"]
+    assert 1 <= len(stop_out["images"]) < 3  # the batch being sampled was kept, the rest never ran
+    assert len(other_out["images"]) == 2  # the other worker's job was not touched
+    assert sum(w["jobs"] for w in _queue(pooled)["workers"]) == jobs_before  # the cancelled job never reached one
+
+
+def test_progress_and_previews_arrive_through_queue_events(pooled):
+    httpx.post(pooled.api("options"), json={"show_progress_every_n_steps": 2, "live_previews_enable": True},
+               timeout=30)
+    events: list = []
+
+    def follow():
+        with httpx.Client(base_url=pooled.url, timeout=120) as client:
+            with client.stream("GET", "/queue/events?job=task(followed)&previews=true") as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(json.loads(line[6:]))
+                        if events[-1]["type"] == "finished":
+                            return
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    time.sleep(0.5)
+    _txt2img(pooled, prompt="followed", steps=12, force_task_id="task(followed)",
+             override_settings={"sd_model_checkpoint": "alpha.safetensors"})
+    follower.join(60)
+    progress = [e for e in events if e["type"] == "progress"]
+    previews = [e for e in events if e["type"] == "preview"]
+    assert progress and {e.get("worker") for e in progress} <= {0, 1} and max(e["step"] for e in progress) == 12
+    assert previews and _decode(previews[0]["image"]).size == (8, 8)  # Approx cheap: one pixel per latent
+    assert events[-1]["type"] == "finished" and events[-1]["state"] == "done"
+
+
+def test_a_worker_killed_mid_batch_keeps_its_images_and_the_job_finishes_elsewhere(pooled, reference):
+    import ray
+    fields = {"prompt": "a storm", "seed": 77, "n_iter": 3, "steps": 16, "save_images": True,
+              "override_settings": {"sd_model_checkpoint": "alpha.safetensors"}}
+    killed, out = _in_background(pooled, force_task_id="task(killed)", **fields)
+    job = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = pooled.services.queue.get("task(killed)")
+        if job is not None and job.outputs and job.batches:
+            break
+        time.sleep(0.01)
+    first_saved = list(job.outputs)
+    victim = pooled.services.queue.pool.slots[job.worker]
+    ray.kill(victim.worker.actor, no_restart=True)
+    killed.join(240)
+    view = _job(pooled, "task(killed)")
+    assert view["state"] == "done" and view["worker"] != int(victim.index) and view["notes"]
+    assert view["images"][:len(first_saved)] == first_saved and len(view["images"]) == len(set(view["images"]))
+    assert all(os.path.exists(path) for path in view["images"])
+    single = _txt2img(reference, **fields)
+    assert len(out["images"]) == len(single["images"]) == 4  # the grid (saved images come with it) and three
+    for ours, theirs in zip(out["images"], single["images"]):
+        assert np.abs(_pixels(_decode(ours)) - _pixels(_decode(theirs))).max() == 0
+    deadline = time.monotonic() + 120
+    while pooled.services.queue.pool.ready() < 2:  # the pool replaces the dead worker
+        assert time.monotonic() < deadline, _queue(pooled)["workers"]
+        time.sleep(0.2)
