@@ -81,7 +81,7 @@ def pooled(tmp_path_factory, tiny_models):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pool_head, "worker_environment",
                       lambda index: {"WEBUI_WORKER_FLAGS": f"--ckpt-dir {own}"} if index == 0 else {})
-        with serve(data, "--nowebui", "--workers", "2", "--skip-install") as server:
+        with serve(data, "--workers", "2", "--skip-install", "--worker-timeout", "6") as server:
             pool = server.services.queue.pool
             deadline = time.monotonic() + 240
             while pool.ready() < 2:
@@ -160,6 +160,27 @@ def test_two_jobs_run_at_once_on_two_workers(pooled):
     assert len(a["images"]) == len(b["images"]) == 1
     workers = {w["worker"]: w for w in _queue(pooled)["workers"]}
     assert {w["state"] for w in workers.values()} == {"idle"} and all(w["pid"] != os.getpid() for w in workers.values())
+
+
+def test_the_page_generates_on_the_pool_and_shows_the_workers(pooled):
+    from gradio_client import Client
+
+    from webui.ui.history_tab import queue_html
+    changed = httpx.post(pooled.api("options"), json={"sd_model_checkpoint": "beta.safetensors"}, timeout=60)
+    assert changed.status_code == 200  # the default for new jobs: no worker reloads for it
+    client = Client(pooled.url, verbose=False)
+    try:
+        outputs = client.predict("a boat", "", "Euler", "Automatic", 2, 64, 64, 1, 1, 7, 4321, api_name="/txt2img")
+    finally:
+        client.close()
+    progress, gallery, infotext = outputs[:3]
+    assert "Done" in progress and "Model: beta" in infotext
+    api = _txt2img(pooled, prompt="a boat", seed=4321)
+    assert json.loads(api["info"])["infotexts"][0].replace("\n", "<br>") in infotext  # shown as HTML
+    assert np.abs(_pixels(Image.open(gallery[0]["image"])) - _pixels(_decode(api["images"][0]))).max() == 0
+    page = queue_html(pooled.services)
+    assert "Workers (2 of 2 ready)" in page and "worker 0 · idle" in page and "worker 1 · idle" in page
+    httpx.post(pooled.api("options"), json={"sd_model_checkpoint": "alpha.safetensors"}, timeout=60)
 
 
 def test_alternating_checkpoints_cause_no_reloads_after_warm_up(pooled):
@@ -335,3 +356,28 @@ def test_a_worker_killed_mid_batch_keeps_its_images_and_the_job_finishes_elsewhe
     while pooled.services.queue.pool.ready() < 2:  # the pool replaces the dead worker
         assert time.monotonic() < deadline, _queue(pooled)["workers"]
         time.sleep(0.2)
+
+
+def test_a_hung_worker_is_replaced_and_its_job_moved(pooled):
+    """A worker that stops answering (its process frozen) is dropped after --worker-timeout; the job goes on."""
+    import signal
+    pool = pooled.services.queue.pool
+    busy, out = _in_background(pooled, prompt="a frozen worker", seed=8, n_iter=2, steps=30,
+                               force_task_id="task(hung)",
+                               override_settings={"sd_model_checkpoint": "alpha.safetensors"})
+    view = _wait_running(pooled, "task(hung)")
+    frozen = next(w for w in _queue(pooled)["workers"] if w["worker"] == view["worker"])
+    os.kill(frozen["pid"], signal.SIGSTOP)
+    try:
+        busy.join(120)
+    finally:
+        try:
+            os.kill(frozen["pid"], signal.SIGCONT)  # (the pool has killed it by now)
+        except ProcessLookupError:
+            pass
+    finished = _job(pooled, "task(hung)")
+    assert out["status"] == 200 and len(out["images"]) == 2
+    assert finished["state"] == "done" and finished["worker"] != frozen["worker"]
+    assert any("did not answer" in note for note in finished["notes"]), finished
+    assert any(w["worker"] == frozen["worker"] and w["state"] in ("starting", "lost", "idle")
+               for w in pool.status())

@@ -95,25 +95,43 @@ def verify(services, refs: list[ModelRef], worker: str) -> None:
 
 
 def _local_sha256(services, ref: ModelRef) -> str | None:
+    """This worker's file of `ref`'s kind and name: its sha256 (None: no such file, after a fresh look)."""
+    sha = _lookup(services, ref)
+    if sha is None or sha.lower() != ref.sha256.lower():  # new or replaced since this worker last looked
+        _REFRESH[ref.kind](services)
+        sha = _lookup(services, ref)
+    return sha
+
+
+def _lookup(services, ref: ModelRef) -> str | None:
+    from .models.registry import UnknownCheckpointError
     if ref.kind == "checkpoint":
-        services.models.refresh()
-        info = services.models.resolve(ref.name)
+        try:
+            info = services.models.resolve(ref.name)
+        except UnknownCheckpointError:
+            return None
         return services.models.registry.ensure_hash(info)
     if ref.kind == "vae":
-        services.models.vaes.refresh()
         info = services.models.vaes.find(ref.name)
         return info.sha256 if info is not None else None
     if ref.kind == "lora":
-        services.models.loras.refresh()
         info = services.models.loras.find(ref.name)
         return info.sha256 if info is not None else None
     if ref.kind == "embedding":
-        services.models.embeddings.refresh()
         embedding = services.models.embeddings.all().get(ref.name)
         return embedding.sha256 if embedding is not None else None
     if ref.kind == "controlnet":
-        services.controlnets.refresh()
-        info = services.controlnets.resolve(ref.name)
+        try:
+            info = services.controlnets.resolve(ref.name)
+        except LookupError:
+            return None
         return services.hashes.get_or_compute(info.weights, "controlnet")
     return None
+
+
+_REFRESH = {"checkpoint": lambda services: services.models.refresh(),
+            "vae": lambda services: services.models.vaes.refresh(),
+            "lora": lambda services: services.models.loras.refresh(),
+            "embedding": lambda services: services.models.embeddings.refresh(),
+            "controlnet": lambda services: services.controlnets.refresh()}
 

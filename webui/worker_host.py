@@ -74,10 +74,17 @@ class WorkerHost:
         entries.sort(key=lambda info: str(info.path) != current)
         return [info.name for info in entries]
 
-    def start(self, item: dict) -> None:
+    def start(self, item: dict, timeout: float = 0.5) -> list:
+        """Start the job; what it reported within `timeout` seconds (as `poll`)."""
+        self._start(item)
+        return self.poll(timeout)
+
+    def _start(self, item: dict) -> None:
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                raise RuntimeError(f"{self.name} is already running job {self._job_id}")
+            if self._thread is not None:
+                self._thread.join(5.0)  # it has told its outcome; it may be a moment from its end
+                if self._thread.is_alive():
+                    raise RuntimeError(f"{self.name} is already running job {self._job_id}")
             self._events = queue.Queue()
             self._job_id, self._control = item["job_id"], RunControl()
             self._preview_every, self._preview_marker = int(item.get("preview_every") or 0), None
@@ -85,16 +92,19 @@ class WorkerHost:
                                             name=f"pool-job-{item['job_id']}", daemon=True)
             self._thread.start()
 
-    def poll(self, timeout: float = 0.5) -> list:
-        """What happened since the last poll (waits up to `timeout` seconds for something)."""
+    def poll(self, timeout: float = 0.5, linger: float = 0.02) -> list:
+        """What happened since the last poll: waits up to `timeout` seconds for something, then up to `linger` more
+        for what follows (one answer carries a short job's whole story), but not past the job's end or an image
+        waiting to be saved."""
         events = []
         try:
             events.append(self._events.get(timeout=timeout))
         except queue.Empty:
             pass
-        while True:
+        until = time.monotonic() + linger
+        while events and events[-1][0] not in ("save", "result", "error", "refused"):
             try:
-                events.append(self._events.get_nowait())
+                events.append(self._events.get(timeout=max(0.0, until - time.monotonic())))
             except queue.Empty:
                 break
         preview = self._preview()
@@ -139,16 +149,15 @@ class WorkerHost:
                 result = self.services.run_request(request, control)
             objects: list = []
             packed = encode_payload(result, objects)
-            self._events.put(("result", {"json": packed.json, "images": packed.images, "objects": objects},
-                              self.holds()))
+            outcome = ("result", {"json": packed.json, "images": packed.images, "objects": objects}, self.holds())
         except WorkerRefused as exc:
-            self._events.put(("refused", str(exc)))
+            outcome = ("refused", str(exc))
         except Exception as exc:  # noqa: BLE001 - told to the head, which fails the job with it
             if not isinstance(exc, UserError):
                 log.exception("job %s failed", item.get("job_id"))
-            self._events.put(("error", _describe_error(exc), self.holds()))
-        finally:
-            control.release()
+            outcome = ("error", _describe_error(exc), self.holds())
+        control.release()
+        self._events.put(outcome)  # the last thing the job's thread does: the head may start the next one
 
     def _apply_options(self, values: dict) -> None:
         """The head's settings for this job (its override_settings come inside the request)."""

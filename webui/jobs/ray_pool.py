@@ -102,8 +102,8 @@ class _WorkerActor:
     def holds(self) -> list:
         return self.host.holds()
 
-    def start(self, item: dict) -> None:
-        self.host.start(item)
+    def start(self, item: dict, timeout: float) -> list:
+        return self.host.start(item, timeout)
 
     def poll(self, timeout: float) -> list:
         return self.host.poll(timeout)
@@ -149,9 +149,9 @@ class RayWorker:
 
     # --- the Worker protocol (webui/jobs/pool.py) -------------------------------------------------------------
     def run(self, item: dict, sink):
-        self._call(self.actor.start.remote(item), self.timeout)
+        events = self._call(self.actor.start.remote(item, POLL_SECONDS), self.timeout + POLL_SECONDS)
         while True:
-            for event in self._call(self.actor.poll.remote(POLL_SECONDS), self.timeout + POLL_SECONDS):
+            for event in events:
                 if event[0] in ("result", "error"):
                     self._holds = tuple(event[2])  # what it holds after the job (affinity)
                 outcome = sink.handle(event)
@@ -161,6 +161,7 @@ class RayWorker:
                     self.actor.answer.remote(outcome[1], outcome[2])
                 elif outcome[0] == "done":
                     return outcome[1]
+            events = self._call(self.actor.poll.remote(POLL_SECONDS), self.timeout + POLL_SECONDS)
 
     def command(self, job_id: str, command: str) -> None:
         self.actor.command.remote(job_id, command)

@@ -68,17 +68,18 @@ def _job_label(job: Job) -> str:
 
 def queue_html(services) -> str:
     """The running job (what it makes, its progress) and the queued ones with their places."""
-    running, pending = services.queue.running, services.queue.pending()
+    running, pending = services.queue.running_jobs(), services.queue.pending()
     parts = []
-    if running is not None:
-        progress = running.control.progress
+    for job in running:
+        progress = job.control.progress
         text = progress_text(progress.fraction, progress.eta_seconds)
         width = f"{max(0.0, min(1.0, progress.fraction)) * 100:.1f}%"
-        parts.append(f'<div class="job-state job-running">Running {_esc(running.id)} ({_esc(running.source or "?")})'
-                     f' · {_esc(_job_label(running))}</div>'
+        where = f" on worker {job.worker}" if job.worker is not None else ""
+        parts.append(f'<div class="job-state job-running">Running {_esc(job.id)} ({_esc(job.source or "?")})'
+                     f'{where} · {_esc(_job_label(job))}</div>'
                      f'<div class="progressbar"><div class="progress" style="width: {width}"></div>'
                      f'<span class="progress-text">{_esc(text)}</span></div>')
-    else:
+    if not running:
         parts.append('<div class="job-state job-idle">Nothing is running.</div>')
     if pending:
         items = "".join(f"<li>{position}. {_esc(job.id)} ({_esc(job.source or '?')}) · {_esc(_job_label(job))}</li>"
@@ -87,6 +88,16 @@ def queue_html(services) -> str:
                      f'<ul class="history-queued">{items}</ul>')
     else:
         parts.append('<div class="job-state job-queued">No job is waiting.</div>')
+    pool = services.queue.pool
+    if pool is not None:  # --workers / --ray-address: each worker, where it runs and what it holds
+        rows = "".join(
+            f"<li>worker {w['worker']} · {_esc(w['state'])}"
+            + (f" · {_esc(str(w.get('device') or ''))} on {_esc(str(w.get('node') or ''))}" if w.get("node") else "")
+            + (f" · {_esc(w['checkpoint'])}" if w.get("checkpoint") else "")
+            + (f" · {_esc(w['error'])}" if w.get("error") else "") + "</li>"
+            for w in pool.status())
+        parts.append(f'<div class="job-state job-workers">Workers ({pool.ready()} of {pool.size} ready):</div>'
+                     f'<ul class="history-workers">{rows}</ul>')
     return f'<div class="history-queue">{"".join(parts)}</div>'
 
 
@@ -105,10 +116,11 @@ def _cancel_dropdown(services, selected=None) -> gr.Dropdown:
 def _queue_signature(services) -> list:
     """What changes when a job is queued, starts or ends: then the table and the cancel list are refreshed. The
     history's job count too: a quick job can start and end between two looks."""
-    running = services.queue.running
     store = _store(services)
-    return [running.id if running is not None else None, [job.id for job in services.queue.pending()],
-            store.count() if store is not None else 0]
+    pool = services.queue.pool
+    return [[job.id for job in services.queue.running_jobs()], [job.id for job in services.queue.pending()],
+            store.count() if store is not None else 0,
+            [(w["state"], w["checkpoint"]) for w in pool.status()] if pool is not None else None]
 
 
 # --- past jobs ----------------------------------------------------------------------------------------------------
