@@ -9,6 +9,7 @@ and a `diff.safetensors` that is another file than the head's under that name. W
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("ray")
+if importlib.util.find_spec("ray") is None:  # not imported here: the pool sets up Ray's one-machine mode first
+    pytest.skip("Ray is not installed (requirements-ray.lock)", allow_module_level=True)
 
 from conftest import install_model  # noqa: E402
 from live_server import serve  # noqa: E402
@@ -78,6 +80,7 @@ def pooled(tmp_path_factory, tiny_models):
     extensions.mkdir(parents=True)
     make_extension_repo(extensions, "sd-webui-twice", SELECTABLE)
     make_extension_repo(extensions, "sd-webui-where", WHERE)
+    listening = _network_listeners()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pool_head, "worker_environment",
                       lambda index: {"WEBUI_WORKER_FLAGS": f"--ckpt-dir {own}"} if index == 0 else {})
@@ -87,7 +90,28 @@ def pooled(tmp_path_factory, tiny_models):
             while pool.ready() < 2:
                 assert time.monotonic() < deadline, f"the workers did not start: {pool.status()}"
                 time.sleep(0.2)
+            server.opened = _network_listeners() - listening
             yield server
+
+
+def _network_listeners() -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket of this machine listening beyond the loopback interface."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            address, port = fields[1].split(":")
+            loopback = address in ("0100007F", "00000000000000000000000001000000") or (
+                width == 32 and address.endswith("0100007F") and address.startswith("0000000000000000FFFF0000"))
+            if not loopback:
+                found.add((address, int(port, 16)))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +165,10 @@ def _wait_running(server, job_id: str, timeout: float = 60) -> dict:
             return view
         time.sleep(0.02)
     raise AssertionError(f"{job_id} did not start sampling: {_job(server, job_id)}")
+
+
+def test_a_local_pool_opens_nothing_beyond_the_loopback_interface(pooled):
+    assert pooled.opened == set()  # Ray's services, the workers and the server: 127.0.0.1 only (no --listen)
 
 
 def test_two_jobs_run_at_once_on_two_workers(pooled):

@@ -36,6 +36,8 @@ class Cluster:
 
 
 def connect(address: str | None, workers: int | None) -> Cluster:
+    if not address:
+        _loopback_only()
     try:
         import ray
     except ImportError:
@@ -56,7 +58,8 @@ def connect(address: str | None, workers: int | None) -> Cluster:
         if gpus and count > gpus:
             raise PoolStartError(f"--workers {count}: this machine has {gpus} GPU(s), one per worker")
         ray.init(num_cpus=max(count, os.cpu_count() or 1), num_gpus=gpus, include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING)
+                 runtime_env=runtime_env, log_to_driver=True, logging_level=logging.WARNING,
+                 _node_ip_address="127.0.0.1")
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus:
@@ -65,6 +68,19 @@ def connect(address: str | None, workers: int | None) -> Cluster:
     if address and not workers:
         raise PoolStartError(f"The Ray cluster at {address} has no GPUs: give --workers N for N CPU workers")
     return Cluster(int(workers or 1), 0.0, 1.0, address or "local", runtime_env["env_vars"])
+
+
+def _loopback_only() -> None:
+    """A local runtime (--workers without --ray-address) serves only this machine: Ray's own services (GCS, raylet,
+    workers) listen on 127.0.0.1, never on the network, whatever --listen says. Ray's switch for that is its
+    one-machine mode (the one it uses on macOS and Windows): an environment variable its processes read at start,
+    and the constant it sets in an already imported Ray. (Ray internals: tests/test_pool_ray.py checks that no new
+    socket listens beyond the loopback interface.)"""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import sys
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
