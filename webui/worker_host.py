@@ -46,6 +46,7 @@ class WorkerHost:
         self._preview_every = 0
         self._preview_marker = None
         self._lock = threading.Lock()
+        self._early: dict[str, set] = {}  # commands for a job that has not started here yet
         output_save.route_writes(self)  # every image this process saves goes to the head
 
     # --- what the head asks -----------------------------------------------------------------------------------
@@ -87,6 +88,9 @@ class WorkerHost:
                     raise RuntimeError(f"{self.name} is already running job {self._job_id}")
             self._events = queue.Queue()
             self._job_id, self._control = item["job_id"], RunControl()
+            for command in sorted(self._early.pop(item["job_id"], set())):
+                getattr(self._control, command)()  # Interrupt / Skip pressed before it started here
+            self._early.clear()
             self._preview_every, self._preview_marker = int(item.get("preview_every") or 0), None
             self._thread = threading.Thread(target=self._run, args=(item, self._control),
                                             name=f"pool-job-{item['job_id']}", daemon=True)
@@ -120,7 +124,10 @@ class WorkerHost:
 
     def command(self, job_id: str, command: str) -> None:
         control = self._control
-        if control is None or job_id != self._job_id:
+        if control is None or job_id != self._job_id:  # sent before the job started here: applied when it does
+            with self._lock:
+                self._early = {**{key: value for key, value in self._early.items() if key == job_id},
+                               job_id: self._early.get(job_id, set()) | {command}}
             return
         if command == "interrupt":
             control.interrupt()

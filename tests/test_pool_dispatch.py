@@ -1,0 +1,176 @@
+"""The pool's dispatch without Ray: the real JobQueue and WorkerPool with in-process fake workers. What a client sees
+of refusals, lost workers, cancelling, Interrupt and unloading (the Ray transport is tests/test_pool_ray.py)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from webui.jobs.pool import WorkerLost, WorkerPool, WorkerRefused
+from webui.jobs.queue import JobQueue
+
+
+class FakeWorker:
+    """Runs a job by waiting until the test releases it (or it is interrupted); `behaviour` may refuse or die."""
+
+    def __init__(self, index: int, checkpoints=("a", "b"), behaviour=None):
+        self.id, self.checkpoints, self.behaviour = str(index), list(checkpoints), behaviour
+        self.ran: list[str] = []
+        self.commands: list[tuple[str, str]] = []
+        self.unloads = 0
+        self.killed = False
+        self._holds: tuple = ()
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self, item, sink):
+        job = item
+        self.ran.append(job.id)
+        self.started.set()
+        if self.behaviour is not None:
+            self.behaviour(self, job)
+        while not (self.release.is_set() or self._stop.is_set()):
+            time.sleep(0.005)
+        self._holds = (job.affinity,)
+        return {"worker": self.id, "interrupted": self._stop.is_set()}
+
+    def command(self, job_id, command):
+        self.commands.append((job_id, command))
+        if command == "interrupt":
+            self._stop.set()
+
+    def holds(self):
+        return self._holds
+
+    def describe(self):
+        return {"node": "here", "device": "fake"}
+
+    def unload(self):
+        self.unloads += 1
+        self._holds = ()
+
+    def kill(self):
+        self.killed = True
+
+
+def _pool(workers: list[FakeWorker], attempts: int = 2):
+    made: dict[int, int] = {}
+
+    def factory(index: int):
+        made[index] = made.get(index, 0) + 1
+        if made[index] == 1:
+            return workers[index]
+        replacement = FakeWorker(index)  # a replacement after a loss: finishes at once
+        replacement.release.set()
+        workers.append(replacement)
+        return replacement
+
+    pool = WorkerPool(factory, runner=lambda job, worker: worker.run(job, None), size=2,
+                      key_of=lambda job: job.payload["checkpoint"], attempts=attempts)
+    queue = JobQueue(pool=pool)
+    queue.register("generate", lambda job: None)  # (never called: the pool runs generations)
+    queue.start()
+    deadline = time.monotonic() + 10
+    while pool.ready() < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return queue, pool
+
+
+def _wait(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_job_every_worker_refuses_fails_with_their_reasons():
+    def refuse(worker, job):
+        raise WorkerRefused(f"worker {worker.id} has no checkpoint 'c'")
+
+    workers = [FakeWorker(0, behaviour=refuse), FakeWorker(1, behaviour=refuse)]
+    queue, pool = _pool(workers)
+    try:
+        job = queue.submit("generate", {"checkpoint": "c"})
+        assert job.wait(10)
+        assert job.state == "failed" and job.exception.status == 503
+        assert "No worker of the pool can run this job" in job.error
+        assert "worker 0 has no checkpoint 'c'" in job.error and "worker 1 has no checkpoint 'c'" in job.error
+        assert sorted(w.ran.count(job.id) for w in workers) == [1, 1]  # each asked once, never again
+    finally:
+        queue.stop()
+
+
+def test_a_job_goes_to_the_worker_whose_folder_lists_its_checkpoint():
+    workers = [FakeWorker(0, checkpoints=["a"]), FakeWorker(1, checkpoints=["b"])]
+    queue, pool = _pool(workers)
+    try:
+        only_b = queue.submit("generate", {"checkpoint": "b"})
+        _wait(lambda: workers[1].started.is_set())
+        workers[1].release.set()
+        assert only_b.wait(10) and only_b.state == "done" and only_b.worker == 1 and not workers[0].ran
+    finally:
+        queue.stop()
+
+
+def test_a_job_lost_twice_fails_and_the_lost_workers_are_replaced():
+    def die(worker, job):
+        raise WorkerLost(f"worker {worker.id} died")
+
+    workers = [FakeWorker(0, behaviour=die), FakeWorker(1, behaviour=die)]
+    queue, pool = _pool(workers)
+    try:
+        job = queue.submit("generate", {"checkpoint": "a"})
+        assert job.wait(10) and job.state == "failed"
+        assert "The worker running this job was lost" in job.error and job.exception.status == 503
+        assert any("was lost" in note and "moved to another worker" in note for note in job.notes)
+        assert workers[0].killed and workers[1].killed
+        _wait(lambda: pool.ready() == 2)  # both replaced
+        after = queue.submit("generate", {"checkpoint": "a"})
+        assert after.wait(10) and after.state == "done"
+    finally:
+        queue.stop()
+
+
+def test_cancelling_a_queued_job_never_reaches_a_worker_and_interrupt_reaches_the_right_one():
+    workers = [FakeWorker(0), FakeWorker(1)]
+    queue, pool = _pool(workers)
+    try:
+        first = queue.submit("generate", {"checkpoint": "a"})
+        second = queue.submit("generate", {"checkpoint": "b"})
+        _wait(lambda: first.state == "running" and second.state == "running")
+        waiting = queue.submit("generate", {"checkpoint": "a"})
+        assert waiting.state == "queued" and queue.cancel(waiting.id)
+        assert waiting.state == "cancelled" and all(waiting.id not in w.ran for w in workers)
+        assert queue.cancel(first.id)  # a running job: its Interrupt goes to its worker only
+        first.wait(10)
+        runner_of_first = workers[first.worker]
+        other = workers[1 - first.worker]
+        assert runner_of_first.commands == [(first.id, "interrupt")] and other.commands == []
+        assert first.result["interrupted"] is True and second.state == "running"
+        other.release.set()
+        assert second.wait(10) and second.result["interrupted"] is False
+    finally:
+        queue.stop()
+
+
+def test_settings_jobs_stay_on_the_head_and_unload_reaches_every_worker():
+    workers = [FakeWorker(0), FakeWorker(1)]
+    for worker in workers:
+        worker.release.set()
+    queue, pool = _pool(workers)
+    ran_here = []
+    queue.register("set_options", lambda job: ran_here.append(job.payload) or "ok")
+    try:
+        change = queue.submit("set_options", {"eta": 0.5})
+        assert change.wait(10) and change.result == "ok" and ran_here == [{"eta": 0.5}]
+        assert not any(change.id in w.ran for w in workers)
+        done = [queue.submit("generate", {"checkpoint": name}) for name in ("a", "b")]
+        assert all(job.wait(10) and job.state == "done" for job in done)
+        pool.request_unload()
+        _wait(lambda: all(w.unloads == 1 for w in workers))
+        assert all(w.holds() == () for w in workers)
+        rows = pool.status()
+        assert [row["state"] for row in rows] == ["idle", "idle"] and rows[0]["device"] == "fake"
+    finally:
+        queue.stop()
