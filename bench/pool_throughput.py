@@ -51,9 +51,9 @@ def _batch(services, jobs: int, steps: int) -> float:
     return time.perf_counter() - started
 
 
-def _one(services, seed: int) -> float:
+def _one(services, seed: int, steps: int = 1) -> float:
     started = time.perf_counter()
-    job = services.generate(_request(1, seed))
+    job = services.generate(_request(steps, seed))
     job.wait(120)
     assert job.state == "done", job.error
     return time.perf_counter() - started
@@ -95,14 +95,18 @@ def main() -> None:
         for services in (local, pooled):
             for seed in range(3):
                 _one(services, seed)
-        inproc, remote = [], []
+        inproc, remote, inproc20, remote20 = [], [], [], []
         for i in range(args.overhead):
             inproc.append(_one(local, 100 + i))
             remote.append(_one(pooled, 100 + i))
+        for i in range(max(3, args.overhead // 3)):  # for scale: the same on a 20-step job
+            inproc20.append(_one(local, 200 + i, 20))
+            remote20.append(_one(pooled, 200 + i, 20))
     finally:
         pooled.stop()
         local.stop()
     a, b = median(inproc), median(remote)
+    a20, b20 = median(inproc20), median(remote20)
 
     say()
     table(["measure", "value", "target", "verdict"], [
@@ -113,6 +117,8 @@ def main() -> None:
         ["1-step job, pool of 1 worker (median)", f"{b * 1000:.1f} ms", "", ""],
         ["head overhead per job", f"{(b / a - 1) * 100:+.1f}% ({(b - a) * 1000:+.1f} ms)", "<= +5%",
          verdict(b / a <= 1.05)],
+        ["20-step job: in-process / pool of 1", f"{a20 * 1000:.0f} / {b20 * 1000:.0f} ms",
+         f"{(b20 / a20 - 1) * 100:+.1f}%", ""],
     ])
 
 

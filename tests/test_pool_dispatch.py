@@ -174,3 +174,30 @@ def test_settings_jobs_stay_on_the_head_and_unload_reaches_every_worker():
         assert [row["state"] for row in rows] == ["idle", "idle"] and rows[0]["device"] == "fake"
     finally:
         queue.stop()
+
+
+def test_without_pool_flags_ray_is_not_even_imported(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys; from webui.settings.flags import parse_flags; from webui.services import build_services; "
+            f"s = build_services(parse_flags(['--data-dir', {str(tmp_path)!r}])); "
+            "print(s.queue.pool is None, 'ray' in sys.modules); s.stop()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert out.stdout.split()[-2:] == ["True", "False"], out.stderr[-2000:]
+
+
+def test_an_unreachable_ray_address_is_a_clear_error_naming_it(tmp_path):
+    import pytest
+
+    pytest.importorskip("ray")
+    from live_server import free_port
+    from webui.jobs.ray_pool import PoolStartError
+    from webui.services import build_services
+    from webui.settings.flags import parse_flags
+
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(PoolStartError, match=rf"Could not reach the Ray cluster at {address}: .*refused"):
+        build_services(parse_flags(["--data-dir", str(tmp_path), "--ray-address", address]))
+    with pytest.raises(PoolStartError, match=r"give host:port"):
+        build_services(parse_flags(["--data-dir", str(tmp_path), "--ray-address", "nowhere"]))

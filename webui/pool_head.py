@@ -29,6 +29,7 @@ from .jobs.records import decode_payload, encode_payload
 from .models.registry import UnknownCheckpointError
 from .outputs import save as output_save
 from .pool_models import manifest
+from .worker_host import resumable
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def work_item(services, job, request) -> tuple[dict, dict | None]:
     packed = encode_payload(copy_, objects)
     vae = overrides.get("sd_vae") or services.options.get("sd_vae")
     resume = None
-    if job.batches:
+    if job.batches and resumable(request):
         resume_objects: list = []
         resume_packed = encode_payload([entries for _, entries in sorted(job.batches, key=lambda b: b[0])],
                                        resume_objects)

@@ -47,6 +47,8 @@ class WorkerHost:
         self._preview_marker = None
         self._lock = threading.Lock()
         self._early: dict[str, set] = {}  # commands for a job that has not started here yet
+        self._last_batch = 0  # the running job's last batch (no "batch" event for it)
+        self._resumable = False  # whether its finished batches are worth sending (see `resumable`)
         output_save.route_writes(self)  # every image this process saves goes to the head
 
     # --- what the head asks -----------------------------------------------------------------------------------
@@ -148,6 +150,8 @@ class WorkerHost:
             encoded = item["request"]
             request = decode_payload(encoded["json"], encoded["images"], encoded["objects"])
             request.context.update(item.get("context") or {})
+            self._last_batch = max(0, int(request.n_iter or 1) - 1)
+            self._resumable = resumable(request)
             resume = item.get("resume")
             if resume:
                 request.context["resumed_batches"] = decode_payload(resume["json"], resume["images"],
@@ -184,6 +188,8 @@ class WorkerHost:
         elif kind == "image":
             self._events.put(("image", data["path"], data.get("infotext", "")))
         elif kind == "batch":
+            if not self._resumable or data["batch"] >= self._last_batch:  # the last one: the result follows at
+                return  # once, with the same images; a script's or folder batch's inner runs are not resumed
             objects: list = []
             packed = encode_payload(data["entries"], objects)
             self._events.put(("batch", data["batch"], {"json": packed.json, "images": packed.images,
@@ -231,6 +237,12 @@ class WorkerHost:
         if not ok:
             raise OSError(value)
         return Path(value)
+
+
+def resumable(request) -> bool:
+    """Whether a job moved to another worker can skip the batches its lost worker finished: a plain generation
+    (a script's or a folder batch's inner runs number their batches afresh; such a job starts over)."""
+    return not request.script_name and getattr(request, "folder_batch", None) is None
 
 
 def node_flags() -> dict:
