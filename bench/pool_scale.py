@@ -398,7 +398,9 @@ def scheduler_capacity(make, cfg: Config, queued: int, dispatches: int) -> dict:
 
 class FakeWorker:
     """A pool worker (`webui.jobs.pool.Worker`) that holds checkpoints like `SimWorker` and sleeps for a job's load
-    and run time, times `scale` (so a run takes real seconds while the head does its real work)."""
+    and run time, times `scale` (so a run takes real seconds while the head does its real work). Like the Ray
+    worker's handle (`ray_pool.RayWorker`), `holds()` tells what it held when its last job ended (not the load it
+    is doing now)."""
 
     def __init__(self, index: int, cfg: Config, scale: float, counts: dict):
         import threading
@@ -408,6 +410,7 @@ class FakeWorker:
         self.cfg, self.scale, self.counts = cfg, scale, counts
         self._lock = threading.Lock()
         self._rng = random.Random(cfg.seed + 10 + index)
+        self._holds: tuple[str, ...] = ()
 
     def run(self, item, sink=None):
         spec = item["spec"]
@@ -421,11 +424,12 @@ class FakeWorker:
         time.sleep((load + spec.run_seconds) * self.scale)
         with self._lock:
             self.sim.job = None
+            self._holds = ((self.sim.device,) if self.sim.device else ()) + tuple(self.sim.ram)
         return {"images": [], "load": load}
 
     def holds(self) -> tuple[str, ...]:
         with self._lock:
-            return ((self.sim.device,) if self.sim.device else ()) + tuple(self.sim.ram)
+            return self._holds
 
     def command(self, job_id: str, command: str) -> None:
         pass
@@ -469,6 +473,11 @@ class TimedScheduler:
     def next_wakeup(self):
         return getattr(self.inner, "next_wakeup", None)
 
+    def __getattr__(self, name):
+        # The rest of the scheduler's surface (`run_time`, `load_time`: the pool's busy_until estimates) is the
+        # inner one's: a wrapper that hid them would make the pool fall back to its 5 s defaults.
+        return getattr(self.inner, name)
+
 
 def run_real_head(make, cfg: Config, scale: float, use_store: bool) -> tuple[Metrics, dict]:
     """The same workload through the real `JobQueue` with a `WorkerPool` of `FakeWorker`s (threads, real time
@@ -508,7 +517,7 @@ def run_real_head(make, cfg: Config, scale: float, use_store: bool) -> tuple[Met
     jobs, lock = [], threading.Lock()
 
     def submit(spec: JobSpec):
-        job = queue.submit("generate", {"spec": spec, "id": spec.id})
+        job = queue.submit("generate", {"spec": spec, "id": spec.id}, task_id=spec.id)
         with lock:
             jobs.append(job)
         return job
@@ -521,13 +530,21 @@ def run_real_head(make, cfg: Config, scale: float, use_store: bool) -> tuple[Met
             first.setdefault(spec.client, []).append(spec)
 
         def client(specs: list[JobSpec]) -> None:
-            inflight = [submit(spec) for spec in specs]
-            while inflight:
-                job = inflight.pop(0)  # (waits for its oldest job: its jobs end about in order)
-                job.wait()
-                follow = workload.after_finish(job.payload["spec"])
-                if follow is not None:
-                    inflight.append(submit(follow))
+            # As in the simulation, a client submits its next job as soon as any of its jobs ends (not its oldest:
+            # one job waiting long would hold its client's other submissions back and shorten the queue).
+            mine = {spec.id: spec for spec in workload.per_client[specs[0].client]}
+            with queue.events.subscribe(lambda event: event.get("type") == "finished" and event.get("job") in mine) \
+                    as ended:
+                inflight = len([submit(spec) for spec in specs])
+                while inflight:
+                    event = ended.get(60.0)
+                    if event is None:
+                        raise RuntimeError(f"client {specs[0].client}: no job of its ended for 60 s")
+                    inflight -= 1
+                    follow = workload.after_finish(mine[event["job"]])
+                    if follow is not None:
+                        submit(follow)
+                        inflight += 1
 
         threads = [threading.Thread(target=client, args=(specs,), daemon=True) for specs in first.values()]
     else:

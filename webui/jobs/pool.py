@@ -56,7 +56,8 @@ class Worker(Protocol):
         """"interrupt" or "skip" the job it runs (soon after: the engine checks at every model evaluation)."""
 
     def holds(self) -> tuple[str, ...]:
-        """The checkpoints it holds (affinity keys), the one on its device first."""
+        """The checkpoints it holds (affinity keys), the one on its device first, as of its last finished job (the
+        pool reads it between jobs, and keeps what it read when it gave the worker a job)."""
 
     def describe(self) -> dict:
         """Where it runs (node, device), for /queue and /progress."""
@@ -80,14 +81,21 @@ class Slot:
     started_jobs: int = 0
     loads: int = 0  # checkpoint switches it made
     busy_since: float | None = None
+    held_at_start: tuple[str, ...] = ()  # what the worker held when it was given its job (before any load)
     unload_pending: bool = False
     restarts: list[float] = field(default_factory=list)
 
-    def view(self, now: float, estimate: Callable[[str], float]) -> WorkerView:
-        holds = self.worker.holds() if self.worker is not None else ()
+    def view(self, now: float, estimate: Callable[[str, tuple], float]) -> WorkerView:
         running = getattr(self.job, "affinity", None) if self.job is not None else None
-        until = (self.busy_since + estimate(running)) if running is not None and self.busy_since else None
-        return WorkerView(id=str(self.index), idle=self.state == "idle" and self.job is None, loaded=tuple(holds),
+        if running is None:
+            holds = tuple(self.worker.holds()) if self.worker is not None else ()
+            return WorkerView(id=str(self.index), idle=self.state == "idle" and self.job is None, loaded=holds)
+        # A busy worker: its end and what it holds come from what it held when given the job, not from `holds()`
+        # now (a Ray worker tells it only when a job ends, another worker may as soon as a load starts): a switching
+        # job takes its load too, and the job's checkpoint is the one on the device from the start.
+        before = self.held_at_start
+        until = self.busy_since + estimate(running, before) if self.busy_since is not None else None
+        return WorkerView(id=str(self.index), idle=False, loaded=(running, *(key for key in before if key != running)),
                           running=running, busy_until=until)
 
 
@@ -107,7 +115,7 @@ class WorkerPool:
         self.slots = [Slot(i) for i in range(self.size)]
         self.queue = None  # the JobQueue, once attached
         self._threads: list[threading.Thread] = []
-        self._run_times: dict[str, float] = {}
+        self._wakeup: float | None = None  # when the scheduler wants to be asked again (a job's wait may end)
         self.cluster = None  # where the workers run (ray_pool.Cluster), for /queue
         self.on_stop: Callable[[], None] | None = None  # after the workers are stopped (Ray's shutdown)
 
@@ -161,7 +169,8 @@ class WorkerPool:
                         described = {}
                 job = slot.job
                 rows.append({"worker": slot.index, "state": slot.state, "job": job.id if job is not None else None,
-                             "checkpoint": (slot.worker.holds() or (None,))[0] if slot.worker is not None else None,
+                             "checkpoint": (job.affinity if job is not None and job.affinity else
+                                            (slot.worker.holds() or (None,))[0] if slot.worker is not None else None),
                              "loaded": list(slot.worker.holds()) if slot.worker is not None else [],
                              "jobs": slot.started_jobs, "checkpoint_loads": slot.loads,
                              "progress": (job.control.progress.as_dict() if job is not None and job.control
@@ -220,6 +229,7 @@ class WorkerPool:
                         excluded=frozenset(job.excluded), only=allowed(job)) for job in pending]
         views = [slot.view(now, self._estimate) for slot in self.slots]
         by_id = {job.id: job for job in pending}
+        started = False
         for job_id, worker_id in self.scheduler.assign(jobs, views, now):
             slot, job = self.slots[int(worker_id)], by_id[job_id]
             if slot.job is not None or slot.state != "idle":
@@ -227,8 +237,12 @@ class WorkerPool:
             queue._queue.remove(job)
             job.state, job.started, job.worker = "running", time.time(), slot.index
             slot.job, slot.state, slot.busy_since = job, "busy", time.monotonic()
+            slot.held_at_start = views[int(worker_id)].loaded
             queue._running.append(job)
-        queue._cond.notify_all()
+            started = True
+        self._wakeup = getattr(self.scheduler, "next_wakeup", None)
+        if started or doomed:  # only then: idle threads woken for nothing would each ask again (a storm)
+            queue._cond.notify_all()
 
     @staticmethod
     def _holders(job, catalogs: dict[str, set]) -> frozenset[str] | None:
@@ -239,8 +253,17 @@ class WorkerPool:
         holders = frozenset(worker for worker, names in catalogs.items() if job.affinity in names or not names)
         return holders or None
 
-    def _estimate(self, checkpoint: str | None) -> float:
-        return self._run_times.get(checkpoint or "", 5.0)
+    def _estimate(self, checkpoint: str | None, holds: tuple) -> float:
+        """Seconds a job on `checkpoint` runs, with its load when the worker did not hold it (its busy_until)."""
+        key = checkpoint or ""
+        run = self._learned("run_time", key)
+        if holds[:1] == (key,):
+            return run
+        return run + self._learned("load_time", key, cached=key in holds[1:])
+
+    def _learned(self, name: str, key: str, **kwargs) -> float:
+        """The scheduler's estimate (`run_time` / `load_time`: part of the Scheduler protocol)."""
+        return float(getattr(self.scheduler, name)(key, **kwargs))
 
     # --- one worker's thread ----------------------------------------------------------------------------------
     def _serve(self, slot: Slot) -> None:
@@ -253,9 +276,11 @@ class WorkerPool:
                     slot.state = "idle"
                 self.assign()
                 while slot.job is None and not queue._stopping and not slot.unload_pending:
-                    queue._cond.wait(1.0)
-                    if slot.job is None:
-                        self.assign()
+                    # woken when a job starts or ends, or when the scheduler said a wait may end (at most 1 s)
+                    wait = 1.0 if self._wakeup is None else min(1.0, max(0.01, self._wakeup - time.monotonic()))
+                    if not queue._cond.wait(wait) or (self._wakeup is not None and
+                                                     time.monotonic() >= self._wakeup):
+                        self.assign()  # timed out: the scheduler's waits are re-examined
                 job = slot.job
             queue._flush_finished()
             if queue._stopping:
@@ -321,9 +346,13 @@ class WorkerPool:
     def _run(self, slot: Slot, job) -> None:
         queue = self.queue
         queue._started(job)
-        holds = slot.worker.holds()
+        holds = slot.held_at_start  # (as the worker told it before the job; `holds()` may change as it loads)
         started = time.monotonic()
         job.control.forward = lambda command, worker=slot.worker, job_id=job.id: _forward(worker, job_id, command)
+        if job.control.interrupted:  # pressed between its assignment and now: the worker hears it too
+            job.control.forward("interrupt")
+        if job.control.skip_requested:
+            job.control.forward("skip")
         slot.started_jobs += 1
         try:
             result = self.runner(job, slot.worker)
@@ -348,10 +377,10 @@ class WorkerPool:
             key = job.affinity or ""
             if slot.worker is not None and holds[:1] != slot.worker.holds()[:1]:
                 slot.loads += 1
-                self.scheduler.observe_load(key, elapsed)
+                if key not in holds:  # a load from disk (not the worker's RAM cache): the job's time less a run
+                    self.scheduler.observe_load(key, max(0.0, elapsed - self._learned("run_time", key)))
             else:
                 self.scheduler.observe_run(key, elapsed)
-                self._run_times[key] = 0.7 * self._run_times.get(key, elapsed) + 0.3 * elapsed
             self._end(slot, job, "done", result=result)
 
     def _requeue(self, slot: Slot, job, refused: str = "", note: str = "") -> None:

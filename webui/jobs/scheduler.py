@@ -49,6 +49,12 @@ class Scheduler(Protocol):
     def observe_load(self, checkpoint: str, seconds: float) -> None:
         """A checkpoint load's time on a worker."""
 
+    def run_time(self, checkpoint: str) -> float:
+        """The expected seconds of a job on that checkpoint once loaded (a busy worker's end, for the views)."""
+
+    def load_time(self, checkpoint: str, cached: bool = False) -> float:
+        """The expected seconds of loading it (from a worker's RAM cache when `cached`)."""
+
 
 def allowed(job: JobView, worker_id: str) -> bool:
     """Whether the job may run on that worker (its hard constraints)."""
@@ -83,6 +89,12 @@ class FifoScheduler:
 
     def observe_load(self, checkpoint: str, seconds: float) -> None:
         pass
+
+    def run_time(self, checkpoint: str) -> float:
+        return 5.0  # (unused: FIFO does not look at when a worker will be free)
+
+    def load_time(self, checkpoint: str, cached: bool = False) -> float:
+        return 5.0
 
 
 class _Estimate:
