@@ -16,6 +16,7 @@ import copy
 import io
 import logging
 import os
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -156,9 +157,22 @@ def _plain(context: dict) -> dict:
 
 
 class _RemotePreview:
-    """The job's previewer on the head: the worker renders; the head shows the last picture it sent."""
+    """The job's previewer on the head: the worker renders; the head shows the last picture it sent. Reading
+    `in_loop` is what a follower asking for a preview does (engine/preview.py current_preview): the worker renders
+    previews only while someone asked within the last `WANTED_SECONDS` (nobody watching costs it nothing)."""
 
-    in_loop = True
+    WANTED_SECONDS = 5.0
+
+    def __init__(self):
+        self.asked = float("-inf")
+
+    @property
+    def in_loop(self) -> bool:
+        self.asked = time.monotonic()
+        return True
+
+    def wanted(self) -> bool:
+        return time.monotonic() - self.asked < self.WANTED_SECONDS
 
 
 class HeadSink:
@@ -166,6 +180,12 @@ class HeadSink:
 
     def __init__(self, services, job):
         self.services, self.job = services, job
+        self.previews = _RemotePreview()
+        job.control.previewer = self.previews
+
+    def wants_preview(self) -> bool:
+        """Whether the worker should send live previews now (someone on the head is looking)."""
+        return self.previews.wanted()
 
     def handle(self, event):
         kind = event[0]
@@ -181,7 +201,6 @@ class HeadSink:
                 picture.load()
             except Exception:  # noqa: BLE001 - a preview is a nicety
                 return None
-            control.previewer = _RemotePreview()
             control.publish_preview(picture)
         elif kind == "save":
             return ("answer", event[1], self.save(event[2]))

@@ -29,6 +29,7 @@ from .outputs import save as output_save
 log = logging.getLogger(__name__)
 
 SAVE_TIMEOUT = 300.0  # seconds a saved image waits for the head's answer
+_PROGRESS = ("progress", None)  # in the event queue: "there is a newer progress report" (see poll)
 
 
 class WorkerHost:
@@ -49,6 +50,7 @@ class WorkerHost:
         self._early: dict[str, set] = {}  # commands for a job that has not started here yet
         self._last_batch = 0  # the running job's last batch (no "batch" event for it)
         self._resumable = False  # whether its finished batches are worth sending (see `resumable`)
+        self._progress: dict | None = None  # the latest progress report not yet polled
         output_save.route_writes(self)  # every image this process saves goes to the head
 
     # --- what the head asks -----------------------------------------------------------------------------------
@@ -98,10 +100,10 @@ class WorkerHost:
                                             name=f"pool-job-{item['job_id']}", daemon=True)
             self._thread.start()
 
-    def poll(self, timeout: float = 0.5, linger: float = 0.02) -> list:
+    def poll(self, timeout: float = 0.5, linger: float = 0.02, previews: bool = False) -> list:
         """What happened since the last poll: waits up to `timeout` seconds for something, then up to `linger` more
         for what follows (one answer carries a short job's whole story), but not past the job's end or an image
-        waiting to be saved."""
+        waiting to be saved. `previews`: someone is watching, so a live preview is made when one is due."""
         events = []
         try:
             events.append(self._events.get(timeout=timeout))
@@ -113,7 +115,13 @@ class WorkerHost:
                 events.append(self._events.get(timeout=max(0.0, until - time.monotonic())))
             except queue.Empty:
                 break
-        preview = self._preview()
+        if any(event[0] == "progress" for event in events):  # the marker: the latest progress, once
+            with self._lock:
+                latest, self._progress = self._progress, None
+            events = [event for event in events if event[0] != "progress" or event is _PROGRESS]
+            events = [("progress", latest) if event is _PROGRESS else event for event in events
+                      if event is not _PROGRESS or latest is not None]
+        preview = self._preview() if previews else None
         if preview is not None:
             events.insert(0, preview)  # before a result, never after
         return events
@@ -183,8 +191,11 @@ class WorkerHost:
                 log.warning("%s: setting %s=%r not applied here: %s", self.name, key, value, exc)
 
     def _on_event(self, kind: str, data: dict) -> None:
-        if kind == "progress":
-            self._events.put(("progress", data["progress"].as_dict()))
+        if kind == "progress":  # coalesced: the poll takes the latest (a step's report, not every one)
+            with self._lock:
+                first, self._progress = self._progress is None, data["progress"].as_dict()
+            if first:
+                self._events.put(_PROGRESS)
         elif kind == "image":
             self._events.put(("image", data["path"], data.get("infotext", "")))
         elif kind == "batch":

@@ -121,8 +121,8 @@ class _WorkerActor:
     def start(self, item: dict, timeout: float) -> list:
         return self.host.start(item, timeout)
 
-    def poll(self, timeout: float) -> list:
-        return self.host.poll(timeout)
+    def poll(self, timeout: float, previews: bool = False) -> list:
+        return self.host.poll(timeout, previews=previews)
 
     def answer(self, request_id: str, value) -> None:
         self.host.answer(request_id, value)
@@ -177,7 +177,8 @@ class RayWorker:
                     self.actor.answer.remote(outcome[1], outcome[2])
                 elif outcome[0] == "done":
                     return outcome[1]
-            events = self._call(self.actor.poll.remote(POLL_SECONDS), self.timeout + POLL_SECONDS)
+            events = self._call(self.actor.poll.remote(POLL_SECONDS, sink.wants_preview()),
+                                self.timeout + POLL_SECONDS)
 
     def command(self, job_id: str, command: str) -> None:
         self.actor.command.remote(job_id, command)
