@@ -384,6 +384,7 @@ def test_schedulers_listing(client):
 def test_progress_and_interrupt(client):
     idle = client.get("/sdapi/v1/progress").json()
     assert idle["progress"] == 0 and idle["state"]["job"] == ""
+    assert set(idle) == {"progress", "eta_relative", "state", "current_image", "textinfo"}  # A1111's keys only
 
     outcome: dict = {}
 

@@ -201,3 +201,54 @@ def test_an_unreachable_ray_address_is_a_clear_error_naming_it(tmp_path):
         build_services(parse_flags(["--data-dir", str(tmp_path), "--ray-address", address]))
     with pytest.raises(PoolStartError, match=r"give host:port"):
         build_services(parse_flags(["--data-dir", str(tmp_path), "--ray-address", "nowhere"]))
+
+
+def test_when_no_worker_can_start_queued_jobs_fail_and_their_callers_are_told():
+    def factory(index):
+        raise RuntimeError("no GPU left on the cluster")
+
+    pool = WorkerPool(factory, runner=lambda job, worker: None, size=2, key_of=lambda job: "a", max_restarts=0)
+    pool.retry_after = 60.0
+    queue = JobQueue(pool=pool)
+    queue.register("generate", lambda job: None)
+    queue.start()
+    try:
+        jobs = [queue.submit("generate", {"checkpoint": "a"}) for _ in range(3)]
+        assert all(job.wait(15) for job in jobs)  # nobody waits forever
+        assert {job.state for job in jobs} == {"failed"}
+        assert all("No worker of the pool can run this job: no worker is left" in job.error for job in jobs)
+        rows = pool.status()
+        assert {row["state"] for row in rows} == {"failed"}
+        assert all("no GPU left on the cluster" in row["error"] and "tried again in 60 s" in row["error"]
+                   for row in rows)
+    finally:
+        queue.stop()
+
+
+def test_the_head_writes_a_workers_image_only_inside_its_output_folders(tmp_path):
+    from types import SimpleNamespace
+
+    from webui.outputs.save import name_template
+    from webui.pool_head import HeadSink
+
+    outputs = tmp_path / "outputs"
+    services = SimpleNamespace(paths=SimpleNamespace(outputs=outputs),
+                               options=SimpleNamespace(as_dict=lambda: {"outdir_grids": ""}))
+    job = SimpleNamespace(payload=SimpleNamespace(folder_batch=None), control=None, batches=[])
+    sink = HeadSink.__new__(HeadSink)
+    sink.services, sink.job = services, job
+    numbered = {"mode": "numbered", "data": b"\x89PNG fake", "folder": str(outputs / "txt2img-images"),
+                "ext": "png", "numbering": "image", "template": name_template(lambda n: f"{n:05d}-42")}
+    assert sink.save(numbered) == (True, str(outputs / "txt2img-images" / "00000-42.png"))
+    assert sink.save(numbered) == (True, str(outputs / "txt2img-images" / "00001-42.png"))  # numbered on the head
+    refusals = [
+        {**numbered, "folder": str(tmp_path / "elsewhere")},
+        {**numbered, "template": "../../escaped\x0005d\x00"},
+        {**numbered, "ext": "py"},
+        {"mode": "at", "data": b"x", "path": str(outputs / ".." / "outside.png")},
+        {"mode": "at", "data": b"x", "path": str(outputs / "script.py")},
+    ]
+    for spec in refusals:
+        ok, why = sink.save(spec)
+        assert not ok and why, spec
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["00000-42.png", "00001-42.png"]

@@ -35,6 +35,14 @@ from .worker_host import resumable
 log = logging.getLogger(__name__)
 
 _POOL_FLAGS = ("workers", "ray_address", "worker_timeout")
+_NOT_FOR_WORKERS = ("gradio_auth", "api_auth")  # logins stay on the head (workers serve nothing)
+
+
+def _absolute(key: str, value):
+    """A folder flag as the head resolves it (a worker on another machine starts elsewhere)."""
+    if isinstance(value, str) and value and (key.endswith("_dir") or key.endswith("_path") or key == "outdir"):
+        return os.path.abspath(value)
+    return value
 
 
 def build_pool(flags, paths, options, registry) -> WorkerPool:
@@ -42,8 +50,9 @@ def build_pool(flags, paths, options, registry) -> WorkerPool:
     unreachable."""
     from .jobs import ray_pool
     cluster = ray_pool.connect(getattr(flags, "ray_address", None), getattr(flags, "workers", None))
-    worker_flags = {key: value for key, value in vars(flags).items()
-                    if key not in _POOL_FLAGS and isinstance(value, (str, int, float, bool, type(None)))}
+    worker_flags = {key: _absolute(key, value) for key, value in vars(flags).items()
+                    if key not in _POOL_FLAGS + _NOT_FOR_WORKERS
+                    and isinstance(value, (str, int, float, bool, type(None)))}
     timeout = float(getattr(flags, "worker_timeout", None) or 60.0)
 
     def factory(index: int):
@@ -66,7 +75,7 @@ def worker_environment(index: int) -> dict:
 
 def use_pool(services, pool: WorkerPool) -> None:
     """Wire the pool to the services: how a job's checkpoint is known, how a job runs on a worker."""
-    pool.key_of = lambda job: checkpoint_key(services, job.payload)
+    pool.key_of = lambda job: pin(services, job)
     pool.runner = lambda job, worker: run_on_worker(services, job, worker)
 
 
@@ -76,16 +85,19 @@ def requested_checkpoint(services, request) -> str | None:
         services.options.get("sd_model_checkpoint") or None
 
 
-def checkpoint_key(services, request) -> str:
-    """The name of the checkpoint `request` runs on (the scheduler's affinity key)."""
+def pin(services, job) -> str:
+    """When a generation is queued: fix the checkpoint it runs on (the request's, its override, else the setting
+    now, as one GPU would run it, whatever is chosen later) and its seeds; its affinity key (the checkpoint's
+    name)."""
+    request = job.payload
     query = requested_checkpoint(services, request)
     try:
-        if query:
-            return services.models.resolve(query).name
-        first = services.models.checkpoints()
-        return first[0].name if first else ""
+        info = services.models.resolve(query) if query else (services.models.checkpoints() or [None])[0]
     except UnknownCheckpointError:
-        return str(query or "")
+        info = None  # the job fails with that message when it goes to a worker (work_item)
+    job.pinned.update(checkpoint=info.title if info is not None else query,
+                      seed=fix_seed(request.seed), subseed=fix_seed(request.subseed))
+    return info.name if info is not None else str(query or "")
 
 
 def pool_checkpoints(services) -> set[str] | None:
@@ -114,13 +126,12 @@ def work_item(services, job, request) -> tuple[dict, dict | None]:
     """What goes to the worker: the request (checkpoint and seeds fixed, so another worker makes the same
     pictures), the head's settings, the model files by sha256, the batches already finished; and the overrides to
     keep as settings afterwards (None: restored)."""
-    pinned = job.pinned
-    if not pinned:
-        query = requested_checkpoint(services, request)
-        available = services.models.checkpoints()
-        pinned["checkpoint"] = services.models.resolve(query).title if query else \
-            (available[0].title if available else None)
-        pinned["seed"], pinned["subseed"] = fix_seed(request.seed), fix_seed(request.subseed)
+    pinned = job.pinned if job.pinned else {}
+    if not pinned:  # (a job queued before the pool knew it: pinned now)
+        pin(services, job)
+        pinned = job.pinned
+    if pinned.get("checkpoint"):
+        services.models.resolve(pinned["checkpoint"])  # an unknown checkpoint fails the job with its message
     extra = dict(request.extra)
     overrides = dict(extra.get("override_settings") or {})
     keep = extra.get("override_settings_restore_afterwards") is False
@@ -157,19 +168,19 @@ def _plain(context: dict) -> dict:
 
 
 class _RemotePreview:
-    """The job's previewer on the head: the worker renders; the head shows the last picture it sent. Reading
-    `in_loop` is what a follower asking for a preview does (engine/preview.py current_preview): the worker renders
-    previews only while someone asked within the last `WANTED_SECONDS` (nobody watching costs it nothing)."""
+    """The job's previewer on the head: the worker renders (`in_loop`: the picture is made elsewhere, the head shows
+    the last one it got). Followers asking for a preview call `watched()` (engine/preview.py shared_preview): the
+    worker renders previews only while someone asked within the last `WANTED_SECONDS` (nobody watching costs it
+    nothing)."""
 
     WANTED_SECONDS = 5.0
+    in_loop = True
 
     def __init__(self):
         self.asked = float("-inf")
 
-    @property
-    def in_loop(self) -> bool:
+    def watched(self) -> None:
         self.asked = time.monotonic()
-        return True
 
     def wanted(self) -> bool:
         return time.monotonic() - self.asked < self.WANTED_SECONDS
@@ -217,22 +228,27 @@ class HeadSink:
             raise _rebuilt_error(event[1])
         elif kind == "refused":
             raise WorkerRefused(event[1])
-        return None
+        return None  # ("alive", seconds): the transport's concern
 
     def save(self, spec: dict) -> tuple[bool, str]:
         """Write an image the worker made, where the head's settings put it; (ok, path or why not)."""
         try:
+            data = spec["data"]
             if spec["mode"] == "at":
                 target = self._inside_outputs(Path(spec["path"]))
-                data = spec["data"]
+                _image_extension(target.suffix)
                 path = output_save.write_at(lambda fp: fp.write(data), target)
             else:
                 folder = self._inside_outputs(Path(spec["folder"]))
-                data = spec["data"]
-                path = output_save.write_numbered(lambda fp: fp.write(data), folder, str(spec["ext"]),
-                                                  output_save.numbering_function(spec["numbering"]),
-                                                  output_save.name_from_template(str(spec["template"])))
-        except (OSError, ValueError) as exc:
+                ext = _image_extension(str(spec["ext"]))
+                name = output_save.name_from_template(str(spec["template"]))
+                for number in (0, 1, 12345):  # a name, never a path: nothing is written beside the folder
+                    candidate = name(number)
+                    if not candidate or candidate in (".", "..") or any(c in candidate for c in "/\\\0"):
+                        raise ValueError(f"{candidate!r} is not a file name")
+                path = output_save.write_numbered(lambda fp: fp.write(data), folder, ext,
+                                                  output_save.numbering_function(spec["numbering"]), name)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return True, str(path)
 
@@ -242,11 +258,21 @@ class HeadSink:
         roots = [self.services.paths.outputs] + [
             Path(value) for key, value in self.services.options.as_dict().items()
             if key.startswith("outdir_") and isinstance(value, str) and value]
+        batch = getattr(self.job.payload, "folder_batch", None)
+        if batch is not None and batch.output_dir:  # img2img batch from a folder: its output folder
+            roots.append(Path(batch.output_dir))
         for root in roots:
             root = Path(os.path.realpath(root))
             if resolved == root or root in resolved.parents:
                 return path
         raise ValueError(f"{path} is outside the output folders: not saved")
+
+
+def _image_extension(ext: str) -> str:
+    ext = ext.lower().lstrip(".")
+    if ext not in ("png", "jpg", "jpeg", "webp"):
+        raise ValueError(f"not an image file type: {ext!r}")
+    return ext
 
 
 def _rebuilt_error(info: dict) -> BaseException:

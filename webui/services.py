@@ -509,8 +509,7 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None,
     if pool is not None:
         from .pool_head import use_pool
         use_pool(services, pool)
-    if not worker:
-        queue.start()
+    queue.start()  # (a worker's: for an extension that queues a generation from a thread of its own)
     log.info("device %s, dtype %s, attention %s; %d checkpoints in %s", policy.device, policy.dtype,
              policy.attention, len(registry.list()), paths.checkpoints)
     return services

@@ -51,6 +51,7 @@ class WorkerHost:
         self._last_batch = 0  # the running job's last batch (no "batch" event for it)
         self._resumable = False  # whether its finished batches are worth sending (see `resumable`)
         self._progress: dict | None = None  # the latest progress report not yet polled
+        self._activity = time.monotonic()  # when the running job last reported anything
         output_save.route_writes(self)  # every image this process saves goes to the head
 
     # --- what the head asks -----------------------------------------------------------------------------------
@@ -85,12 +86,17 @@ class WorkerHost:
         return self.poll(timeout)
 
     def _start(self, item: dict) -> None:
+        previous = self._thread
+        if previous is not None and previous.is_alive():
+            previous.join(5.0)  # it has told its outcome; it may be a moment from its end
+            if previous.is_alive() and self._control is not None:  # the head gave up on it: stop it first
+                self._control.interrupt()
+                previous.join(60.0)
         with self._lock:
-            if self._thread is not None:
-                self._thread.join(5.0)  # it has told its outcome; it may be a moment from its end
-                if self._thread.is_alive():
-                    raise RuntimeError(f"{self.name} is already running job {self._job_id}")
+            if self._thread is not None and self._thread.is_alive():
+                raise RuntimeError(f"{self.name} is still running job {self._job_id}")
             self._events = queue.Queue()
+            self._activity = time.monotonic()
             self._job_id, self._control = item["job_id"], RunControl()
             for command in sorted(self._early.pop(item["job_id"], set())):
                 getattr(self._control, command)()  # Interrupt / Skip pressed before it started here
@@ -121,6 +127,9 @@ class WorkerHost:
             events = [event for event in events if event[0] != "progress" or event is _PROGRESS]
             events = [("progress", latest) if event is _PROGRESS else event for event in events
                       if event is not _PROGRESS or latest is not None]
+        if not events and self._thread is not None and self._thread.is_alive():
+            loading = self.services.models.loading is not None  # a checkpoint load reports nothing meanwhile
+            events.append(("alive", 0.0 if loading else time.monotonic() - self._activity))
         preview = self._preview() if previews else None
         if preview is not None:
             events.insert(0, preview)  # before a result, never after
@@ -133,12 +142,11 @@ class WorkerHost:
             waiter[0].set()
 
     def command(self, job_id: str, command: str) -> None:
-        control = self._control
-        if control is None or job_id != self._job_id:  # sent before the job started here: applied when it does
-            with self._lock:
-                self._early = {**{key: value for key, value in self._early.items() if key == job_id},
-                               job_id: self._early.get(job_id, set()) | {command}}
-            return
+        with self._lock:
+            control = self._control if job_id == self._job_id else None
+            if control is None:  # sent before the job started here: applied when it does
+                self._early = {job_id: self._early.get(job_id, set()) | {command}}
+                return
         if command == "interrupt":
             control.interrupt()
         elif command == "skip":
@@ -191,6 +199,7 @@ class WorkerHost:
                 log.warning("%s: setting %s=%r not applied here: %s", self.name, key, value, exc)
 
     def _on_event(self, kind: str, data: dict) -> None:
+        self._activity = time.monotonic()
         if kind == "progress":  # coalesced: the poll takes the latest (a step's report, not every one)
             with self._lock:
                 first, self._progress = self._progress is None, data["progress"].as_dict()
@@ -256,6 +265,13 @@ def resumable(request) -> bool:
     return not request.script_name and getattr(request, "folder_batch", None) is None
 
 
+# What WEBUI_WORKER_FLAGS may set for one machine's workers: where its model files are, and how its GPUs run them
+# (the outputs, settings and data folder are the head's).
+NODE_FLAGS = frozenset({"ckpt_dir", "lora_dir", "vae_dir", "embeddings_dir", "controlnet_dir",
+                        "controlnet_annotator_models_path", "extensions_dir", "device", "precision", "no_half",
+                        "no_half_vae", "xformers", "medvram", "lowvram"})
+
+
 def node_flags() -> dict:
     """This machine's own folders: the flags in WEBUI_WORKER_FLAGS (set where `ray start` runs, e.g.
     `WEBUI_WORKER_FLAGS="--ckpt-dir /mnt/ssd/checkpoints"`) replace the head's for this node's workers."""
@@ -268,7 +284,12 @@ def node_flags() -> dict:
     parser = build_parser()
     given = vars(parser.parse_args(shlex.split(text)))
     defaults = vars(parser.parse_args([]))
-    return {key: value for key, value in given.items() if value != defaults.get(key)}
+    changed = {key: value for key, value in given.items() if value != defaults.get(key)}
+    refused = sorted(key for key in changed if key not in NODE_FLAGS)
+    if refused:
+        raise ValueError(f"WEBUI_WORKER_FLAGS may set model folders and device flags only, not "
+                         f"{', '.join('--' + key.replace('_', '-') for key in refused)}")
+    return changed
 
 
 def _write_here(spec: dict) -> Path:

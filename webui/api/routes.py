@@ -228,6 +228,12 @@ def _unreadable_body(request: Request, exc: StarletteHTTPException) -> str | Non
     return None
 
 
+def _progress_answer(answer: ProgressResponse) -> JSONResponse:
+    """A1111's /progress shape; `workers` only with a pool (A1111 has no such key)."""
+    from fastapi.encoders import jsonable_encoder
+    return JSONResponse(jsonable_encoder(answer, exclude={"workers"} if answer.workers is None else None))
+
+
 def _preview_base64(services, job) -> str | None:
     """The running job's live preview as base64 PNG (the one of its current N steps, shared with the other
     followers); None when live previews are off or the job has not sampled a step yet."""
@@ -305,17 +311,18 @@ def install_api(app: FastAPI, services, logins: list[tuple[str, str]] | None = N
         wanted = services.queue.get(job) if job else None
         job = wanted if wanted is not None and wanted.state == "running" else services.queue.running
         if job is None:
-            return ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(), textinfo=None,
-                                    workers=workers)
+            return _progress_answer(ProgressResponse(progress=0.0, eta_relative=0.0, state=ProgressState(),
+                                                     textinfo=None, workers=workers))
         p = job.control.progress
         state = ProgressState(skipped=job.control.skip_requested, interrupted=job.control.interrupted, job=job.id,
                               job_count=p.job_count,
                               job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(job.started or 0)),
                               job_no=p.job_no,
                               sampling_step=p.sampling_step, sampling_steps=p.sampling_steps)
-        return ProgressResponse(progress=round(p.fraction, 4), eta_relative=round(p.eta_seconds, 2), state=state,
-                                current_image=None if skip_current_image else _preview_base64(services, job),
-                                textinfo=p.textinfo, workers=workers)
+        return _progress_answer(ProgressResponse(
+            progress=round(p.fraction, 4), eta_relative=round(p.eta_seconds, 2), state=state,
+            current_image=None if skip_current_image else _preview_base64(services, job), textinfo=p.textinfo,
+            workers=workers))
 
     @router.post("/interrupt")
     def interrupt():

@@ -147,6 +147,9 @@ def shared_preview(control, every: int) -> tuple[object, Image.Image | None]:
     """(marker, picture): the run's preview for its current stage of N steps, rendered once per stage and shared
     by every follower (the UI's gallery, /progress, /queue/events); (None, None) when previews are off or nothing
     has been sampled yet."""
+    watched = getattr(control.previewer, "watched", None)
+    if watched is not None:  # a pool worker's job: it renders previews while someone asks for them
+        watched()
     step = control.progress.sampling_step
     if every <= 0 or step <= 0:
         return None, None

@@ -88,7 +88,8 @@ class Slot:
     def view(self, now: float, estimate: Callable[[str, tuple], float]) -> WorkerView:
         running = getattr(self.job, "affinity", None) if self.job is not None else None
         if running is None:
-            holds = tuple(self.worker.holds()) if self.worker is not None else ()
+            worker = self.worker
+            holds = tuple(worker.holds()) if worker is not None else ()
             return WorkerView(id=str(self.index), idle=self.state == "idle" and self.job is None, loaded=holds)
         # A busy worker: its end and what it holds come from what it held when given the job, not from `holds()`
         # now (a Ray worker tells it only when a job ends, another worker may as soon as a load starts): a switching
@@ -101,7 +102,8 @@ class Slot:
 
 class WorkerPool:
     """`factory(index)` builds worker `index` (blocking: a Ray actor that loads its services); `runner(job, worker)`
-    runs a job there; `key_of(job)` is the job's affinity key (its checkpoint). `size` workers are kept."""
+    runs a job there; `key_of(job)` is the job's affinity key (its checkpoint; it may also fix what the job runs
+    on, in `job.pinned`: called once, when the job is queued, outside the queue's lock). `size` workers are kept."""
 
     def __init__(self, factory: Callable[[int], Worker], runner: Callable[[Any, Worker], Any], size: int,
                  key_of: Callable[[Any], str], scheduler=None, kinds: tuple[str, ...] = ("generate",),
@@ -112,6 +114,7 @@ class WorkerPool:
         self.attempts = attempts  # a job lost with its worker is run once more, then failed
         self.window = window  # queued jobs the scheduler looks at per decision
         self.max_restarts = max_restarts  # replacements of one slot's worker per 10 minutes
+        self.retry_after = 300.0  # then: seconds before it is tried again
         self.slots = [Slot(i) for i in range(self.size)]
         self.queue = None  # the JobQueue, once attached
         self._threads: list[threading.Thread] = []
@@ -162,16 +165,17 @@ class WorkerPool:
             rows = []
             for slot in self.slots:
                 described = {}
-                if slot.worker is not None:
+                worker, job = slot.worker, slot.job
+                if worker is not None:
                     try:
-                        described = dict(slot.worker.describe())
+                        described = dict(worker.describe())
                     except Exception:  # noqa: BLE001
                         described = {}
-                job = slot.job
+                holds = list(worker.holds()) if worker is not None else []
                 rows.append({"worker": slot.index, "state": slot.state, "job": job.id if job is not None else None,
-                             "checkpoint": (job.affinity if job is not None and job.affinity else
-                                            (slot.worker.holds() or (None,))[0] if slot.worker is not None else None),
-                             "loaded": list(slot.worker.holds()) if slot.worker is not None else [],
+                             "checkpoint": job.affinity if job is not None and job.affinity else
+                             (holds[0] if holds else None),
+                             "loaded": holds,
                              "jobs": slot.started_jobs, "checkpoint_loads": slot.loads,
                              "progress": (job.control.progress.as_dict() if job is not None and job.control
                                           else None),
@@ -203,7 +207,8 @@ class WorkerPool:
         pending = [job for job in queue._queue if job.kind in self.kinds]
         if not pending:
             return
-        live = {str(slot.index) for slot in self.slots if slot.state in ("idle", "busy", "starting", "lost")}
+        live = {str(slot.index) for slot in self.slots
+                if slot.state in ("idle", "busy", "starting", "lost", "unloading")}
         catalogs = {str(slot.index): set(getattr(slot.worker, "checkpoints", None) or ())
                     for slot in self.slots if slot.worker is not None}
         only: dict[str, frozenset | None] = {}
@@ -213,7 +218,7 @@ class WorkerPool:
                 only[job.id] = self._holders(job, catalogs)
             return only[job.id]
 
-        doomed = [job for job in pending[:self.window]
+        doomed = [job for job in (pending if not live else pending[:self.window])
                   if not ((allowed(job) if allowed(job) is not None else live) & live) - job.excluded]
         for job in doomed:
             queue._queue.remove(job)
@@ -275,7 +280,8 @@ class WorkerPool:
                 if slot.state not in ("busy",):
                     slot.state = "idle"
                 self.assign()
-                while slot.job is None and not queue._stopping and not slot.unload_pending:
+                while slot.job is None and not queue._stopping and not slot.unload_pending \
+                        and not queue._finished_later:
                     # woken when a job starts or ends, or when the scheduler said a wait may end (at most 1 s)
                     wait = 1.0 if self._wakeup is None else min(1.0, max(0.01, self._wakeup - time.monotonic()))
                     if not queue._cond.wait(wait) or (self._wakeup is not None and
@@ -287,9 +293,12 @@ class WorkerPool:
                 if job is not None:  # assigned as the queue stopped: cancelled like the other queued jobs
                     queue._finish(job, "cancelled", error="the server is shutting down", running=True)
                 return
-            if job is None:  # an unload request
-                slot.unload_pending = False
-                self._call(slot, lambda worker: worker.unload())
+            if job is None:
+                if slot.unload_pending:  # an unload request
+                    slot.unload_pending = False
+                    with queue._cond:
+                        slot.state = "unloading"  # (no job is given to it meanwhile)
+                    self._call(slot, lambda worker: worker.unload())
                 continue
             self._run(slot, job)
 
@@ -299,13 +308,17 @@ class WorkerPool:
             now = time.monotonic()
             slot.restarts = [t for t in slot.restarts if now - t < 600]
             if len(slot.restarts) > self.max_restarts:
-                slot.state = "failed"
-                slot.error = (f"{slot.error} (restarted {self.max_restarts} times in 10 minutes: not restarted "
-                              "again)").strip()
-                log.error("pool worker %d: %s", slot.index, slot.error)
                 with self.queue._cond:
+                    slot.state = "failed"
+                    slot.error = (f"{slot.error} (restarted {self.max_restarts} times in 10 minutes: tried again "
+                                  f"in {self.retry_after:.0f} s)").strip()
                     self.assign()  # jobs only it could have run now fail
-                return False
+                log.error("pool worker %d: %s", slot.index, slot.error)
+                self.queue._flush_finished()
+                with self.queue._cond:
+                    self.queue._cond.wait_for(lambda: self.queue._stopping, self.retry_after)
+                slot.restarts.clear()
+                continue
             slot.restarts.append(now)
             slot.state = "starting"
             try:
@@ -335,9 +348,10 @@ class WorkerPool:
             log.exception("pool worker %d", slot.index)
 
     def _lose(self, slot: Slot, exc: BaseException) -> None:
-        slot.error = f"lost: {exc}"
         log.error("pool worker %d lost: %s", slot.index, exc)
-        worker, slot.worker, slot.state = slot.worker, None, "lost"
+        with self.queue._cond:
+            slot.error = f"lost: {exc}"
+            worker, slot.worker, slot.state = slot.worker, None, "lost"
         try:
             worker.kill()
         except Exception:  # noqa: BLE001 - it is gone already
@@ -371,6 +385,8 @@ class WorkerPool:
             self._end(slot, job, "failed", error=str(exc), exception=exc)
         except Exception as exc:  # noqa: BLE001 - the pool must survive anything a job does
             log.error("job %s failed on worker %d: %s: %s", job.id, slot.index, type(exc).__name__, exc)
+            if slot.worker is not None:  # (the head's side failed: the worker must not go on with it)
+                _forward(slot.worker, job.id, "interrupt")
             self._end(slot, job, "failed", error=f"{type(exc).__name__}: {exc}", exception=exc)
         else:
             elapsed = time.monotonic() - started
@@ -386,6 +402,9 @@ class WorkerPool:
     def _requeue(self, slot: Slot, job, refused: str = "", note: str = "") -> None:
         queue = self.queue
         job.control.forward = None
+        if queue._stopping:  # no worker will take it any more
+            self._end(slot, job, "cancelled", error="the server is shutting down")
+            return
         with queue._cond:
             if refused:
                 job.excluded.add(str(slot.index))

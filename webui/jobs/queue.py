@@ -154,6 +154,10 @@ class JobQueue:
             raise QueueError(f"a running job tried to queue a {kind} job and would wait for itself forever (an "
                              "extension's callback? it should do its work directly)")
         encoded = encode_payload(payload) if self.store is not None else None  # slow (PNGs): before the lock
+        pooled = self.pool is not None and self.pool.serves(kind)
+        if pooled:  # its checkpoint, fixed now as the settings say (it may hash a file: before the lock)
+            probe = Job("", kind, payload, source=source)
+            affinity = self.pool.key_of(probe)
         with self._cond:
             if self._stopping:
                 raise QueueClosedError("the server is shutting down: no new jobs are accepted")
@@ -162,8 +166,8 @@ class JobQueue:
                 raise DuplicateJobError(f"a job with id {job_id!r} is already queued or running")
             job = Job(job_id, kind, payload, source=source)
             job.control.on_event = lambda event, data: self._job_event(job, event, data)
-            if self.pool is not None and self.pool.serves(kind):
-                job.affinity = self.pool.key_of(job)
+            if pooled:
+                job.affinity, job.pinned = affinity, probe.pinned
             if self.store is not None:
                 try:
                     job.seq = self.store.add(job_id, kind, payload, source=source, created=job.created,

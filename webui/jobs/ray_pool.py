@@ -143,6 +143,7 @@ class RayWorker:
     def __init__(self, actor, index: int, timeout: float):
         import ray
         self._ray, self.actor, self.id, self.timeout = ray, actor, str(index), float(timeout)
+        self.hang_after = 10 * self.timeout  # a job silent this long (no step, no load, no image) is stuck
         self.info = self._call(actor.describe.remote(), START_TIMEOUT)
         self.checkpoints = list(self.info.pop("checkpoints", []))
         self._holds: tuple[str, ...] = ()
@@ -170,6 +171,8 @@ class RayWorker:
             for event in events:
                 if event[0] in ("result", "error"):
                     self._holds = tuple(event[2])  # what it holds after the job (affinity)
+                elif event[0] == "alive" and event[1] > self.hang_after:  # answers, but its job is stuck
+                    raise WorkerLost(f"worker {self.id}: its job made no progress for {event[1]:.0f} s")
                 outcome = sink.handle(event)
                 if outcome is None:
                     continue
