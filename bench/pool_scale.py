@@ -47,12 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import say, table  # noqa: E402
 from webui.jobs.scheduler import AffinityScheduler, FifoScheduler, JobView, WorkerView  # noqa: E402
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 # --- the workload -----------------------------------------------------------------------------------------------
@@ -698,15 +696,6 @@ def main(argv=None) -> None:
         say()
         table(["scheduler", "real jobs/s", "no-load cap. real/s", "pool.assign calls", "pool.assign us/job",
                "scheduler us/job"], extra)
-
-
-def table(headers: list[str], rows: list[list]) -> None:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        say("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            say("  ".join("-" * w for w in widths))
 
 
 if __name__ == "__main__":
