@@ -137,7 +137,9 @@ class WorkerPool:
         """(The queue is stopping: its jobs are cancelled and its running jobs interrupted.) Let the running jobs
         end (their finished images are saved), then kill the workers."""
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for slot, thread in zip(self.slots, self._threads):
+            if slot.state in ("starting", "failed"):  # building a worker (ends once Ray is shut down below)
+                continue
             thread.join(max(0.0, deadline - time.monotonic()))
         for slot in self.slots:
             if slot.worker is not None:
