@@ -57,7 +57,7 @@ def build_pool(flags, paths, options, registry) -> WorkerPool:
 
     def factory(index: int):
         return ray_pool.RayWorker.create(index, cluster, worker_flags, options.as_dict(), timeout,
-                                         env=worker_environment(index))
+                                         env=worker_environment(index), stopping=pool.stopping)
 
     pool = WorkerPool(factory, runner=None, size=cluster.size, key_of=lambda job: "")
     pool.cluster = cluster

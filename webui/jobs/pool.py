@@ -137,9 +137,7 @@ class WorkerPool:
         """(The queue is stopping: its jobs are cancelled and its running jobs interrupted.) Let the running jobs
         end (their finished images are saved), then kill the workers."""
         deadline = time.monotonic() + timeout
-        for slot, thread in zip(self.slots, self._threads):
-            if slot.state in ("starting", "failed"):  # building a worker (ends once Ray is shut down below)
-                continue
+        for thread in self._threads:  # (a worker being built gives up within a second: `stopping()`)
             thread.join(max(0.0, deadline - time.monotonic()))
         for slot in self.slots:
             if slot.worker is not None:
@@ -154,6 +152,10 @@ class WorkerPool:
             except Exception:  # noqa: BLE001 - shutting down
                 log.debug("pool shutdown", exc_info=True)
         return not any(thread.is_alive() for thread in self._threads)
+
+    def stopping(self) -> bool:
+        """Whether the pool is shutting down (a factory building a worker checks it while it waits)."""
+        return self.queue is not None and self.queue._stopping
 
     def serves(self, kind: str) -> bool:
         return kind in self.kinds
@@ -328,7 +330,8 @@ class WorkerPool:
             except Exception as exc:  # noqa: BLE001 - shown in /queue; the others keep serving
                 slot.error = f"could not start: {type(exc).__name__}: {exc}"
                 log.error("pool worker %d %s", slot.index, slot.error)
-                time.sleep(min(5.0, 0.5 * len(slot.restarts)))
+                with self.queue._cond:
+                    self.queue._cond.wait_for(lambda: self.queue._stopping, min(5.0, 0.5 * len(slot.restarts)))
                 continue
             if self.queue._stopping:
                 try:

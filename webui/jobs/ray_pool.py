@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,26 +141,36 @@ class _WorkerActor:
 class RayWorker:
     """The head's handle of one worker actor."""
 
-    def __init__(self, actor, index: int, timeout: float):
+    def __init__(self, actor, index: int, timeout: float, stopping=lambda: False):
         import ray
         self._ray, self.actor, self.id, self.timeout = ray, actor, str(index), float(timeout)
         self.hang_after = 10 * self.timeout  # a job silent this long (no step, no load, no image) is stuck
-        self.info = self._call(actor.describe.remote(), START_TIMEOUT)
+        ready = actor.describe.remote()
+        started = time.monotonic()
+        while not ray.wait([ready], timeout=0.5)[0]:  # the worker builds its services: seconds, a minute
+            if stopping():
+                raise WorkerLost(f"worker {self.id}: the server is shutting down")
+            if time.monotonic() - started > START_TIMEOUT:
+                raise WorkerLost(f"worker {self.id} did not start within {START_TIMEOUT:.0f} s")
+        self.info = self._call(ready, self.timeout)
         self.checkpoints = list(self.info.pop("checkpoints", []))
         self._holds: tuple[str, ...] = ()
 
     @classmethod
     def create(cls, index: int, cluster: Cluster, flags: dict, options: dict, timeout: float,
-               env: dict | None = None) -> "RayWorker":
-        """`env`: environment variables for this worker's process only (with the job's PYTHONPATH)."""
+               env: dict | None = None, stopping=lambda: False) -> "RayWorker":
+        """`env`: environment variables for this worker's process only (with the job's PYTHONPATH); `stopping()`:
+        give up (the server is shutting down)."""
         import ray
+        if not ray.is_initialized() or stopping():  # (a remote call would start a new Ray runtime by itself)
+            raise WorkerLost(f"worker {index}: Ray is shut down")
         extra = {"runtime_env": {"env_vars": {**cluster.env, **env}}} if env else {}
         remote = ray.remote(_WorkerActor).options(
             num_gpus=cluster.gpus_per_worker, num_cpus=cluster.cpus_per_worker, max_concurrency=4, max_restarts=0,
             **extra)
         actor = remote.remote(flags, options, f"worker {index}")
         try:
-            return cls(actor, index, timeout)
+            return cls(actor, index, timeout, stopping)
         except BaseException:
             ray.kill(actor, no_restart=True)
             raise
@@ -184,7 +195,8 @@ class RayWorker:
                                 self.timeout + POLL_SECONDS)
 
     def command(self, job_id: str, command: str) -> None:
-        self.actor.command.remote(job_id, command)
+        if self._ray.is_initialized():  # (after the shutdown a remote call would start a new Ray runtime)
+            self.actor.command.remote(job_id, command)
 
     def holds(self) -> tuple[str, ...]:
         return self._holds
@@ -201,7 +213,8 @@ class RayWorker:
         self._holds = ()
 
     def kill(self) -> None:
-        self._ray.kill(self.actor, no_restart=True)
+        if self._ray.is_initialized():
+            self._ray.kill(self.actor, no_restart=True)
 
     def pid(self) -> int:
         return int(self._call(self.actor.pid.remote(), self.timeout))
