@@ -73,12 +73,7 @@ class WorkerHost:
 
     def holds(self) -> list[str]:
         """Checkpoints loaded, the current one first (affinity keys: their names)."""
-        models = self.services.models
-        with models._lock:
-            entries = [info for info, _ in reversed(list(models._loaded.values()))]
-            current = models._current
-        entries.sort(key=lambda info: str(info.path) != current)
-        return [info.name for info in entries]
+        return [info.name for info in self.services.models.held()]
 
     def start(self, item: dict, timeout: float = 0.5) -> list:
         """Start the job; what it reported within `timeout` seconds (as `poll`)."""

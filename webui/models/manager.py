@@ -76,6 +76,13 @@ class ModelManager:
         with self._lock:
             return [info.title for info, _ in self._loaded.values()]
 
+    def held(self) -> list[CheckpointInfo]:
+        """The checkpoints loaded, the current one first, then the others from the most recently used."""
+        with self._lock:
+            entries = [info for info, _ in reversed(list(self._loaded.values()))]
+            current = self._current
+        return sorted(entries, key=lambda info: str(info.path) != current)
+
     # --- loading ----------------------------------------------------------------------------------------------
     def get(self, query: str | None = None) -> tuple[CheckpointInfo, LoadedModel]:
         """The checkpoint for `query` (None: the selected one, or the first available), loading it if needed."""
