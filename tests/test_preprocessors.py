@@ -6,6 +6,7 @@ merger at 1024x1024 several times); they write their files in their own test.
 """
 from __future__ import annotations
 
+import shutil
 import threading
 
 import cv2
@@ -256,7 +257,8 @@ def neural(tmp_path_factory):
     for module in NEURAL:
         if module not in HEAVY:
             write_module_files(module, folder)
-    return PreprocessorRegistry(folder)
+    yield PreprocessorRegistry(folder)
+    shutil.rmtree(folder, ignore_errors=True)  # full-size random networks: gigabytes a CI disk need not keep
 
 
 def _check_neural_map(registry, module, monkeypatch):
@@ -280,8 +282,12 @@ def test_neural_preprocessor_loads_and_maps(neural, module, monkeypatch):
 
 @pytest.mark.parametrize("module", sorted(HEAVY))
 def test_heavy_neural_preprocessor_loads_and_maps(neural, module, monkeypatch):
-    write_module_files(module, neural.annotators.folder)
-    _check_neural_map(neural, module, monkeypatch)
+    written = write_module_files(module, neural.annotators.folder)
+    try:
+        _check_neural_map(neural, module, monkeypatch)
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
 
 
 def test_openpose_hand_and_face_networks_run(neural):
