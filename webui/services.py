@@ -15,7 +15,7 @@ from .control.preprocessors import PreprocessorRegistry
 from .core.errors import RequestError, UserError
 from .core.request import PROMPT_FIELDS, GenerationRequest, check_prompt_text
 from .engine import scripts as builtin_scripts
-from .engine.engine import Engine, GenerationResult
+from .engine.engine import Engine, GenerationResult, prompt_encoder
 from .engine.extras import ExtrasRequest, ExtrasResult, run_extras
 from .engine.preview import offered_methods
 from .engine.refiner import resolve as resolve_refiner
@@ -34,6 +34,7 @@ from .models.networks import LoraRegistry
 from .models.preview_decoders import PreviewDecoders
 from .models.registry import CheckpointRegistry
 from .models.face_restorers import FaceRestorationError, FaceRestorers
+from .models.flux_assembly import separate_parts
 from .models.upscalers import UpscalerRegistry
 from .models.vae import VaeRegistry
 from .prompts.conditioning import check_emphasis, count_tokens
@@ -289,9 +290,12 @@ class Services:
         if current is None:
             return count_tokens(PromptEncoder(_TokenizerOnly(self.paths.cache_dir), self.policy.device), text, steps)
         model = current[1]
-        self.models.embeddings.refresh()  # as a generation does: new embedding files count at once
-        embeddings, _ = self.models.embeddings.for_model(model)
-        encoder = PromptEncoder(model, self.policy.device, embeddings,
+        encoder_class = prompt_encoder(model)  # FLUX.1: T5's tokens against its sequence length
+        embeddings = {}
+        if encoder_class is PromptEncoder:
+            self.models.embeddings.refresh()  # as a generation does: new embedding files count at once
+            embeddings, _ = self.models.embeddings.for_model(model)
+        encoder = encoder_class(model, self.policy.device, embeddings,
                                 comma_backtrack=int(self.options.get("comma_padding_backtrack")))
         return count_tokens(encoder, text, steps)
 
@@ -474,6 +478,7 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None,
     embeddings = EmbeddingDatabase(paths.embeddings, hashes)
     vaes = VaeRegistry(paths.vae, hashes, checkpoint_roots=[paths.checkpoints])
     models = ModelManager(registry, policy, paths.cache_dir, options, loras=loras, embeddings=embeddings, vaes=vaes)
+    models.separate_parts = lambda: separate_parts(paths, options.get("forge_additional_modules"))
     controlnets = ControlNetRegistry([paths.controlnet])
     controlnets.refresh()
     preprocessors = PreprocessorRegistry(paths.annotators, str(policy.device))

@@ -12,6 +12,7 @@ from ..outputs.infotext import SETTING_KEYS, parse_infotext
 _FIELDS = {
     "prompt": ("Prompt", str), "negative_prompt": ("Negative prompt", str), "steps": ("Steps", int),
     "sampler_name": ("Sampler", str), "scheduler": ("Schedule type", str), "cfg_scale": ("CFG scale", float),
+    "distilled_cfg_scale": ("Distilled CFG Scale", float),
     "seed": ("Seed", int), "width": ("Size-1", int), "height": ("Size-2", int), "subseed": ("Variation seed", int),
     "subseed_strength": ("Variation seed strength", float), "denoising_strength": ("Denoising strength", float),
     "seed_resize_from_w": ("Seed resize from-1", int), "seed_resize_from_h": ("Seed resize from-2", int),

@@ -28,6 +28,7 @@ class Txt2ImgBody(_Lenient):
     n_iter: int = 1
     steps: int = 50
     cfg_scale: float = 7.0
+    distilled_cfg_scale: float = 3.5  # Forge's name: FLUX.1 dev's guidance embedding
     width: int = 512
     height: int = 512
     restore_faces: bool | None = None

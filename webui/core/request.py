@@ -79,6 +79,7 @@ class GenerationRequest:
     scheduler: str = "Automatic"
     steps: int = 20
     cfg_scale: float = 7.0
+    distilled_cfg_scale: float = 3.5  # Forge's: FLUX.1 dev's guidance embedding (ignored by other families)
     seed: int = -1
     subseed: int = -1
     subseed_strength: float = 0.0
@@ -151,6 +152,7 @@ class GenerationRequest:
         self.check_prompts()
         self._int_range("steps", 1, 150)
         self._float_range("cfg_scale", 1.0, 30.0)
+        self._float_range("distilled_cfg_scale", 0.0, 30.0)
         self._int_range("batch_size", 1, 64)
         self._int_range("n_iter", 1, 100)
         for name in ("width", "height"):

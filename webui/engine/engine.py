@@ -19,11 +19,12 @@ import torch
 from PIL import Image
 
 from .. import __version__
-from ..core.errors import UserError
+from ..core.errors import RequestError, UserError
 from ..core.request import GenerationRequest
 from ..core.run_control import RunControl
 from ..control.runner import ControlPlan, prepare_control
 from ..models import vae_tiling
+from ..models.vae_tiling import from_model_latents, to_model_latents
 from ..models.controlnet import ControlNetCache
 from ..outputs.infotext import build_infotext
 from ..extensions.hooks import DenoiserEvent, ImageEvent, ProcessingHooks, ProcessingRun
@@ -45,7 +46,10 @@ from . import color_correction
 from .scripts.image_lists import apply_image_lists
 from .denoiser import Denoiser, Interrupted, LCMParameterization, UNetCall
 from .sampling.noise import BatchNoise
+from .sampling.flow import FlowLevels, euler_ancestral_flow, shift_for
 from .sampling.sigmas import NoiseLevels
+from .transformer_call import FluxCall
+from ..models.families import FAMILIES, FLOW_SAMPLERS
 from .seeds import fix_seed
 from .tiling import circular_padding
 
@@ -54,8 +58,11 @@ log = logging.getLogger(__name__)
 _LAST = ("Lora hashes", "TI hashes")  # extra infotext keys A1111 writes after those of img2img, hires fix, ...
 
 
-def model_noise_levels(model) -> NoiseLevels:
-    """The checkpoint's noise levels as A1111 computes them (from its beta schedule)."""
+def model_noise_levels(model, width: int = 1024, height: int = 1024):
+    """The checkpoint's noise levels: A1111's (from its beta schedule), or a flow family's at the image's shift."""
+    family = FAMILIES[model.family]
+    if family.sampling == "flow":
+        return FlowLevels(shift_for(family.shift, width, height))
     return NoiseLevels.from_config(dict(model.scheduler_config))
 
 
@@ -144,7 +151,8 @@ class Engine:
         self.hooks.process(run)  # may rewrite the per-image prompts and seeds, and settings (A1111's process)
         _restore_shape(run, request, total)
         _fit_lists(run, total)
-        sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler)
+        sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler,
+                                             flow=FAMILIES[model.family].sampling == "flow")
         clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))
         passes = 2 if request.enable_hr else 1  # hires fix: each batch's second pass counts as a job, as A1111
         control.report(job_count=request.n_iter * passes, job_no=0, sampling_step=0,
@@ -303,6 +311,7 @@ class Engine:
             passes.append((hires.model, hires.request, hires.sampler, hires.schedule))
         for pass_model, pass_request, pass_sampler, pass_schedule in passes:
             img2img = pass_request.mode == "img2img" or isinstance(pass_request, hires_fix.SecondPassRequest)
+            _check_family(pass_model, pass_request, pass_sampler)
             levels = samplers.sampler_levels(pass_sampler, model_noise_levels(pass_model))
             samplers.plan_pass(pass_sampler, pass_schedule, pass_request.steps, levels, self.options,
                                pass_model.family, eta=pass_request.eta,
@@ -382,8 +391,10 @@ class Engine:
         items = list(range(first_item, first_item + batch))
         scale = model.vae_scale_factor
         width, height = (setup.width, setup.height) if setup is not None else (request.width, request.height)
-        shape = (4, height // scale, width // scale)
-        base_levels = model_noise_levels(model)
+        family = FAMILIES[model.family]
+        flow = family.sampling == "flow"
+        shape = (family.latent_channels, height // scale, width // scale)
+        base_levels = model_noise_levels(model, width, height)
         levels = samplers.sampler_levels(sampler, base_levels)
         source = str(self.options.get("randn_source"))
         noise = BatchNoise(shape, seeds, subseeds, request.subseed_strength,
@@ -408,7 +419,11 @@ class Engine:
                 elif request.inpainting_fill == 3:  # latent nothing
                     init = init * (1 - mask)
             extra = float(self.options.get("img2img_extra_noise") or 0)  # A1111's "Extra noise" (img2img, hires)
-            if plan.img2img_alpha is not None:
+            if flow:  # rectified flow: the init latents and the noise mixed at the first sigma
+                start = base_levels.noised(init, x, plan.sigmas[0])
+                if extra > 0:
+                    start = start + x * extra * plan.sigmas[0]
+            elif plan.img2img_alpha is not None:
                 alpha = base_levels.alphas_cumprod[plan.img2img_alpha]
                 start = init * torch.sqrt(alpha) + x * torch.sqrt(1 - alpha)
                 if extra > 0:
@@ -432,6 +447,7 @@ class Engine:
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
         hook = run is not None and self.hooks.wants_denoiser
         unet_dtype = model.unet.dtype  # read once: the property walks every parameter of the UNet
+        network = FluxCall(model.unet, request.distilled_cfg_scale) if family.network == "flux" else None
         factors: dict[float, list[torch.Tensor]] = {}  # AND: per scale, each sub-prompt's weight x scale per image
 
         def guidance(scale: float) -> list[torch.Tensor] | None:
@@ -454,6 +470,8 @@ class Engine:
                                                    do_cfg)
             if extra_channels is not None:
                 model_input = torch.cat([model_input, extra_channels], dim=1)
+            if network is not None:
+                return network(model_input, t, embeds, added["pooled"], residuals), x_rows
             output = model.unet(model_input, t, encoder_hidden_states=embeds, added_cond_kwargs=added,
                                 return_dict=False, **residuals)[0]
             return output, x_rows
@@ -511,6 +529,8 @@ class Engine:
                             callback=on_step, **kwargs)
         noise_sampler = samplers.brownian_noise(plan, start, seeds, noise.source) if sampler.brownian \
             else noise.sampler
+        if levels.prediction == "flow" and sampler.name == "Euler a":  # its rectified-flow form
+            function = euler_ancestral_flow
         if "sigma_min" in kwargs:  # DPM fast / adaptive
             return function(denoiser, start, noise_sampler=noise_sampler, callback=on_step, **kwargs)
         return function(denoiser, start, plan.sigmas, noise_sampler=noise_sampler, callback=on_step, **kwargs)
@@ -563,7 +583,7 @@ class Engine:
             return setup.latents.to(self.policy.device, torch.float32)
         latents = [self._vae_encode(model, imaging.to_tensor([setup.sources[setup.source_index(item)]])).mode()
                    for item in items]
-        return (torch.cat(latents) * model.vae.config.scaling_factor).to(torch.float32)
+        return to_model_latents(model.vae, torch.cat(latents)).to(torch.float32)
 
     def _extra_channels(self, model, setup: Img2ImgSetup | None, items: list[int], width: int, height: int,
                         copies: int) -> torch.Tensor | None:
@@ -579,7 +599,7 @@ class Engine:
         """The extra UNet input of a 9-channel inpainting checkpoint for one image: a mask and masked-image
         latents. txt2img: a full mask over a neutral grey image (A1111's conditioning)."""
         def encode(pixels: torch.Tensor) -> torch.Tensor:
-            return self._vae_encode(model, pixels).mode() * model.vae.config.scaling_factor
+            return to_model_latents(model.vae, self._vae_encode(model, pixels).mode())
 
         if setup is not None:
             return setup.conditioning(item, encode, float(self.options.get("inpainting_mask_weight")))
@@ -613,7 +633,7 @@ class Engine:
         """Latents to pictures. A half-precision VAE that overflows into NaNs is run again in float32 (the
         result says so); if float32 gives NaNs too (or `retry_nan` is off), NaNOutputError with a clear message."""
         vae, tiles = model.vae, vae_tiling.TileSettings.from_options(self.options)
-        decoded = vae_tiling.decode(vae, latents.to(vae.dtype) / vae.config.scaling_factor, tiles)
+        decoded = vae_tiling.decode(vae, from_model_latents(vae, latents.to(vae.dtype)), tiles)
         if torch.isnan(decoded).any():
             if not retry_nan:
                 raise NaNOutputError(f"the VAE produced NaNs in {vae.dtype}")
@@ -624,7 +644,7 @@ class Engine:
             try:
                 vae.to(torch.float32)
                 with torch.autocast(latents.device.type, enabled=False):
-                    decoded = vae_tiling.decode(vae, latents.float() / vae.config.scaling_factor, tiles)
+                    decoded = vae_tiling.decode(vae, from_model_latents(vae, latents.float()), tiles)
             finally:
                 vae.to(original)
             result.warnings.append("The VAE produced NaNs in half precision: decoded again in full precision "
@@ -635,9 +655,12 @@ class Engine:
                       sampler_name, schedule, clip_skip, subseed, variation, extra_params: dict,
                       run: ProcessingRun) -> None:
         seed = image.seed
+        family = FAMILIES[run.model.family]
         params = {
             "Steps": request.steps, "Sampler": sampler_name, "Schedule type": schedule,
-            "CFG scale": f"{request.cfg_scale:g}", "Seed": seed, "Size": f"{request.width}x{request.height}",
+            "CFG scale": f"{request.cfg_scale:g}",
+            "Distilled CFG Scale": f"{request.distilled_cfg_scale:g}" if family.distilled_guidance else None,
+            "Seed": seed, "Size": f"{request.width}x{request.height}",
             "Face restoration": face_restoration.model_in_use(request, self.options),
             "Model hash": info.shorthash, "Model": info.name_for_extra,
             "VAE hash": extra_params.get("VAE hash"), "VAE": extra_params.get("VAE"),
@@ -647,7 +670,7 @@ class Engine:
                                  if request.seed_resize_from_w > 0 and request.seed_resize_from_h > 0 else None),
             "Denoising strength": (f"{request.denoising_strength:g}" if request.mode == "img2img" or request.enable_hr
                                    else None),
-            "Clip skip": clip_skip if clip_skip > 1 else None,
+            "Clip skip": clip_skip if clip_skip > 1 and family.clip_skip else None,
             "ENSD": self._ensd(request, sampler_name),
             "RNG": self.options.get("randn_source") if self.options.get("randn_source") != "GPU" else None,
             "Tiling": "True" if request.tiling else None,
@@ -659,6 +682,8 @@ class Engine:
         params.update({key: value for key, value in extra_params.items() if _is_controlnet_key(key)})
         params.update({key: value for key, value in run.extra_params.items() if key not in params})  # extensions'
         params["Version"] = f"v{__version__}"
+        for number, part in enumerate(getattr(run.model, "part_names", ()), start=1):  # Forge's separate files
+            params[f"Module {number}"] = part
         infotext = build_infotext(image.prompt, image.negative_prompt, params)
         picture = image.image
         result.images.append(picture)
@@ -672,6 +697,25 @@ class Engine:
 
 
 _BATCH_LISTS = ("images", "seeds", "subseeds", "prompts", "negative_prompts", "infotexts", "saved_paths")
+
+
+def _check_family(model, request: GenerationRequest, sampler) -> None:
+    """What a flow-family checkpoint cannot take: samplers built for A1111's noise schedule, and (FLUX.1's 2x2
+    patches of 8x downscaled latents) sizes that are not multiples of 16 pixels."""
+    family = FAMILIES[model.family]
+    if family.sampling != "flow":
+        return
+    if sampler.name not in FLOW_SAMPLERS:
+        raise samplers.SamplerError(f"{sampler.name} does not sample {family.label} checkpoints (rectified flow); "
+                                    f"choose one of: {', '.join(FLOW_SAMPLERS)}")
+    if family.network == "flux":
+        width = getattr(request, "width", 0)
+        height = getattr(request, "height", 0)
+        for name, value in (("width", width), ("height", height)):
+            if value % 16:
+                low, high = value // 16 * 16, value // 16 * 16 + 16
+                raise RequestError(name, f"{family.label} makes images in multiples of 16 pixels: {name} {value} "
+                                         f"is not one (use {low or 16} or {high})")
 
 
 def _result_marks(result: GenerationResult) -> dict[str, int]:
@@ -746,6 +790,14 @@ def _fit_lists(run: ProcessingRun, total: int) -> None:
         setattr(run, name, values)
 
 
+def prompt_encoder(model) -> type:
+    """The prompt encoder class for the model's family: A1111's CLIP chunks, or FLUX.1's CLIP-L + T5."""
+    if FAMILIES[model.family].prompts == "flux":
+        from ..prompts.flux_encoder import FluxPromptEncoder
+        return FluxPromptEncoder
+    return PromptEncoder
+
+
 class _RunPrompts:
     """A run's prompt work, batch by batch. Extra-network tags come from the batch's first prompt and negative
     prompt (as A1111 does) and are applied again only when they differ from the previous batch's; each distinct
@@ -779,8 +831,9 @@ class _RunPrompts:
             self._network_params, self._applied = dict(networks.params), key
             if self._encoder is None:
                 options = self.engine.options
-                self._encoder = PromptEncoder(self.model, self.engine.policy.device, networks.embeddings,
-                                              options.get("emphasis"), int(options.get("comma_padding_backtrack")))
+                self._encoder = prompt_encoder(self.model)(self.model, self.engine.policy.device,
+                                                           networks.embeddings, options.get("emphasis"),
+                                                           int(options.get("comma_padding_backtrack")))
         items = []
         steps = steps or self.steps
         for (prompt, _), (negative, _) in cleaned:
@@ -820,6 +873,8 @@ class _StepInputs:
         unconds, parts = self.conditioning.at_step(step)
         rows = [c for row in ([unconds] if self.do_cfg else []) + parts for c in row]
         embeds = torch.cat([c.embeds.to(self.device, dtype) for c in rows])
+        if FAMILIES[self.model.family].prompts == "flux":  # T5's sequence and CLIP-L's pooled output
+            return embeds, {"pooled": torch.cat([c.pooled.to(self.device, dtype) for c in rows])}
         if self.model.family != "sdxl":
             return embeds, None
         pooled = torch.cat([c.pooled.to(self.device, dtype) for c in rows])

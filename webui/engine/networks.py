@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..models.networks import NetworkRequest, apply_networks
+from ..models.families import FAMILIES
 from ..models.vae import apply_vae
 from ..prompts.extra_networks import ExtraNetworkCall, lora_multipliers
 
@@ -38,6 +39,9 @@ def _infotext_name(name: str) -> str:
     return name.replace(":", "").replace(",", "")
 
 
+LORA_FAMILIES = ("sd1", "sd2", "sdxl")
+
+
 def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetworks) -> None:
     wanted, hashes = [], []
     registry = models.loras
@@ -57,7 +61,13 @@ def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetwor
         if info is None:
             run.warnings.append(f'LoRA "{name}" not found in {", ".join(map(str, registry.roots))}: skipped')
             continue
+        if model.family not in LORA_FAMILIES:  # no patching for the transformer families yet
+            run.warnings.append(f'LoRA "{name}": LoRA for {FAMILIES[model.family].label} checkpoints is not '
+                                f"supported yet: skipped")
+            continue
         wanted.append(NetworkRequest(info, te, unet))
+    if model.family not in LORA_FAMILIES:
+        return
     report = apply_networks(model, wanted)
     run.warnings.extend(report.warnings)
     for info in report.applied:

@@ -55,8 +55,8 @@ def preview_every(options) -> int:
 
 
 def _check(latents: torch.Tensor) -> None:
-    if latents.ndim != 4 or latents.shape[1] != 4:
-        raise ValueError(f"expected latents of shape (batch, 4, h, w), got {tuple(latents.shape)}")
+    if latents.ndim != 4:
+        raise ValueError(f"expected latents of shape (batch, channels, h, w), got {tuple(latents.shape)}")
 
 
 def to_picture(rgb: torch.Tensor) -> Image.Image:
@@ -69,9 +69,22 @@ def cheap_preview(latents: torch.Tensor, family: str = "sd1", index: int = 0) ->
     """The `index`-th image of a (batch, 4, h, w) latent tensor as an RGB picture of h x w pixels (1/8 of the
     final size)."""
     _check(latents)
-    factors = torch.tensor(_SDXL_FACTORS if family == "sdxl" else _SD_FACTORS, dtype=torch.float32)
     latent = latents[min(index, latents.shape[0] - 1)].detach().to("cpu", torch.float32)
+    if latent.shape[0] != 4:  # a family without published factors: its three main directions as colours
+        return to_picture(principal_colours(latent))
+    factors = torch.tensor(_SDXL_FACTORS if family == "sdxl" else _SD_FACTORS, dtype=torch.float32)
     return to_picture(torch.einsum("chw,cr->rhw", latent, factors))
+
+
+def principal_colours(latent: torch.Tensor) -> torch.Tensor:
+    """(C, h, w) latents as (3, h, w) in [-1, 1]: the three principal components of the channels over the
+    picture, each scaled to its spread. Shows the composition (regions, edges) though not the real colours."""
+    flat = latent.reshape(latent.shape[0], -1)
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    _, _, directions = torch.linalg.svd(flat.T @ flat)
+    rgb = directions[:3] @ flat
+    rgb = rgb / (rgb.abs().amax(dim=1, keepdim=True) + 1e-6)
+    return rgb.reshape(3, *latent.shape[1:])
 
 
 def grid(pictures: list[Image.Image]) -> Image.Image:

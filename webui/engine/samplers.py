@@ -77,10 +77,13 @@ _S_DEFAULTS = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": math.inf, "s_noise": 1.0
 _S_INFOTEXT = {"s_churn": "Sigma churn", "s_tmin": "Sigma tmin", "s_tmax": "Sigma tmax", "s_noise": "Sigma noise"}
 
 
-def resolve(sampler_name: str | None, schedule: str | None = None) -> tuple[Sampler, str]:
+def resolve(sampler_name: str | None, schedule: str | None = None, flow: bool = False) -> tuple[Sampler, str]:
     """(sampler, concrete schedule type) for A1111 names (`webui.core.samplers.resolve_name`); SamplerError
-    otherwise."""
+    otherwise. `flow`: a rectified-flow checkpoint, whose own schedule ("Uniform": what Automatic gives where the
+    sampler has no type of its own) is the same sigmas as Forge's "Simple", and is named so."""
     names, concrete = resolve_name(sampler_name, schedule)
+    if flow and concrete == "Uniform":
+        concrete = "Simple"
     return SAMPLERS_BY_NAME[names.name], concrete
 
 
@@ -131,7 +134,7 @@ def plan_pass(sampler: Sampler, schedule: str, steps: int, levels: NoiseLevels, 
         plan.steps_shown = t_enc + 1
     plan.sigmas = sigmas
     plan.start_scale = sigmas[0]
-    if not img2img and bool(options.get("sgm_noise_multiplier")):
+    if not img2img and bool(options.get("sgm_noise_multiplier")) and levels.prediction != "flow":
         params["SGM noise multiplier"] = True
         plan.start_scale = torch.sqrt(1.0 + sigmas[0] ** 2.0)
     positive = full[full > 0]

@@ -59,6 +59,11 @@ class LoadedControlNet:
     def fits(self, unet, checkpoint_family: str | None = None) -> str | None:
         """None when the ControlNet fits the checkpoint's UNet, else why not (for the user). `checkpoint_family`
         ("sd1", "sd2", "sdxl") names the checkpoint in the message; else it is named from its UNet."""
+        from .families import FAMILIES
+        family = FAMILIES.get(checkpoint_family or "")
+        if family is not None and not family.controlnet:  # a transformer family: SD ControlNets have nothing to fit
+            return f"{self.info.title} is a{'n' if self.family_label[0] in 'S' else ''} {self.family_label} " \
+                   f"ControlNet and the checkpoint is {family.label}, which takes no {self.family_label} ControlNet"
         unet_xl = unet.config.addition_embed_type == "text_time"
         unet_width = int(unet.config.cross_attention_dim)
         if unet_xl != self.is_sdxl or unet_width != self.cross_attention_dim:

@@ -54,6 +54,9 @@ class LoadedModel:
     vae_file: Path | None = None  # the VAE file whose weights model.vae holds (None: the checkpoint's own)
     networks: object | None = None  # LoRA patch state (`networks.patcher.NetworkPatchState`), set on first use
     sdxl_refiner: bool = False  # SDXL's refiner: OpenCLIP G alone, an aesthetic score among the UNet's inputs
+    t5_max_length: int = 0  # FLUX.1: T5's token sequence length (512 dev, 256 schnell)
+    part_names: tuple[str, ...] = ()  # separate files used (Forge's "Module N" infotext keys), VAE first
+    parts_key: tuple[str, ...] = ()  # the "VAE / Text Encoder" choice it was loaded with (a change reloads it)
 
     @property
     def prediction_type(self) -> str:
@@ -305,7 +308,7 @@ def _cast(state: dict, dtype: torch.dtype) -> None:
 
 def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
                      name: str | None = None, private: bool | None = None,
-                     on_progress: Listener | None = None) -> LoadedModel:
+                     on_progress: Listener | None = None, parts: "SeparateParts | None" = None) -> LoadedModel:
     """`private` (default: decided by the policy) says whether weights are copied out of the file, see
     `read_state_dict`. On the GPU without offload they are copied to VRAM right away, so mapping is safe there.
     `on_progress(LoadStatus)` follows the load stage by stage (a console bar shows it too)."""
@@ -316,6 +319,17 @@ def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_p
     with LoadProgress(name, SINGLE_FILE_STAGES, on_progress) as progress:
         progress.begin("read")
         state = read_state_dict(path, private, progress.within)
+        from .flux import flux_layout, other_family, read_flux_file  # (they build on this module)
+        from .flux_assembly import SeparateParts, assemble_flux
+        if flux_layout(state) is not None:  # a transformer family: its own assembly
+            progress.begin("convert")
+            flux_parts = read_flux_file(state, name, policy.dtype)
+            del state
+            return assemble_flux(flux_parts, name, policy, cache_dir, parts or SeparateParts(), progress,
+                                 started=started)
+        other = other_family(state)
+        if other is not None:
+            raise CheckpointFormatError(f"{name} is a {other} checkpoint: this model family is not supported yet")
         arch = detect_architecture(state, name, config_path)
 
         progress.begin("convert")
@@ -452,9 +466,14 @@ def _place(model: LoadedModel, policy: DevicePolicy) -> None:
 
 def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
                     name: str | None = None, private: bool | None = None,
-                    on_progress: Listener | None = None) -> LoadedModel:
-    """A single file or a diffusers folder; `on_progress(LoadStatus)` follows the load (see `load_progress`)."""
+                    on_progress: Listener | None = None, parts: "SeparateParts | None" = None) -> LoadedModel:
+    """A single file or a diffusers folder; `on_progress(LoadStatus)` follows the load (see `load_progress`);
+    `parts`: where a FLUX.1 checkpoint's missing VAE / text encoders come from (flux_assembly.py)."""
+    from .flux_assembly import SeparateParts, is_flux_folder, load_flux_folder  # (it builds on this module)
     if path.is_dir():
+        if is_flux_folder(path):
+            return load_flux_folder(path, policy, cache_dir, name or path.name, parts or SeparateParts(),
+                                    on_progress)
         return load_diffusers_folder(path, policy, cache_dir, name, on_progress)
-    return load_single_file(path, policy, cache_dir, config_path, name, private, on_progress)
+    return load_single_file(path, policy, cache_dir, config_path, name, private, on_progress, parts)
 

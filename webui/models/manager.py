@@ -47,6 +47,9 @@ class ModelManager:
         self._lock = threading.RLock()
         self.on_loaded: list = []  # listeners called with (info, model) after a checkpoint loads (extensions)
         self._loading: LoadStatus | None = None
+        # () -> flux_assembly.SeparateParts: where FLUX.1 checkpoints' separate VAE / text encoders come from
+        # (Forge's "VAE / Text Encoder" choice); set by services
+        self.separate_parts = None
 
     # --- listings ---------------------------------------------------------------------------------------------
     def checkpoints(self) -> list[CheckpointInfo]:
@@ -89,8 +92,10 @@ class ModelManager:
         with self._lock:
             if query is None and self._current is not None:
                 key = self._current
-                self._loaded.move_to_end(key)
-                return self._loaded[key]
+                if self._loaded[key][1].parts_key == self._parts_key(self._loaded[key][1]):
+                    self._loaded.move_to_end(key)
+                    return self._loaded[key]
+                query = self._loaded[key][0].name
             if query is None:
                 remembered = self.options.get("sd_model_checkpoint") or None
                 try:  # the checkpoint selected last time, if it is still there
@@ -106,10 +111,29 @@ class ModelManager:
                 query = available[0].name
             info = self.registry.resolve(query)
             key = str(info.path)
+            if key in self._loaded and self._loaded[key][1].parts_key != self._parts_key(self._loaded[key][1]):
+                self._drop(key)  # loaded with another "VAE / Text Encoder" choice
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
             return self._load(info)
+
+    def _parts(self):
+        return self.separate_parts() if self.separate_parts is not None else None
+
+    def _parts_key(self, model: LoadedModel) -> tuple[str, ...]:
+        """The choice a loaded model should have been loaded with: only checkpoints with separate parts care."""
+        if not model.part_names and not model.parts_key:
+            return model.parts_key
+        parts = self._parts()
+        return parts.key if parts is not None else ()
+
+    def _drop(self, key: str) -> None:
+        current = self._current == key
+        self.forget(Path(key))
+        gc.collect()
+        if current:  # still the selected checkpoint: loaded again with the new parts
+            self._current = None
 
     def select(self, query: str) -> tuple[CheckpointInfo, LoadedModel]:
         """Make `query` the current checkpoint (loading it, or taking it from the cache)."""
@@ -128,7 +152,7 @@ class ModelManager:
         try:
             try:
                 model = load_checkpoint(info.path, self.policy, self.cache_dir, info.config, info.name,
-                                        on_progress=self._set_loading)
+                                        on_progress=self._set_loading, parts=self._parts())
             except CheckpointFormatError as exc:
                 raise ModelLoadError(str(exc)) from None
             except MemoryError:

@@ -3,7 +3,8 @@
 - "Approx NN": A1111's VAE approximation, eight plain convolutions from the latents to RGB at twice the latent
   size. Files: `model.pt` (SD1/SD2 latents), `vaeapprox-sdxl.pt` (SDXL).
 - "TAESD": the tiny autoencoder's decoder, at full image size. Files: `taesd_decoder.pth` / `.safetensors`
-  (SD1/SD2), `taesdxl_decoder.pth` / `.safetensors` (SDXL), in the original layout (a flat sequence whose first
+  (SD1/SD2), `taesdxl_decoder.pth` / `.safetensors` (SDXL), `taef1_decoder` (FLUX.1's 16-channel latents), in the
+  original layout (a flat sequence whose first
   entry is the input clamp); diffusers' `DecoderTiny` holds the same layers one index lower.
 
 Both take the sampler's latents as they are (no VAE scaling factor) and give RGB in [-1, 1].
@@ -19,7 +20,7 @@ from torch import nn
 APPROX_NN, TAESD = "Approx NN", "TAESD"
 FILES = {  # method -> family group -> file stems tried in order
     APPROX_NN: {"sd": ("model",), "sdxl": ("vaeapprox-sdxl",)},
-    TAESD: {"sd": ("taesd_decoder",), "sdxl": ("taesdxl_decoder",)},
+    TAESD: {"sd": ("taesd_decoder",), "sdxl": ("taesdxl_decoder",), "flux": ("taef1_decoder",)},
 }
 SUFFIXES = (".safetensors", ".pth", ".pt")
 
@@ -50,10 +51,10 @@ class ApproxDecoder(nn.Module):
         return x
 
 
-def taesd_decoder() -> nn.Module:
+def taesd_decoder(latent_channels: int = 4) -> nn.Module:
     """diffusers' tiny decoder in TAESD's shape (64 channels, 3-3-3-1 blocks, nearest 2x upsampling)."""
     from diffusers.models.autoencoders.vae import DecoderTiny
-    return DecoderTiny(in_channels=4, out_channels=3, num_blocks=(3, 3, 3, 1), block_out_channels=(64,) * 4,
+    return DecoderTiny(in_channels=latent_channels, out_channels=3, num_blocks=(3, 3, 3, 1), block_out_channels=(64,) * 4,
                        upsampling_scaling_factor=2, act_fn="relu", upsample_fn="nearest")
 
 
@@ -87,7 +88,8 @@ def load_decoder(method: str, path: Path) -> nn.Module:
         if method == APPROX_NN:
             module = ApproxDecoder(latent_channels=state["conv1.weight"].shape[1])
         else:
-            module, state = taesd_decoder(), taesd_to_diffusers(state)
+            state = taesd_to_diffusers(state)
+            module = taesd_decoder(state["layers.0.weight"].shape[1])
         module.load_state_dict(state, strict=True)
     except PreviewDecoderError as exc:
         raise PreviewDecoderError(f"{path.name}: {exc}") from None
@@ -99,6 +101,8 @@ def load_decoder(method: str, path: Path) -> nn.Module:
 
 
 def family_group(family: str) -> str:
+    if family.startswith("flux"):
+        return "flux"
     return "sdxl" if family == "sdxl" else "sd"
 
 

@@ -128,3 +128,15 @@ def encode(vae, pixels: torch.Tensor, settings: TileSettings) -> DiagonalGaussia
             return vae.encode(part).latent_dist.parameters
         moments.append(_blend(height, width, tile, overlap, 1, run))
     return DiagonalGaussianDistribution(torch.cat(moments).to(pixels.dtype))
+
+
+def to_model_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The VAE's latents as the sampler's: (z - shift) x scaling (FLUX.1's AE has a shift; SD's VAEs none)."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae.config.scaling_factor
+
+
+def from_model_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """The sampler's latents as the VAE's: the inverse of `to_model_latents`."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return latents / vae.config.scaling_factor + shift

@@ -22,7 +22,7 @@ NEGATIVE_PREFIX = "Negative prompt:"
 
 #: Keys written first, in this order, when present.
 KNOWN_KEY_ORDER: tuple[str, ...] = (
-    "Steps", "Sampler", "Schedule type", "CFG scale", "Image CFG scale", "Seed",
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Distilled CFG Scale", "Image CFG scale", "Seed",
     "Face restoration", "Size", "Model hash", "Model", "VAE hash", "VAE",
     "Variation seed", "Variation seed strength", "Seed resize from",
     "Denoising strength", "Conditional mask weight", "Clip skip", "ENSD",

@@ -88,6 +88,9 @@ def count_tokens(encoder: PromptEncoder, text: str, steps: int) -> tuple[int, in
     75-token chunks it fills (as A1111 shows `12/75`, `80/150`). Expects extra-network tags removed."""
     texts = [entry.text for part, _ in split_and(text) for entry in prompt_schedule(part, steps)]
     count = max(encoder.count_tokens(t) for t in texts) if texts else 0
+    fixed_limit = getattr(encoder, "token_limit", None)  # FLUX.1's T5: one fixed-length sequence, no chunks
+    if fixed_limit is not None:
+        return count, fixed_limit
     return count, max(1, -(-count // 75)) * 75
 
 

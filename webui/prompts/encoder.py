@@ -27,15 +27,16 @@ EMPHASIS_MODES = ("Original", "No norm", "Ignore")
 class Conditioning:
     embeds: torch.Tensor  # [1, 77 * chunks, width]
     pooled: torch.Tensor | None = None  # SDXL: the second encoder's projected pooled output (first chunk)
+    fixed_length: bool = False  # FLUX.1's T5 sequence: one whole unit, never padded with chunks
 
     @property
     def chunks(self) -> int:
-        return self.embeds.shape[1] // (CHUNK + 2)
+        return 1 if self.fixed_length else self.embeds.shape[1] // (CHUNK + 2)
 
     def padded(self, chunks: int, empty: "Conditioning") -> "Conditioning":
         """This conditioning with the empty prompt's chunk appended until it has `chunks` chunks."""
         missing = chunks - self.chunks
-        if missing <= 0:
+        if missing <= 0 or self.fixed_length:
             return self
         return Conditioning(torch.cat([self.embeds, *[empty.embeds] * missing], dim=1), self.pooled)
 

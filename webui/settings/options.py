@@ -95,6 +95,10 @@ OPTIONS: dict[str, Option] = {
     "sdxl_refiner_high_aesthetic_score": Option(6.0, "SDXL high aesthetic score", float, minimum=0.0, maximum=10.0,
                                                 section=("sd", "Stable Diffusion"),
                                                 info="used for refiner model prompt"),
+    # Forge's "VAE / Text Encoder": separate files a FLUX.1 checkpoint takes its missing parts from (names inside
+    # models/VAE or models/text_encoder; a change reloads such a checkpoint)
+    "forge_additional_modules": Option([], "VAE / Text Encoder (FLUX.1: ae, clip_l, t5xxl files)", list,
+                                       section=("sd_vae", "VAE")),
     "sd_vae": Option("Automatic", "SD VAE (Automatic, None or a file in models/VAE)", str),
     "emphasis": Option("Original", "Emphasis mode", str, choices=("Original", "No norm", "Ignore")),
     "enable_prompt_comments": Option(True, "Remove # comments from prompts", bool),

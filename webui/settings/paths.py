@@ -62,6 +62,11 @@ class Paths:
         return self.data_dir / "jobs.sqlite3"
 
     @property
+    def text_encoder(self) -> Path:
+        """Separate text encoders (Forge's folder): FLUX.1's `clip_l` / `t5xxl` files and the T5 tokenizer."""
+        return self.data_dir / "models" / "text_encoder"
+
+    @property
     def cache_dir(self) -> Path:
         """Files we derive ourselves (for example the CLIP tokenizer vocabulary)."""
         return self.data_dir / "cache"
@@ -87,7 +92,7 @@ class Paths:
 
     def ensure(self) -> None:
         """Create the folders a user is expected to drop files into."""
-        for folder in (self.checkpoints, self.lora, self.vae, self.embeddings, self.controlnet,
+        for folder in (self.checkpoints, self.lora, self.vae, self.text_encoder, self.embeddings, self.controlnet,
                        self.annotators, self.outputs, self.extensions, self.upscaler_dirs["ESRGAN"],
                        self.upscaler_dirs["RealESRGAN"], self.face_restorer_root / "GFPGAN",
                        self.face_restorer_root / "Codeformer"):

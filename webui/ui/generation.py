@@ -54,7 +54,7 @@ IMG2IMG_FIELDS = ("img2img_mode", "image", "sketch", "inpaint", "inpaint_sketch"
 # The seed extras and Tiling (A1111's "Extra" beside the seed, and the Tiling checkbox), in this order
 # (`GenerationTab.seed_extra_inputs()`); optional in `generate`'s API signature.
 SEED_EXTRA_FIELDS = ("subseed_show", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h",
-                     "tiling")
+                     "tiling", "distilled_cfg_scale")
 
 
 def apply_seed_extras(request: GenerationRequest, values: dict | None) -> GenerationRequest:
@@ -71,6 +71,8 @@ def apply_seed_extras(request: GenerationRequest, values: dict | None) -> Genera
     if extra and resize_w > 0 and resize_h > 0:
         request.seed_resize_from_w, request.seed_resize_from_h = resize_w, resize_h
     request.tiling = bool(values.get("tiling"))
+    if values.get("distilled_cfg_scale") is not None:  # Forge's, beside the CFG scale
+        request.distilled_cfg_scale = float(values["distilled_cfg_scale"])
     return request
 
 

@@ -81,6 +81,7 @@ class GenerationTab:
     seed_resize_from_w: gr.Slider | None = None
     seed_resize_from_h: gr.Slider | None = None
     tiling: gr.Checkbox | None = None
+    distilled_cfg_scale: gr.Slider | None = None  # Forge's: FLUX.1 dev's guidance embedding
     restored_note: RestoredNote | None = None  # "Restored last used values" with Undo (last_used_note.py)
     prompt_tools: PromptTools | None = None  # ↙️ 🗑️, the dropped-picture upload, ⇅ (prompt_tools.py)
     style_editor: StyleEditor | None = None  # 🖌️ and the styles dialog (style_editor.py)
@@ -214,6 +215,9 @@ def build_tab(mode: str, hide_dirs: bool = False, services=None) -> GenerationTa
                     c["batch_size"] = gr.Slider(1, 8, value=1, step=1, label="Batch size",
                                                 elem_id=f"{p}_batch_size")
             c["cfg_scale"] = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id=f"{p}_cfg_scale")
+            c["distilled_cfg_scale"] = gr.Slider(0.0, 30.0, value=3.5, step=0.1, label="Distilled CFG Scale",
+                                                 elem_id=f"{p}_distilled_cfg_scale",
+                                                 info="FLUX.1 dev's guidance (other checkpoints ignore it)")
             if mode == "img2img":
                 own["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
                                                       elem_id="img2img_denoising_strength")

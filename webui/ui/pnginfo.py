@@ -18,7 +18,8 @@ from . import controlnet, hires_inputs, img2img_inputs, notices
 
 # The generation tab's controls `send_to` sets, in this order (names of `GenerationTab` fields).
 FIELDS = ("prompt", "negative_prompt", "steps", "sampler", "scheduler", "cfg_scale", "seed", "width", "height",
-          "subseed_show", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "tiling")
+          "subseed_show", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h", "tiling",
+          "distilled_cfg_scale")
 # img2img's own controls it sets after the image (names of `Img2ImgInputs` fields).
 IMG2IMG_FIELDS = ("denoising_strength", "mask_blur", "mask_mode", "inpainting_fill", "inpaint_area",
                   "inpaint_padding", "outpaint_enable", "outpaint_left", "outpaint_right", "outpaint_up",
@@ -111,6 +112,7 @@ def generation_values(text: str, current_sampler=None, current_scheduler=None, p
         _number(params.get("Seed resize from-1"), int, 0, MAX_SIDE),
         _number(params.get("Seed resize from-2"), int, 0, MAX_SIDE),
         str(params.get("Tiling", "")).strip().lower() == "true",
+        _number(params.get("Distilled CFG Scale"), float, 0.0, 30.0),
     )
 
 

@@ -136,7 +136,10 @@ def _align_your_steps(n: int, family: str) -> torch.Tensor:
 
 
 def _simple(n: int, levels: NoiseLevels) -> torch.Tensor:
-    """Every (1000 / n)-th trained sigma from the top (the index truncated in Python floats)."""
+    """Every (1000 / n)-th trained sigma from the top (the index truncated in Python floats). A flow model's levels
+    compute it exactly (sigma(1 - i / n), what diffusers' flow-matching scheduler walks)."""
+    if hasattr(levels, "simple"):
+        return levels.simple(n)
     trained = levels.sigmas
     stride = len(trained) / n
     return _as_float32([float(trained[-(1 + int(i * stride))]) for i in range(n)] + [0.0])

@@ -17,7 +17,8 @@ _INFOTEXT_KEYS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "ste
                   "scheduler": "Schedule type", "cfg_scale": "CFG scale", "seed": "Seed", "width": "Size-1",
                   "height": "Size-2", "subseed": "Variation seed", "subseed_strength": "Variation seed strength",
                   "seed_resize_from_w": "Seed resize from-1", "seed_resize_from_h": "Seed resize from-2",
-                  "denoising_strength": "Denoising strength", "mask_blur": "Mask blur"}
+                  "denoising_strength": "Denoising strength", "mask_blur": "Mask blur",
+                  "distilled_cfg_scale": "Distilled CFG Scale"}
 _COPIED_FROM_TAB = ("Prompt", "Negative prompt", "Steps", "Face restoration")  # A1111's, for source_tabname
 
 

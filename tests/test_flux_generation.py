@@ -1,0 +1,187 @@
+"""FLUX.1 checkpoints through the whole server: files as people have them (ComfyUI-packed, BFL transformer plus
+Forge's separate ae / clip_l / t5xxl files), txt2img and img2img against diffusers' own FluxPipeline /
+FluxImg2ImgPipeline on the same tiny weights, batches and seeds, Forge's infotext keys and their paste-back, and
+the refusals (samplers, sizes, missing parts)."""
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from tests.conftest import pixels
+from webui.core.errors import RequestError
+from webui.core.request import GenerationRequest
+from webui.models.tiny_flux import tiny_flux_modules, write_flux, write_flux_parts
+from webui.models.tiny_t5_tokenizer import write_tiny_t5_tokenizer
+from webui.settings.flags import parse_flags
+
+PROMPT = "a red fox in the snow"
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def flux_app(tmp_path_factory):
+    from app import create_app
+
+    data = tmp_path_factory.mktemp("flux-data")
+    checkpoints = data / "models" / "Stable-diffusion"
+    write_flux(checkpoints / "flux-packed.safetensors", "ComfyUI")  # transformer, AE, CLIP-L and T5 in one file
+    write_flux(checkpoints / "flux-bfl.safetensors", "BFL")  # the transformer alone
+    parts = write_flux_parts(data / "models" / "text_encoder")
+    (data / "models" / "VAE").mkdir(parents=True)
+    shutil.move(parts["ae"], data / "models" / "VAE" / "ae.safetensors")
+    write_tiny_t5_tokenizer(data / "models" / "text_encoder" / "t5-tokenizer")
+    app, services = create_app(parse_flags(["--data-dir", str(data), "--nowebui"]))
+    services.hasher.wait_idle(30)
+    yield TestClient(app), services
+    services.stop()
+
+
+@pytest.fixture
+def flux_server(flux_app):
+    return flux_app[1]
+
+
+def _request(**fields) -> GenerationRequest:
+    base = dict(prompt=PROMPT, negative_prompt="", sampler_name="Euler", scheduler="Automatic", steps=4,
+                width=SIZE, height=SIZE, seed=11, cfg_scale=1.0, distilled_cfg_scale=3.5, save_images=False,
+                checkpoint="flux-packed")
+    base.update(fields)
+    return GenerationRequest(**base)
+
+
+def _reference_pipeline(services, cls):
+    """diffusers' own pipeline on the tiny weights the files were written from, with the same tokenizers."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from webui.models.flux import scheduler_config
+
+    modules = tiny_flux_modules(0, "dev")
+    _, model = services.models.get("flux-packed")
+    scheduler = FlowMatchEulerDiscreteScheduler(**scheduler_config("dev"))
+    return cls(scheduler=scheduler, vae=modules["vae"], text_encoder=modules["clip"], tokenizer=model.tokenizers[0],
+               text_encoder_2=modules["t5"], tokenizer_2=model.tokenizers[1], transformer=modules["transformer"])
+
+
+def test_txt2img_matches_diffusers_flux_pipeline(flux_server):
+    from diffusers import FluxPipeline
+
+    result = flux_server.engine.run(_request())
+    pipe = _reference_pipeline(flux_server, FluxPipeline)
+    expected = pipe(PROMPT, num_inference_steps=4, guidance_scale=3.5, height=SIZE, width=SIZE,
+                    generator=torch.Generator().manual_seed(11), max_sequence_length=512).images[0]
+    difference = np.abs(pixels(result.images[0]) - pixels(expected))
+    assert difference.max() <= 1, difference.max()
+    assert pixels(result.images[0]).std() > 5  # a picture, not a flat field
+    info = result.infotexts[0]
+    assert "Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 11" in info
+    assert "Clip skip" not in info
+
+
+def test_img2img_matches_diffusers_with_a1111_step_count(flux_server):
+    """img2img runs A1111's t_enc + 1 steps of the schedule (8 steps at 0.5: the last 5), which diffusers'
+    FluxImg2ImgPipeline runs at strength 0.625; both start from the init image's posterior mean."""
+    from diffusers import FluxImg2ImgPipeline
+
+    init = Image.fromarray((np.random.RandomState(3).rand(SIZE, SIZE, 3) * 255).astype(np.uint8))
+    result = flux_server.engine.run(_request(mode="img2img", init_images=[init], denoising_strength=0.5, steps=8))
+    pipe = _reference_pipeline(flux_server, FluxImg2ImgPipeline)
+    encode = pipe.vae.encode
+
+    class PosteriorMean:
+        def __init__(self, output):
+            self.latent_dist = output.latent_dist
+            self.latent_dist.sample = lambda generator=None: self.latent_dist.mode()
+
+    pipe.vae.encode = lambda x, return_dict=True: PosteriorMean(encode(x))
+    expected = pipe(PROMPT, image=init, strength=0.625, num_inference_steps=8, guidance_scale=3.5, height=SIZE,
+                    width=SIZE, generator=torch.Generator().manual_seed(11)).images[0]
+    assert np.abs(pixels(result.images[0]) - pixels(expected)).max() <= 1
+    assert "Denoising strength: 0.5" in result.infotexts[0]
+
+
+def test_batch_images_carry_consecutive_seeds(flux_server):
+    batch = flux_server.engine.run(_request(batch_size=2, steps=3))
+    single = flux_server.engine.run(_request(seed=12, steps=3))
+    assert [*batch.seeds] == [11, 12]
+    first, second = batch.images[-2:]  # after the batch grid
+    assert np.abs(pixels(second) - pixels(single.images[0])).max() <= 1  # batched rows: float rounding only
+    assert np.abs(pixels(first) - pixels(second)).max() > 20
+
+
+def test_distilled_cfg_scale_steers_the_picture(flux_server):
+    low = flux_server.engine.run(_request(distilled_cfg_scale=1.0, steps=3))
+    high = flux_server.engine.run(_request(distilled_cfg_scale=6.0, steps=3))
+    assert np.abs(pixels(low.images[0]) - pixels(high.images[0])).max() > 3
+    assert "Distilled CFG Scale: 6" in high.infotexts[0]
+
+
+def test_separate_parts_are_chosen_and_named_in_the_infotext(flux_server):
+    services = flux_server
+    with pytest.raises(Exception) as missing:  # two T5 files and nothing chosen: which one is the user's call
+        services.engine.run(_request(checkpoint="flux-bfl", steps=2))
+    assert "T5-XXL text encoder" in str(missing.value) and "VAE / Text Encoder" in str(missing.value)
+    services.options.update({"forge_additional_modules": ["ae.safetensors", "clip_l", "t5xxl_fp16"]})
+    try:
+        result = services.engine.run(_request(checkpoint="flux-bfl", steps=2))
+        packed = services.engine.run(_request(steps=2))
+    finally:
+        services.options.update({"forge_additional_modules": []})
+    info = result.infotexts[0]
+    assert "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16" in info
+    assert "Module 1" not in packed.infotexts[0]
+    # the same weights (fp16 text encoders against the packed float32 ones): the same picture within rounding
+    assert np.abs(pixels(result.images[0]) - pixels(packed.images[0])).max() <= 3
+
+
+def test_flow_refusals_are_clear(flux_server):
+    with pytest.raises(RequestError) as sampler:
+        flux_server.engine.run(_request(sampler_name="DDIM", steps=2))
+    assert "DDIM" in str(sampler.value) and "Euler" in str(sampler.value)
+    with pytest.raises(RequestError) as size:
+        flux_server.engine.run(_request(width=72, steps=2))
+    assert size.value.field == "width" and "multiples of 16" in str(size.value)
+
+
+def test_api_takes_distilled_cfg_scale_and_a_pasted_forge_infotext(flux_app):
+    client = flux_app[0]
+    forge = (f"{PROMPT}\nSteps: 3, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 2.5, "
+             f"Seed: 21, Size: {SIZE}x{SIZE}, Model: flux-packed, Version: f2.0.1v1.10.1-previous-313-g8a042934, "
+             "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16")
+    pasted = client.post("/sdapi/v1/txt2img", json={"infotext": forge, "override_settings": {
+        "sd_model_checkpoint": "flux-packed"}})
+    explicit_body = {"prompt": PROMPT, "steps": 3, "sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 1,
+                     "distilled_cfg_scale": 2.5, "seed": 21, "width": SIZE, "height": SIZE,
+                     "override_settings": {"sd_model_checkpoint": "flux-packed"}}
+    explicit = client.post("/sdapi/v1/txt2img", json=explicit_body)
+    assert pasted.status_code == 200 and explicit.status_code == 200, (pasted.text, explicit.text)
+    def picture(response):
+        return pixels(Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))))
+
+    np.testing.assert_array_equal(picture(pasted), picture(explicit))
+    default = client.post("/sdapi/v1/txt2img", json={**explicit_body, "distilled_cfg_scale": 3.5})
+    assert np.abs(picture(default) - picture(explicit)).max() > 3  # the pasted value was used, not the default
+    for response in (pasted, explicit):
+        info = response.json()["info"]
+        assert '"distilled_cfg_scale": 2.5' in info and "Distilled CFG Scale: 2.5" in info
+
+
+def test_a_lora_on_flux_is_skipped_with_a_warning(flux_server):
+    from safetensors.torch import save_file
+
+    lora_dir = flux_server.paths.lora
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32),
+               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(32, 4)},
+              str(lora_dir / "sd-style.safetensors"))
+    plain = flux_server.engine.run(_request(steps=2))
+    tagged = flux_server.engine.run(_request(prompt=PROMPT + " <lora:sd-style:0.8>", steps=2))
+    assert any('LoRA "sd-style"' in w and "FLUX.1" in w for w in tagged.warnings), tagged.warnings
+    np.testing.assert_array_equal(pixels(plain.images[0]), pixels(tagged.images[0]))
+    assert "Lora hashes" not in tagged.infotexts[0]

@@ -1,0 +1,87 @@
+"""The model families we run, as data: what the engine, the prompt encoder and the UI need to know about each.
+
+A checkpoint's family is recognised from its tensors (`architecture.py` for SD1/SD2/SDXL, `flux.py` for Flux); the
+engine then reads everything family-specific from this table: the latent shape, how the VAE's latents are scaled,
+how noise levels work (A1111's discrete DDPM schedule, or rectified flow with a shift), which samplers apply, how
+the denoiser calls the network, how prompts are encoded, and the defaults the UI switches to when a checkpoint of
+the family is chosen. A new family that reuses these mechanisms is a new row, not a new code path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FlowShift:
+    """Rectified-flow timestep shift: sigma' = s * sigma / (1 + (s - 1) * sigma).
+    `dynamic`: s = exp(mu) with mu linear in the number of image tokens (patches of 2x2 latents) between
+    (base_seq_len, base_shift) and (max_seq_len, max_shift), as BFL's reference sampler and diffusers' FluxPipeline
+    compute it; else the constant `shift`."""
+
+    shift: float = 1.0
+    dynamic: bool = False
+    base_shift: float = 0.5
+    max_shift: float = 1.15
+    base_seq_len: int = 256
+    max_seq_len: int = 4096
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """What the UI's fields change to when a checkpoint of the family is chosen (A1111's fields keep the user's
+    values for SD families)."""
+
+    steps: int
+    cfg_scale: float
+    width: int
+    height: int
+    sampler: str
+    scheduler: str
+    distilled_cfg_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # our key, stored on the loaded model ("sd1", "flux", ...)
+    label: str
+    latent_channels: int
+    sampling: str  # "discrete" (A1111's DDPM schedule, eps / v) or "flow" (rectified flow, velocity prediction)
+    network: str  # how the denoiser calls it: "unet" (UNet2DConditionModel) or "flux" (packed 2x2 patches)
+    prompts: str  # "clip" (A1111's 75-token chunks) or "flux" (CLIP-L pooled + T5 sequence)
+    defaults: FamilyDefaults
+    vae_shift: float = 0.0  # latents = (vae latent - shift) * scaling factor
+    shift: FlowShift = field(default_factory=FlowShift)
+    distilled_guidance: bool = False  # takes "Distilled CFG Scale" (a guidance embedding)
+    controlnet: bool = True  # our ControlNet units apply (SD-family ControlNets)
+    clip_skip: bool = True
+
+
+_SD_DEFAULTS = FamilyDefaults(20, 7.0, 512, 512, "DPM++ 2M", "Automatic")
+
+FAMILIES: dict[str, Family] = {
+    "sd1": Family("sd1", "SD1.x", 4, "discrete", "unet", "clip", _SD_DEFAULTS),
+    "sd2": Family("sd2", "SD2.x", 4, "discrete", "unet", "clip", _SD_DEFAULTS),
+    "sdxl": Family("sdxl", "SDXL", 4, "discrete", "unet", "clip",
+                   FamilyDefaults(20, 7.0, 1024, 1024, "DPM++ 2M", "Automatic")),
+    # FLUX.1 dev and its fine-tunes: guidance-distilled (real CFG off at scale 1), resolution-dependent shift
+    "flux": Family("flux", "FLUX.1", 16, "flow", "flux", "flux",
+                   FamilyDefaults(20, 1.0, 1024, 1024, "Euler", "Simple", 3.5), vae_shift=0.1159,
+                   shift=FlowShift(dynamic=True), distilled_guidance=True, controlnet=False, clip_skip=False),
+    # FLUX.1 schnell: timestep-distilled, no guidance embedding, no shift, 4 steps
+    "flux-schnell": Family("flux-schnell", "FLUX.1 schnell", 16, "flow", "flux", "flux",
+                           FamilyDefaults(4, 1.0, 1024, 1024, "Euler", "Simple"), vae_shift=0.1159,
+                           shift=FlowShift(1.0), controlnet=False, clip_skip=False),
+}
+
+# The samplers that solve the flow ODE as they are (k-diffusion's deterministic ones on x0 predictions), and Euler a
+# in its rectified-flow form; the others assume variance-exploding noise (ancestral / SDE steps, Restart) or a
+# DDPM timestep table (DDIM, PLMS, UniPC, LCM).
+FLOW_SAMPLERS = ("Euler", "Euler a", "Heun", "DPM++ 2M", "LMS", "DPM2")
+
+
+def family_of(name: str) -> Family:
+    return FAMILIES[name]
+
+
+def is_flow(name: str) -> bool:
+    return FAMILIES[name].sampling == "flow"

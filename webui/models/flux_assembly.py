@@ -1,0 +1,255 @@
+"""A FLUX.1 checkpoint made whole: its transformer, and the AE, CLIP-L and T5-XXL from the file itself or from the
+separate files people keep beside it (Forge's "VAE / Text Encoder" choice: `ae.safetensors` in models/VAE,
+`clip_l.safetensors` and `t5xxl_fp16.safetensors` / `t5xxl_fp8_e4m3fn.safetensors` in models/text_encoder).
+
+Where a part comes from, in order: the checkpoint file; the files chosen in "VAE / Text Encoder"
+(`forge_additional_modules`), sorted by their tensors; else, when the folders hold exactly one file of that kind,
+that one (said in the model's notes). Anything still missing is a CheckpointFormatError naming the part, the folder
+and the setting. The separate files used are the model's `part_names`, written to the infotext as Forge does
+("Module 1: ae, Module 2: clip_l, ...").
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .architecture import CheckpointFormatError
+from .families import FAMILIES
+from .folders import walk_folder
+from .load_progress import LoadProgress
+from .t5_tokenizer import default_folder, t5_tokenizer
+from .tokenizer import clip_tokenizer
+
+log = logging.getLogger(__name__)
+
+PART_LABELS = {"vae": "VAE (ae.safetensors)", "clip_l": "CLIP-L text encoder (clip_l.safetensors)",
+               "t5": "T5-XXL text encoder (t5xxl_fp16.safetensors)"}
+PART_FOLDERS = {"vae": "models/VAE", "clip_l": "models/text_encoder", "t5": "models/text_encoder"}
+T5_MAX_LENGTH = {"flux": 512, "flux-schnell": 256}  # BFL's reference: dev 512 tokens, schnell 256
+
+
+@dataclass(frozen=True)
+class SeparateParts:
+    """Where a checkpoint's missing parts may come from."""
+
+    chosen: tuple[Path, ...] = ()  # the "VAE / Text Encoder" files, resolved inside their folders
+    folders: tuple[Path, ...] = ()  # models/VAE and models/text_encoder: a single file of a kind is taken
+    data_dir: Path | None = None  # for the T5 tokenizer's default folder
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """What a loaded model depends on: changing the choice reloads it."""
+        return tuple(str(path) for path in self.chosen)
+
+
+def header_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors' names, shapes and dtypes of a .safetensors file (as meta tensors: nothing is read)."""
+    state = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            piece = handle.get_slice(key)
+            dtype = _DTYPES.get(piece.get_dtype(), torch.float32)
+            state[key] = torch.empty(piece.get_shape(), dtype=dtype, device="meta")
+    return state
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32}
+
+
+def candidate_files(folders) -> list[Path]:
+    found = []
+    for folder in folders:
+        for dirpath, _, files in walk_folder(Path(folder)):
+            found.extend(dirpath / name for name in files if name.endswith(".safetensors"))
+    return found
+
+
+def _kind_of(path: Path) -> str | None:
+    from .flux import part_kind
+    try:
+        return part_kind(header_state(path))
+    except Exception:  # noqa: BLE001 - an unreadable file in the folder is not a part
+        return None
+
+
+def find_parts(missing: set[str], separate: SeparateParts, notes: list[str]) -> dict[str, Path]:
+    """{kind: file} for the missing kinds: the chosen files first, then a folder's only file of that kind."""
+    found: dict[str, Path] = {}
+    for path in separate.chosen:
+        kind = _kind_of(path)
+        if kind is None:
+            notes.append(f"{path.name} (chosen in VAE / Text Encoder) is not a FLUX.1 VAE or text encoder: ignored")
+        elif kind in missing and kind not in found:
+            found[kind] = path
+    still = missing - set(found)
+    if still:
+        by_kind: dict[str, list[Path]] = {}
+        for path in candidate_files(separate.folders):
+            kind = _kind_of(path)
+            if kind in still:
+                by_kind.setdefault(kind, []).append(path)
+        for kind in sorted(still):
+            if len(by_kind.get(kind, ())) == 1:
+                found[kind] = by_kind[kind][0]
+                notes.append(f"{PART_LABELS[kind].split(' (')[0]}: {found[kind].name} (the only one in "
+                             f"{PART_FOLDERS[kind]})")
+    return found
+
+
+def assemble_flux(parts, name: str, policy, cache_dir: Path, separate: SeparateParts, progress: LoadProgress,
+                  tokenizer_folders: tuple[Path, ...] = (), started: float | None = None):
+    """A LoadedModel of the FLUX.1 `parts` (webui.models.flux.FluxParts), completed from `separate`."""
+    from . import flux
+    from .loader import LoadedModel, _place
+
+    started = started or time.perf_counter()
+    if parts.variant not in ("dev", "schnell"):
+        raise CheckpointFormatError(f"{name} is a FLUX.1 {parts.variant} checkpoint (extra image input channels): "
+                                    "only FLUX.1 dev, schnell and their fine-tunes run so far")
+    notes: list[str] = []
+    have = {"vae": parts.vae, "clip_l": parts.clip, "t5": parts.t5}
+    missing = {kind for kind, module in have.items() if module is None}
+    files = find_parts(missing, separate, notes) if missing else {}
+    absent = missing - set(files)
+    if absent:
+        listed = ", ".join(PART_LABELS[kind] for kind in sorted(absent))
+        raise CheckpointFormatError(
+            f"{name} is a FLUX.1 checkpoint without its {listed}: put the file in "
+            f"{' / '.join(sorted({PART_FOLDERS[k] for k in absent}))} and choose it in Settings > VAE / Text Encoder "
+            "(forge_additional_modules)")
+    from .loader import read_state_dict
+    for kind, path in files.items():
+        state = read_state_dict(path)
+        if kind == "vae":
+            have["vae"] = flux.read_vae_file(state, path.name)
+        elif kind == "clip_l":
+            have["clip_l"] = flux.read_clip_l_file(state, path.name)
+        else:
+            have["t5"] = flux.read_t5_file(state, path.name, policy.dtype)
+        del state
+    family = "flux-schnell" if parts.variant == "schnell" else "flux"
+    clip = have["clip_l"].to(policy.dtype)
+    vae = have["vae"].to(policy.vae_dtype_for(family))
+    progress.begin("tokenizers")
+    folders = [*tokenizer_folders]
+    if separate.data_dir is not None:
+        folders.append(default_folder(separate.data_dir))
+    tokenizers = [clip_tokenizer(cache_dir, "<|endoftext|>"), t5_tokenizer(folders)]
+    label = f"{FAMILIES[family].label} ({parts.variant}, {parts.layout})"
+    model = LoadedModel(name, family, False, parts.transformer, vae, [clip, have["t5"]], tokenizers, {}, label)
+    model.t5_max_length = T5_MAX_LENGTH[family]
+    model.part_names = tuple(path.stem for _, path in sorted(files.items(), key=lambda item: _ORDER[item[0]]))
+    model.parts_key = separate.key
+    for note in notes:
+        log.info("%s: %s", name, note)
+    progress.begin("place")
+    _place(model, policy)
+    progress.done()
+    model.load_seconds = time.perf_counter() - started
+    return model
+
+
+_ORDER = {"vae": 0, "clip_l": 1, "t5": 2}  # Forge lists the modules VAE first, then the text encoders
+
+
+# --- diffusers folders ---------------------------------------------------------------------------------------------
+
+_FLUX_PIPELINES = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxFillPipeline")
+
+
+def is_flux_folder(folder: Path) -> bool:
+    import json
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return index.get("_class_name") in _FLUX_PIPELINES
+
+
+@dataclass
+class FolderParts:
+    """A FLUX.1 diffusers folder's modules, as `flux.read_flux_file` gives a single file's."""
+
+    transformer: torch.nn.Module
+    vae: torch.nn.Module | None
+    clip: torch.nn.Module | None
+    t5: torch.nn.Module | None
+    variant: str
+    layout: str = "diffusers folder"
+
+
+def load_flux_folder(folder: Path, policy, cache_dir: Path, name: str, separate: SeparateParts, on_progress=None):
+    """A FLUX.1 diffusers folder (transformer/, vae/, text_encoder/, text_encoder_2/, tokenizer_2/); a part left
+    out of the folder comes from `separate` as for single files."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    from .load_progress import FOLDER_STAGES
+
+    started = time.perf_counter()
+
+    def part(cls, sub: str, **kwargs):
+        if not (folder / sub).is_dir():
+            return None
+        return cls.from_pretrained(folder / sub, local_files_only=True, **kwargs).eval().requires_grad_(False)
+
+    with LoadProgress(name, FOLDER_STAGES, on_progress) as progress:
+        try:
+            progress.begin("unet")
+            transformer = part(FluxTransformer2DModel, "transformer", torch_dtype=policy.dtype)
+            if transformer is None:
+                raise CheckpointFormatError(f"{name}: diffusers folder has no 'transformer' component")
+            progress.begin("vae")
+            vae = part(AutoencoderKL, "vae", torch_dtype=policy.vae_dtype_for("flux"))
+            progress.begin("text_encoders")
+            clip = part(CLIPTextModel, "text_encoder", dtype=policy.dtype)
+            t5 = part(T5EncoderModel, "text_encoder_2", dtype=policy.dtype)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointFormatError(f"{name}: could not load the diffusers folder ({exc})") from None
+        variant = ("fill" if transformer.config.in_channels > 64 else
+                   "dev" if transformer.config.guidance_embeds else "schnell")
+        parts = FolderParts(transformer, vae, clip, t5, variant)
+        tokenizers = (folder / "tokenizer_2",) if (folder / "tokenizer_2").is_dir() else ()
+        return assemble_flux(parts, name, policy, cache_dir, separate, progress, tokenizers, started)
+
+
+def module_choices(folders) -> list[str]:
+    """The names "VAE / Text Encoder" offers: every .safetensors file in the folders, by path inside its folder."""
+    names = []
+    for folder in folders:
+        for path in candidate_files([folder]):
+            names.append(path.relative_to(folder).as_posix())
+    return sorted(set(names), key=str.lower)
+
+
+def resolve_module(name: str, folders) -> Path | None:
+    """A "VAE / Text Encoder" entry (a name inside one of the folders, with or without `.safetensors`; Forge's
+    stored absolute paths count by their file name) as a file inside its folder; None when there is none. Never
+    outside the folders: `..` and absolute paths elsewhere resolve to nothing."""
+    text = str(name or "").strip()
+    if not text:
+        return None
+    wanted = Path(text).name if Path(text).is_absolute() else text
+    for folder in folders:
+        root = Path(folder).resolve()
+        for candidate in (wanted, f"{wanted}.safetensors"):
+            path = (root / candidate).resolve()
+            if path.is_file() and path.is_relative_to(root) and path.suffix == ".safetensors":
+                return path
+        for path in candidate_files([folder]):  # a bare file name of a file in a subfolder
+            if path.name in (wanted, f"{wanted}.safetensors") or path.stem == wanted:
+                return path.resolve()
+    return None
+
+
+def separate_parts(paths, chosen) -> SeparateParts:
+    """The SeparateParts of the server's folders and the `forge_additional_modules` option's value."""
+    folders = (paths.vae, paths.text_encoder)
+    resolved = [resolve_module(name, folders) for name in (chosen or [])]
+    return SeparateParts(tuple(path for path in resolved if path is not None), folders, paths.data_dir)
