@@ -185,3 +185,19 @@ def test_a_lora_on_flux_is_skipped_with_a_warning(flux_server):
     assert any('LoRA "sd-style"' in w and "FLUX.1" in w for w in tagged.warnings), tagged.warnings
     np.testing.assert_array_equal(pixels(plain.images[0]), pixels(tagged.images[0]))
     assert "Lora hashes" not in tagged.infotexts[0]
+
+
+def test_refiner_and_cross_family_latent_hires_are_refused(flux_server, tiny_models):
+    from tests.conftest import install_model
+
+    install_model(flux_server.paths.data_dir, tiny_models["sd1"])
+    flux_server.models.refresh()
+    with pytest.raises(RequestError) as refiner:
+        flux_server.engine.run(_request(steps=2, refiner_checkpoint="tiny-sd1", refiner_switch_at=0.5))
+    assert refiner.value.field == "refiner_checkpoint" and "FLUX.1" in str(refiner.value)
+    with pytest.raises(RequestError) as hires:
+        flux_server.engine.run(_request(steps=2, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent",
+                                        hr_checkpoint_name="tiny-sd1", denoising_strength=0.5))
+    assert hires.value.field == "hr_checkpoint_name" and "image upscaler" in str(hires.value)
+    warned = flux_server.engine.run(_request(steps=2, cfg_scale=3.0))
+    assert any("guidance-distilled" in w for w in warned.warnings)

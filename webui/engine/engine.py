@@ -263,6 +263,11 @@ class Engine:
         if (hires is not None and hires.model is not model) or refiner is not None:
             self.models.trim()  # borrowed hires / refiner checkpoints leave the cache if it is over its limit
         result.warnings.extend(note for note in request.corrections if note not in result.warnings)
+        family = FAMILIES[model.family]
+        if family.distilled_guidance and request.cfg_scale > 1:
+            result.warnings.append(f"{family.label} is guidance-distilled: CFG scale {request.cfg_scale:g} runs the "
+                                   "negative prompt at twice the cost per step; FLUX.1 dev expects CFG scale 1 and "
+                                   "Distilled CFG Scale for guidance")
         result.warnings.extend(model.warnings)
         result.warnings.extend(run.warnings)
         if result.interrupted:

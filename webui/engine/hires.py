@@ -143,6 +143,11 @@ def prepare(request: GenerationRequest, schedule: str, model, info, models, upsc
             names = [*LATENT_UPSCALE_MODES, *(upscalers.names() if upscalers is not None else [])]
             raise RequestError("hr_upscaler", f"unknown hires upscaler {plan.upscaler!r} (one of: "
                                f"{', '.join(names)})", status=400, kind="UnknownUpscalerError") from None
+    from .refiner import latent_space  # (refiner.py builds on this module)
+    if plan.latent_mode is not None and latent_space(hr_model) != latent_space(model):
+        raise RequestError("hr_checkpoint_name", f"hires checkpoint {hr_info.name} ({hr_model.label}) cannot take "
+                           f"{model.label} latents: choose an image upscaler for Hires upscaler, or a hires "
+                           "checkpoint of the same family", status=400, kind="IncompatibleHiresCheckpoint")
     plan.model, plan.info = hr_model, hr_info
     plan.prompt_steps = max(1, plan.request.steps_to_run) * (2 if plan.sampler.second_order else 1)
     return plan

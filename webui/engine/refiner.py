@@ -30,6 +30,7 @@ import torch
 
 from ..core.errors import RequestError
 from ..core.request import GenerationRequest
+from ..models.families import FAMILIES
 from ..models.registry import UnknownCheckpointError
 from . import samplers
 from .denoiser import LCMParameterization
@@ -43,7 +44,8 @@ TRAIN_STEPS = 1000  # A1111 computes the ratio against 1000 training timesteps f
 def latent_space(model) -> tuple[str, int, int]:
     """What a latent means to a checkpoint: its VAE's family (SD1 and SD2 share one; SDXL's differs), its channels
     and its downscale factor."""
-    family = "sdxl" if str(model.family).startswith("sdxl") else "sd"
+    family = "sdxl" if str(model.family).startswith("sdxl") else (
+        "flux" if str(model.family).startswith("flux") else "sd")
     return family, int(model.vae.config.latent_channels), int(model.vae_scale_factor)
 
 
@@ -117,6 +119,12 @@ def prepare(request: GenerationRequest, model, info, models, options, control=No
     if control is not None and refiner_info.title not in models.loaded_titles():
         control.report(textinfo=f"Loading the refiner {refiner_info.name}")
     refiner_info, refiner = models.get(refiner_info.title)  # ModelLoadError (400) when it does not load
+    for checkpoint in (model, refiner):
+        if FAMILIES[checkpoint.family].network != "unet":
+            models.trim()
+            label = FAMILIES[checkpoint.family].label
+            raise RequestError("refiner_checkpoint", f"the refiner does not work with {label} checkpoints yet: "
+                               "leave Refiner off", status=400, kind="IncompatibleRefiner")
     wanted, got = latent_space(model), latent_space(refiner)
     if wanted != got:
         models.trim()  # not kept for a run that will not happen

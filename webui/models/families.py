@@ -28,8 +28,8 @@ class FlowShift:
 
 @dataclass(frozen=True)
 class FamilyDefaults:
-    """What the UI's fields change to when a checkpoint of the family is chosen (A1111's fields keep the user's
-    values for SD families)."""
+    """A family's usual settings (Forge's presets). The UI does not switch its fields to them yet; the engine warns
+    when a guidance-distilled family runs with real CFG above 1."""
 
     steps: int
     cfg_scale: float

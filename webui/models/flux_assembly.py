@@ -243,7 +243,8 @@ def resolve_module(name: str, folders) -> Path | None:
             if path.is_file() and path.is_relative_to(root) and path.suffix == ".safetensors":
                 return path
         for path in candidate_files([folder]):  # a bare file name of a file in a subfolder
-            if path.name in (wanted, f"{wanted}.safetensors") or path.stem == wanted:
+            if (path.name in (wanted, f"{wanted}.safetensors") or path.stem == wanted) \
+                    and path.resolve().is_relative_to(root):
                 return path.resolve()
     return None
 

@@ -129,7 +129,7 @@ class PreviewDecoders:
 
     def methods(self) -> list[str]:
         """The file-based methods with a decoder for some family."""
-        return [method for method in FILES if any(self.find(method, family) for family in ("sd1", "sdxl"))]
+        return [method for method in FILES if any(self.find(method, family) for family in ("sd1", "sdxl", "flux"))]
 
     def decode(self, method: str, family: str, latents: torch.Tensor) -> torch.Tensor:
         """RGB in [-1, 1] (batch, 3, H, W) for `latents`; PreviewDecoderError when there is no usable file."""
