@@ -201,3 +201,46 @@ def test_refiner_and_cross_family_latent_hires_are_refused(flux_server, tiny_mod
     assert hires.value.field == "hr_checkpoint_name" and "image upscaler" in str(hires.value)
     warned = flux_server.engine.run(_request(steps=2, cfg_scale=3.0))
     assert any("guidance-distilled" in w for w in warned.warnings)
+
+
+def test_override_settings_choose_the_parts_for_one_job(flux_app):
+    """Forge's API clients send `forge_additional_modules` in override_settings: that job loads with those files,
+    an unknown name is said, and the setting itself is unchanged."""
+    client, services = flux_app
+    body = {"prompt": PROMPT, "steps": 2, "sampler_name": "Euler", "cfg_scale": 1, "seed": 5, "width": SIZE,
+            "height": SIZE, "override_settings": {"sd_model_checkpoint": "flux-bfl",
+                                                  "forge_additional_modules": ["ae", "clip_l", "t5xxl_fp8_e4m3fn",
+                                                                               "../../secret"]}}
+    response = client.post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 200, response.text
+    info = response.json()["info"]
+    assert "Module 3: t5xxl_fp8_e4m3fn" in info and "Schedule type: Simple" in info
+    assert "'../../secret' is no .safetensors file" in info
+    assert services.options.get("forge_additional_modules") == []
+    choices = services.options.specs["forge_additional_modules"].choices()
+    assert {"ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors"} <= set(choices)
+
+
+def test_ui_fields_follow_the_model_family(flux_app, tiny_models):
+    """Choosing a FLUX.1 checkpoint after an SD one sets FLUX's usual values in both tabs; another FLUX.1
+    checkpoint keeps what the user set."""
+    import gradio as gr
+
+    from tests.conftest import install_model
+    from webui.ui.family_defaults import FIELDS, on_checkpoint_changed
+
+    _, services = flux_app
+    install_model(services.paths.data_dir, tiny_models["sd1"])
+    services.models.refresh()
+    services.models.select("flux-packed")
+    family, *values = on_checkpoint_changed(services, "sd1", 2)
+    assert family == "flux"
+    assert dict(zip(FIELDS, values[:len(FIELDS)])) == {
+        "steps": 20, "cfg_scale": 1.0, "distilled_cfg_scale": 3.5, "width": 1024, "height": 1024,
+        "sampler": "Euler", "scheduler": "Simple"}
+    assert values[:len(FIELDS)] == values[len(FIELDS):]
+    family, *values = on_checkpoint_changed(services, "flux", 2)
+    assert family == "flux" and all(isinstance(v, type(gr.skip())) for v in values)
+    services.models.select("tiny-sd1")
+    family, *values = on_checkpoint_changed(services, "flux", 1)
+    assert family == "sd1" and values[:2] == [20, 7.0] and values[3:5] == [512, 512]

@@ -34,7 +34,7 @@ from .models.networks import LoraRegistry
 from .models.preview_decoders import PreviewDecoders
 from .models.registry import CheckpointRegistry
 from .models.face_restorers import FaceRestorationError, FaceRestorers
-from .models.flux_assembly import separate_parts
+from .models.flux_assembly import module_choices, separate_parts
 from .models.upscalers import UpscalerRegistry
 from .models.vae import VaeRegistry
 from .prompts.conditioning import check_emphasis, count_tokens
@@ -478,7 +478,10 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None,
     embeddings = EmbeddingDatabase(paths.embeddings, hashes)
     vaes = VaeRegistry(paths.vae, hashes, checkpoint_roots=[paths.checkpoints])
     models = ModelManager(registry, policy, paths.cache_dir, options, loras=loras, embeddings=embeddings, vaes=vaes)
-    models.separate_parts = lambda: separate_parts(paths, options.get("forge_additional_modules"))
+    models.separate_parts = lambda chosen=None: separate_parts(
+        paths, options.get("forge_additional_modules") if chosen is None else chosen)
+    options.add_option("forge_additional_modules", replace(
+        options.specs["forge_additional_modules"], choices=lambda: module_choices((paths.vae, paths.text_encoder))))
     controlnets = ControlNetRegistry([paths.controlnet])
     controlnets.refresh()
     preprocessors = PreprocessorRegistry(paths.annotators, str(policy.device))

@@ -137,7 +137,11 @@ class Engine:
         run = ProcessingRun(request=request, control=control, options=self.options, state=dict(request.context))
         self.hooks.before_process(run)  # may change the request (A1111's before_process)
         request.validate()
-        info, model = self.models.get(request.checkpoint)
+        info, model = self.models.get(request.checkpoint, self._modules_choice())
+        if FAMILIES[model.family].sampling == "flow":  # a flow model's own schedule is the one Forge calls Simple
+            request.scheduler = "Simple" if request.scheduler == "Uniform" else request.scheduler
+            if request.hr_scheduler == "Uniform":
+                request.hr_scheduler = "Simple"
         total = request.batch_size * request.n_iter
         seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
         variation = request.subseed_strength > 0
@@ -276,6 +280,13 @@ class Engine:
         self.hooks.after_process(run)
         result.elapsed = time.perf_counter() - started
         return result
+
+    def _modules_choice(self) -> list | None:
+        """The "VAE / Text Encoder" files in force for this run (a job's override_settings may name its own)."""
+        try:
+            return list(self.options.get("forge_additional_modules") or [])
+        except KeyError:  # options of a test or an extension's engine without the setting
+            return None
 
     def _face_restorer(self, request: GenerationRequest) -> str | None:
         """The face restorer this run uses (None: faces are left alone), checked to be there with the detector."""

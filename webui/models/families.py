@@ -28,8 +28,9 @@ class FlowShift:
 
 @dataclass(frozen=True)
 class FamilyDefaults:
-    """A family's usual settings (Forge's presets). The UI does not switch its fields to them yet; the engine warns
-    when a guidance-distilled family runs with real CFG above 1."""
+    """A family's usual settings (Forge's presets): the UI's fields switch to them when the chosen checkpoint is of
+    another family than the previous one (webui/ui/family_defaults.py). The API keeps A1111's request defaults;
+    the engine warns when a guidance-distilled family runs with real CFG above 1."""
 
     steps: int
     cfg_scale: float

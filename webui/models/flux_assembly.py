@@ -40,6 +40,7 @@ class SeparateParts:
     chosen: tuple[Path, ...] = ()  # the "VAE / Text Encoder" files, resolved inside their folders
     folders: tuple[Path, ...] = ()  # models/VAE and models/text_encoder: a single file of a kind is taken
     data_dir: Path | None = None  # for the T5 tokenizer's default folder
+    unknown: tuple[str, ...] = ()  # chosen names that are no file in the folders (said in the model's warnings)
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -148,6 +149,8 @@ def assemble_flux(parts, name: str, policy, cache_dir: Path, separate: SeparateP
     model.parts_key = separate.key
     for note in notes:
         log.info("%s: %s", name, note)
+    model.warnings.extend(f"VAE / Text Encoder: {unknown!r} is no .safetensors file in models/VAE or "
+                          "models/text_encoder: ignored" for unknown in separate.unknown)
     progress.begin("place")
     _place(model, policy)
     progress.done()
@@ -252,5 +255,7 @@ def resolve_module(name: str, folders) -> Path | None:
 def separate_parts(paths, chosen) -> SeparateParts:
     """The SeparateParts of the server's folders and the `forge_additional_modules` option's value."""
     folders = (paths.vae, paths.text_encoder)
-    resolved = [resolve_module(name, folders) for name in (chosen or [])]
-    return SeparateParts(tuple(path for path in resolved if path is not None), folders, paths.data_dir)
+    names = [str(name) for name in (chosen or [])]
+    resolved = [resolve_module(name, folders) for name in names]
+    return SeparateParts(tuple(path for path in resolved if path is not None), folders, paths.data_dir,
+                         tuple(name for name, path in zip(names, resolved) if path is None))

@@ -87,12 +87,13 @@ class ModelManager:
         return sorted(entries, key=lambda info: str(info.path) != current)
 
     # --- loading ----------------------------------------------------------------------------------------------
-    def get(self, query: str | None = None) -> tuple[CheckpointInfo, LoadedModel]:
-        """The checkpoint for `query` (None: the selected one, or the first available), loading it if needed."""
+    def get(self, query: str | None = None, modules: list | None = None) -> tuple[CheckpointInfo, LoadedModel]:
+        """The checkpoint for `query` (None: the selected one, or the first available), loading it if needed.
+        `modules`: a job's own "VAE / Text Encoder" choice (its override_settings), else the setting's."""
         with self._lock:
             if query is None and self._current is not None:
                 key = self._current
-                if self._loaded[key][1].parts_key == self._parts_key(self._loaded[key][1]):
+                if self._loaded[key][1].parts_key == self._parts_key(self._loaded[key][1], modules):
                     self._loaded.move_to_end(key)
                     return self._loaded[key]
                 query = self._loaded[key][0].name
@@ -111,21 +112,22 @@ class ModelManager:
                 query = available[0].name
             info = self.registry.resolve(query)
             key = str(info.path)
-            if key in self._loaded and self._loaded[key][1].parts_key != self._parts_key(self._loaded[key][1]):
+            if key in self._loaded and \
+                    self._loaded[key][1].parts_key != self._parts_key(self._loaded[key][1], modules):
                 self._drop(key)  # loaded with another "VAE / Text Encoder" choice
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
-            return self._load(info)
+            return self._load(info, modules)
 
-    def _parts(self):
-        return self.separate_parts() if self.separate_parts is not None else None
+    def _parts(self, modules: list | None = None):
+        return self.separate_parts(modules) if self.separate_parts is not None else None
 
-    def _parts_key(self, model: LoadedModel) -> tuple[str, ...]:
+    def _parts_key(self, model: LoadedModel, modules: list | None = None) -> tuple[str, ...]:
         """The choice a loaded model should have been loaded with: only checkpoints with separate parts care."""
         if not model.part_names and not model.parts_key:
             return model.parts_key
-        parts = self._parts()
+        parts = self._parts(modules)
         return parts.key if parts is not None else ()
 
     def _drop(self, key: str) -> None:
@@ -144,7 +146,7 @@ class ModelManager:
             self.options.update({"sd_model_checkpoint": info.title})
             return info, model
 
-    def _load(self, info: CheckpointInfo) -> tuple[CheckpointInfo, LoadedModel]:
+    def _load(self, info: CheckpointInfo, modules: list | None = None) -> tuple[CheckpointInfo, LoadedModel]:
         """Load into the cache. The current model stays loaded until the new one has loaded successfully."""
         log.info("loading checkpoint %s", info.name)
         self._evict(reserve=1)
@@ -152,7 +154,7 @@ class ModelManager:
         try:
             try:
                 model = load_checkpoint(info.path, self.policy, self.cache_dir, info.config, info.name,
-                                        on_progress=self._set_loading, parts=self._parts())
+                                        on_progress=self._set_loading, parts=self._parts(modules))
             except CheckpointFormatError as exc:
                 raise ModelLoadError(str(exc)) from None
             except MemoryError:

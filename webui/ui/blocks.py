@@ -12,6 +12,7 @@ from . import hires_inputs, refiner_inputs
 from . import tab_events
 from . import checkpoint_notice, gallery_actions
 from . import prompt_tools
+from . import family_defaults
 from . import defaults_page, quicksettings
 from . import a1111_page_api
 from .assets import CSS as PAGE_CSS, JS
@@ -310,6 +311,7 @@ def _build_blocks(services, announcer: ComponentCallbacks) -> gr.Blocks:
         tab_events.render_buttons()  # the hidden buttons the page presses once a tab is shown / left
         for tab in (txt2img, img2img):
             wire_tab(tab, services)
+        family_defaults.wire(services, dropdown, [txt2img, img2img])  # another model family: its usual values
         style_editor.wire_editors([txt2img.style_editor, img2img.style_editor], [txt2img, img2img], services)  # 🖌️
         _wire_gallery_senders(tabs, [txt2img, img2img], img2img, services)
         gallery_actions.wire_send_to_extras(tabs, [txt2img, img2img], extras)  # 📐 under the galleries
