@@ -39,7 +39,7 @@ def _infotext_name(name: str) -> str:
     return name.replace(":", "").replace(",", "")
 
 
-LORA_FAMILIES = ("sd1", "sd2", "sdxl")
+LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell")  # checkpoint families LoRAs can be patched into
 
 
 def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetworks) -> None:
@@ -61,7 +61,7 @@ def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetwor
         if info is None:
             run.warnings.append(f'LoRA "{name}" not found in {", ".join(map(str, registry.roots))}: skipped')
             continue
-        if model.family not in LORA_FAMILIES:  # no patching for the transformer families yet
+        if model.family not in LORA_FAMILIES:  # a family whose modules we cannot patch yet
             run.warnings.append(f'LoRA "{name}": LoRA for {FAMILIES[model.family].label} checkpoints is not '
                                 f"supported yet: skipped")
             continue

@@ -180,7 +180,8 @@ def hidden_for_version(services, family: str | None, model_family: str | None) -
         return False
     if family is None:
         return version_label(model_family) in (services.options.get("lora_hide_unknown_for_versions") or [])
-    return family != model_family
+    from ..models.networks.family import lora_family as takes  # FLUX.1 schnell takes FLUX.1 LoRAs
+    return family != takes(model_family)
 
 
 def checkpoint_cards(services) -> list[Card]:

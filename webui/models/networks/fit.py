@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .deltas import delta_size
-from .family import LABELS
+from .family import LABELS, lora_family
 from .formats import NetworkModule, ParsedNetwork
 from .keys import ModuleTable, Target
 
@@ -44,7 +44,7 @@ def _model_label(family: str) -> str:
 def fit_network(name: str, parsed: ParsedNetwork, table: ModuleTable, model_family: str) -> Fit:
     model = _model_label(model_family)
     allowed = {parsed.family} if parsed.family else set(parsed.families)
-    if model_family not in allowed:
+    if lora_family(model_family) not in allowed:
         trained_for = " or ".join(LABELS[f] for f in sorted(allowed))
         return Fit(skipped=f'LoRA "{name}" does not fit this checkpoint '
                            f'({trained_for} LoRA on an {model} model): skipped')

@@ -14,6 +14,7 @@ import torch
 
 from .family import FAMILIES, families_from_tensors, guess_family
 from .files import read_network_tensors
+from .flux_names import convert_bfl_names, has_bfl_names
 
 # tensor-name ending -> role; the longest ending wins
 _ROLES = {
@@ -31,7 +32,7 @@ _ROLES = {
     ".diff": "diff", ".diff_b": "diff_b", ".w_norm": "w_norm", ".b_norm": "b_norm",
 }
 _ENDINGS = sorted(_ROLES, key=len, reverse=True)
-_PEFT_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+_PEFT_COMPONENTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ParsedNetwork:
     path: Path
     modules: dict[str, NetworkModule]
     metadata: dict
-    family: str | None  # "sd1" | "sd2" | "sdxl" | None, from the tensors and the metadata
+    family: str | None  # "sd1" | "sd2" | "sdxl" | "flux" | None, from the tensors and the metadata
     families: frozenset[str] = FAMILIES  # the families the tensors allow (all when they tell nothing)
     not_understood: list[str] = field(default_factory=list)  # tensors with no known role, or incomplete modules
 
@@ -129,9 +130,14 @@ def _peft_alpha(key: str, configs: dict[str, dict]) -> tuple[float | None, bool]
 
 
 def parse_network(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> ParsedNetwork:
-    """Group a file's tensors by module and recognise each module's kind."""
+    """Group a file's tensors by module and recognise each module's kind. FLUX.1 LoRAs in BFL's module names are
+    renamed to diffusers' first (`flux_names`)."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     not_understood = []
+    shapes = {key: tuple(tensor.shape) for key, tensor in tensors.items()}
+    if has_bfl_names(tensors):
+        tensors, left_out = convert_bfl_names(tensors)
+        not_understood.extend(left_out)
     for key, tensor in tensors.items():
         split = _split_key(key)
         if split is None:
@@ -155,7 +161,6 @@ def parse_network(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) 
         elif kind == "lora":
             alpha, rank_stabilised = _peft_alpha(key, peft)
         modules[key] = NetworkModule(key, kind, found, alpha, rank_stabilised)
-    shapes = {key: tuple(tensor.shape) for key, tensor in tensors.items()}
     family = guess_family(shapes, metadata)
     families = frozenset(families_from_tensors(shapes)) or FAMILIES  # empty: the hints contradict each other
     return ParsedNetwork(Path(path), modules, metadata, family, families, sorted(not_understood))

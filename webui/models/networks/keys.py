@@ -5,6 +5,8 @@ Files name UNet modules by diffusers names (`down_blocks.0.attentions.0...`) or 
 with dots or, as kohya does, with underscores after a `lora_unet_` / `lora_te_` / `lora_te1_` / `lora_te2_` prefix.
 A `ModuleTable` lists every patchable module of one model under all those spellings. The LDM names come from
 `ldm_export.unet_to_ldm`, so they follow the UNet's own configuration (SD1, SD2 and SDXL alike) without tables.
+A FLUX.1 model's transformer is the "unet" component (diffusers' names, under `transformer.` or OneTrainer's
+`lora_transformer_`; BFL names are renamed before they get here) and its CLIP-L text encoder "te1".
 """
 from __future__ import annotations
 
@@ -19,10 +21,12 @@ from ..ldm_export import unet_to_ldm
 
 log = logging.getLogger(__name__)
 
-_KOHYA_PREFIXES = (("lora_unet_", "unet"), ("lora_te1_", "te1"), ("lora_te2_", "te2"), ("lora_te_", "te1"))
-_DOTTED_PREFIXES = (("unet.", "unet"), ("text_encoder_2.", "te2"), ("text_encoder.", "te1"),
+_KOHYA_PREFIXES = (("lora_unet_", "unet"), ("lora_te1_", "te1"), ("lora_te2_", "te2"), ("lora_te_", "te1"),
+                   ("lora_transformer_", "unet"))  # OneTrainer's FLUX.1 transformer (diffusers' names)
+_DOTTED_PREFIXES = (("unet.", "unet"), ("transformer.", "unet"), ("text_encoder_2.", "te2"), ("text_encoder.", "te1"),
                     ("model.diffusion_model.", "unet"), ("diffusion_model.", "unet"),
-                    ("cond_stage_model.transformer.", "te1"), ("conditioner.embedders.0.transformer.", "te1"))
+                    ("cond_stage_model.transformer.", "te1"), ("conditioner.embedders.0.transformer.", "te1"),
+                    ("text_encoders.clip_l.transformer.", "te1"))  # ComfyUI's FLUX.1 CLIP-L
 # old diffusers attention-processor names for CLIP attention projections
 _CLIP_PROCESSOR_NAMES = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
 
@@ -68,7 +72,9 @@ class ModuleTable:
         self.dotted: dict[str, dict[str, Target]] = {}
         self.underscored: dict[str, dict[str, Target]] = {}
         unet_modules = [(n, m) for n, m in unet.named_modules() if n and _has_weight(m)]
-        ldm = _unet_ldm_names(unet, [n for n, _ in unet_modules])
+        # LDM names exist for UNets only (a FLUX.1 transformer's BFL names are converted in formats.py)
+        is_unet = "down_block_types" in getattr(unet, "config", {})
+        ldm = _unet_ldm_names(unet, [n for n, _ in unet_modules]) if is_unet else {}
         for name, module in unet_modules:
             self._add("unet", Target("unet", name, module), [name, ldm.get(name)])
         for i, encoder in enumerate(text_encoders[:2]):

@@ -5,7 +5,8 @@ weight's dtype, on the weight's device); the original is kept on the CPU and cop
 back bit for bit. The model remembers what each weight holds (`LoadedModel.networks`), so a call with the same list
 does nothing and a change rewrites only the weights whose LoRAs or multipliers changed. The checkpoint is never
 reloaded. The CPU copies stay after a LoRA is removed, so the next one needs no copy (they are checked against the
-weights' version counters before reuse); `NetworkPatchState.release_originals()` frees them.
+weights' version counters before reuse); `NetworkPatchState.release_originals()` frees them. A layer stored in float8
+(FLUX.1 fp8 files) is held in its compute dtype while patched and returned to float8 when restored (`fp8_layers`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 
 from .deltas import add_weight_delta_, bias_delta
 from .fit import Fit, fit_network
+from .fp8_layers import hold, hold_dtype, release
 from .formats import NetworkFileCache, NetworkModule, ParsedNetwork, file_identity
 from .keys import ModuleTable
 from .registry import LoraInfo
@@ -100,6 +102,7 @@ class NetworkPatchState:
         self._patched: set[_Param] = set()  # parameters holding LoRA changes now
         self._guards: dict[_Param, tuple[int, int]] = {}  # (data_ptr, version) of an unpatched parameter
         self._current: dict[tuple[str, str], tuple] = {}  # target -> signature of what is fused into it
+        self._held: dict[tuple[str, str], torch.dtype] = {}  # float8 layers held in the compute dtype -> float8
 
     @property
     def patched(self) -> int:
@@ -165,6 +168,12 @@ class NetworkPatchState:
         with torch.no_grad():
             for name in ("weight", "bias"):
                 self._restore_param((key, name), target.module)
+            stored = self._held.pop(key, None)
+            if stored is not None:  # the original values are back: float8 storage again (exact)
+                release(target.module, stored)
+                for name in ("weight", "bias"):
+                    if (key, name) in self._guards:
+                        self._guards[(key, name)] = _guard(_storage(target.module, name))
         self._current.pop(key, None)
 
     def patch(self, key: tuple[str, str], contributions: list[_Contribution]) -> None:
@@ -184,12 +193,17 @@ class NetworkPatchState:
     def _patch_weight(self, param: _Param, module: torch.nn.Module, contributions: list[_Contribution]) -> None:
         store = _storage(module, "weight")
         original = self._original(param, store)
+        held = hold_dtype(module, store)
+        if held is not None:  # float8 storage would round the change away: computed in `held` while patched
+            self._held[param[0]] = hold(module, held)
+            store = _storage(module, "weight")
         dora = any(c.module.dora_scale is not None for c in contributions)
         if store.dtype == torch.float32:
             accumulator = store  # fp32 weights: sum straight into the weight, no temporary
             if param in self._patched:
                 store.copy_(original)
-            base = original.to(store.device) if dora else None  # on the CPU: the original itself, no copy
+            # on the CPU: the original itself, no copy
+            base = original.to(store.device, torch.float32) if dora else None
         else:
             accumulator = original.to(device=store.device, dtype=torch.float32, copy=True)
             base = accumulator.clone() if dora else None
