@@ -48,7 +48,7 @@ from .denoiser import Denoiser, Interrupted, LCMParameterization, UNetCall
 from .sampling.noise import BatchNoise
 from .sampling.flow import FlowLevels, euler_ancestral_flow, shift_for
 from .sampling.sigmas import NoiseLevels
-from .transformer_call import FluxCall
+from .transformer_call import network_call
 from ..models.families import FAMILIES, FLOW_SAMPLERS
 from .seeds import fix_seed
 from .tiling import circular_padding
@@ -62,7 +62,7 @@ def model_noise_levels(model, width: int = 1024, height: int = 1024):
     """The checkpoint's noise levels: A1111's (from its beta schedule), or a flow family's at the image's shift."""
     family = FAMILIES[model.family]
     if family.sampling == "flow":
-        return FlowLevels(shift_for(family.shift, width, height))
+        return FlowLevels(shift_for(family.shift, width, height), own=family.own_schedule)
     return NoiseLevels.from_config(dict(model.scheduler_config))
 
 
@@ -138,7 +138,7 @@ class Engine:
         self.hooks.before_process(run)  # may change the request (A1111's before_process)
         request.validate()
         info, model = self.models.get(request.checkpoint, self._modules_choice())
-        if FAMILIES[model.family].sampling == "flow":  # a flow model's own schedule is the one Forge calls Simple
+        if FAMILIES[model.family].own_schedule == "Simple":  # FLUX.1's own schedule is the one Forge calls Simple
             request.scheduler = "Simple" if request.scheduler == "Uniform" else request.scheduler
             if request.hr_scheduler == "Uniform":
                 request.hr_scheduler = "Simple"
@@ -156,7 +156,7 @@ class Engine:
         _restore_shape(run, request, total)
         _fit_lists(run, total)
         sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler,
-                                             flow=FAMILIES[model.family].sampling == "flow")
+                                             flow=FAMILIES[model.family].own_schedule == "Simple")
         clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))
         passes = 2 if request.enable_hr else 1  # hires fix: each batch's second pass counts as a job, as A1111
         control.report(job_count=request.n_iter * passes, job_no=0, sampling_step=0,
@@ -463,7 +463,7 @@ class Engine:
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
         hook = run is not None and self.hooks.wants_denoiser
         unet_dtype = model.unet.dtype  # read once: the property walks every parameter of the UNet
-        network = FluxCall(model.unet, request.distilled_cfg_scale) if family.network == "flux" else None
+        network = network_call(family, model.unet, request.distilled_cfg_scale)
         factors: dict[float, list[torch.Tensor]] = {}  # AND: per scale, each sub-prompt's weight x scale per image
 
         def guidance(scale: float) -> list[torch.Tensor] | None:
@@ -724,14 +724,13 @@ def _check_family(model, request: GenerationRequest, sampler) -> None:
     if sampler.name not in FLOW_SAMPLERS:
         raise samplers.SamplerError(f"{sampler.name} does not sample {family.label} checkpoints (rectified flow); "
                                     f"choose one of: {', '.join(FLOW_SAMPLERS)}")
-    if family.network == "flux":
-        width = getattr(request, "width", 0)
-        height = getattr(request, "height", 0)
-        for name, value in (("width", width), ("height", height)):
-            if value % 16:
-                low, high = value // 16 * 16, value // 16 * 16 + 16
-                raise RequestError(name, f"{family.label} makes images in multiples of 16 pixels: {name} {value} "
-                                         f"is not one (use {low or 16} or {high})")
+    step = family.size_multiple
+    for name in ("width", "height"):
+        value = int(getattr(request, name, 0))
+        if value % step:
+            low, high = value // step * step, value // step * step + step
+            raise RequestError(name, f"{family.label} makes images in multiples of {step} pixels: {name} {value} "
+                                     f"is not one (use {low or step} or {high})")
 
 
 def _result_marks(result: GenerationResult) -> dict[str, int]:
@@ -808,9 +807,13 @@ def _fit_lists(run: ProcessingRun, total: int) -> None:
 
 def prompt_encoder(model) -> type:
     """The prompt encoder class for the model's family: A1111's CLIP chunks, or FLUX.1's CLIP-L + T5."""
-    if FAMILIES[model.family].prompts == "flux":
+    kind = FAMILIES[model.family].prompts
+    if kind == "flux":
         from ..prompts.flux_encoder import FluxPromptEncoder
         return FluxPromptEncoder
+    if kind == "sd3":
+        from ..prompts.sd3_encoder import SD3PromptEncoder
+        return SD3PromptEncoder
     return PromptEncoder
 
 
@@ -889,7 +892,7 @@ class _StepInputs:
         unconds, parts = self.conditioning.at_step(step)
         rows = [c for row in ([unconds] if self.do_cfg else []) + parts for c in row]
         embeds = torch.cat([c.embeds.to(self.device, dtype) for c in rows])
-        if FAMILIES[self.model.family].prompts == "flux":  # T5's sequence and CLIP-L's pooled output
+        if FAMILIES[self.model.family].pooled_input:  # a transformer's text sequence and pooled embedding
             return embeds, {"pooled": torch.cat([c.pooled.to(self.device, dtype) for c in rows])}
         if self.model.family != "sdxl":
             return embeds, None

@@ -105,7 +105,8 @@ def prepare_networks(models, model, checkpoint_info, calls: list[ExtraNetworkCal
     run = RunNetworks()
     _activate_vae(models, model, checkpoint_info, vae_setting, run)
     _activate_loras(models, model, calls, run)
-    _embeddings(models, model, texts, run)
+    if FAMILIES[model.family].prompts == "clip":  # the T5 families' encoders take no textual inversion
+        _embeddings(models, model, texts, run)
     return run
 
 

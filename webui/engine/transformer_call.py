@@ -33,6 +33,21 @@ def image_ids(height: int, width: int, device, dtype) -> torch.Tensor:
     return ids.reshape(-1, 3).to(device=device, dtype=dtype)
 
 
+class SD3Call:
+    """SD3's MMDiT as the denoiser calls it: it patches the latents itself; its timestep is sigma x 1000 (the
+    scheduler's timesteps, as diffusers' StableDiffusion3Pipeline passes them)."""
+
+    def __init__(self, transformer, guidance: float | None = None):
+        self.transformer = transformer
+
+    def __call__(self, latents: torch.Tensor, sigma: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor,
+                 residuals: dict | None = None) -> torch.Tensor:
+        rows = latents.shape[0]
+        timestep = (sigma.reshape(-1)[:1].float() * 1000).expand(rows).to(latents.device, latents.dtype)
+        return self.transformer(hidden_states=latents, timestep=timestep, encoder_hidden_states=embeds,
+                                pooled_projections=pooled, return_dict=False, **(residuals or {}))[0]
+
+
 class FluxCall:
     """FLUX.1's transformer as the denoiser calls it: (latent rows, timestep sigma, T5 sequence rows, CLIP pooled
     rows) -> velocity rows shaped like the latents. `guidance` is the Distilled CFG Scale (None: the checkpoint has
@@ -63,3 +78,12 @@ class FluxCall:
                                   pooled_projections=pooled, encoder_hidden_states=embeds, txt_ids=txt_ids,
                                   img_ids=img_ids, return_dict=False, **(residuals or {}))[0]
         return unpack(output, height, width)
+
+
+NETWORK_CALLS = {"flux": FluxCall, "sd3": SD3Call}  # families.Family.network -> its call
+
+
+def network_call(family, transformer, guidance: float | None):
+    """The call of a transformer family's network (None for the UNet families: the engine calls the UNet)."""
+    call = NETWORK_CALLS.get(family.network)
+    return call(transformer, guidance) if call is not None else None

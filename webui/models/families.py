@@ -47,14 +47,21 @@ class Family:
     label: str
     latent_channels: int
     sampling: str  # "discrete" (A1111's DDPM schedule, eps / v) or "flow" (rectified flow, velocity prediction)
-    network: str  # how the denoiser calls it: "unet" (UNet2DConditionModel) or "flux" (packed 2x2 patches)
-    prompts: str  # "clip" (A1111's 75-token chunks) or "flux" (CLIP-L pooled + T5 sequence)
+    network: str  # how the denoiser calls it: "unet" (UNet2DConditionModel), "flux" (packed 2x2 patches), "sd3"
+    prompts: str  # "clip" (A1111's 75-token chunks), "flux" (CLIP-L pooled + T5), "sd3" (CLIP-L + CLIP-G + T5)
     defaults: FamilyDefaults
     vae_shift: float = 0.0  # latents = (vae latent - shift) * scaling factor
     shift: FlowShift = field(default_factory=FlowShift)
     distilled_guidance: bool = False  # takes "Distilled CFG Scale" (a guidance embedding)
     controlnet: bool = True  # our ControlNet units apply (SD-family ControlNets)
     clip_skip: bool = True
+    size_multiple: int = 8  # image sides in pixels (transformers patch 2x2 latents: 16)
+    own_schedule: str = "Uniform"  # flow families: what Automatic gives ("Simple": FluxPipeline's sigmas)
+
+    @property
+    def pooled_input(self) -> bool:
+        """The network takes a pooled text embedding beside the sequence (SDXL's goes in its added inputs)."""
+        return self.prompts in ("flux", "sd3")
 
 
 _SD_DEFAULTS = FamilyDefaults(20, 7.0, 512, 512, "DPM++ 2M", "Automatic")
@@ -67,11 +74,16 @@ FAMILIES: dict[str, Family] = {
     # FLUX.1 dev and its fine-tunes: guidance-distilled (real CFG off at scale 1), resolution-dependent shift
     "flux": Family("flux", "FLUX.1", 16, "flow", "flux", "flux",
                    FamilyDefaults(20, 1.0, 1024, 1024, "Euler", "Simple", 3.5), vae_shift=0.1159,
-                   shift=FlowShift(dynamic=True), distilled_guidance=True, controlnet=False, clip_skip=False),
+                   shift=FlowShift(dynamic=True), distilled_guidance=True, controlnet=False, clip_skip=False,
+                   size_multiple=16, own_schedule="Simple"),
     # FLUX.1 schnell: timestep-distilled, no guidance embedding, no shift, 4 steps
     "flux-schnell": Family("flux-schnell", "FLUX.1 schnell", 16, "flow", "flux", "flux",
                            FamilyDefaults(4, 1.0, 1024, 1024, "Euler", "Simple"), vae_shift=0.1159,
-                           shift=FlowShift(1.0), controlnet=False, clip_skip=False),
+                           shift=FlowShift(1.0), controlnet=False, clip_skip=False, size_multiple=16,
+                           own_schedule="Simple"),
+    # SD3 / SD3.5 (Medium, Large): MMDiT, real CFG, a constant shift of 3
+    "sd3": Family("sd3", "SD3", 16, "flow", "sd3", "sd3", FamilyDefaults(28, 4.5, 1024, 1024, "Euler", "Automatic"),
+                  vae_shift=0.0609, shift=FlowShift(3.0), controlnet=False, size_multiple=16),
 }
 
 # The samplers that solve the flow ODE as they are (k-diffusion's deterministic ones on x0 predictions), and Euler a

@@ -96,6 +96,9 @@ def _has(state: Mapping, name: str, prefixes: Iterable[str] = _FAMILY_PREFIXES) 
 
 def other_family(state: Mapping[str, torch.Tensor]) -> str | None:
     """The name of a known model family we do not run (yet), recognised from its tensors; None otherwise."""
+    from .sd3 import sd3_layout  # (sd3 builds on this module)
+    if sd3_layout(state) is not None:  # a family we run: not "other"
+        return None
     for family, markers in _OTHER_FAMILIES:
         if any(_has(state, marker) is not None for marker in markers):
             return family

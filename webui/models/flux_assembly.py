@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import safe_open
@@ -28,9 +29,43 @@ from .tokenizer import clip_tokenizer
 log = logging.getLogger(__name__)
 
 PART_LABELS = {"vae": "VAE (ae.safetensors)", "clip_l": "CLIP-L text encoder (clip_l.safetensors)",
+               "clip_g": "CLIP-G text encoder (clip_g.safetensors)",
                "t5": "T5-XXL text encoder (t5xxl_fp16.safetensors)"}
-PART_FOLDERS = {"vae": "models/VAE", "clip_l": "models/text_encoder", "t5": "models/text_encoder"}
-T5_MAX_LENGTH = {"flux": 512, "flux-schnell": 256}  # BFL's reference: dev 512 tokens, schnell 256
+PART_FOLDERS = {"vae": "models/VAE", "clip_l": "models/text_encoder", "clip_g": "models/text_encoder",
+                "t5": "models/text_encoder"}
+T5_MAX_LENGTH = {"flux": 512, "flux-schnell": 256, "sd3": 256}  # BFL: dev 512, schnell 256; SD3: diffusers' 256
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """How a transformer family's checkpoint is made whole: its parts (in the infotext's "Module N" order), which
+    of them it cannot run without, how a separate file is sorted, how each part is read, and the attribute of the
+    family's parts object holding each."""
+
+    label: str
+    kinds: tuple[str, ...]
+    required: frozenset
+    part_kind: Callable
+    readers: dict  # kind -> (state, name, dtype) -> module
+    attributes: dict  # kind -> attribute of the parts object (flux.FluxParts, sd3.SD3Parts)
+
+
+def _flux_assembly() -> Assembly:
+    from . import flux
+    return Assembly("FLUX.1", ("vae", "clip_l", "t5"), frozenset({"vae", "clip_l", "t5"}), flux.part_kind,
+                    {"vae": lambda st, n, d: flux.read_vae_file(st, n), "clip_l": lambda st, n, d:
+                     flux.read_clip_l_file(st, n), "t5": flux.read_t5_file},
+                    {"vae": "vae", "clip_l": "clip", "t5": "t5"})
+
+
+def _sd3_assembly() -> Assembly:
+    from . import sd3
+    return Assembly("SD3", ("vae", "clip_l", "clip_g", "t5"), frozenset({"vae", "clip_l", "clip_g"}),
+                    sd3.sd3_part_kind, {"vae": lambda st, n, d: sd3.read_sd3_vae_file(st, n),
+                                        "clip_l": lambda st, n, d: sd3.read_clip_l_file(st, n),
+                                        "clip_g": lambda st, n, d: sd3.read_clip_g_file(st, n),
+                                        "t5": sd3.read_t5_file},
+                    {"vae": "vae", "clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5"})
 
 
 @dataclass(frozen=True)
@@ -71,28 +106,28 @@ def candidate_files(folders) -> list[Path]:
     return found
 
 
-def _kind_of(path: Path) -> str | None:
-    from .flux import part_kind
+def _kind_of(path: Path, part_kind: Callable) -> str | None:
     try:
         return part_kind(header_state(path))
     except Exception:  # noqa: BLE001 - an unreadable file in the folder is not a part
         return None
 
 
-def find_parts(missing: set[str], separate: SeparateParts, notes: list[str]) -> dict[str, Path]:
+def find_parts(missing: set[str], separate: SeparateParts, notes: list[str], assembly: Assembly) -> dict[str, Path]:
     """{kind: file} for the missing kinds: the chosen files first, then a folder's only file of that kind."""
     found: dict[str, Path] = {}
     for path in separate.chosen:
-        kind = _kind_of(path)
+        kind = _kind_of(path, assembly.part_kind)
         if kind is None:
-            notes.append(f"{path.name} (chosen in VAE / Text Encoder) is not a FLUX.1 VAE or text encoder: ignored")
+            notes.append(f"{path.name} (chosen in VAE / Text Encoder) is not a {assembly.label} VAE or text "
+                         "encoder: ignored")
         elif kind in missing and kind not in found:
             found[kind] = path
     still = missing - set(found)
     if still:
         by_kind: dict[str, list[Path]] = {}
         for path in candidate_files(separate.folders):
-            kind = _kind_of(path)
+            kind = _kind_of(path, assembly.part_kind)
             if kind in still:
                 by_kind.setdefault(kind, []).append(path)
         for kind in sorted(still):
@@ -106,46 +141,61 @@ def find_parts(missing: set[str], separate: SeparateParts, notes: list[str]) -> 
 def assemble_flux(parts, name: str, policy, cache_dir: Path, separate: SeparateParts, progress: LoadProgress,
                   tokenizer_folders: tuple[Path, ...] = (), started: float | None = None):
     """A LoadedModel of the FLUX.1 `parts` (webui.models.flux.FluxParts), completed from `separate`."""
-    from . import flux
-    from .loader import LoadedModel, _place
-
-    started = started or time.perf_counter()
     if parts.variant not in ("dev", "schnell"):
         raise CheckpointFormatError(f"{name} is a FLUX.1 {parts.variant} checkpoint (extra image input channels): "
                                     "only FLUX.1 dev, schnell and their fine-tunes run so far")
+    family = "flux-schnell" if parts.variant == "schnell" else "flux"
+    return assemble(_flux_assembly(), family, parts, name, policy, cache_dir, separate, progress,
+                    tokenizer_folders, started)
+
+
+def assemble_sd3(parts, name: str, policy, cache_dir: Path, separate: SeparateParts, progress: LoadProgress,
+                 tokenizer_folders: tuple[Path, ...] = (), started: float | None = None):
+    """A LoadedModel of the SD3 / SD3.5 `parts` (webui.models.sd3.SD3Parts), completed from `separate`."""
+    return assemble(_sd3_assembly(), "sd3", parts, name, policy, cache_dir, separate, progress, tokenizer_folders,
+                    started)
+
+
+def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_dir: Path, separate: SeparateParts,
+             progress: LoadProgress, tokenizer_folders: tuple[Path, ...] = (), started: float | None = None):
+    """The checkpoint's parts completed from the chosen / only files, tokenizers added, placed on the device."""
+    from .loader import LoadedModel, _place, read_state_dict
+
+    started = started or time.perf_counter()
     notes: list[str] = []
-    have = {"vae": parts.vae, "clip_l": parts.clip, "t5": parts.t5}
+    have = {kind: getattr(parts, assembly.attributes[kind], None) for kind in assembly.kinds}
     missing = {kind for kind, module in have.items() if module is None}
-    files = find_parts(missing, separate, notes) if missing else {}
-    absent = missing - set(files)
+    files = find_parts(missing, separate, notes, assembly) if missing else {}
+    absent = (missing - set(files)) & assembly.required
     if absent:
         listed = ", ".join(PART_LABELS[kind] for kind in sorted(absent))
         raise CheckpointFormatError(
-            f"{name} is a FLUX.1 checkpoint without its {listed}: put the file in "
+            f"{name} is a {assembly.label} checkpoint without its {listed}: put the file in "
             f"{' / '.join(sorted({PART_FOLDERS[k] for k in absent}))} and choose it in Settings > VAE / Text Encoder "
             "(forge_additional_modules)")
-    from .loader import read_state_dict
     for kind, path in files.items():
         state = read_state_dict(path)
-        if kind == "vae":
-            have["vae"] = flux.read_vae_file(state, path.name)
-        elif kind == "clip_l":
-            have["clip_l"] = flux.read_clip_l_file(state, path.name)
-        else:
-            have["t5"] = flux.read_t5_file(state, path.name, policy.dtype)
+        have[kind] = assembly.readers[kind](state, path.name, policy.dtype)
         del state
-    family = "flux-schnell" if parts.variant == "schnell" else "flux"
-    clip = have["clip_l"].to(policy.dtype)
+    if have.get("t5") is None:
+        notes.append("no T5-XXL text encoder: prompts are encoded by the CLIP encoders alone")
     vae = have["vae"].to(policy.vae_dtype_for(family))
+    clips = [have[kind].to(policy.dtype) for kind in ("clip_l", "clip_g") if kind in assembly.kinds]
     progress.begin("tokenizers")
     folders = [*tokenizer_folders]
     if separate.data_dir is not None:
         folders.append(default_folder(separate.data_dir))
-    tokenizers = [clip_tokenizer(cache_dir, "<|endoftext|>"), t5_tokenizer(folders)]
+    tokenizers = [clip_tokenizer(cache_dir, "<|endoftext|>")]
+    if "clip_g" in assembly.kinds:
+        tokenizers.append(clip_tokenizer(cache_dir, "!"))  # OpenCLIP G pads with "!" (SDXL's and SD3's)
+    tokenizers.append(t5_tokenizer(folders) if have.get("t5") is not None else None)
     label = f"{FAMILIES[family].label} ({parts.variant}, {parts.layout})"
-    model = LoadedModel(name, family, False, parts.transformer, vae, [clip, have["t5"]], tokenizers, {}, label)
+    model = LoadedModel(name, family, False, parts.transformer, vae, [*clips, have.get("t5")], tokenizers, {},
+                        label)
     model.t5_max_length = T5_MAX_LENGTH[family]
-    model.part_names = tuple(path.stem for _, path in sorted(files.items(), key=lambda item: _ORDER[item[0]]))
+    model.joint_attention_dim = int(getattr(parts.transformer.config, "joint_attention_dim", 4096))
+    order = {kind: index for index, kind in enumerate(assembly.kinds)}
+    model.part_names = tuple(path.stem for _, path in sorted(files.items(), key=lambda item: order[item[0]]))
     model.parts_key = separate.key
     for note in notes:
         log.info("%s: %s", name, note)
@@ -156,9 +206,6 @@ def assemble_flux(parts, name: str, policy, cache_dir: Path, separate: SeparateP
     progress.done()
     model.load_seconds = time.perf_counter() - started
     return model
-
-
-_ORDER = {"vae": 0, "clip_l": 1, "t5": 2}  # Forge lists the modules VAE first, then the text encoders
 
 
 # --- diffusers folders ---------------------------------------------------------------------------------------------
@@ -259,3 +306,22 @@ def separate_parts(paths, chosen) -> SeparateParts:
     resolved = [resolve_module(name, folders) for name in names]
     return SeparateParts(tuple(path for path in resolved if path is not None), folders, paths.data_dir,
                          tuple(name for name, path in zip(names, resolved) if path is None))
+
+
+def is_sd3_folder(folder: Path) -> bool:
+    from .sd3 import sd3_folder_class
+    return sd3_folder_class(folder) is not None
+
+
+def load_sd3_folder(folder: Path, policy, cache_dir: Path, name: str, separate: SeparateParts, on_progress=None):
+    """An SD3 / SD3.5 diffusers folder (transformer/, vae/, text_encoder/ CLIP-L, text_encoder_2/ CLIP-G,
+    text_encoder_3/ T5, tokenizer_3/); parts left out come from `separate` as for single files."""
+    from .load_progress import FOLDER_STAGES
+    from .sd3 import read_sd3_folder
+
+    started = time.perf_counter()
+    with LoadProgress(name, FOLDER_STAGES, on_progress) as progress:
+        progress.begin("unet")
+        parts = read_sd3_folder(folder, policy.dtype)
+        tokenizers = (folder / "tokenizer_3",) if (folder / "tokenizer_3").is_dir() else ()
+        return assemble_sd3(parts, name, policy, cache_dir, separate, progress, tokenizers, started)

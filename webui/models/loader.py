@@ -54,7 +54,8 @@ class LoadedModel:
     vae_file: Path | None = None  # the VAE file whose weights model.vae holds (None: the checkpoint's own)
     networks: object | None = None  # LoRA patch state (`networks.patcher.NetworkPatchState`), set on first use
     sdxl_refiner: bool = False  # SDXL's refiner: OpenCLIP G alone, an aesthetic score among the UNet's inputs
-    t5_max_length: int = 0  # FLUX.1: T5's token sequence length (512 dev, 256 schnell)
+    t5_max_length: int = 0  # FLUX.1 / SD3: T5's token sequence length (512 FLUX dev, 256 schnell and SD3)
+    joint_attention_dim: int = 0  # SD3: the text sequence's width (the zero T5 part when there is no T5)
     part_names: tuple[str, ...] = ()  # separate files used (Forge's "Module N" infotext keys), VAE first
     parts_key: tuple[str, ...] = ()  # the "VAE / Text Encoder" choice it was loaded with (a change reloads it)
 
@@ -72,7 +73,7 @@ class LoadedModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def modules(self) -> list[torch.nn.Module]:
-        return [self.unet, self.vae, *self.text_encoders]
+        return [m for m in (self.unet, self.vae, *self.text_encoders) if m is not None]  # SD3 may lack its T5
 
 
 # --- reading files ---------------------------------------------------------------------------------------------
@@ -320,7 +321,14 @@ def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_p
         progress.begin("read")
         state = read_state_dict(path, private, progress.within)
         from .flux import flux_layout, other_family, read_flux_file  # (they build on this module)
-        from .flux_assembly import SeparateParts, assemble_flux
+        from .flux_assembly import SeparateParts, assemble_flux, assemble_sd3
+        from .sd3 import read_sd3_file, sd3_layout
+        if sd3_layout(state) is not None:
+            progress.begin("convert")
+            sd3_parts = read_sd3_file(state, name, policy.dtype)
+            del state
+            return assemble_sd3(sd3_parts, name, policy, cache_dir, parts or SeparateParts(), progress,
+                                started=started)
         if flux_layout(state) is not None:  # a transformer family: its own assembly
             progress.begin("convert")
             flux_parts = read_flux_file(state, name, policy.dtype)
@@ -453,7 +461,7 @@ def _place(model: LoadedModel, policy: DevicePolicy) -> None:
     if policy.offload == "model":  # each whole model moves to the GPU when called, and back when the next runs
         from accelerate import cpu_offload_with_hook
         hook = None
-        for module in [*model.text_encoders, model.unet, model.vae]:
+        for module in [*(e for e in model.text_encoders if e is not None), model.unet, model.vae]:
             _, hook = cpu_offload_with_hook(module, policy.device, prev_module_hook=hook)
     elif policy.offload == "sequential":  # layer by layer: least memory, slowest
         from accelerate import cpu_offload
@@ -469,8 +477,11 @@ def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_pa
                     on_progress: Listener | None = None, parts: "SeparateParts | None" = None) -> LoadedModel:
     """A single file or a diffusers folder; `on_progress(LoadStatus)` follows the load (see `load_progress`);
     `parts`: where a FLUX.1 checkpoint's missing VAE / text encoders come from (flux_assembly.py)."""
-    from .flux_assembly import SeparateParts, is_flux_folder, load_flux_folder  # (it builds on this module)
+    from .flux_assembly import SeparateParts, is_flux_folder, is_sd3_folder, load_flux_folder, load_sd3_folder
     if path.is_dir():
+        if is_sd3_folder(path):
+            return load_sd3_folder(path, policy, cache_dir, name or path.name, parts or SeparateParts(),
+                                   on_progress)
         if is_flux_folder(path):
             return load_flux_folder(path, policy, cache_dir, name or path.name, parts or SeparateParts(),
                                     on_progress)

@@ -28,17 +28,23 @@ class Conditioning:
     embeds: torch.Tensor  # [1, 77 * chunks, width]
     pooled: torch.Tensor | None = None  # SDXL: the second encoder's projected pooled output (first chunk)
     fixed_length: bool = False  # FLUX.1's T5 sequence: one whole unit, never padded with chunks
+    tail: int = 0  # SD3: rows after the 77-token chunks (T5's sequence), kept last when padding
 
     @property
     def chunks(self) -> int:
-        return 1 if self.fixed_length else self.embeds.shape[1] // (CHUNK + 2)
+        return 1 if self.fixed_length else (self.embeds.shape[1] - self.tail) // (CHUNK + 2)
 
     def padded(self, chunks: int, empty: "Conditioning") -> "Conditioning":
-        """This conditioning with the empty prompt's chunk appended until it has `chunks` chunks."""
+        """This conditioning with the empty prompt's chunk appended until it has `chunks` chunks (before the
+        tail, if any)."""
         missing = chunks - self.chunks
         if missing <= 0 or self.fixed_length:
             return self
-        return Conditioning(torch.cat([self.embeds, *[empty.embeds] * missing], dim=1), self.pooled)
+        filler = [empty.embeds[:, :CHUNK + 2]] * missing
+        if not self.tail:
+            return Conditioning(torch.cat([self.embeds, *filler], dim=1), self.pooled)
+        head, tail = self.embeds[:, :-self.tail], self.embeds[:, -self.tail:]
+        return Conditioning(torch.cat([head, *filler, tail], dim=1), self.pooled, tail=self.tail)
 
 
 @dataclass

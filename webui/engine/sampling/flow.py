@@ -5,8 +5,10 @@ v = noise - x0 at its timestep sigma, so x0 = x - sigma * v. k-diffusion's deter
 dx/dsigma = (x - x0) / sigma = v unchanged: Euler on this parameterization is exactly the flow-matching Euler step.
 
 The schedule types read a 1000-entry table of shifted sigmas (sigma(t) for t = 1/1000 ... 1), like the DDPM table
-of the SD families; "Simple" is computed exactly, sigma(1 - i / n), which is what diffusers' flow-matching
-scheduler (and BFL's reference sampler) walk.
+of the SD families; "Simple" is computed exactly, sigma(1 - i / n), what FluxPipeline and BFL's reference sampler
+walk. The model's own schedule ("Uniform", what Automatic gives) is its diffusers pipeline's: Simple for FLUX.1,
+and for SD3 the flow-matching scheduler's default, sigma(t) for t evenly from 1 down to the table's smallest
+shifted sigma (diffusers' StableDiffusion3Pipeline).
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ class FlowLevels(SigmaTable):
 
     prediction = "flow"
 
-    def __init__(self, shift: float = 1.0, table_size: int = 1000):
+    def __init__(self, shift: float = 1.0, table_size: int = 1000, own: str = "Simple"):
         self.shift = float(shift)
+        self.own = own  # the family's own schedule: "Simple" (FLUX.1) or "Uniform" (diffusers' scheduler default)
         t = torch.arange(1, table_size + 1, dtype=torch.float64) / table_size
         super().__init__(self._shifted(t).to(torch.float32))
         self.alphas_cumprod = (1 - self.sigmas) ** 2 / ((1 - self.sigmas) ** 2 + self.sigmas ** 2)  # unused: no
@@ -56,7 +59,10 @@ class FlowLevels(SigmaTable):
         return self._shifted((t.double() + 1) / len(self.sigmas)).to(torch.float32)
 
     def uniform(self, n: int) -> torch.Tensor:
-        return self.simple(n)
+        if self.own == "Simple":
+            return self.simple(n)
+        t = torch.linspace(1.0, float(self.sigmas[0]), n, dtype=torch.float64)
+        return torch.cat([self._shifted(t).to(torch.float32), torch.zeros(1)])
 
     def simple(self, n: int) -> torch.Tensor:
         """sigma(1 - i / n) for i = 0 ... n - 1, then 0 (computed in float64, stored as float32, as diffusers)."""
