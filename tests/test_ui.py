@@ -199,7 +199,8 @@ def test_pnginfo_reads_a_generated_image_and_sends_it_to_txt2img(services):
                       "scheduler": "Karras", "cfg_scale": 7.0, "seed": 77, "width": 64, "height": 72,
                       # no variation seed or Tiling in this infotext: "Extra" and Tiling unticked, the rest kept
                       "subseed_show": False, "subseed": gr.skip(), "subseed_strength": gr.skip(),
-                      "seed_resize_from_w": gr.skip(), "seed_resize_from_h": gr.skip(), "tiling": False}
+                      "seed_resize_from_w": gr.skip(), "seed_resize_from_h": gr.skip(), "tiling": False,
+                      "distilled_cfg_scale": gr.skip()}
     assert isinstance(tabs, gr.Tabs) and tabs.selected == "txt2img"
 
     sent = pnginfo.send_to("img2img", text, "Euler", "Uniform", image)

@@ -370,7 +370,8 @@ def test_send_to_inpaint_puts_the_selected_image_in_the_editor_with_its_settings
     assert fields == {"prompt": "two", "negative_prompt": "ugly", "steps": 6, "sampler": "DPM++ 2M",
                       "scheduler": "Karras", "cfg_scale": 5.5, "seed": 12, "width": 72, "height": 64,
                       "subseed_show": False, "subseed": gr.skip(), "subseed_strength": gr.skip(),
-                      "seed_resize_from_w": gr.skip(), "seed_resize_from_h": gr.skip(), "tiling": False}
+                      "seed_resize_from_w": gr.skip(), "seed_resize_from_h": gr.skip(), "tiling": False,
+                      "distilled_cfg_scale": gr.skip()}
     image, sub_tabs, mode, controls, tabs = sent[len(pnginfo.FIELDS):]
     assert image is images[1]
     assert (sub_tabs.selected, mode, controls.visible, tabs.selected) == ("img2img_inpaint_tab", "inpaint", True,

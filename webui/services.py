@@ -479,7 +479,8 @@ def build_services(flags: argparse.Namespace, host: ExtensionHost | None = None,
     vaes = VaeRegistry(paths.vae, hashes, checkpoint_roots=[paths.checkpoints])
     models = ModelManager(registry, policy, paths.cache_dir, options, loras=loras, embeddings=embeddings, vaes=vaes)
     models.separate_parts = lambda chosen=None: separate_parts(
-        paths, options.get("forge_additional_modules") if chosen is None else chosen)
+        paths, options.get("forge_additional_modules") if chosen is None else chosen,
+        int(options.get("gpu_weights_mb") or 0))
     options.add_option("forge_additional_modules", replace(
         options.specs["forge_additional_modules"], choices=lambda: module_choices((paths.vae, paths.text_encoder))))
     controlnets = ControlNetRegistry([paths.controlnet])

@@ -180,7 +180,7 @@ class Engine:
             result.control_maps = list(control_plan.maps)
             control_plan.to(self.policy.device)
             base_params.update(control_plan.params)
-        with self._autocast(), self._controlnets_on_device(control_plan), \
+        with self._autocast(model), self._controlnets_on_device(control_plan), \
                 circular_padding(model.unet, model.vae, enabled=request.tiling):
             sampler_params: dict = {}  # the sampler's infotext keys (Eta, Sigma churn, ...): every image's, and info's
             resumed = list(request.context.get("resumed_batches") or [])  # a pool job re-run on another worker
@@ -386,9 +386,10 @@ class Engine:
                 for net in plan.nets():
                     net.to("cpu")
 
-    def _autocast(self):
+    def _autocast(self, model=None):
         if self.policy.autocast and self.policy.device.type == "cuda":
-            return torch.autocast("cuda", dtype=self.policy.dtype)
+            family = model.family if model is not None else ""
+            return torch.autocast("cuda", dtype=self.policy.dtype_for(family))
         return contextlib.nullcontext()
 
     def _sample(self, model, request: GenerationRequest, sampler, schedule: str, conditioning: BatchConditioning,

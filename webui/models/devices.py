@@ -47,6 +47,20 @@ class DevicePolicy:
     def cpu(cls) -> "DevicePolicy":
         return cls(torch.device("cpu"), torch.float32, torch.float32, "none", "sdpa", False)
 
+    def _bf16_instead(self, dtype: torch.dtype, family: str) -> torch.dtype:
+        """The transformer families (FLUX.1, SD3) overflow in float16: bfloat16 where the GPU has it."""
+        if (dtype == torch.float16 and family in BF16_FAMILIES and self.device.type == "cuda"
+                and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return dtype
+
+    def dtype_for(self, family: str) -> torch.dtype:
+        """The compute dtype of a family's network and text encoders."""
+        return self._bf16_instead(self.dtype, family)
+
     def vae_dtype_for(self, family: str) -> torch.dtype:
         # SDXL's original VAE overflows in float16 (black or NaN images): keep it in float32 on the GPU.
-        return torch.float32 if family == "sdxl" else self.vae_dtype
+        return torch.float32 if family == "sdxl" else self._bf16_instead(self.vae_dtype, family)
+
+
+BF16_FAMILIES = ("flux", "flux-schnell", "sd3", "zimage")

@@ -76,11 +76,12 @@ class SeparateParts:
     folders: tuple[Path, ...] = ()  # models/VAE and models/text_encoder: a single file of a kind is taken
     data_dir: Path | None = None  # for the T5 tokenizer's default folder
     unknown: tuple[str, ...] = ()  # chosen names that are no file in the folders (said in the model's warnings)
+    gpu_weights_mb: int = 0  # "GPU Weights (MB)": the VRAM budget for weights (0: free memory less a reserve)
 
     @property
     def key(self) -> tuple[str, ...]:
         """What a loaded model depends on: changing the choice reloads it."""
-        return tuple(str(path) for path in self.chosen)
+        return (*(str(path) for path in self.chosen), f"gpu weights {self.gpu_weights_mb}")
 
 
 def header_state(path: Path) -> dict[str, torch.Tensor]:
@@ -159,7 +160,7 @@ def assemble_sd3(parts, name: str, policy, cache_dir: Path, separate: SeparatePa
 def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_dir: Path, separate: SeparateParts,
              progress: LoadProgress, tokenizer_folders: tuple[Path, ...] = (), started: float | None = None):
     """The checkpoint's parts completed from the chosen / only files, tokenizers added, placed on the device."""
-    from .loader import LoadedModel, _place, read_state_dict
+    from .loader import LoadedModel, read_state_dict
 
     started = started or time.perf_counter()
     notes: list[str] = []
@@ -175,12 +176,12 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
             "(forge_additional_modules)")
     for kind, path in files.items():
         state = read_state_dict(path)
-        have[kind] = assembly.readers[kind](state, path.name, policy.dtype)
+        have[kind] = assembly.readers[kind](state, path.name, policy.dtype_for(family))
         del state
     if have.get("t5") is None:
         notes.append("no T5-XXL text encoder: prompts are encoded by the CLIP encoders alone")
     vae = have["vae"].to(policy.vae_dtype_for(family))
-    clips = [have[kind].to(policy.dtype) for kind in ("clip_l", "clip_g") if kind in assembly.kinds]
+    clips = [have[kind].to(policy.dtype_for(family)) for kind in ("clip_l", "clip_g") if kind in assembly.kinds]
     progress.begin("tokenizers")
     folders = [*tokenizer_folders]
     if separate.data_dir is not None:
@@ -202,10 +203,24 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
     model.warnings.extend(f"VAE / Text Encoder: {unknown!r} is no .safetensors file in models/VAE or "
                           "models/text_encoder: ignored" for unknown in separate.unknown)
     progress.begin("place")
-    _place(model, policy)
+    _place_transformer_model(model, policy, separate.gpu_weights_mb)
     progress.done()
     model.load_seconds = time.perf_counter() - started
     return model
+
+
+def _place_transformer_model(model, policy, gpu_weights_mb: int) -> None:
+    """On a GPU, the parts go where the memory allows (streaming.py); on the CPU they stay."""
+    from .loader import _place
+    from .streaming import apply_placement, placement_for
+
+    if policy.device.type != "cuda":
+        _place(model, policy)
+        return
+    placement = placement_for(model, policy, gpu_weights_mb)
+    log.info("%s: %s", model.name, placement.reason)
+    model.placement = placement
+    apply_placement(model, policy.device, placement)
 
 
 # --- diffusers folders ---------------------------------------------------------------------------------------------
@@ -252,14 +267,14 @@ def load_flux_folder(folder: Path, policy, cache_dir: Path, name: str, separate:
     with LoadProgress(name, FOLDER_STAGES, on_progress) as progress:
         try:
             progress.begin("unet")
-            transformer = part(FluxTransformer2DModel, "transformer", torch_dtype=policy.dtype)
+            transformer = part(FluxTransformer2DModel, "transformer", torch_dtype=policy.dtype_for("flux"))
             if transformer is None:
                 raise CheckpointFormatError(f"{name}: diffusers folder has no 'transformer' component")
             progress.begin("vae")
             vae = part(AutoencoderKL, "vae", torch_dtype=policy.vae_dtype_for("flux"))
             progress.begin("text_encoders")
-            clip = part(CLIPTextModel, "text_encoder", dtype=policy.dtype)
-            t5 = part(T5EncoderModel, "text_encoder_2", dtype=policy.dtype)
+            clip = part(CLIPTextModel, "text_encoder", dtype=policy.dtype_for("flux"))
+            t5 = part(T5EncoderModel, "text_encoder_2", dtype=policy.dtype_for("flux"))
         except (OSError, ValueError, RuntimeError) as exc:
             raise CheckpointFormatError(f"{name}: could not load the diffusers folder ({exc})") from None
         variant = ("fill" if transformer.config.in_channels > 64 else
@@ -299,13 +314,13 @@ def resolve_module(name: str, folders) -> Path | None:
     return None
 
 
-def separate_parts(paths, chosen) -> SeparateParts:
+def separate_parts(paths, chosen, gpu_weights_mb: int = 0) -> SeparateParts:
     """The SeparateParts of the server's folders and the `forge_additional_modules` option's value."""
     folders = (paths.vae, paths.text_encoder)
     names = [str(name) for name in (chosen or [])]
     resolved = [resolve_module(name, folders) for name in names]
     return SeparateParts(tuple(path for path in resolved if path is not None), folders, paths.data_dir,
-                         tuple(name for name, path in zip(names, resolved) if path is None))
+                         tuple(name for name, path in zip(names, resolved) if path is None), int(gpu_weights_mb))
 
 
 def is_sd3_folder(folder: Path) -> bool:
@@ -322,6 +337,6 @@ def load_sd3_folder(folder: Path, policy, cache_dir: Path, name: str, separate: 
     started = time.perf_counter()
     with LoadProgress(name, FOLDER_STAGES, on_progress) as progress:
         progress.begin("unet")
-        parts = read_sd3_folder(folder, policy.dtype)
+        parts = read_sd3_folder(folder, policy.dtype_for("sd3"))
         tokenizers = (folder / "tokenizer_3",) if (folder / "tokenizer_3").is_dir() else ()
         return assemble_sd3(parts, name, policy, cache_dir, separate, progress, tokenizers, started)

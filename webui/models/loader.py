@@ -58,6 +58,7 @@ class LoadedModel:
     joint_attention_dim: int = 0  # SD3: the text sequence's width (the zero T5 part when there is no T5)
     part_names: tuple[str, ...] = ()  # separate files used (Forge's "Module N" infotext keys), VAE first
     parts_key: tuple[str, ...] = ()  # the "VAE / Text Encoder" choice it was loaded with (a change reloads it)
+    placement: object = None  # transformer families on a GPU: streaming.Placement (what is streamed from RAM)
 
     @property
     def prediction_type(self) -> str:
@@ -325,13 +326,13 @@ def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_p
         from .sd3 import read_sd3_file, sd3_layout
         if sd3_layout(state) is not None:
             progress.begin("convert")
-            sd3_parts = read_sd3_file(state, name, policy.dtype)
+            sd3_parts = read_sd3_file(state, name, policy.dtype_for("sd3"))
             del state
             return assemble_sd3(sd3_parts, name, policy, cache_dir, parts or SeparateParts(), progress,
                                 started=started)
         if flux_layout(state) is not None:  # a transformer family: its own assembly
             progress.begin("convert")
-            flux_parts = read_flux_file(state, name, policy.dtype)
+            flux_parts = read_flux_file(state, name, policy.dtype_for("flux"))
             del state
             return assemble_flux(flux_parts, name, policy, cache_dir, parts or SeparateParts(), progress,
                                  started=started)

@@ -97,8 +97,12 @@ OPTIONS: dict[str, Option] = {
                                                 info="used for refiner model prompt"),
     # Forge's "VAE / Text Encoder": separate files a FLUX.1 checkpoint takes its missing parts from (names inside
     # models/VAE or models/text_encoder; a change reloads such a checkpoint)
-    "forge_additional_modules": Option([], "VAE / Text Encoder (FLUX.1: ae, clip_l, t5xxl files)", list,
-                                       section=("sd_vae", "VAE")),
+    "forge_additional_modules": Option([], "VAE / Text Encoder (FLUX.1 and SD3: separate VAE and text encoder files)",
+                                       list, section=("sd_vae", "VAE")),
+    # Forge's "GPU Weights": the VRAM a FLUX.1 / SD3 checkpoint's weights may take; the rest is streamed from RAM
+    # (webui/models/streaming.py). A change reloads such a checkpoint.
+    "gpu_weights_mb": Option(0, "GPU Weights (MB) for FLUX.1 / SD3 (0: automatic, from the free VRAM)", int,
+                             minimum=0, maximum=1048576, section=("sd_vae", "VAE")),
     "sd_vae": Option("Automatic", "SD VAE (Automatic, None or a file in models/VAE)", str),
     "emphasis": Option("Original", "Emphasis mode", str, choices=("Original", "No norm", "Ignore")),
     "enable_prompt_comments": Option(True, "Remove # comments from prompts", bool),
