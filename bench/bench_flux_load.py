@@ -2,7 +2,7 @@
 the real 19 + 38 with --blocks, so it fits this machine) read by our loader, in bf16 and fp8, against a plain
 safetensors read of the same file. Each measurement runs in a fresh process (peak RSS is the process's).
 
-    python -m bench.bench_flux_load [--blocks 4 8] [--dir /tmp/flux-bench]
+    python -m bench.bench_flux_load [--blocks 4 8] [--dir /tmp/flux-bench] [--cold]
 
 Targets (issue 26): load time and peak RSS <= 1.3x the plain read, each; fp8 storage's RSS <= 0.55x bf16's.
 """
@@ -24,8 +24,10 @@ from webui.models.flux import read_flux_file
 from webui.models.loader import read_state_dict
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
-if how == "plain":
+if how == "plain":  # the tensors read into memory (load_file maps the file: touching every byte reads it)
     state = load_file(str(path))
+    for tensor in state.values():
+        tensor.reshape(-1).view(torch.uint8)[::4096].sum()  # one byte per page
     held = sum(t.numel() * t.element_size() for t in state.values())
 else:
     parts = read_flux_file(read_state_dict(path), path.name, torch.bfloat16)
@@ -36,7 +38,23 @@ print(json.dumps({"seconds": seconds, "peak_mib": (peak - base) / 1024, "held_mi
 """
 
 
-def measure(path: Path, how: str) -> dict:
+def _drop_page_cache() -> bool:
+    """Empty the kernel's page cache (root only), so each read comes from the disk."""
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def measure(path: Path, how: str, cold: bool) -> dict:
+    if cold and not _drop_page_cache():
+        raise SystemExit("--cold needs root (it writes /proc/sys/vm/drop_caches)")
+    if not cold:
+        with open(path, "rb") as handle:  # warm: the file in the page cache for both readers
+            while handle.read(1 << 26):
+                pass
     out = subprocess.run([sys.executable, "-c", _CHILD, str(path), how], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -46,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--blocks", nargs=2, type=int, default=(4, 8), metavar=("DOUBLE", "SINGLE"))
     parser.add_argument("--dir", default="/tmp/flux-bench")
+    parser.add_argument("--cold", action="store_true", help="drop the page cache before each read (root)")
     args = parser.parse_args()
     import torch
 
@@ -58,7 +77,7 @@ def main() -> None:
         path = folder / f"flux-{label}-{args.blocks[0]}x{args.blocks[1]}.safetensors"
         if not path.exists():
             write_full_transformer(path, dtype, args.blocks[0], args.blocks[1])
-        plain, ours = measure(path, "plain"), measure(path, "ours")
+        plain, ours = measure(path, "plain", args.cold), measure(path, "ours", args.cold)
         results[label] = (plain, ours)
         print(f"{label}: file {path.stat().st_size / 2 ** 30:.2f} GiB | plain read {plain['seconds']:.2f} s, "
               f"peak {plain['peak_mib']:.0f} MiB | ours {ours['seconds']:.2f} s, peak {ours['peak_mib']:.0f} MiB, "

@@ -33,6 +33,7 @@ def flux_app(tmp_path_factory):
     checkpoints = data / "models" / "Stable-diffusion"
     write_flux(checkpoints / "flux-packed.safetensors", "ComfyUI")  # transformer, AE, CLIP-L and T5 in one file
     write_flux(checkpoints / "flux-bfl.safetensors", "BFL")  # the transformer alone
+    write_flux(checkpoints / "flux-fp8.safetensors", "BFL", dtype=torch.float8_e4m3fn)  # kept in fp8
     parts = write_flux_parts(data / "models" / "text_encoder")
     (data / "models" / "VAE").mkdir(parents=True)
     shutil.move(parts["ae"], data / "models" / "VAE" / "ae.safetensors")
@@ -244,3 +245,18 @@ def test_ui_fields_follow_the_model_family(flux_app, tiny_models):
     services.models.select("tiny-sd1")
     family, *values = on_checkpoint_changed(services, "flux", 1)
     assert family == "sd1" and values[:2] == [20, 7.0] and values[3:5] == [512, 512]
+
+
+def test_an_fp8_checkpoint_generates_within_its_rounding(flux_server):
+    services = flux_server
+    services.options.update({"forge_additional_modules": ["ae", "clip_l", "t5xxl_fp16"]})
+    try:
+        fp8 = services.engine.run(_request(checkpoint="flux-fp8", steps=3))
+        full = services.engine.run(_request(checkpoint="flux-bfl", steps=3))
+        _, model = services.models.get("flux-fp8", ["ae", "clip_l", "t5xxl_fp16"])
+    finally:
+        services.options.update({"forge_additional_modules": []})
+    weights = [p.dtype for p in model.unet.parameters()]
+    assert weights.count(torch.float8_e4m3fn) > len(weights) // 2  # stored in fp8, computed in float32
+    difference = np.abs(pixels(fp8.images[0]) - pixels(full.images[0]))
+    assert difference.mean() < 12 and pixels(fp8.images[0]).std() > 5

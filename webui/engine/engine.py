@@ -463,7 +463,7 @@ class Engine:
         expected = max(1, plan.steps_shown * (2 if sampler.second_order else 1))
         sources = [setup.source_index(item) if setup is not None else 0 for item in items]
         hook = run is not None and self.hooks.wants_denoiser
-        unet_dtype = model.unet.dtype  # read once: the property walks every parameter of the UNet
+        unet_dtype = model.network_dtype  # read once: the property walks every parameter of the UNet
         network = network_call(family, model.unet, request.distilled_cfg_scale)
         factors: dict[float, list[torch.Tensor]] = {}  # AND: per scale, each sub-prompt's weight x scale per image
 
@@ -510,7 +510,7 @@ class Engine:
                 model = refiner.model
                 inputs = _StepInputs(self, model, refiner.encode(), do_cfg, (width, height))
                 extra_channels = self._extra_channels(model, setup, items, width, height, copies)
-                unet_dtype, control_plan = model.unet.dtype, None
+                unet_dtype, control_plan = model.network_dtype, None
                 previewer = control.previewer = self._previewer(model)
 
             denoiser.before_evaluation = refiner.watch(denoiser, sampler, levels, expected, take_over)
@@ -610,7 +610,7 @@ class Engine:
             return None
         per_image = ([self._inpaint_channels(model, setup, item, width, height) for item in items]
                      if setup is not None else [self._inpaint_channels(model, None, 0, width, height)] * len(items))
-        return torch.cat(per_image).repeat(copies, 1, 1, 1).to(model.unet.dtype)
+        return torch.cat(per_image).repeat(copies, 1, 1, 1).to(model.network_dtype)
 
     def _inpaint_channels(self, model, setup: Img2ImgSetup | None, item: int, width: int, height: int):
         """The extra UNet input of a 9-channel inpainting checkpoint for one image: a mask and masked-image
@@ -889,7 +889,7 @@ class _StepInputs:
         return self._value
 
     def _build(self, step: int):
-        dtype = self.model.unet.dtype
+        dtype = self.model.network_dtype
         unconds, parts = self.conditioning.at_step(step)
         rows = [c for row in ([unconds] if self.do_cfg else []) + parts for c in row]
         embeds = torch.cat([c.embeds.to(self.device, dtype) for c in rows])

@@ -194,6 +194,7 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
     model = LoadedModel(name, family, False, parts.transformer, vae, [*clips, have.get("t5")], tokenizers, {},
                         label)
     model.t5_max_length = T5_MAX_LENGTH[family]
+    model.compute_dtype = getattr(parts, "compute_dtype", None) or policy.dtype_for(family)
     model.joint_attention_dim = int(getattr(parts.transformer.config, "joint_attention_dim", 4096))
     order = {kind: index for index, kind in enumerate(assembly.kinds)}
     model.part_names = tuple(path.stem for _, path in sorted(files.items(), key=lambda item: order[item[0]]))

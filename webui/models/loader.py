@@ -59,6 +59,15 @@ class LoadedModel:
     part_names: tuple[str, ...] = ()  # separate files used (Forge's "Module N" infotext keys), VAE first
     parts_key: tuple[str, ...] = ()  # the "VAE / Text Encoder" choice it was loaded with (a change reloads it)
     placement: object = None  # transformer families on a GPU: streaming.Placement (what is streamed from RAM)
+    compute_dtype: torch.dtype | None = None  # transformer families: the network's compute dtype (fp8 storage)
+
+    @property
+    def network_dtype(self) -> torch.dtype:
+        """The dtype the UNet / transformer computes in: its parameters' (walking them; read it once per run),
+        except for weights stored in float8, which are cast up layer by layer to the compute dtype."""
+        if self.compute_dtype is not None:
+            return self.compute_dtype
+        return self.unet.dtype
 
     @property
     def prediction_type(self) -> str:
@@ -145,6 +154,9 @@ def read_state_dict(path: Path, private: bool = True, on_read: TensorsRead | Non
         raise CheckpointFormatError(f"{name}: cannot read the file ({exc.strerror})") from None
     if size == 0:
         raise CheckpointFormatError(f"{name}: the file is empty")
+    if path.suffix.lower() == ".gguf":  # quantised blocks, not plain tensors: only load_checkpoint reads them
+        raise CheckpointFormatError(f"{name}: a GGUF-quantised model; it loads as a checkpoint, but its tensors "
+                                    "cannot be read as plain weights here (merging, VAE / LoRA files)")
     if path.suffix.lower() == ".safetensors":
         try:
             return _read_safetensors(path, size, on_read) if private else load_file(str(path))
@@ -487,5 +499,8 @@ def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_pa
             return load_flux_folder(path, policy, cache_dir, name or path.name, parts or SeparateParts(),
                                     on_progress)
         return load_diffusers_folder(path, policy, cache_dir, name, on_progress)
+    if path.suffix.lower() == ".gguf":  # quantised FLUX.1 / SD3 transformers (gguf_files.py)
+        from .gguf_files import load_gguf
+        return load_gguf(path, policy, cache_dir, name or path.name, parts or SeparateParts(), on_progress)
     return load_single_file(path, policy, cache_dir, config_path, name, private, on_progress, parts)
 

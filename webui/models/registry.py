@@ -27,7 +27,7 @@ from .hashing import BackgroundHasher, HashCache, file_signature, legacy_model_h
 log = logging.getLogger(__name__)
 
 DIFFUSERS_MARKER = "model_index.json"
-CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
+CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".gguf")  # .gguf: quantised FLUX.1 / SD3 (gguf_files.py)
 CHECKPOINT_EXCLUDE = ("*.vae.*",)
 
 _TITLE_RE = re.compile(r"^(.*\S)\s*\[([0-9a-fA-F]+)\]$")
