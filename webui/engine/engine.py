@@ -815,6 +815,9 @@ def prompt_encoder(model) -> type:
     if kind == "sd3":
         from ..prompts.sd3_encoder import SD3PromptEncoder
         return SD3PromptEncoder
+    if kind == "zimage":
+        from ..prompts.zimage_encoder import ZImagePromptEncoder
+        return ZImagePromptEncoder
     return PromptEncoder
 
 
@@ -892,6 +895,10 @@ class _StepInputs:
         dtype = self.model.network_dtype
         unconds, parts = self.conditioning.at_step(step)
         rows = [c for row in ([unconds] if self.do_cfg else []) + parts for c in row]
+        if FAMILIES[self.model.family].prompts == "zimage":  # captions at their own lengths (zimage_call.py)
+            from .zimage_call import stack_captions
+            embeds, lengths = stack_captions([c.embeds.to(self.device, dtype) for c in rows])
+            return embeds, {"pooled": lengths.to(self.device)}
         embeds = torch.cat([c.embeds.to(self.device, dtype) for c in rows])
         if FAMILIES[self.model.family].pooled_input:  # a transformer's text sequence and pooled embedding
             return embeds, {"pooled": torch.cat([c.pooled.to(self.device, dtype) for c in rows])}

@@ -80,7 +80,12 @@ class FluxCall:
         return unpack(output, height, width)
 
 
-NETWORK_CALLS = {"flux": FluxCall, "sd3": SD3Call}  # families.Family.network -> its call
+def _zimage_call(transformer, guidance):
+    from .zimage_call import ZImageCall
+    return ZImageCall(transformer, guidance)
+
+
+NETWORK_CALLS = {"flux": FluxCall, "sd3": SD3Call, "zimage": _zimage_call}  # families.Family.network -> its call
 
 
 def network_call(family, transformer, guidance: float | None):

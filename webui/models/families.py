@@ -82,6 +82,11 @@ FAMILIES: dict[str, Family] = {
                            shift=FlowShift(1.0), controlnet=False, clip_skip=False, size_multiple=16,
                            own_schedule="Simple"),
     # SD3 / SD3.5 (Medium, Large): MMDiT, real CFG, a constant shift of 3
+    # Z-Image (Tongyi-MAI, 2025; Turbo: 8-9 steps without CFG): single-stream DiT, Qwen3-4B text encoder,
+    # FLUX.1's AE, a constant shift of 3; its prompts are chat-templated Qwen3 hidden states of their own length
+    "zimage": Family("zimage", "Z-Image", 16, "flow", "zimage", "zimage",
+                     FamilyDefaults(9, 1.0, 1024, 1024, "Euler", "Simple"), vae_shift=0.1159, shift=FlowShift(3.0),
+                     controlnet=False, clip_skip=False, size_multiple=16, own_schedule="Simple"),
     "sd3": Family("sd3", "SD3", 16, "flow", "sd3", "sd3", FamilyDefaults(28, 4.5, 1024, 1024, "Euler", "Automatic"),
                   vae_shift=0.0609, shift=FlowShift(3.0), controlnet=False, size_multiple=16),
 }

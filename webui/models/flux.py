@@ -96,8 +96,9 @@ def _has(state: Mapping, name: str, prefixes: Iterable[str] = _FAMILY_PREFIXES) 
 
 def other_family(state: Mapping[str, torch.Tensor]) -> str | None:
     """The name of a known model family we do not run (yet), recognised from its tensors; None otherwise."""
-    from .sd3 import sd3_layout  # (sd3 builds on this module)
-    if sd3_layout(state) is not None:  # a family we run: not "other"
+    from .sd3 import sd3_layout  # (sd3 and zimage build on this module)
+    from .zimage import zimage_layout
+    if sd3_layout(state) is not None or zimage_layout(state) is not None:  # families we run: not "other"
         return None
     for family, markers in _OTHER_FAMILIES:
         if any(_has(state, marker) is not None for marker in markers):

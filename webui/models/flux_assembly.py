@@ -29,11 +29,14 @@ from .tokenizer import clip_tokenizer
 log = logging.getLogger(__name__)
 
 PART_LABELS = {"vae": "VAE (ae.safetensors)", "clip_l": "CLIP-L text encoder (clip_l.safetensors)",
+               "qwen3": "Qwen3-4B text encoder (qwen_3_4b.safetensors)",
                "clip_g": "CLIP-G text encoder (clip_g.safetensors)",
                "t5": "T5-XXL text encoder (t5xxl_fp16.safetensors)"}
 PART_FOLDERS = {"vae": "models/VAE", "clip_l": "models/text_encoder", "clip_g": "models/text_encoder",
+                "qwen3": "models/text_encoder",
                 "t5": "models/text_encoder"}
 T5_MAX_LENGTH = {"flux": 512, "flux-schnell": 256, "sd3": 256}  # BFL: dev 512, schnell 256; SD3: diffusers' 256
+TEXT_MAX_LENGTH = {"zimage": 512}  # Z-Image: ZImagePipeline's max_sequence_length
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Assembly:
     part_kind: Callable
     readers: dict  # kind -> (state, name, dtype) -> module
     attributes: dict  # kind -> attribute of the parts object (flux.FluxParts, sd3.SD3Parts)
+    text_side: Callable  # (parts, dtype, cache_dir, tokenizer folders, data dir, notes) -> (encoders, tokenizers)
+    check: Callable | None = None  # (transformer, parts, name): a separate part that cannot serve -> error
 
 
 def _flux_assembly() -> Assembly:
@@ -55,7 +60,7 @@ def _flux_assembly() -> Assembly:
     return Assembly("FLUX.1", ("vae", "clip_l", "t5"), frozenset({"vae", "clip_l", "t5"}), flux.part_kind,
                     {"vae": lambda st, n, d: flux.read_vae_file(st, n), "clip_l": lambda st, n, d:
                      flux.read_clip_l_file(st, n), "t5": flux.read_t5_file},
-                    {"vae": "vae", "clip_l": "clip", "t5": "t5"})
+                    {"vae": "vae", "clip_l": "clip", "t5": "t5"}, _clip_t5_side)
 
 
 def _sd3_assembly() -> Assembly:
@@ -65,7 +70,43 @@ def _sd3_assembly() -> Assembly:
                                         "clip_l": lambda st, n, d: sd3.read_clip_l_file(st, n),
                                         "clip_g": lambda st, n, d: sd3.read_clip_g_file(st, n),
                                         "t5": sd3.read_t5_file},
-                    {"vae": "vae", "clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5"})
+                    {"vae": "vae", "clip_l": "clip_l", "clip_g": "clip_g", "t5": "t5"}, _clip_t5_side)
+
+
+def _zimage_assembly() -> Assembly:
+    from . import zimage
+    return Assembly("Z-Image", ("vae", "qwen3"), frozenset({"vae", "qwen3"}), zimage.zimage_part_kind,
+                    {"vae": lambda st, n, d: zimage.read_zimage_vae_file(st, n), "qwen3": zimage.read_qwen3_file},
+                    {"vae": "vae", "qwen3": "text_encoder"}, _qwen_side,
+                    lambda transformer, have, name: zimage.check_text_encoder(transformer, have["qwen3"], name))
+
+
+def _tokenizer_folders(tokenizer_folders, data_dir: Path | None, default_folder_of) -> list[Path]:
+    folders = [*tokenizer_folders]
+    if data_dir is not None:
+        folders.append(default_folder_of(data_dir))
+    return folders
+
+
+def _clip_t5_side(have: dict, dtype, cache_dir: Path, tokenizer_folders, data_dir, notes: list[str]):
+    """FLUX.1's and SD3's: the CLIP encoders (CLIP-L, and SD3's CLIP-G padding with "!"), then T5 (SD3 may lack
+    it: None, and the prompt encoder fills its part with zeros)."""
+    clips = [have[kind].to(dtype) for kind in ("clip_l", "clip_g") if have.get(kind) is not None]
+    tokenizers = [clip_tokenizer(cache_dir, "<|endoftext|>")]
+    if have.get("clip_g") is not None:
+        tokenizers.append(clip_tokenizer(cache_dir, "!"))  # OpenCLIP G pads with "!" (SDXL's and SD3's)
+    if have.get("t5") is None:
+        notes.append("no T5-XXL text encoder: prompts are encoded by the CLIP encoders alone")
+        return [*clips, None], [*tokenizers, None]
+    folders = _tokenizer_folders(tokenizer_folders, data_dir, default_folder)
+    return [*clips, have["t5"]], [*tokenizers, t5_tokenizer(folders)]
+
+
+def _qwen_side(have: dict, dtype, cache_dir: Path, tokenizer_folders, data_dir, notes: list[str]):
+    """Z-Image's: Qwen3 and its tokenizer (with the chat template)."""
+    from .qwen_tokenizer import default_folder as qwen_default_folder, qwen_tokenizer
+    folders = _tokenizer_folders(tokenizer_folders, data_dir, qwen_default_folder)
+    return [have["qwen3"]], [qwen_tokenizer(folders)]
 
 
 @dataclass(frozen=True)
@@ -178,22 +219,16 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
         state = read_state_dict(path)
         have[kind] = assembly.readers[kind](state, path.name, policy.dtype_for(family))
         del state
-    if have.get("t5") is None:
-        notes.append("no T5-XXL text encoder: prompts are encoded by the CLIP encoders alone")
+    if assembly.check is not None:
+        assembly.check(parts.transformer, have, name)
     vae = have["vae"].to(policy.vae_dtype_for(family))
-    clips = [have[kind].to(policy.dtype_for(family)) for kind in ("clip_l", "clip_g") if kind in assembly.kinds]
     progress.begin("tokenizers")
-    folders = [*tokenizer_folders]
-    if separate.data_dir is not None:
-        folders.append(default_folder(separate.data_dir))
-    tokenizers = [clip_tokenizer(cache_dir, "<|endoftext|>")]
-    if "clip_g" in assembly.kinds:
-        tokenizers.append(clip_tokenizer(cache_dir, "!"))  # OpenCLIP G pads with "!" (SDXL's and SD3's)
-    tokenizers.append(t5_tokenizer(folders) if have.get("t5") is not None else None)
+    encoders, tokenizers = assembly.text_side(have, policy.dtype_for(family), cache_dir,
+                                              tokenizer_folders, separate.data_dir, notes)
     label = f"{FAMILIES[family].label} ({parts.variant}, {parts.layout})"
-    model = LoadedModel(name, family, False, parts.transformer, vae, [*clips, have.get("t5")], tokenizers, {},
-                        label)
-    model.t5_max_length = T5_MAX_LENGTH[family]
+    model = LoadedModel(name, family, False, parts.transformer, vae, encoders, tokenizers, {}, label)
+    model.t5_max_length = T5_MAX_LENGTH.get(family, 0)
+    model.text_max_length = TEXT_MAX_LENGTH.get(family, 0)
     model.compute_dtype = getattr(parts, "compute_dtype", None) or policy.dtype_for(family)
     model.joint_attention_dim = int(getattr(parts.transformer.config, "joint_attention_dim", 4096))
     order = {kind: index for index, kind in enumerate(assembly.kinds)}
@@ -341,3 +376,31 @@ def load_sd3_folder(folder: Path, policy, cache_dir: Path, name: str, separate: 
         parts = read_sd3_folder(folder, policy.dtype_for("sd3"))
         tokenizers = (folder / "tokenizer_3",) if (folder / "tokenizer_3").is_dir() else ()
         return assemble_sd3(parts, name, policy, cache_dir, separate, progress, tokenizers, started)
+
+
+def assemble_zimage(parts, name: str, policy, cache_dir: Path, separate: SeparateParts, progress: LoadProgress,
+                    tokenizer_folders: tuple[Path, ...] = (), started: float | None = None):
+    """A LoadedModel of the Z-Image `parts` (webui.models.zimage.ZImageParts), completed from `separate`."""
+    if parts.variant != "z-image":
+        raise CheckpointFormatError(f"{name} is a Z-Image {parts.variant} checkpoint: only Z-Image (Turbo and "
+                                    "base) text-to-image checkpoints run so far")
+    return assemble(_zimage_assembly(), "zimage", parts, name, policy, cache_dir, separate, progress,
+                    tokenizer_folders, started)
+
+
+def is_zimage_folder(folder: Path) -> bool:
+    from .zimage import zimage_folder_class
+    return zimage_folder_class(folder) is not None
+
+
+def load_zimage_folder(folder: Path, policy, cache_dir: Path, name: str, separate: SeparateParts, on_progress=None):
+    """A Z-Image diffusers folder (transformer/, vae/, text_encoder/, tokenizer/)."""
+    from .load_progress import FOLDER_STAGES
+    from .zimage import read_zimage_folder
+
+    started = time.perf_counter()
+    with LoadProgress(name, FOLDER_STAGES, on_progress) as progress:
+        progress.begin("unet")
+        parts = read_zimage_folder(folder, policy.dtype_for("zimage"))
+        tokenizers = (folder / "tokenizer",) if (folder / "tokenizer").is_dir() else ()
+        return assemble_zimage(parts, name, policy, cache_dir, separate, progress, tokenizers, started)

@@ -55,6 +55,7 @@ class LoadedModel:
     networks: object | None = None  # LoRA patch state (`networks.patcher.NetworkPatchState`), set on first use
     sdxl_refiner: bool = False  # SDXL's refiner: OpenCLIP G alone, an aesthetic score among the UNet's inputs
     t5_max_length: int = 0  # FLUX.1 / SD3: T5's token sequence length (512 FLUX dev, 256 schnell and SD3)
+    text_max_length: int = 0  # Z-Image: Qwen3's token sequence length (512)
     joint_attention_dim: int = 0  # SD3: the text sequence's width (the zero T5 part when there is no T5)
     part_names: tuple[str, ...] = ()  # separate files used (Forge's "Module N" infotext keys), VAE first
     parts_key: tuple[str, ...] = ()  # the "VAE / Text Encoder" choice it was loaded with (a change reloads it)
@@ -334,8 +335,15 @@ def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_p
         progress.begin("read")
         state = read_state_dict(path, private, progress.within)
         from .flux import flux_layout, other_family, read_flux_file  # (they build on this module)
-        from .flux_assembly import SeparateParts, assemble_flux, assemble_sd3
+        from .flux_assembly import SeparateParts, assemble_flux, assemble_sd3, assemble_zimage
         from .sd3 import read_sd3_file, sd3_layout
+        from .zimage import read_zimage_file, zimage_layout
+        if zimage_layout(state) is not None:
+            progress.begin("convert")
+            zimage_parts = read_zimage_file(state, name, policy.dtype_for("zimage"))
+            del state
+            return assemble_zimage(zimage_parts, name, policy, cache_dir, parts or SeparateParts(), progress,
+                                   started=started)
         if sd3_layout(state) is not None:
             progress.begin("convert")
             sd3_parts = read_sd3_file(state, name, policy.dtype_for("sd3"))
@@ -490,8 +498,12 @@ def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_pa
                     on_progress: Listener | None = None, parts: "SeparateParts | None" = None) -> LoadedModel:
     """A single file or a diffusers folder; `on_progress(LoadStatus)` follows the load (see `load_progress`);
     `parts`: where a FLUX.1 checkpoint's missing VAE / text encoders come from (flux_assembly.py)."""
-    from .flux_assembly import SeparateParts, is_flux_folder, is_sd3_folder, load_flux_folder, load_sd3_folder
+    from .flux_assembly import (SeparateParts, is_flux_folder, is_sd3_folder, is_zimage_folder, load_flux_folder,
+                                load_sd3_folder, load_zimage_folder)
     if path.is_dir():
+        if is_zimage_folder(path):
+            return load_zimage_folder(path, policy, cache_dir, name or path.name, parts or SeparateParts(),
+                                      on_progress)
         if is_sd3_folder(path):
             return load_sd3_folder(path, policy, cache_dir, name or path.name, parts or SeparateParts(),
                                    on_progress)
