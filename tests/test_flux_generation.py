@@ -260,3 +260,29 @@ def test_an_fp8_checkpoint_generates_within_its_rounding(flux_server):
     assert weights.count(torch.float8_e4m3fn) > len(weights) // 2  # stored in fp8, computed in float32
     difference = np.abs(pixels(fp8.images[0]) - pixels(full.images[0]))
     assert difference.mean() < 12 and pixels(fp8.images[0]).std() > 5
+
+
+def test_hires_fix_and_previews_run_on_flux(flux_server):
+    """Hires fix (latent upscale, then a second flow pass at the larger size's own shift) and live previews
+    (cheap ones: the latents' main directions, as no TAEF1 file is installed) on FLUX.1's 16-channel latents."""
+    from webui.core.run_control import RunControl
+    from webui.engine.preview import current_preview
+
+    flux_server.options.update({"live_previews_enable": True, "show_progress_every_n_steps": 1})
+    previews = []
+    control = RunControl()
+    real_report = control.report
+
+    def report(**fields):
+        real_report(**fields)
+        if fields.get("sampling_step"):
+            picture = current_preview(control)
+            if picture is not None:
+                previews.append(picture.size)
+
+    control.report = report
+    result = flux_server.engine.run(_request(steps=3, enable_hr=True, hr_scale=1.5, hr_upscaler="Latent",
+                                             denoising_strength=0.6, hr_second_pass_steps=2), control)
+    assert result.images[0].size == (96, 96)
+    assert "Hires upscale: 1.5" in result.infotexts[0] and "Hires schedule type" not in result.infotexts[0]
+    assert (8, 8) in previews  # 64 px / 8: the cheap preview at latent size

@@ -138,10 +138,6 @@ class Engine:
         self.hooks.before_process(run)  # may change the request (A1111's before_process)
         request.validate()
         info, model = self.models.get(request.checkpoint, self._modules_choice())
-        if FAMILIES[model.family].own_schedule == "Simple":  # FLUX.1's own schedule is the one Forge calls Simple
-            request.scheduler = "Simple" if request.scheduler == "Uniform" else request.scheduler
-            if request.hr_scheduler == "Uniform":
-                request.hr_scheduler = "Simple"
         total = request.batch_size * request.n_iter
         seed, subseed = fix_seed(request.seed), fix_seed(request.subseed)
         variation = request.subseed_strength > 0
@@ -155,6 +151,10 @@ class Engine:
         self.hooks.process(run)  # may rewrite the per-image prompts and seeds, and settings (A1111's process)
         _restore_shape(run, request, total)
         _fit_lists(run, total)
+        if FAMILIES[model.family].own_schedule == "Simple":  # FLUX.1's own schedule is the one Forge calls Simple
+            request.scheduler = "Simple" if request.scheduler == "Uniform" else request.scheduler  # (after the
+            if request.hr_scheduler == "Uniform":  # extensions' hooks, which write their copy of it back)
+                request.hr_scheduler = "Simple"
         sampler, schedule = samplers.resolve(request.sampler_name, request.scheduler,
                                              flow=FAMILIES[model.family].own_schedule == "Simple")
         clip_skip = request.clip_skip or int(self.options.get("CLIP_stop_at_last_layers"))

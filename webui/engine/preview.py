@@ -81,7 +81,7 @@ def principal_colours(latent: torch.Tensor) -> torch.Tensor:
     picture, each scaled to its spread. Shows the composition (regions, edges) though not the real colours."""
     flat = latent.reshape(latent.shape[0], -1)
     flat = flat - flat.mean(dim=1, keepdim=True)
-    _, _, directions = torch.linalg.svd(flat.T @ flat)
+    _, _, directions = torch.linalg.svd(flat @ flat.T)  # the channels' covariance, C x C
     rgb = directions[:3] @ flat
     rgb = rgb / (rgb.abs().amax(dim=1, keepdim=True) + 1e-6)
     return rgb.reshape(3, *latent.shape[1:])
