@@ -286,3 +286,21 @@ def test_hires_fix_and_previews_run_on_flux(flux_server):
     assert result.images[0].size == (96, 96)
     assert "Hires upscale: 1.5" in result.infotexts[0] and "Hires schedule type" not in result.infotexts[0]
     assert (8, 8) in previews  # 64 px / 8: the cheap preview at latent size
+
+
+def test_the_parts_choice_is_remembered_per_checkpoint(flux_app):
+    client, services = flux_app
+    chosen = ["ae.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors"]
+    try:
+        refused = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux-bfl"})
+        assert refused.status_code >= 400 and "T5-XXL" in refused.text  # two T5 files, none chosen yet
+        response = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux-bfl",
+                                                          "forge_additional_modules": chosen})
+        assert response.status_code == 200, response.text
+        client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux-packed",
+                                               "forge_additional_modules": []})
+        assert client.get("/sdapi/v1/options").json()["forge_additional_modules"] == []
+        client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "flux-bfl"})
+        assert client.get("/sdapi/v1/options").json()["forge_additional_modules"] == chosen  # restored
+    finally:
+        services.options.update({"forge_additional_modules": [], "forge_modules_by_checkpoint": {}})

@@ -160,11 +160,42 @@ class Services:
                 self.options.update(changes)
             return
         if checkpoint:
-            self.models.select(checkpoint)
+            modules = changes.pop("forge_additional_modules", None)
+            if modules is None:
+                modules = self._remembered_modules(checkpoint)
+            previous = self.options.get("forge_additional_modules")
+            if modules is not None:  # the parts the load uses: given with the checkpoint, or its remembered ones
+                self.options.update({"forge_additional_modules": modules})
+            try:
+                self.models.select(checkpoint)
+            except UserError:
+                self.options.update({"forge_additional_modules": previous})  # the previous model stays, and its parts
+                raise
+            if modules is not None:
+                self._remember_modules(modules)
         if "sd_vae" in changes:  # loaded now: a file that does not load is refused and the VAE in use stays
             self.models.use_vae(changes["sd_vae"])
         if changes:
             self.options.update(changes)
+        if "forge_additional_modules" in changes:
+            self._remember_modules(changes["forge_additional_modules"])
+
+    def _remembered_modules(self, checkpoint: str) -> list | None:
+        """The "VAE / Text Encoder" choice last made with this checkpoint (Forge keeps it per checkpoint)."""
+        try:
+            name = self.models.resolve(checkpoint).name
+        except UserError:
+            return None
+        remembered = dict(self.options.get("forge_modules_by_checkpoint") or {}).get(name)
+        return list(remembered) if isinstance(remembered, (list, tuple)) else None
+
+    def _remember_modules(self, modules) -> None:
+        current = self.models.current
+        if current is None:
+            return
+        by_checkpoint = dict(self.options.get("forge_modules_by_checkpoint") or {})
+        by_checkpoint[current[0].name] = list(modules or [])
+        self.options.update({"forge_modules_by_checkpoint": by_checkpoint})
 
     def generate(self, request: GenerationRequest, task_id: str | None = None, source: str = "") -> Job:
         """Queue a generation (validated first, so bad input fails at once with a clear message). Chosen styles

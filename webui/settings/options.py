@@ -99,6 +99,8 @@ OPTIONS: dict[str, Option] = {
     # models/VAE or models/text_encoder; a change reloads such a checkpoint)
     "forge_additional_modules": Option([], "VAE / Text Encoder (FLUX.1 and SD3: separate VAE and text encoder files)",
                                        list, section=("sd_vae", "VAE")),
+    # each checkpoint's last "VAE / Text Encoder" choice (checkpoint name -> names), restored when it is chosen
+    "forge_modules_by_checkpoint": Option({}, "VAE / Text Encoder remembered per checkpoint", object),
     # Forge's "GPU Weights": the VRAM a FLUX.1 / SD3 checkpoint's weights may take; the rest is streamed from RAM
     # (webui/models/streaming.py). A change reloads such a checkpoint.
     "gpu_weights_mb": Option(0, "GPU Weights (MB) for FLUX.1 / SD3 (0: automatic, from the free VRAM)", int,

@@ -27,7 +27,7 @@ from .extensions_tab import RELOAD_JS
 log = logging.getLogger(__name__)
 
 # Shown elsewhere: the quicksettings row (checkpoint, SD VAE) and the Extensions tab (disabled extensions).
-HIDDEN_KEYS = frozenset({"sd_model_checkpoint", "sd_vae", "disabled_extensions"})
+HIDDEN_KEYS = frozenset({"sd_model_checkpoint", "sd_vae", "disabled_extensions", "forge_modules_by_checkpoint"})
 
 SAVING = ("saving-images", "Saving images/grids")
 STABLE_DIFFUSION = ("sd", "Stable Diffusion")
