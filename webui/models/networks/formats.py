@@ -15,6 +15,7 @@ import torch
 from .family import FAMILIES, families_from_tensors, guess_family
 from .files import read_network_tensors
 from .flux_names import convert_bfl_names, has_bfl_names
+from .sd3_names import convert_sai_names, has_sai_names
 
 # tensor-name ending -> role; the longest ending wins
 _ROLES = {
@@ -67,7 +68,7 @@ class ParsedNetwork:
     path: Path
     modules: dict[str, NetworkModule]
     metadata: dict
-    family: str | None  # "sd1" | "sd2" | "sdxl" | "flux" | None, from the tensors and the metadata
+    family: str | None  # "sd1" | "sd2" | "sdxl" | "flux" | "sd3" | None, from the tensors and the metadata
     families: frozenset[str] = FAMILIES  # the families the tensors allow (all when they tell nothing)
     not_understood: list[str] = field(default_factory=list)  # tensors with no known role, or incomplete modules
 
@@ -130,11 +131,14 @@ def _peft_alpha(key: str, configs: dict[str, dict]) -> tuple[float | None, bool]
 
 
 def parse_network(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> ParsedNetwork:
-    """Group a file's tensors by module and recognise each module's kind. FLUX.1 LoRAs in BFL's module names are
-    renamed to diffusers' first (`flux_names`)."""
+    """Group a file's tensors by module and recognise each module's kind. FLUX.1 LoRAs in BFL's module names and
+    SD3 LoRAs in Stability's are renamed to diffusers' first (`flux_names`, `sd3_names`)."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     not_understood = []
     shapes = {key: tuple(tensor.shape) for key, tensor in tensors.items()}
+    if has_sai_names(tensors):  # SD3 first: its `final_layer` would look like FLUX.1's BFL name
+        tensors, left_out = convert_sai_names(tensors)
+        not_understood.extend(left_out)
     if has_bfl_names(tensors):
         tensors, left_out = convert_bfl_names(tensors)
         not_understood.extend(left_out)

@@ -6,7 +6,9 @@ with dots or, as kohya does, with underscores after a `lora_unet_` / `lora_te_` 
 A `ModuleTable` lists every patchable module of one model under all those spellings. The LDM names come from
 `ldm_export.unet_to_ldm`, so they follow the UNet's own configuration (SD1, SD2 and SDXL alike) without tables.
 A FLUX.1 model's transformer is the "unet" component (diffusers' names, under `transformer.` or OneTrainer's
-`lora_transformer_`; BFL names are renamed before they get here) and its CLIP-L text encoder "te1".
+`lora_transformer_`; BFL names are renamed before they get here) and its CLIP-L text encoder "te1". So is an SD3
+model's (SAI names are renamed in `sd3_names`), with CLIP-L "te1", CLIP-G "te2" and T5 "te3" (kohya's `lora_te3_`,
+diffusers' `text_encoder_3.`).
 """
 from __future__ import annotations
 
@@ -21,9 +23,12 @@ from ..ldm_export import unet_to_ldm
 
 log = logging.getLogger(__name__)
 
-_KOHYA_PREFIXES = (("lora_unet_", "unet"), ("lora_te1_", "te1"), ("lora_te2_", "te2"), ("lora_te_", "te1"),
+_KOHYA_PREFIXES = (("lora_unet_", "unet"), ("lora_te1_", "te1"), ("lora_te2_", "te2"), ("lora_te3_", "te3"),
+                   ("lora_te_", "te1"),
                    ("lora_transformer_", "unet"))  # OneTrainer's FLUX.1 transformer (diffusers' names)
-_DOTTED_PREFIXES = (("unet.", "unet"), ("transformer.", "unet"), ("text_encoder_2.", "te2"), ("text_encoder.", "te1"),
+_DOTTED_PREFIXES = (("unet.", "unet"), ("transformer.", "unet"), ("text_encoder_2.", "te2"),
+                    ("text_encoder_3.", "te3"), ("text_encoder.", "te1"),
+                    ("text_encoders.clip_g.transformer.", "te2"),  # ComfyUI's SD3 CLIP-G
                     ("model.diffusion_model.", "unet"), ("diffusion_model.", "unet"),
                     ("cond_stage_model.transformer.", "te1"), ("conditioner.embedders.0.transformer.", "te1"),
                     ("text_encoders.clip_l.transformer.", "te1"))  # ComfyUI's FLUX.1 CLIP-L
@@ -77,8 +82,10 @@ class ModuleTable:
         ldm = _unet_ldm_names(unet, [n for n, _ in unet_modules]) if is_unet else {}
         for name, module in unet_modules:
             self._add("unet", Target("unet", name, module), [name, ldm.get(name)])
-        for i, encoder in enumerate(text_encoders[:2]):
+        for i, encoder in enumerate(text_encoders[:3]):  # SD3's third: T5
             component = f"te{i + 1}"
+            if encoder is None:  # SD3 without its T5
+                continue
             for name, module in encoder.named_modules():
                 if not name or not _has_weight(module):
                     continue
