@@ -32,17 +32,17 @@ LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
 }
 
 
-def second_pass_sampler(request: GenerationRequest) -> tuple[samplers.Sampler, str]:
+def second_pass_sampler(request: GenerationRequest, flow: bool = False) -> tuple[samplers.Sampler, str]:
     """The hires pass's sampler and schedule type. "Use same scheduler" keeps the first pass's schedule when the
     hires sampler supports it, else that sampler's own (its Automatic)."""
     name = request.hr_sampler_name or request.sampler_name
     try:
         if request.hr_scheduler is not None:
-            return samplers.resolve(name, request.hr_scheduler)
+            return samplers.resolve(name, request.hr_scheduler, flow)
         try:
-            return samplers.resolve(name, request.scheduler)
+            return samplers.resolve(name, request.scheduler, flow)
         except samplers.SamplerError:
-            return samplers.resolve(name, "Automatic")
+            return samplers.resolve(name, "Automatic", flow)
     except samplers.SamplerError as exc:
         raise samplers.SamplerError(f"hires sampler: {exc}", "hr_scheduler") from None
 
@@ -86,13 +86,13 @@ class HiresPlan:
 
 
 def plan_hires(request: GenerationRequest, schedule: str, factor: int, checkpoint_label: str | None,
-               train_steps: int = 1000) -> HiresPlan:
+               train_steps: int = 1000, flow: bool = False) -> HiresPlan:
     """The hires plan of a validated txt2img request whose first pass uses `schedule`. `checkpoint_label`: the
     hires checkpoint's infotext name (None: the same checkpoint). An upscaler that is not a latent mode is an
     image upscaler: the caller checks the server has it."""
     size = target_size(request.width, request.height, request.hr_scale, request.hr_resize_x, request.hr_resize_y,
                        factor)
-    sampler, hr_schedule = second_pass_sampler(request)
+    sampler, hr_schedule = second_pass_sampler(request, flow)
     steps = request.hr_second_pass_steps or request.steps
     strength = request.denoising_strength
     schedule_steps = int(steps / min(strength, 0.999)) if strength > 0 else steps
@@ -132,8 +132,11 @@ def prepare(request: GenerationRequest, schedule: str, model, info, models, upsc
             raise RequestError("hr_checkpoint_name", f"hires checkpoint: {exc}", status=exc.status,
                                kind=exc.kind) from None  # an unknown name: 400, as the first pass's
         label = f"{hr_info.name_for_extra} [{hr_info.shorthash}]" if hr_info.shorthash else hr_info.name_for_extra
+    from ..models.families import FAMILIES  # FLUX.1's own schedule is named Simple (samplers.resolve)
+    family = FAMILIES.get(str(hr_model.family))
     plan = plan_hires(request, schedule, model.vae_scale_factor, label,
-                      int(dict(hr_model.scheduler_config).get("num_train_timesteps", 1000)))
+                      int(dict(hr_model.scheduler_config).get("num_train_timesteps", 1000)),
+                      flow=family is not None and family.own_schedule == "Simple")
     if plan.latent_mode is None:
         try:
             if upscalers is None:

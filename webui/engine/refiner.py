@@ -44,9 +44,13 @@ TRAIN_STEPS = 1000  # A1111 computes the ratio against 1000 training timesteps f
 def latent_space(model) -> tuple[str, int, int]:
     """What a latent means to a checkpoint: its VAE's family (SD1 and SD2 share one; SDXL's differs), its channels
     and its downscale factor."""
-    family = "sdxl" if str(model.family).startswith("sdxl") else (
-        "flux" if str(model.family).startswith("flux") else "sd")
-    return family, int(model.vae.config.latent_channels), int(model.vae_scale_factor)
+    family = FAMILIES.get(str(model.family))
+    if family is not None and family.latent_channels != 4:  # the transformer families: their AE's shift and scale
+        shift = getattr(model.vae.config, "shift_factor", None) or 0.0  # (FLUX.1 and Z-Image share one AE)
+        space = f"{family.latent_channels}-channel AE (shift {shift:g}, scale {model.vae.config.scaling_factor:g})"
+    else:
+        space = "sdxl" if str(model.family).startswith("sdxl") else "sd"
+    return space, int(model.vae.config.latent_channels), int(model.vae_scale_factor)
 
 
 def short_title(info) -> str:
@@ -140,7 +144,8 @@ def prepare(request: GenerationRequest, model, info, models, options, control=No
 
 def _space(space: tuple[str, int, int]) -> str:
     family, channels, factor = space
-    return f"{'SDXL' if family == 'sdxl' else 'SD1/SD2'} latents, {channels} channels, 1/{factor} size"
+    label = {"sdxl": "SDXL", "sd": "SD1/SD2"}.get(family, family)
+    return f"{label} latents, {channels} channels, 1/{factor} size"
 
 
 @dataclass

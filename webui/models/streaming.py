@@ -87,6 +87,6 @@ def apply_placement(model, device: torch.device, placement: Placement) -> None:
 
         apply_group_offloading(model.unet, onload_device=device, offload_device=torch.device("cpu"),
                                offload_type="block_level", num_blocks_per_group=1,
-                               use_stream=device.type == "cuda")
+                               use_stream=device.type == "cuda", low_cpu_mem_usage=True)
     else:
         model.unet.to(device)
