@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
 
+from tests.transformer_checks import assert_refused, assert_same, rounded, t5_out, vae_out
 from webui.models import flux, tiny_flux
 from webui.models.architecture import CheckpointFormatError
 from webui.models.loader import read_state_dict
@@ -44,34 +45,6 @@ def clip_out(module) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.tensor([[49406, 320, 1125, 539, 3309, 49407] + [49407] * 71])
     out = module(ids)
     return out.last_hidden_state, out.pooler_output
-
-
-@torch.no_grad()
-def t5_out(module) -> torch.Tensor:
-    ids = torch.randint(0, flux.T5_VOCAB, (1, 12), generator=torch.Generator().manual_seed(2))
-    return module(ids).last_hidden_state.float()
-
-
-@torch.no_grad()
-def vae_out(module) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
-    return module.encode(image).latent_dist.mean, module.decode(torch.randn(1, 16, 4, 4, generator=g)).sample
-
-
-def assert_same(a, b) -> None:
-    for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
-        assert x.dtype == y.dtype and torch.equal(x, y)
-
-
-def rounded(module, dtype):
-    """A copy of module whose weights went through `dtype` and back (the reference for a file stored in dtype)."""
-    import copy
-    clone = copy.deepcopy(module)
-    with torch.no_grad():
-        for param in clone.parameters():
-            param.copy_(param.to(dtype).to(param.dtype))
-    return clone
 
 
 def param_bytes(module) -> int:
@@ -342,23 +315,20 @@ def test_truncated_file_is_refused(tmp_path):
 ])
 def test_missing_tensors_are_named(refs, layout, drop, message):
     state = tiny_flux.flux_state(refs["dev"], layout, PARTS if layout == "ComfyUI" else ())
-    del state[drop]
-    with pytest.raises(CheckpointFormatError, match=message):
-        flux.read_flux_file(state, "broken.safetensors", torch.float32)
+    assert_refused(flux.read_flux_file, state, message, drop=drop, name="broken.safetensors", dtype=torch.float32)
 
 
 def test_unexpected_and_misshapen_tensors_are_refused(refs):
     state = tiny_flux.flux_state(refs["dev"], "ComfyUI", PARTS)
-    with pytest.raises(CheckpointFormatError, match="1 unexpected tensors .e.g. double_blocks.0.extra.weight"):
-        flux.read_flux_file({**state, "model.diffusion_model.double_blocks.0.extra.weight": torch.zeros(2)}, "x")
-    with pytest.raises(CheckpointFormatError, match="belong to no part of a Flux model .e.g. stray.weight"):
-        flux.read_flux_file({**state, "stray.weight": torch.zeros(2)}, "x")
-    with pytest.raises(CheckpointFormatError, match="VAE has 1 unexpected tensors"):
-        flux.read_flux_file({**state, "vae.encoder.odd.weight": torch.zeros(2)}, "x")
-    bad = dict(state)
-    bad["model.diffusion_model.double_blocks.0.img_mlp.2.weight"] = torch.zeros(64, 7)
-    with pytest.raises(CheckpointFormatError, match="x: the Flux transformer tensors do not fit"):
-        flux.read_flux_file(bad, "x", torch.float32)
+    read = flux.read_flux_file
+    assert_refused(read, state, "1 unexpected tensors .e.g. double_blocks.0.extra.weight",
+                   add={"model.diffusion_model.double_blocks.0.extra.weight": torch.zeros(2)})
+    assert_refused(read, state, "belong to no part of a Flux model .e.g. stray.weight",
+                   add={"stray.weight": torch.zeros(2)})
+    assert_refused(read, state, "VAE has 1 unexpected tensors", add={"vae.encoder.odd.weight": torch.zeros(2)})
+    assert_refused(read, state, "x: the Flux transformer tensors do not fit",
+                   add={"model.diffusion_model.double_blocks.0.img_mlp.2.weight": torch.zeros(64, 7)},
+                   dtype=torch.float32)
 
 
 def test_part_files_refuse_other_models(tiny_models, tmp_path):

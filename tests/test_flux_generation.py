@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import pixels
+from tests.transformer_checks import encode_to_posterior_mean, random_image
 from webui.core.errors import RequestError
 from webui.core.request import GenerationRequest
 from webui.models.tiny_flux import tiny_flux_modules, write_flux, write_flux_parts
@@ -90,17 +91,10 @@ def test_img2img_matches_diffusers_with_a1111_step_count(flux_server):
     FluxImg2ImgPipeline runs at strength 0.625; both start from the init image's posterior mean."""
     from diffusers import FluxImg2ImgPipeline
 
-    init = Image.fromarray((np.random.RandomState(3).rand(SIZE, SIZE, 3) * 255).astype(np.uint8))
+    init = random_image(3, SIZE)
     result = flux_server.engine.run(_request(mode="img2img", init_images=[init], denoising_strength=0.5, steps=8))
     pipe = _reference_pipeline(flux_server, FluxImg2ImgPipeline)
-    encode = pipe.vae.encode
-
-    class PosteriorMean:
-        def __init__(self, output):
-            self.latent_dist = output.latent_dist
-            self.latent_dist.sample = lambda generator=None: self.latent_dist.mode()
-
-    pipe.vae.encode = lambda x, return_dict=True: PosteriorMean(encode(x))
+    encode_to_posterior_mean(pipe)
     expected = pipe(PROMPT, image=init, strength=0.625, num_inference_steps=8, guidance_scale=3.5, height=SIZE,
                     width=SIZE, generator=torch.Generator().manual_seed(11)).images[0]
     assert np.abs(pixels(result.images[0]) - pixels(expected)).max() <= 1
@@ -304,3 +298,36 @@ def test_the_parts_choice_is_remembered_per_checkpoint(flux_app):
         assert client.get("/sdapi/v1/options").json()["forge_additional_modules"] == chosen  # restored
     finally:
         services.options.update({"forge_additional_modules": [], "forge_modules_by_checkpoint": {}})
+
+
+def test_inpainting_regenerates_only_the_masked_part(flux_server):
+    init = Image.fromarray((np.random.RandomState(8).rand(SIZE, SIZE, 3) * 255).astype(np.uint8))
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    result = flux_server.engine.run(_request(mode="img2img", init_images=[init], mask=mask, mask_blur_x=0,
+                                             mask_blur_y=0, denoising_strength=0.9, steps=4))
+    out, before = pixels(result.images[0]), pixels(init)
+    assert np.array_equal(out[:8], before[:8]) and np.array_equal(out[:, -8:], before[:, -8:])  # kept
+    assert np.abs(out[20:44, 20:44] - before[20:44, 20:44]).mean() > 10  # regenerated
+
+
+def test_a_lora_is_skipped_on_a_streamed_transformer(flux_server):
+    """With the transformer's weights streamed from RAM (group offloading keeps its own copies), patching them would
+    be silently lost: the LoRA is skipped with a warning instead."""
+    from webui.models.streaming import Placement
+
+    _, model = flux_server.models.get("flux-packed")
+    from safetensors.torch import save_file
+
+    lora_dir = flux_server.paths.lora
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    save_file({"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.zeros(4, 64),
+               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.zeros(64, 4)},
+              str(lora_dir / "flux-any.safetensors"))
+    model.placement = Placement(True, True, 0, "test")
+    try:
+        result = flux_server.engine.run(_request(prompt=PROMPT + " <lora:flux-any:1>", steps=2))
+    finally:
+        model.placement = None
+    assert any('LoRA "flux-any"' in w and "streamed from RAM" in w for w in result.warnings), result.warnings
+    assert "Lora hashes" not in result.infotexts[0]

@@ -13,6 +13,7 @@ from diffusers.loaders.single_file_utils import (convert_sd3_transformer_checkpo
                                                  infer_diffusers_model_type)
 from transformers import CLIPTextModel
 
+from tests.transformer_checks import assert_refused, assert_same, t5_out, vae_out
 from webui.models import sd3, tiny_flux, tiny_sd3
 from webui.models.architecture import CheckpointFormatError
 from webui.models.loader import read_state_dict
@@ -46,26 +47,6 @@ def clip_out(module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Last and penultimate hidden states (SD3 uses the penultimate) and the projected pooled output."""
     out = module(IDS, output_hidden_states=True)
     return out.last_hidden_state, out.hidden_states[-2], out.text_embeds
-
-
-@torch.no_grad()
-def t5_out(module) -> torch.Tensor:
-    ids = torch.randint(0, sd3.T5_VOCAB, (1, 12), generator=torch.Generator().manual_seed(2))
-    return module(ids).last_hidden_state.float()
-
-
-@torch.no_grad()
-def vae_out(module) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
-    return module.encode(image).latent_dist.mean, module.decode(torch.randn(1, 16, 4, 4, generator=g)).sample
-
-
-def assert_same(a, b) -> None:
-    a, b = (a if isinstance(a, tuple) else (a,)), (b if isinstance(b, tuple) else (b,))
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.dtype == y.dtype and torch.equal(x, y)
 
 
 def rounded(module, dtype):
@@ -311,25 +292,22 @@ def test_fp8_file_stays_fp8_and_computes_like_its_rounded_weights(refs, tmp_path
 ])
 def test_missing_tensors_are_named(refs, layout, drop, message):
     state = tiny_sd3.sd3_state(refs["sd3.5-medium"], layout, PARTS)
-    del state[drop]
-    with pytest.raises(CheckpointFormatError, match=message):
-        sd3.read_sd3_file(state, "broken.safetensors", torch.float32)
+    assert_refused(sd3.read_sd3_file, state, message, drop=drop, name="broken.safetensors", dtype=torch.float32)
 
 
 def test_unexpected_misshapen_and_mismatched_tensors_are_refused(refs):
     state = tiny_sd3.sd3_state(refs["sd3-medium"], "SAI", PARTS)
-    with pytest.raises(CheckpointFormatError, match="1 unexpected tensors .e.g. joint_blocks.0.extra.weight"):
-        sd3.read_sd3_file({**state, "model.diffusion_model.joint_blocks.0.extra.weight": torch.zeros(2)}, "x")
-    with pytest.raises(CheckpointFormatError, match="belong to no part of an SD3 model .e.g. stray.weight"):
-        sd3.read_sd3_file({**state, "stray.weight": torch.zeros(2)}, "x")
-    bad = dict(state)
-    bad["model.diffusion_model.joint_blocks.0.x_block.mlp.fc2.weight"] = torch.zeros(128, 7)
-    with pytest.raises(CheckpointFormatError, match="x: the SD3 transformer tensors do not fit its layout"):
-        sd3.read_sd3_file(bad, "x", torch.float32)
-    bad = dict(state)
-    bad["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight"] = torch.zeros(127, 128)
-    with pytest.raises(CheckpointFormatError, match="127 rows, not three equal q, k, v parts"):
-        sd3.read_sd3_file(bad, "x", torch.float32)
+    read = sd3.read_sd3_file
+    assert_refused(read, state, "1 unexpected tensors .e.g. joint_blocks.0.extra.weight",
+                   add={"model.diffusion_model.joint_blocks.0.extra.weight": torch.zeros(2)})
+    assert_refused(read, state, "belong to no part of an SD3 model .e.g. stray.weight",
+                   add={"stray.weight": torch.zeros(2)})
+    assert_refused(read, state, "x: the SD3 transformer tensors do not fit its layout",
+                   add={"model.diffusion_model.joint_blocks.0.x_block.mlp.fc2.weight": torch.zeros(128, 7)},
+                   dtype=torch.float32)
+    assert_refused(read, state, "127 rows, not three equal q, k, v parts",
+                   add={"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(127, 128)},
+                   dtype=torch.float32)
     other = tiny_sd3.sd3_state(refs["sd3-medium"], "SAI")
     flux_t5 = tiny_flux.t5_file_state(tiny_flux.tiny_flux_modules(0)["t5"])
     other.update({"text_encoders.t5xxl.transformer." + k: v for k, v in flux_t5.items()})

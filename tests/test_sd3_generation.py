@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.conftest import pixels
+from tests.transformer_checks import encode_to_posterior_mean, random_image
 from webui.core.errors import RequestError
 from webui.core.request import GenerationRequest
 from webui.models.tiny_sd3 import tiny_sd3_modules, write_sd3, write_sd3_parts
@@ -75,19 +75,12 @@ def test_img2img_matches_diffusers(sd3_server):
     init image's posterior mean."""
     from diffusers import StableDiffusion3Img2ImgPipeline
 
-    init = Image.fromarray((np.random.RandomState(4).rand(SIZE, SIZE, 3) * 255).astype(np.uint8))
+    init = random_image(4, SIZE)
     result = sd3_server.engine.run(_request(mode="img2img", init_images=[init], denoising_strength=0.5, steps=8))
     pipe = _reference(sd3_server, StableDiffusion3Img2ImgPipeline)
-    encode = pipe.vae.encode
-
-    class PosteriorMean:
-        def __init__(self, output):
-            self.latent_dist = output.latent_dist
-            self.latent_dist.sample = lambda generator=None: self.latent_dist.mode()
-
-    pipe.vae.encode = lambda x, return_dict=True: PosteriorMean(encode(x))
-    expected = pipe(PROMPT, negative_prompt=NEGATIVE, image=init, strength=0.625, num_inference_steps=8, height=SIZE, width=SIZE,
-                    guidance_scale=4.5, generator=torch.Generator().manual_seed(3)).images[0]
+    encode_to_posterior_mean(pipe)
+    expected = pipe(PROMPT, negative_prompt=NEGATIVE, image=init, strength=0.625, num_inference_steps=8, height=SIZE,
+                    width=SIZE, guidance_scale=4.5, generator=torch.Generator().manual_seed(3)).images[0]
     assert np.abs(pixels(result.images[0]) - pixels(expected)).max() <= 1
 
 

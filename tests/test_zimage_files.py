@@ -4,7 +4,6 @@ broken files giving CheckpointFormatError; and the network call: ZImageCall in a
 diffusers' ZImagePipeline latents."""
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.z_image.pipeline_z_image import get_default_z_image_sigmas
 
+from tests.transformer_checks import assert_refused, assert_same, rounded, vae_out
 from webui.engine.sampling.flow import FlowLevels
 from webui.engine.zimage_call import ZImageCall, stack_captions
 from webui.models import flux, tiny_flux, tiny_zimage, zimage
@@ -45,26 +45,6 @@ def qwen_out(module) -> tuple[torch.Tensor, torch.Tensor]:
     mask[1, 6:] = False
     out = module(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     return out.hidden_states[-2].float(), out.last_hidden_state.float()
-
-
-@torch.no_grad()
-def vae_out(module) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
-    return module.encode(image).latent_dist.mean, module.decode(torch.randn(1, 16, 4, 4, generator=g)).sample
-
-
-def assert_same(a, b) -> None:
-    for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
-        assert x.dtype == y.dtype and torch.equal(x, y)
-
-
-def rounded(module, dtype):
-    clone = copy.deepcopy(module)
-    with torch.no_grad():
-        for param in clone.parameters():
-            param.copy_(param.to(dtype).to(param.dtype))
-    return clone
 
 
 # --- recognising files ---------------------------------------------------------------------------------------------
@@ -204,25 +184,22 @@ def test_fp8_files_stay_fp8_and_compute_like_their_rounded_weights(ref, tmp_path
 ])
 def test_missing_tensors_are_named(ref, layout, drop, message):
     state = tiny_zimage.zimage_state(ref, layout, PARTS)
-    del state[drop]
-    with pytest.raises(CheckpointFormatError, match=message):
-        zimage.read_zimage_file(state, "broken.safetensors", torch.float32)
+    assert_refused(zimage.read_zimage_file, state, message, drop=drop, name="broken.safetensors", dtype=torch.float32)
 
 
 def test_unexpected_misshapen_and_mismatched_tensors_are_refused(ref, tmp_path):
     state = tiny_zimage.zimage_state(ref, "ComfyUI", PARTS)
-    with pytest.raises(CheckpointFormatError, match="belong to no part of a Z-Image model .e.g. stray.weight"):
-        zimage.read_zimage_file({**state, "stray.weight": torch.zeros(2)}, "x")
-    with pytest.raises(CheckpointFormatError, match="Z-Image transformer is incomplete.*1 unexpected"):
-        zimage.read_zimage_file({**state, "model.diffusion_model.layers.0.extra.weight": torch.zeros(2)}, "x")
-    bad = dict(state)
-    bad["model.diffusion_model.layers.0.feed_forward.w1.weight"] = torch.zeros(7, tiny_zimage.DIM)
-    with pytest.raises(CheckpointFormatError, match="x: the Z-Image transformer tensors do not fit"):
-        zimage.read_zimage_file(bad, "x", torch.float32)
-    bad = dict(state)
-    bad["model.diffusion_model.layers.1.attention.qkv.weight"] = torch.zeros(190, tiny_zimage.DIM)
-    with pytest.raises(CheckpointFormatError, match="not three equal q, k, v parts"):
-        zimage.read_zimage_file(bad, "x", torch.float32)
+    read = zimage.read_zimage_file
+    assert_refused(read, state, "belong to no part of a Z-Image model .e.g. stray.weight",
+                   add={"stray.weight": torch.zeros(2)})
+    assert_refused(read, state, "Z-Image transformer is incomplete.*1 unexpected",
+                   add={"model.diffusion_model.layers.0.extra.weight": torch.zeros(2)})
+    assert_refused(read, state, "x: the Z-Image transformer tensors do not fit",
+                   add={"model.diffusion_model.layers.0.feed_forward.w1.weight": torch.zeros(7, tiny_zimage.DIM)},
+                   dtype=torch.float32)
+    assert_refused(read, state, "not three equal q, k, v parts",
+                   add={"model.diffusion_model.layers.1.attention.qkv.weight": torch.zeros(190, tiny_zimage.DIM)},
+                   dtype=torch.float32)
     wide = tiny_zimage.qwen3_file_state(tiny_zimage.tiny_qwen3())
     wide = {k: (torch.zeros(*v.shape[:-1], 64) if k.endswith("embed_tokens.weight") else v) for k, v in wide.items()}
     other = {k: v for k, v in state.items() if not k.startswith("text_encoders.")}

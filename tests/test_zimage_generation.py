@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.conftest import pixels
+from tests.transformer_checks import encode_to_posterior_mean, random_image
 from webui.core.request import GenerationRequest
 from webui.models.tiny_qwen_tokenizer import write_tiny_qwen_tokenizer
 from webui.models.tiny_zimage import tiny_zimage_modules, write_zimage, write_zimage_parts, zimage_pipeline
@@ -71,17 +71,10 @@ def test_txt2img_matches_diffusers_zimage_pipeline(zimage_server, cfg):
 def test_img2img_matches_diffusers(zimage_server):
     from diffusers import ZImageImg2ImgPipeline
 
-    init = Image.fromarray((np.random.RandomState(5).rand(SIZE, SIZE, 3) * 255).astype(np.uint8))
+    init = random_image(5, SIZE)
     result = zimage_server.engine.run(_request(mode="img2img", init_images=[init], denoising_strength=0.5, steps=8))
     pipe = _reference(zimage_server, ZImageImg2ImgPipeline)
-    encode = pipe.vae.encode
-
-    class PosteriorMean:
-        def __init__(self, output):
-            self.latent_dist = output.latent_dist
-            self.latent_dist.sample = lambda generator=None: self.latent_dist.mode()
-
-    pipe.vae.encode = lambda x, return_dict=True: PosteriorMean(encode(x))
+    encode_to_posterior_mean(pipe)
     expected = pipe(PROMPT, image=init, strength=0.625, num_inference_steps=8, guidance_scale=0.0, height=SIZE,
                     width=SIZE, generator=torch.Generator().manual_seed(9)).images[0]
     assert np.abs(pixels(result.images[0]) - pixels(expected)).max() <= 1

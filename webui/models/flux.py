@@ -20,7 +20,6 @@ LDM->diffusers VAE converter); tests/test_flux_files.py checks both against our 
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,10 @@ from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
 from .architecture import CheckpointFormatError
 from .loader import _clip_config, _empty_module
+from .transformer_files import (PartsModules, Renaming, assign_checked, convert_split_fused, find_prefix, for_inference,
+                                load_part, packed_transformer, pipeline_class, split_packed, strip_prefix,
+                                swap_halves, vae_dtype)
+from .transformer_files import fp8_dtype as _fp8_dtype
 
 FLUX_VAE_SCALING = 0.3611  # diffusers' FLUX.1 vae/config.json scaling_factor
 FLUX_VAE_SHIFT = 0.1159  # ... and shift_factor
@@ -47,7 +50,6 @@ COMFY_T5_PREFIX = "text_encoders.t5xxl."
 VAE_PREFIXES = ("vae.", "first_stage_model.")
 DIFFUSERS_PREFIXES = ("", "transformer.", COMFY_PREFIX)
 DIFFUSERS_PART_PREFIXES = {"clip": "text_encoder.", "t5": "text_encoder_2."}
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 _BFL_MARK = "double_blocks.0.img_attn.qkv.weight"
 _DIFFUSERS_MARK = "single_transformer_blocks.0.attn.to_q.weight"
@@ -128,11 +130,8 @@ def flux_layout(state: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def _diffusers_prefix(state: Mapping) -> str | None:
-    for prefix in DIFFUSERS_PREFIXES:
-        if prefix + _DIFFUSERS_MARK in state and prefix + _DIFFUSERS_X in state \
-                and prefix + "time_text_embed.timestep_embedder.linear_1.weight" in state:
-            return prefix
-    return None
+    return find_prefix(state, DIFFUSERS_PREFIXES,
+                       (_DIFFUSERS_MARK, _DIFFUSERS_X, "time_text_embed.timestep_embedder.linear_1.weight"))
 
 
 # --- the transformer -----------------------------------------------------------------------------------------------
@@ -224,57 +223,22 @@ def bfl_to_diffusers(bfl: Mapping[str, torch.Tensor], name: str) -> dict[str, to
     reach it as shape-only stand-ins and are split here, by the same rule, into row views: the converter copies
     them (3.6 billion parameters for FLUX.1, 7 GB in bf16, on top of the file during the load) and splits linear1
     for FLUX.1's width (3072) only. tests/test_flux_files.py checks our split against the converter's own."""
-    work = dict(bfl)  # the converter pops what it converts; what is left was not expected
     try:
-        hidden = int(work["img_in.weight"].shape[0])
+        hidden = int(bfl["img_in.weight"].shape[0])
     except KeyError:
         raise CheckpointFormatError(f"{name}: the Flux transformer has no img_in.weight") from None
-    fused = {k: v for k, v in work.items() if _FUSED.fullmatch(k)}
-    for key, value in fused.items():
-        rows = 7 * _CONVERTER_WIDTH if key.startswith("single_blocks.") else value.shape[0]
-        work[key] = torch.empty((rows, *value.shape[1:]), device="meta")
-    try:
-        out = convert_flux_transformer_checkpoint_to_diffusers(work)
-    except KeyError as exc:
-        raise CheckpointFormatError(f"{name}: the Flux transformer is incomplete: tensor {exc.args[0]} is missing") \
-            from None
-    except (IndexError, RuntimeError, ValueError) as exc:
-        raise CheckpointFormatError(f"{name}: the Flux transformer tensors do not fit FLUX.1's layout ({exc})") \
-            from None
-    if work:
-        sample = ", ".join(sorted(work)[:3])
-        raise CheckpointFormatError(f"{name}: the Flux transformer has {len(work)} unexpected tensors (e.g. {sample})")
-    for key, value in fused.items():
-        try:
-            out.update(_split_fused(key, value, hidden))
-        except CheckpointFormatError as exc:
-            raise CheckpointFormatError(f"{name}: {exc}") from None
-    left = [k for k, v in out.items() if v.is_meta]
-    # a diffusers version naming the fused parts differently: better refused than loaded wrong
-    if left and not any(v.is_meta for v in bfl.values()):
-        raise CheckpointFormatError(f"{name}: no tensor for {', '.join(left[:3])} (converter layout changed?)")
-    return out
-
-
-def _swap_halves(tensor: torch.Tensor) -> torch.Tensor:
-    first, second = tensor.chunk(2, dim=0)
-    return torch.cat([second, first], dim=0)
+    return convert_split_fused(bfl, name, "Flux transformer", "FLUX.1's layout",
+                               convert_flux_transformer_checkpoint_to_diffusers, _FUSED,
+                               lambda key, value: _split_fused(key, value, hidden),
+                               lambda key, value: 7 * _CONVERTER_WIDTH if key.startswith("single_blocks.")
+                               else value.shape[0])
 
 
 def diffusers_to_bfl(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of `bfl_to_diffusers` (a test and benchmark tool: writes files in BFL's layout). Every tensor must
     find its place, so a layout change in diffusers shows up as a KeyError here."""
-    w = dict(weights)
-    out: dict[str, torch.Tensor] = {}
-
-    def move(src: str, dst: str) -> None:
-        for kind in ("weight", "bias"):
-            if f"{src}.{kind}" in w:
-                out[f"{dst}.{kind}"] = w.pop(f"{src}.{kind}")
-
-    def cat(srcs: list[str], dst: str) -> None:
-        for kind in ("weight", "bias"):
-            out[f"{dst}.{kind}"] = torch.cat([w.pop(f"{s}.{kind}") for s in srcs], dim=0)
+    renaming = Renaming(weights)
+    w, out, move, cat = renaming.w, renaming.out, renaming.move, renaming.cat
 
     for src, dst in (("time_text_embed.timestep_embedder", "time_in"), ("time_text_embed.text_embedder", "vector_in"),
                      ("time_text_embed.guidance_embedder", "guidance_in")):
@@ -306,7 +270,7 @@ def diffusers_to_bfl(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         move(s + "proj_out", d + "linear2")
     move("proj_out", "final_layer.linear")
     for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(w.pop(f"norm_out.linear.{kind}"))
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = swap_halves(w.pop(f"norm_out.linear.{kind}"))
     if w:
         raise KeyError(f"no BFL name for {sorted(w)[:3]}")
     return out
@@ -315,28 +279,8 @@ def diffusers_to_bfl(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 # --- building modules: empty, then the file's tensors assigned ----------------------------------------------------
 
 def _assign(module: torch.nn.Module, weights: dict, what: str, name: str) -> torch.nn.Module:
-    try:
-        missing, unexpected = module.load_state_dict(weights, strict=False, assign=True)
-    except RuntimeError as exc:  # shape mismatches
-        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        detail = lines[0] if lines else str(exc)
-        raise CheckpointFormatError(f"{name}: the {what} tensors do not fit its layout ({detail})") from None
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        sample = ", ".join((missing or unexpected)[:3])
-        raise CheckpointFormatError(f"{name}: the {what} is incomplete or of another layout ({len(missing)} tensors "
-                                    f"missing, {len(unexpected)} unexpected, e.g. {sample})")
-    for buffer_name, buffer in module.named_buffers():
-        if buffer.is_meta:
-            raise CheckpointFormatError(f"{name}: the {what} has no value for {buffer_name}")
-    return module.eval().requires_grad_(False)
-
-
-def _fp8_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype | None:
-    for tensor in tensors:
-        if tensor.dtype in FP8_DTYPES:
-            return tensor.dtype
-    return None
+    """`assign_checked`, text encoders' `position_ids` buffers allowed to be absent from the file."""
+    return assign_checked(module, weights, what, name, lambda key: key.endswith("position_ids"))
 
 
 def _storage_units(module: torch.nn.Module, t5: bool, dtype: torch.dtype) -> list[tuple[str, torch.nn.Module]]:
@@ -463,7 +407,7 @@ def _check_leftovers(ldm: Mapping, converted: Mapping, name: str) -> None:
 
 def read_vae_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.float32) -> AutoencoderKL:
     """The FLUX.1 AE from its own file (BFL's `ae.safetensors`, LDM names; or diffusers names), also under `vae.`."""
-    return _build_vae(_strip_prefix(state, VAE_PREFIXES), name, dtype)
+    return _build_vae(strip_prefix(state, VAE_PREFIXES), name, dtype)
 
 
 # --- text encoders -------------------------------------------------------------------------------------------------
@@ -500,7 +444,7 @@ def _build_clip(state: Mapping, name: str, dtype: torch.dtype) -> CLIPTextModel:
 def read_clip_l_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.float32) \
         -> CLIPTextModel:
     """CLIP-L from `clip_l.safetensors` (transformers' names, with or without `text_model.`)."""
-    return _build_clip(_strip_prefix(state, (COMFY_CLIP_PREFIX,)), name, dtype)
+    return _build_clip(strip_prefix(state, (COMFY_CLIP_PREFIX,)), name, dtype)
 
 
 def t5_config(weights: Mapping[str, torch.Tensor]) -> T5Config:
@@ -546,34 +490,29 @@ def read_t5_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtyp
         -> T5EncoderModel:
     """T5-XXL encoder from `t5xxl_fp16.safetensors` / `t5xxl_fp8_e4m3fn.safetensors` (transformers' names). Float8
     files stay float8 in memory, computed in `dtype`."""
-    return _build_t5(_strip_prefix(_dequantize_scaled(state, dtype), (COMFY_T5_PREFIX,)), name, dtype)
+    return _build_t5(strip_prefix(_dequantize_scaled(state, dtype), (COMFY_T5_PREFIX,)), name, dtype)
 
 
-def _strip_prefix(state: Mapping, prefixes: Iterable[str]) -> dict:
-    """The tensors under the first of `prefixes` that any tensor has, without it; else all of `state`."""
-    for prefix in prefixes:
-        inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if inner:
-            return inner
-    return dict(state)
+def is_t5_state(state: Mapping[str, torch.Tensor], prefix: str) -> bool:
+    """Whether `state` (bare or under `prefix`) is a T5 encoder with T5 v1.1's vocabulary (how the families sort
+    text encoder files)."""
+    t5 = {k.removeprefix("transformer."): v for k, v in strip_prefix(state, (prefix,)).items()}
+    embed = t5.get("shared.weight", t5.get("encoder.embed_tokens.weight"))
+    return "encoder.block.0.layer.0.SelfAttention.q.weight" in t5 and embed is not None and embed.shape[0] == T5_VOCAB
 
 
 def part_kind(state: Mapping[str, torch.Tensor]) -> str | None:
     """Sort a file from models/VAE or models/text_encoder: "vae" (a 16-channel Flux AE), "clip_l" (a CLIP text
     encoder narrower than OpenCLIP G's 1280), "t5" (a T5 encoder with T5 v1.1's vocabulary) or None."""
-    vae = _strip_prefix(state, VAE_PREFIXES)
+    vae = strip_prefix(state, VAE_PREFIXES)
     if _vae_layout(vae) is not None:
         conv = vae.get("decoder.conv_in.weight")
         return "vae" if conv is not None and conv.shape[1] == FLUX_LATENT_CHANNELS else None
-    clip = _clip_weights(_strip_prefix(state, (COMFY_CLIP_PREFIX,)))
+    clip = _clip_weights(strip_prefix(state, (COMFY_CLIP_PREFIX,)))
     token = clip.get("text_model.embeddings.token_embedding.weight")
     if token is not None and "text_model.encoder.layers.0.self_attn.q_proj.weight" in clip:
         return "clip_l" if token.shape[1] != 1280 else None
-    t5 = {k.removeprefix("transformer."): v for k, v in _strip_prefix(state, (COMFY_T5_PREFIX,)).items()}
-    embed = t5.get("shared.weight", t5.get("encoder.embed_tokens.weight"))
-    if "encoder.block.0.layer.0.SelfAttention.q.weight" in t5 and embed is not None and embed.shape[0] == T5_VOCAB:
-        return "t5"
-    return None
+    return "t5" if is_t5_state(state, COMFY_T5_PREFIX) else None
 
 
 # --- ComfyUI's scaled float8 ---------------------------------------------------------------------------------------
@@ -595,7 +534,7 @@ def _dequantize_scaled(state: Mapping[str, torch.Tensor], dtype: torch.dtype) ->
 # --- whole files ---------------------------------------------------------------------------------------------------
 
 @dataclass
-class FluxParts:
+class FluxParts(PartsModules):
     """What one Flux file holds, as modules. `storage_dtype`: the transformer's weight dtype in memory (float8 for
     float8 files, else the compute dtype); `variant`: "dev" | "schnell" | "fill" | "control"."""
 
@@ -609,13 +548,6 @@ class FluxParts:
     t5: T5EncoderModel | None = None
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def size_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for m in self.modules() for p in m.parameters())
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.transformer, self.vae, self.clip, self.t5) if m is not None]
-
 
 def _split_packed(state: Mapping, layout: str, name: str) -> tuple[dict, dict[str, dict]]:
     """(transformer tensors with the layout's prefix removed, {part: its tensors with the part's prefix removed})."""
@@ -624,27 +556,7 @@ def _split_packed(state: Mapping, layout: str, name: str) -> tuple[dict, dict[st
         prefix = _diffusers_prefix(state) or ""
     part_prefixes = {"vae": VAE_PREFIXES, "clip": (COMFY_CLIP_PREFIX, DIFFUSERS_PART_PREFIXES["clip"]),
                      "t5": (COMFY_T5_PREFIX, DIFFUSERS_PART_PREFIXES["t5"])}
-    parts: dict[str, dict] = {}
-    claimed: set[str] = set()
-    for part, prefixes in part_prefixes.items():
-        for p in prefixes:
-            inner = {k[len(p):]: v for k, v in state.items() if k.startswith(p) and k not in claimed}
-            if inner:
-                parts[part] = inner
-                claimed.update(k for k in state if k.startswith(p))
-                break
-    transformer, stray = {}, []
-    for key, value in state.items():
-        if key in claimed:
-            continue
-        if key.startswith(prefix):
-            transformer[key[len(prefix):]] = value
-        else:
-            stray.append(key)
-    if stray:
-        raise CheckpointFormatError(f"{name}: {len(stray)} tensors belong to no part of a Flux model "
-                                    f"(e.g. {', '.join(sorted(stray)[:3])})")
-    return transformer, parts
+    return split_packed(state, prefix, part_prefixes, name, "a Flux model")
 
 
 def read_flux_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.bfloat16) -> FluxParts:
@@ -660,17 +572,12 @@ def read_flux_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dt
         raise CheckpointFormatError(f"{name}: a bitsandbytes NF4/FP4-quantised Flux file (as Forge's "
                                     "flux1-dev-bnb-nf4); not supported yet: use a bf16, fp16 or fp8 file")
     state = _dequantize_scaled(state, dtype)
-    transformer_sd, parts = _split_packed(state, layout, name)
-    if layout == "diffusers":
-        weights = dict(transformer_sd)
-    else:
-        weights = bfl_to_diffusers(transformer_sd, name)
-    storage = _fp8_dtype(weights.values()) or dtype
-    transformer = build_transformer(weights, name, dtype)
-    del weights, transformer_sd
+    transformer, storage, parts = packed_transformer(state, layout, name, dtype, _split_packed,
+                                                     None if layout == "diffusers" else bfl_to_diffusers,
+                                                     build_transformer)
     result = FluxParts(transformer, variant_of(transformer.config), layout, storage, dtype)
     if "vae" in parts:
-        result.vae = _build_vae(parts["vae"], name, torch.float32 if dtype == torch.float16 else dtype)
+        result.vae = _build_vae(parts["vae"], name, vae_dtype(dtype))
     if "clip" in parts:
         result.clip = _build_clip(parts["clip"], name, dtype)
     if "t5" in parts:
@@ -682,12 +589,7 @@ def read_flux_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dt
 
 def flux_folder_class(folder: Path) -> str | None:
     """The pipeline class of a diffusers folder when it is a FLUX.1 one (FluxPipeline, FluxFillPipeline, ...)."""
-    try:
-        index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cls = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
-    return cls if re.fullmatch(r"Flux[A-Za-z]*Pipeline", cls) else None
+    return pipeline_class(folder, r"Flux[A-Za-z]*Pipeline")
 
 
 def read_flux_folder(folder: Path, dtype: torch.dtype = torch.bfloat16) -> FluxParts:
@@ -699,15 +601,10 @@ def read_flux_folder(folder: Path, dtype: torch.dtype = torch.bfloat16) -> FluxP
     try:
         transformer = FluxTransformer2DModel.from_pretrained(folder / "transformer", local_files_only=True,
                                                              torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True, torch_dtype=dtype) \
-            if (folder / "vae").is_dir() else None
-        clip = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, dtype=dtype) \
-            if (folder / "text_encoder").is_dir() else None
-        t5 = T5EncoderModel.from_pretrained(folder / "text_encoder_2", local_files_only=True, dtype=dtype) \
-            if (folder / "text_encoder_2").is_dir() else None
+        vae = load_part(folder, AutoencoderKL, "vae", torch_dtype=dtype)
+        clip = load_part(folder, CLIPTextModel, "text_encoder", dtype=dtype)
+        t5 = load_part(folder, T5EncoderModel, "text_encoder_2", dtype=dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointFormatError(f"{name}: could not load the Flux diffusers folder ({exc})") from None
-    for module in (transformer, vae, clip, t5):
-        if module is not None:
-            module.eval().requires_grad_(False)
+    for_inference(transformer, vae, clip, t5)
     return FluxParts(transformer, variant_of(transformer.config), "diffusers folder", dtype, dtype, vae, clip, t5)

@@ -187,6 +187,7 @@ def build_quantized(cls, config: dict, weights: dict, what: str, name: str, dtyp
     """`cls` (a diffusers model) built empty from `config` with `weights` (diffusers' names) assigned: quantised
     linear weights stay quantised in `QuantizedLinear` layers, everything else in `dtype`."""
     from .loader import _empty_module
+    from .transformer_files import assign_checked
 
     module = _empty_module(cls, config)
     linear = _linear_class()
@@ -213,21 +214,7 @@ def build_quantized(cls, config: dict, weights: dict, what: str, name: str, dtyp
                 continue
             value = dequantize(value, dtype)
         plain[key] = value.to(dtype) if value.is_floating_point() else value
-    try:
-        missing, unexpected = module.load_state_dict(plain, strict=False, assign=True)
-    except RuntimeError as exc:  # shape mismatches
-        lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        raise CheckpointFormatError(f"{name}: the {what} tensors do not fit its layout "
-                                    f"({lines[0] if lines else exc})") from None
-    missing = [k for k in missing if k not in kept]
-    if missing or unexpected:
-        sample = ", ".join((missing or unexpected)[:3])
-        raise CheckpointFormatError(f"{name}: the {what} is incomplete or of another layout ({len(missing)} tensors "
-                                    f"missing, {len(unexpected)} unexpected, e.g. {sample})")
-    for buffer_name, buffer in module.named_buffers():
-        if buffer.is_meta:
-            raise CheckpointFormatError(f"{name}: the {what} has no value for {buffer_name}")
-    return module.eval().requires_grad_(False)
+    return assign_checked(module, plain, what, name, lambda key: key in kept)  # kept: in QuantizedLinear layers
 
 
 # --- whole files ---------------------------------------------------------------------------------------------------

@@ -18,8 +18,6 @@ folder is the data dir's `models/text_encoder/qwen3-tokenizer`.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -27,9 +25,9 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from .architecture import CheckpointFormatError
+from .pinned_download import Progress, download_main, download_verified
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,6 @@ PINNED_FILES: tuple[PinnedFile, ...] = (
     PinnedFile(TOKENIZER_CONFIG, 9732, "d5d09f07b48c3086c508b30d1c9114bd1189145b74e982a265350c923acd8101"),
 )
 
-Progress = Callable[[str, int, int], None]  # (file name, bytes done, bytes in all or 0)
 _lock = threading.Lock()
 
 
@@ -154,76 +151,22 @@ def _download_one(pinned: PinnedFile, target: Path, progress: Progress | None, t
     if not (pinned.size > 0 and len(pinned.sha256) == 64):
         raise QwenTokenizerDownloadError(f"{pinned.name} has no trustworthy pinned checksum here, so it is not "
                                          f"downloaded; copy it from {SOURCE_REPO} into {target.parent} yourself")
-    partial = target.parent / f".{pinned.name}.partial"
-    try:
-        digest, size = _fetch(source_url(pinned.name), partial, pinned.name, progress, timeout)
-        if size != pinned.size or digest != pinned.sha256:
-            raise QwenTokenizerDownloadError(
-                f"downloaded {pinned.name} does not match its checksum ({size} bytes, sha256 {digest}; expected "
-                f"{pinned.size} bytes, sha256 {pinned.sha256}); nothing was saved. Try again; if it keeps "
-                f"differing, put a copy you trust of {SOURCE_REPO}'s {pinned.name} in {target.parent} yourself")
-        try:
-            json.loads(partial.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise QwenTokenizerDownloadError(f"downloaded {pinned.name} is not usable ({error}); nothing was "
-                                             f"saved") from None
-        partial.replace(target)
-        log.info("downloaded %s into %s (sha256 %s)", pinned.name, target.parent, digest)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _fetch(url: str, partial: Path, name: str, progress: Progress | None, timeout: float) -> tuple[str, int]:
-    import urllib.error
-    import urllib.request
-
-    digest = hashlib.sha256()
-    done = 0
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            if progress:
-                progress(name, 0, total)
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(name, done, total)
-    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as error:
-        raise QwenTokenizerDownloadError(f"could not download {name} from {url} ({error}); check the connection, "
-                                         f"or put the file in {partial.parent} yourself") from error
-    return digest.hexdigest(), done
+    digest = download_verified(source_url(pinned.name), target, pinned.size, pinned.sha256, SOURCE_REPO,
+                               lambda path: json.loads(path.read_text(encoding="utf-8")), (OSError, ValueError),
+                               QwenTokenizerDownloadError, progress, timeout)
+    log.info("downloaded %s into %s (sha256 %s)", pinned.name, target.parent, digest)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..console_progress import DownloadBars
-    from ..settings.flags import parse_flags
-    from ..settings.paths import Paths
-
-    parser = argparse.ArgumentParser(description="Download the Qwen3 tokenizer Z-Image needs (Qwen/Qwen3-4B's "
-                                                 "tokenizer.json and tokenizer_config.json, pinned and checksummed).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("download", help="fetch the tokenizer files into the tokenizer folder")
-    fetch.add_argument("--dir", type=Path, default=None,
-                       help=f"tokenizer folder (default: the data dir's {DEFAULT_SUBDIR.as_posix()})")
-    fetch.add_argument("--data-dir", default=None)
-    args = parser.parse_args(argv)
-    folder = args.dir or default_folder(
-        Paths.from_flags(parse_flags(["--data-dir", args.data_dir] if args.data_dir else [])).data_dir)
-    if all((folder / pinned.name).is_file() for pinned in PINNED_FILES):
-        print(f"Qwen3 tokenizer: already in {folder}")
-        return 0
-    bars = DownloadBars()
-    try:
+    def download(folder: Path, bars: Progress) -> Path:
         download_tokenizer(folder, progress=bars)
-    except QwenTokenizerDownloadError as error:
-        bars.close()
-        print(error, file=sys.stderr)
-        return 1
-    bars.close()
-    print(f"Qwen3 tokenizer: ready ({folder})")
-    return 0
+        return folder
+
+    return download_main(argv, "Download the Qwen3 tokenizer Z-Image needs (Qwen/Qwen3-4B's tokenizer.json and "
+                               "tokenizer_config.json, pinned and checksummed).", "Qwen3 tokenizer",
+                         "fetch the tokenizer files into the tokenizer folder", DEFAULT_SUBDIR,
+                         lambda folder: all((folder / pinned.name).is_file() for pinned in PINNED_FILES), download,
+                         QwenTokenizerDownloadError)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ tests/test_sd3_files.py checks it against our inverse (`diffusers_to_sai`).
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -42,9 +41,13 @@ from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoi
 from transformers import CLIPTextModelWithProjection, T5EncoderModel
 
 from .architecture import CheckpointFormatError
-from .flux import (FLUX_LATENT_CHANNELS, T5_VOCAB, _assign, _build, _build_t5, _build_vae, _clip_weights, _count,
-                   _dequantize_scaled, _fp8_dtype, _plan_dtypes, _store_fp8, _strip_prefix, _vae_layout)
+from .flux import T5_VOCAB  # noqa: F401 (sd3.T5_VOCAB: T5 v1.1's vocabulary, for SD3's callers too)
+from .flux import (FLUX_LATENT_CHANNELS, _assign, _build, _build_t5, _build_vae, _clip_weights, _count,
+                   _dequantize_scaled, _plan_dtypes, _store_fp8, _vae_layout, is_t5_state)
 from .loader import _clip_config, _empty_module
+from .transformer_files import (PartsModules, Renaming, convert_split_fused, find_prefix, for_inference, load_part,
+                                packed_transformer, pipeline_class, split_packed, strip_prefix, swap_halves,
+                                vae_dtype)
 
 SD3_VAE_SCALING = 1.5305  # diffusers' SD3 / SD3.5 vae/config.json scaling_factor
 SD3_VAE_SHIFT = 0.0609  # ... and shift_factor
@@ -74,18 +77,11 @@ _DIFFUSERS_NOT = ("x_embedder.weight", "single_transformer_blocks.0.attn.to_q.we
 # --- recognising SD3 files ---------------------------------------------------------------------------------------
 
 def _sai_prefix(state: Mapping) -> str | None:
-    for prefix in (SAI_PREFIX, ""):
-        if prefix + _SAI_MARK in state and prefix + _SAI_EMBED in state:
-            return prefix
-    return None
+    return find_prefix(state, (SAI_PREFIX, ""), (_SAI_MARK, _SAI_EMBED))
 
 
 def _diffusers_prefix(state: Mapping) -> str | None:
-    for prefix in DIFFUSERS_PREFIXES:
-        if all(prefix + mark in state for mark in _DIFFUSERS_MARKS) \
-                and not any(prefix + other in state for other in _DIFFUSERS_NOT):
-            return prefix
-    return None
+    return find_prefix(state, DIFFUSERS_PREFIXES, _DIFFUSERS_MARKS, absent=_DIFFUSERS_NOT)
 
 
 def sd3_layout(state: Mapping[str, torch.Tensor]) -> str | None:
@@ -162,52 +158,17 @@ def sai_to_diffusers(sai: Mapping[str, torch.Tensor], name: str) -> dict[str, to
     """SAI MMDiT names (no prefix) to diffusers', by diffusers' own converter. The fused q/k/v projections reach it
     as shape-only stand-ins and are split here into row views (the converter copies them: 2.4 of SD3.5 Large's 8
     billion parameters); tests/test_sd3_files.py checks the split against the converter's own."""
-    work = dict(sai)  # the converter pops what it converts; what is left was not expected
-    fused = {k: v for k, v in work.items() if _FUSED.fullmatch(k)}
-    for key, value in fused.items():
-        work[key] = torch.empty(value.shape, device="meta")
-    if not any(k.startswith("joint_blocks.") for k in work):
+    if not any(k.startswith("joint_blocks.") for k in sai):
         raise CheckpointFormatError(f"{name}: the SD3 transformer has no joint blocks")
-    try:
-        out = convert_sd3_transformer_checkpoint_to_diffusers(work)
-    except KeyError as exc:
-        raise CheckpointFormatError(f"{name}: the SD3 transformer is incomplete: tensor {exc.args[0]} is missing") \
-            from None
-    except (IndexError, RuntimeError, ValueError) as exc:
-        raise CheckpointFormatError(f"{name}: the SD3 transformer tensors do not fit SD3's layout ({exc})") from None
-    if work:
-        sample = ", ".join(sorted(work)[:3])
-        raise CheckpointFormatError(f"{name}: the SD3 transformer has {len(work)} unexpected tensors (e.g. {sample})")
-    for key, value in fused.items():
-        try:
-            out.update(_split_fused(key, value))
-        except CheckpointFormatError as exc:
-            raise CheckpointFormatError(f"{name}: {exc}") from None
-    left = [k for k, v in out.items() if v.is_meta]
-    if left and not any(v.is_meta for v in sai.values()):
-        raise CheckpointFormatError(f"{name}: no tensor for {', '.join(left[:3])} (converter layout changed?)")
-    return out
-
-
-def _swap_halves(tensor: torch.Tensor) -> torch.Tensor:
-    first, second = tensor.chunk(2, dim=0)
-    return torch.cat([second, first], dim=0)
+    return convert_split_fused(sai, name, "SD3 transformer", "SD3's layout",
+                               convert_sd3_transformer_checkpoint_to_diffusers, _FUSED, _split_fused)
 
 
 def diffusers_to_sai(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of `sai_to_diffusers` (a test and benchmark tool: writes files in Stability's layout). Every
     tensor must find its place, so a layout change in diffusers shows up as a KeyError here."""
-    w = dict(weights)
-    out: dict[str, torch.Tensor] = {}
-
-    def move(src: str, dst: str) -> None:
-        for kind in ("weight", "bias"):
-            if f"{src}.{kind}" in w:
-                out[f"{dst}.{kind}"] = w.pop(f"{src}.{kind}")
-
-    def cat(srcs: tuple[str, ...], dst: str) -> None:
-        for kind in ("weight", "bias"):
-            out[f"{dst}.{kind}"] = torch.cat([w.pop(f"{s}.{kind}") for s in srcs], dim=0)
+    renaming = Renaming(weights)
+    w, out, move, cat = renaming.w, renaming.out, renaming.move, renaming.cat
 
     out["pos_embed"] = w.pop("pos_embed.pos_embed")
     move("pos_embed.proj", "x_embedder.proj")
@@ -233,7 +194,7 @@ def diffusers_to_sai(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         move(s + "norm1.linear", x + "adaLN_modulation.1")
         if last:  # the last context block keeps shift and scale only, in SAI's order (diffusers': scale, shift)
             for kind in ("weight", "bias"):
-                out[f"{c}adaLN_modulation.1.{kind}"] = _swap_halves(w.pop(f"{s}norm1_context.linear.{kind}"))
+                out[f"{c}adaLN_modulation.1.{kind}"] = swap_halves(w.pop(f"{s}norm1_context.linear.{kind}"))
         else:
             move(s + "norm1_context.linear", c + "adaLN_modulation.1")
         move(s + "ff.net.0.proj", x + "mlp.fc1")
@@ -242,7 +203,7 @@ def diffusers_to_sai(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
         move(s + "ff_context.net.2", c + "mlp.fc2")
     move("proj_out", "final_layer.linear")
     for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(w.pop(f"norm_out.linear.{kind}"))
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = swap_halves(w.pop(f"norm_out.linear.{kind}"))
     if w:
         raise KeyError(f"no SAI name for {sorted(w)[:3]}")
     return out
@@ -273,7 +234,7 @@ def _sd3_vae(vae: dict, name: str, dtype: torch.dtype) -> AutoencoderKL:
 def read_sd3_vae_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.float32) \
         -> AutoencoderKL:
     """SD3's VAE from its own file (LDM or diffusers names, bare or under `first_stage_model.` / `vae.`)."""
-    return _sd3_vae(_strip_prefix(state, VAE_PREFIXES), name, dtype)
+    return _sd3_vae(strip_prefix(state, VAE_PREFIXES), name, dtype)
 
 
 # --- text encoders -------------------------------------------------------------------------------------------------
@@ -325,48 +286,44 @@ def read_clip_l_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.
         -> CLIPTextModelWithProjection:
     """CLIP-L for SD3 from `clip_l.safetensors` (transformers' names, with or without `text_model.`), its pooled
     output unprojected (an identity projection: see the module docstring)."""
-    return _build_clip_l(_strip_prefix(state, (CLIP_L_PREFIX,)), name, dtype)
+    return _build_clip_l(strip_prefix(state, (CLIP_L_PREFIX,)), name, dtype)
 
 
 def read_clip_g_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.float32) \
         -> CLIPTextModelWithProjection:
     """OpenCLIP bigG from `clip_g.safetensors` (transformers' names as ComfyUI and Stability save it, with its
     `text_projection.weight`)."""
-    return _build_clip_g(_strip_prefix(state, (CLIP_G_PREFIX,)), name, dtype)
+    return _build_clip_g(strip_prefix(state, (CLIP_G_PREFIX,)), name, dtype)
 
 
 def read_t5_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.bfloat16) \
         -> T5EncoderModel:
     """T5-XXL (`t5xxl_fp16.safetensors`, `t5xxl_fp8_e4m3fn.safetensors`, or under `text_encoders.t5xxl.`)."""
-    return _build_t5(_strip_prefix(_dequantize_scaled(state, dtype), (T5_PREFIX,)), name, dtype)
+    return _build_t5(strip_prefix(_dequantize_scaled(state, dtype), (T5_PREFIX,)), name, dtype)
 
 
 def sd3_part_kind(state: Mapping[str, torch.Tensor]) -> str | None:
     """Sort a file from models/VAE or models/text_encoder for SD3: "vae" (a 16-channel VAE: the caller sets SD3's
     factors), "clip_g" (a CLIP text encoder 1280 wide or 32 layers deep, as OpenCLIP bigG), "clip_l" (a CLIP text
     encoder narrower than 1024, as OpenAI CLIP-L's 768), "t5" (a T5 encoder with T5 v1.1's vocabulary) or None."""
-    vae = _strip_prefix(state, VAE_PREFIXES)
+    vae = strip_prefix(state, VAE_PREFIXES)
     if _vae_layout(vae) is not None:
         conv = vae.get("decoder.conv_in.weight")
         return "vae" if conv is not None and conv.shape[1] == SD3_LATENT_CHANNELS else None
-    clip, _ = _clip_tensors(_strip_prefix(state, (CLIP_L_PREFIX, CLIP_G_PREFIX)))
+    clip, _ = _clip_tensors(strip_prefix(state, (CLIP_L_PREFIX, CLIP_G_PREFIX)))
     token = clip.get("text_model.embeddings.token_embedding.weight")
     if token is not None and "text_model.encoder.layers.0.self_attn.q_proj.weight" in clip:
         width, layers = int(token.shape[1]), _count(clip, r"text_model\.encoder\.layers\.(\d+)\.")
         if width == CLIP_G_WIDTH or layers == CLIP_G_LAYERS:
             return "clip_g"
         return "clip_l" if width < 1024 else None
-    t5 = {k.removeprefix("transformer."): v for k, v in _strip_prefix(state, (T5_PREFIX,)).items()}
-    embed = t5.get("shared.weight", t5.get("encoder.embed_tokens.weight"))
-    if "encoder.block.0.layer.0.SelfAttention.q.weight" in t5 and embed is not None and embed.shape[0] == T5_VOCAB:
-        return "t5"
-    return None
+    return "t5" if is_t5_state(state, T5_PREFIX) else None
 
 
 # --- whole files ---------------------------------------------------------------------------------------------------
 
 @dataclass
-class SD3Parts:
+class SD3Parts(PartsModules):
     """What one SD3 file holds, as modules. `storage_dtype`: the transformer's weight dtype in memory (float8 for
     float8 files, else the compute dtype); `variant`: "sd3-medium" | "sd3.5-medium" | "sd3.5-large"."""
 
@@ -381,13 +338,6 @@ class SD3Parts:
     t5: T5EncoderModel | None = None
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def size_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for m in self.modules() for p in m.parameters())
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.transformer, self.vae, self.clip_l, self.clip_g, self.t5) if m is not None]
-
 
 def _split_packed(state: Mapping, layout: str, name: str) -> tuple[dict, dict[str, dict]]:
     """(transformer tensors with the layout's prefix removed, {part: its tensors with the part's prefix removed})."""
@@ -395,27 +345,7 @@ def _split_packed(state: Mapping, layout: str, name: str) -> tuple[dict, dict[st
     part_prefixes = {"vae": VAE_PREFIXES, "clip_l": (CLIP_L_PREFIX, DIFFUSERS_PART_PREFIXES["clip_l"]),
                      "clip_g": (CLIP_G_PREFIX, DIFFUSERS_PART_PREFIXES["clip_g"]),
                      "t5": (T5_PREFIX, DIFFUSERS_PART_PREFIXES["t5"])}
-    parts: dict[str, dict] = {}
-    claimed: set[str] = set()
-    for part, prefixes in part_prefixes.items():
-        for p in prefixes:
-            inner = {k[len(p):]: v for k, v in state.items() if k.startswith(p) and k not in claimed}
-            if inner:
-                parts[part] = inner
-                claimed.update(k for k in state if k.startswith(p))
-                break
-    transformer, stray = {}, []
-    for key, value in state.items():
-        if key in claimed:
-            continue
-        if key.startswith(prefix or ""):
-            transformer[key[len(prefix or ""):]] = value
-        else:
-            stray.append(key)
-    if stray:
-        raise CheckpointFormatError(f"{name}: {len(stray)} tensors belong to no part of an SD3 model "
-                                    f"(e.g. {', '.join(sorted(stray)[:3])})")
-    return transformer, parts
+    return split_packed(state, prefix or "", part_prefixes, name, "an SD3 model")
 
 
 def read_sd3_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.bfloat16) -> SD3Parts:
@@ -426,14 +356,11 @@ def read_sd3_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dty
     if layout is None:
         raise CheckpointFormatError(f"{name}: not an SD3 / SD3.5 model (no MMDiT joint-block tensors)")
     state = _dequantize_scaled(state, dtype)
-    transformer_sd, parts = _split_packed(state, layout, name)
-    weights = sai_to_diffusers(transformer_sd, name) if layout == "SAI" else dict(transformer_sd)
-    storage = _fp8_dtype(weights.values()) or dtype
-    transformer = build_transformer(weights, name, dtype)
-    del weights, transformer_sd
+    transformer, storage, parts = packed_transformer(state, layout, name, dtype, _split_packed,
+                                                     sai_to_diffusers if layout == "SAI" else None, build_transformer)
     result = SD3Parts(transformer, variant_of(transformer.config), layout, storage, dtype)
     if "vae" in parts:
-        result.vae = _sd3_vae(parts["vae"], name, torch.float32 if dtype == torch.float16 else dtype)
+        result.vae = _sd3_vae(parts["vae"], name, vae_dtype(dtype))
     if "clip_l" in parts:
         result.clip_l = _build_clip_l(parts["clip_l"], name, dtype)
     if "clip_g" in parts:
@@ -463,12 +390,7 @@ def _check_widths(parts: SD3Parts, name: str) -> None:
 
 def sd3_folder_class(folder: Path) -> str | None:
     """The pipeline class of a diffusers folder when it is an SD3 one (StableDiffusion3Pipeline, ...Img2Img, ...)."""
-    try:
-        index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cls = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
-    return cls if re.fullmatch(r"StableDiffusion3[A-Za-z]*Pipeline", cls) else None
+    return pipeline_class(folder, r"StableDiffusion3[A-Za-z]*Pipeline")
 
 
 def read_sd3_folder(folder: Path, dtype: torch.dtype = torch.bfloat16) -> SD3Parts:
@@ -478,23 +400,17 @@ def read_sd3_folder(folder: Path, dtype: torch.dtype = torch.bfloat16) -> SD3Par
     name = folder.name
     if sd3_folder_class(folder) is None:
         raise CheckpointFormatError(f"{name}: not an SD3 diffusers folder (model_index.json names no SD3 pipeline)")
-
-    def load(cls, sub: str, **kwargs):
-        return cls.from_pretrained(folder / sub, local_files_only=True, **kwargs) if (folder / sub).is_dir() else None
-
     try:
-        transformer = load(SD3Transformer2DModel, "transformer", torch_dtype=dtype)
-        vae = load(AutoencoderKL, "vae", torch_dtype=torch.float32 if dtype == torch.float16 else dtype)
-        clip_l = load(CLIPTextModelWithProjection, "text_encoder", dtype=dtype)
-        clip_g = load(CLIPTextModelWithProjection, "text_encoder_2", dtype=dtype)
-        t5 = load(T5EncoderModel, "text_encoder_3", dtype=dtype)
+        transformer = load_part(folder, SD3Transformer2DModel, "transformer", torch_dtype=dtype)
+        vae = load_part(folder, AutoencoderKL, "vae", torch_dtype=vae_dtype(dtype))
+        clip_l = load_part(folder, CLIPTextModelWithProjection, "text_encoder", dtype=dtype)
+        clip_g = load_part(folder, CLIPTextModelWithProjection, "text_encoder_2", dtype=dtype)
+        t5 = load_part(folder, T5EncoderModel, "text_encoder_3", dtype=dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointFormatError(f"{name}: could not load the SD3 diffusers folder ({exc})") from None
     if transformer is None:
         raise CheckpointFormatError(f"{name}: the SD3 diffusers folder has no transformer/ folder")
-    for module in (transformer, vae, clip_l, clip_g, t5):
-        if module is not None:
-            module.eval().requires_grad_(False)
+    for_inference(transformer, vae, clip_l, clip_g, t5)
     result = SD3Parts(transformer, variant_of(transformer.config), "diffusers folder", dtype, dtype, vae, clip_l,
                       clip_g, t5)
     _check_widths(result, name)

@@ -23,17 +23,15 @@ downloads on its own. The default folder is the data dir's `models/text_encoder/
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import logging
 import sys
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from .architecture import CheckpointFormatError
+from .pinned_download import Progress, download_main, download_verified
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,6 @@ SOURCE_URL = f"https://huggingface.co/{SOURCE_REPO}/resolve/{SOURCE_REVISION}/{S
 SOURCE_SIZE = 791656
 SOURCE_SHA256 = "d60acb128cf7b7f2536e8f38a5b18a05535c9e14c7a355904270e15b0945ea86"
 
-Progress = Callable[[str, int, int], None]  # (file name, bytes done, bytes in all or 0)
 _PIECE_CONTROL, _PIECE_USER_DEFINED = 3, 4  # SentencePiece piece types that become added (special) tokens
 _lock = threading.Lock()
 
@@ -177,77 +174,17 @@ def download_spiece(folder: Path, progress: Progress | None = None, timeout: flo
     if target.is_file():
         return target
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{SPIECE}.partial"
-    try:
-        digest, size = _fetch(partial, progress, timeout)
-        if size != SOURCE_SIZE or digest != SOURCE_SHA256:
-            raise T5TokenizerDownloadError(
-                f"downloaded {SPIECE} does not match its checksum ({size} bytes, sha256 {digest}; expected "
-                f"{SOURCE_SIZE} bytes, sha256 {SOURCE_SHA256}); nothing was saved. Try again; if it keeps "
-                f"differing, put a copy you trust of {SOURCE_REPO}'s {SPIECE} in {folder} yourself")
-        try:
-            read_spiece(partial)
-        except CheckpointFormatError as error:
-            raise T5TokenizerDownloadError(f"downloaded {SPIECE} is not usable ({error}); nothing was saved") \
-                from None
-        partial.replace(target)
-        log.info("downloaded %s into %s (sha256 %s)", SPIECE, folder, digest)
-    finally:
-        partial.unlink(missing_ok=True)
+    digest = download_verified(SOURCE_URL, target, SOURCE_SIZE, SOURCE_SHA256, SOURCE_REPO, read_spiece,
+                               (CheckpointFormatError,), T5TokenizerDownloadError, progress, timeout)
+    log.info("downloaded %s into %s (sha256 %s)", SPIECE, folder, digest)
     return target
 
 
-def _fetch(partial: Path, progress: Progress | None, timeout: float) -> tuple[str, int]:
-    import urllib.error
-    import urllib.request
-
-    digest = hashlib.sha256()
-    done = 0
-    try:
-        with urllib.request.urlopen(SOURCE_URL, timeout=timeout) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            if progress:
-                progress(SPIECE, 0, total)
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(SPIECE, done, total)
-    except (urllib.error.URLError, OSError, TimeoutError, ValueError) as error:
-        raise T5TokenizerDownloadError(f"could not download {SPIECE} from {SOURCE_URL} ({error}); check the "
-                                       f"connection, or put the file in {partial.parent} yourself") from error
-    return digest.hexdigest(), done
-
-
 def main(argv: list[str] | None = None) -> int:
-    from ..console_progress import DownloadBars
-    from ..settings.flags import parse_flags
-    from ..settings.paths import Paths
-
-    parser = argparse.ArgumentParser(description="Download the T5 tokenizer FLUX.1 needs (google/t5-v1_1-xxl's "
-                                                 "spiece.model, pinned and checksummed).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("download", help=f"fetch {SPIECE} into the tokenizer folder")
-    fetch.add_argument("--dir", type=Path, default=None,
-                       help=f"tokenizer folder (default: the data dir's {DEFAULT_SUBDIR.as_posix()})")
-    fetch.add_argument("--data-dir", default=None)
-    args = parser.parse_args(argv)
-    folder = args.dir or default_folder(
-        Paths.from_flags(parse_flags(["--data-dir", args.data_dir] if args.data_dir else [])).data_dir)
-    if (folder / SPIECE).is_file():
-        print(f"{SPIECE}: already in {folder}")
-        return 0
-    bars = DownloadBars()
-    try:
-        path = download_spiece(folder, progress=bars)
-    except T5TokenizerDownloadError as error:
-        bars.close()
-        print(error, file=sys.stderr)
-        return 1
-    bars.close()
-    print(f"{SPIECE}: ready ({path})")
-    return 0
+    return download_main(argv, "Download the T5 tokenizer FLUX.1 needs (google/t5-v1_1-xxl's spiece.model, pinned "
+                               "and checksummed).", SPIECE, f"fetch {SPIECE} into the tokenizer folder",
+                         DEFAULT_SUBDIR, lambda folder: (folder / SPIECE).is_file(),
+                         lambda folder, bars: download_spiece(folder, progress=bars), T5TokenizerDownloadError)
 
 
 if __name__ == "__main__":

@@ -117,41 +117,69 @@ def flux_state(modules: dict, layout: str, parts: Iterable[str] = ()) -> dict[st
     """One file's tensors. BFL: the transformer alone. ComfyUI: `model.diffusion_model.` + the parts under
     `vae.` (LDM names), `text_encoders.clip_l.transformer.`, `text_encoders.t5xxl.transformer.`. diffusers: bare
     names, or with parts `transformer.` + `vae.`, `text_encoder.`, `text_encoder_2.` (diffusers/transformers names)."""
-    parts = tuple(parts)
-    unknown = set(parts) - {"vae", "clip", "t5"}
-    if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}")
+    parts = check_parts(parts, ("vae", "clip", "t5"))
     transformer = _plain(modules["transformer"])
     if layout == "BFL":
         if parts:
             raise ValueError("BFL files hold the transformer alone (write the parts with write_flux_parts)")
         return diffusers_to_bfl(transformer)
     if layout == "ComfyUI":
-        state = {COMFY_PREFIX + k: v for k, v in diffusers_to_bfl(transformer).items()}
+        state = prefixed(COMFY_PREFIX, diffusers_to_bfl(transformer))
         if "vae" in parts:
-            state.update({"vae." + k: v for k, v in vae_ldm_state(modules["vae"]).items()})
+            state.update(prefixed("vae.", vae_ldm_state(modules["vae"])))
         if "clip" in parts:
-            clip = clip_file_state(modules["clip"])
-            state.update({COMFY_CLIP_PREFIX + "transformer." + k: v for k, v in clip.items()})
+            state.update(prefixed(COMFY_CLIP_PREFIX + "transformer.", clip_file_state(modules["clip"])))
         if "t5" in parts:
-            state.update({COMFY_T5_PREFIX + "transformer." + k: v for k, v in t5_file_state(modules["t5"]).items()})
+            state.update(prefixed(COMFY_T5_PREFIX + "transformer.", t5_file_state(modules["t5"])))
         return state
     if layout == "diffusers":
         if not parts:
             return transformer
-        state = {"transformer." + k: v for k, v in transformer.items()}
+        state = prefixed("transformer.", transformer)
         if "vae" in parts:
-            state.update({"vae." + k: v for k, v in _plain(modules["vae"]).items()})
+            state.update(prefixed("vae.", _plain(modules["vae"])))
         if "clip" in parts:
-            state.update({DIFFUSERS_PART_PREFIXES["clip"] + k: v for k, v in clip_file_state(modules["clip"]).items()})
+            state.update(prefixed(DIFFUSERS_PART_PREFIXES["clip"], clip_file_state(modules["clip"])))
         if "t5" in parts:
-            state.update({DIFFUSERS_PART_PREFIXES["t5"] + k: v for k, v in t5_file_state(modules["t5"]).items()})
+            state.update(prefixed(DIFFUSERS_PART_PREFIXES["t5"], t5_file_state(modules["t5"])))
         return state
     raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
 
 
+# --- writing files (shared with tiny_sd3 and tiny_zimage) ---------------------------------------------------------
+
 def _cast(state: dict, dtype: torch.dtype) -> dict:
     return {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+def prefixed(prefix: str, state: dict) -> dict:
+    """`state` with `prefix` before every name (how packed files hold their parts)."""
+    return {prefix + k: v for k, v in state.items()}
+
+
+def check_parts(parts: Iterable[str], known: Iterable[str]) -> tuple[str, ...]:
+    """`parts` as a tuple; ValueError naming those not in `known`."""
+    parts = tuple(parts)
+    unknown = set(parts) - set(known)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}")
+    return parts
+
+
+def save_state(path: Path, state: dict, dtype: torch.dtype) -> Path:
+    """`state` as one `.safetensors` at `path` (its folder created), every floating tensor stored in `dtype`."""
+    state = _cast(state, dtype)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
+
+
+def save_parts(folder: Path, files: dict[str, tuple[dict, torch.dtype]]) -> dict[str, Path]:
+    """{stem: (state, dtype)} as `folder/stem.safetensors` files; {stem: path}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {stem: save_state(folder / f"{stem}.safetensors", state, dtype) for stem, (state, dtype) in files.items()}
 
 
 def write_flux(path: Path, layout: str, variant: str = "dev", dtype: torch.dtype = torch.float32,
@@ -160,28 +188,17 @@ def write_flux(path: Path, layout: str, variant: str = "dev", dtype: torch.dtype
     BFL and diffusers: none). Every floating tensor is stored in `dtype` (float8 included)."""
     if parts is None:
         parts = ("vae", "clip", "t5") if layout == "ComfyUI" else ()
-    state = _cast(flux_state(tiny_flux_modules(seed, variant), layout, parts), dtype)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
-    return path
+    return save_state(path, flux_state(tiny_flux_modules(seed, variant), layout, parts), dtype)
 
 
 def write_flux_parts(folder: Path, seed: int = 0) -> dict[str, Path]:
     """The separate files Forge users keep in models/VAE and models/text_encoder: ae.safetensors (LDM names),
     clip_l.safetensors, t5xxl_fp16.safetensors and t5xxl_fp8_e4m3fn.safetensors (transformers' names)."""
     modules = tiny_flux_modules(seed)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"ae": (vae_ldm_state(modules["vae"]), torch.float32),
-             "clip_l": (clip_file_state(modules["clip"]), torch.float16),
-             "t5xxl_fp16": (t5_file_state(modules["t5"]), torch.float16),
-             "t5xxl_fp8_e4m3fn": (t5_file_state(modules["t5"]), torch.float8_e4m3fn)}
-    out = {}
-    for stem, (state, dtype) in files.items():
-        out[stem] = folder / f"{stem}.safetensors"
-        save_file(_cast(state, dtype), str(out[stem]))
-    return out
+    return save_parts(folder, {"ae": (vae_ldm_state(modules["vae"]), torch.float32),
+                               "clip_l": (clip_file_state(modules["clip"]), torch.float16),
+                               "t5xxl_fp16": (t5_file_state(modules["t5"]), torch.float16),
+                               "t5xxl_fp8_e4m3fn": (t5_file_state(modules["t5"]), torch.float8_e4m3fn)})
 
 
 def write_flux_folder(folder: Path, variant: str = "dev", seed: int = 0, tokenizer=None, tokenizer_2=None) -> Path:

@@ -17,13 +17,12 @@ from typing import Iterable
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
 from .sd3 import (CLIP_G_LAYERS, CLIP_G_PREFIX, CLIP_L_PREFIX, DIFFUSERS_PART_PREFIXES, SAI_PREFIX, SD3_HEAD_DIM,
                   SD3_VAE_SCALING, SD3_VAE_SHIFT, T5_PREFIX, VARIANTS, diffusers_to_sai, scheduler_config)
-from .tiny_flux import T5_WIDTH, _cast, _plain, clip_file_state, randomise, t5_file_state, tiny_t5, tiny_vae, \
-    vae_ldm_state
+from .tiny_flux import (T5_WIDTH, _plain, check_parts, clip_file_state, prefixed, randomise, save_parts, save_state,
+                        t5_file_state, tiny_t5, tiny_vae, vae_ldm_state)
 
 LAYOUTS = ("SAI", "diffusers")
 PARTS = ("vae", "clip_l", "clip_g", "t5")
@@ -82,33 +81,30 @@ def sd3_state(modules: dict, layout: str, parts: Iterable[str] = (), seed: int =
     `text_encoders.clip_l.transformer.`, `text_encoders.clip_g.transformer.`, `text_encoders.t5xxl.transformer.`.
     diffusers: bare names, or with parts `transformer.` + `vae.`, `text_encoder.`, `text_encoder_2.`,
     `text_encoder_3.` (diffusers/transformers names)."""
-    parts = tuple(parts)
-    unknown = set(parts) - set(PARTS)
-    if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}")
+    parts = check_parts(parts, PARTS)
     transformer = _plain(modules["transformer"])
     clips = {"clip_l": _clip_l_file_state(modules["clip_l"], seed), "clip_g": clip_file_state(modules["clip_g"])}
     if layout == "SAI":
-        state = {SAI_PREFIX + k: v for k, v in diffusers_to_sai(transformer).items()}
+        state = prefixed(SAI_PREFIX, diffusers_to_sai(transformer))
         if "vae" in parts:
-            state.update({"first_stage_model." + k: v for k, v in vae_ldm_state(modules["vae"]).items()})
+            state.update(prefixed("first_stage_model.", vae_ldm_state(modules["vae"])))
         for part, prefix in (("clip_l", CLIP_L_PREFIX), ("clip_g", CLIP_G_PREFIX)):
             if part in parts:
-                state.update({prefix + "transformer." + k: v for k, v in clips[part].items()})
+                state.update(prefixed(prefix + "transformer.", clips[part]))
         if "t5" in parts:
-            state.update({T5_PREFIX + "transformer." + k: v for k, v in t5_file_state(modules["t5"]).items()})
+            state.update(prefixed(T5_PREFIX + "transformer.", t5_file_state(modules["t5"])))
         return state
     if layout == "diffusers":
         if not parts:
             return transformer
-        state = {"transformer." + k: v for k, v in transformer.items()}
+        state = prefixed("transformer.", transformer)
         if "vae" in parts:
-            state.update({"vae." + k: v for k, v in _plain(modules["vae"]).items()})
+            state.update(prefixed("vae.", _plain(modules["vae"])))
         for part in ("clip_l", "clip_g"):
             if part in parts:
-                state.update({DIFFUSERS_PART_PREFIXES[part] + k: v for k, v in clips[part].items()})
+                state.update(prefixed(DIFFUSERS_PART_PREFIXES[part], clips[part]))
         if "t5" in parts:
-            state.update({DIFFUSERS_PART_PREFIXES["t5"] + k: v for k, v in t5_file_state(modules["t5"]).items()})
+            state.update(prefixed(DIFFUSERS_PART_PREFIXES["t5"], t5_file_state(modules["t5"])))
         return state
     raise ValueError(f"unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
 
@@ -119,11 +115,7 @@ def write_sd3(path: Path, layout: str, variant: str = "sd3-medium", dtype: torch
     `sd3_medium_incl_clips_t5xxlfp16.safetensors`; diffusers: none). Every floating tensor is stored in `dtype`."""
     if parts is None:
         parts = PARTS if layout == "SAI" else ()
-    state = _cast(sd3_state(tiny_sd3_modules(seed, variant), layout, parts, seed), dtype)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
-    return path
+    return save_state(path, sd3_state(tiny_sd3_modules(seed, variant), layout, parts, seed), dtype)
 
 
 def write_sd3_parts(folder: Path, seed: int = 0) -> dict[str, Path]:
@@ -131,18 +123,11 @@ def write_sd3_parts(folder: Path, seed: int = 0) -> dict[str, Path]:
     clip_g.safetensors, t5xxl_fp16.safetensors, t5xxl_fp8_e4m3fn.safetensors (transformers' names), and the VAE
     alone as sd3_vae.safetensors (LDM names)."""
     modules = tiny_sd3_modules(seed)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"sd3_vae": (vae_ldm_state(modules["vae"]), torch.float32),
-             "clip_l": (_clip_l_file_state(modules["clip_l"], seed), torch.float16),
-             "clip_g": (clip_file_state(modules["clip_g"]), torch.float16),
-             "t5xxl_fp16": (t5_file_state(modules["t5"]), torch.float16),
-             "t5xxl_fp8_e4m3fn": (t5_file_state(modules["t5"]), torch.float8_e4m3fn)}
-    out = {}
-    for stem, (state, dtype) in files.items():
-        out[stem] = folder / f"{stem}.safetensors"
-        save_file(_cast(state, dtype), str(out[stem]))
-    return out
+    return save_parts(folder, {"sd3_vae": (vae_ldm_state(modules["vae"]), torch.float32),
+                               "clip_l": (_clip_l_file_state(modules["clip_l"], seed), torch.float16),
+                               "clip_g": (clip_file_state(modules["clip_g"]), torch.float16),
+                               "t5xxl_fp16": (t5_file_state(modules["t5"]), torch.float16),
+                               "t5xxl_fp8_e4m3fn": (t5_file_state(modules["t5"]), torch.float8_e4m3fn)})
 
 
 def write_sd3_folder(folder: Path, variant: str = "sd3-medium", seed: int = 0, tokenizer=None, tokenizer_2=None,

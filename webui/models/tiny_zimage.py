@@ -16,10 +16,9 @@ from typing import Iterable
 
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-from safetensors.torch import save_file
 from transformers import Qwen3Config, Qwen3Model
 
-from .tiny_flux import _cast, _plain, randomise, tiny_vae, vae_ldm_state
+from .tiny_flux import _plain, check_parts, prefixed, randomise, save_parts, save_state, tiny_vae, vae_ldm_state
 from .zimage import (COMFY_PREFIX, DIFFUSERS_PART_PREFIXES, QWEN3_MAX_POSITIONS, QWEN3_PREFIX, QWEN3_RMS_EPS,
                      QWEN3_ROPE_THETA, ZIMAGE_SHIFT, diffusers_to_comfy, rope_axes)
 
@@ -75,27 +74,24 @@ def zimage_state(modules: dict, layout: str, parts: Iterable[str] = ()) -> dict[
     with parts, under `model.diffusion_model.` + the AE under `first_stage_model.` (LDM names) and Qwen3 under
     `text_encoders.qwen3_4b.transformer.` (ComfyUI's saved checkpoints). diffusers: bare names, or with parts
     `transformer.` + `vae.` and `text_encoder.` (diffusers / Qwen3Model names)."""
-    parts = tuple(parts)
-    unknown = set(parts) - set(PARTS)
-    if unknown:
-        raise ValueError(f"unknown parts {sorted(unknown)}")
+    parts = check_parts(parts, PARTS)
     transformer = _plain(modules["transformer"])
     if layout == "ComfyUI":
         comfy = diffusers_to_comfy(transformer)
         if not parts:
             return comfy
-        state = {COMFY_PREFIX + k: v for k, v in comfy.items()}
+        state = prefixed(COMFY_PREFIX, comfy)
         if "vae" in parts:
-            state.update({"first_stage_model." + k: v for k, v in vae_ldm_state(modules["vae"]).items()})
+            state.update(prefixed("first_stage_model.", vae_ldm_state(modules["vae"])))
         if "qwen3" in parts:
-            state.update({QWEN3_PREFIX + "transformer." + k: v for k, v in qwen3_file_state(modules["qwen3"]).items()})
+            state.update(prefixed(QWEN3_PREFIX + "transformer.", qwen3_file_state(modules["qwen3"])))
         return state
     if layout == "diffusers":
         if not parts:
             return transformer
-        state = {"transformer." + k: v for k, v in transformer.items()}
+        state = prefixed("transformer.", transformer)
         if "vae" in parts:
-            state.update({"vae." + k: v for k, v in _plain(modules["vae"]).items()})
+            state.update(prefixed("vae.", _plain(modules["vae"])))
         if "qwen3" in parts:
             state.update({DIFFUSERS_PART_PREFIXES["qwen3"] + k: v for k, v in _plain(modules["qwen3"]).items()
                           if not k.endswith("inv_freq")})
@@ -107,27 +103,16 @@ def write_zimage(path: Path, layout: str, dtype: torch.dtype = torch.float32, pa
                  seed: int = 0) -> Path:
     """One `.safetensors` in `layout` (the transformer alone unless `parts` are named); every floating tensor stored
     in `dtype` (float8 included)."""
-    state = _cast(zimage_state(tiny_zimage_modules(seed), layout, parts), dtype)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
-    return path
+    return save_state(path, zimage_state(tiny_zimage_modules(seed), layout, parts), dtype)
 
 
 def write_zimage_parts(folder: Path, seed: int = 0) -> dict[str, Path]:
     """The separate files of Comfy-Org's Z-Image repackage: ae.safetensors (LDM names), qwen_3_4b.safetensors
     (bf16) and qwen_3_4b_fp8_e4m3fn.safetensors."""
     modules = tiny_zimage_modules(seed)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {"ae": (vae_ldm_state(modules["vae"]), torch.float32),
-             "qwen_3_4b": (qwen3_file_state(modules["qwen3"]), torch.bfloat16),
-             "qwen_3_4b_fp8_e4m3fn": (qwen3_file_state(modules["qwen3"]), torch.float8_e4m3fn)}
-    out = {}
-    for stem, (state, dtype) in files.items():
-        out[stem] = folder / f"{stem}.safetensors"
-        save_file(_cast(state, dtype), str(out[stem]))
-    return out
+    return save_parts(folder, {"ae": (vae_ldm_state(modules["vae"]), torch.float32),
+                               "qwen_3_4b": (qwen3_file_state(modules["qwen3"]), torch.bfloat16),
+                               "qwen_3_4b_fp8_e4m3fn": (qwen3_file_state(modules["qwen3"]), torch.float8_e4m3fn)})
 
 
 def zimage_pipeline(modules: dict, tokenizer=None) -> ZImagePipeline:

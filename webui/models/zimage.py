@@ -29,7 +29,6 @@ tests/test_zimage_files.py checks it against our inverse (`diffusers_to_comfy`).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +40,11 @@ from diffusers.loaders.single_file_utils import convert_z_image_transformer_chec
 from transformers import Qwen3Config, Qwen3Model
 
 from .architecture import CheckpointFormatError
-from .flux import (FLUX_LATENT_CHANNELS, FP8_DTYPES, _assign, _build, _build_vae, _count, _dequantize_scaled,
-                   _fp8_dtype, _plan_dtypes, _store_fp8, _strip_prefix, _vae_layout)
+from .flux import (FLUX_LATENT_CHANNELS, _assign, _build, _build_vae, _count, _dequantize_scaled, _plan_dtypes,
+                   _store_fp8, _vae_layout)
 from .loader import _empty_module
+from .transformer_files import (FP8_DTYPES, PartsModules, find_prefix, for_inference, load_part, packed_transformer,
+                                pipeline_class, split_packed, strip_prefix, vae_dtype)
 
 ZIMAGE_LATENT_CHANNELS = FLUX_LATENT_CHANNELS  # FLUX.1's AE, with FLUX.1's scaling 0.3611 and shift 0.1159
 ZIMAGE_SHIFT = 3.0  # Z-Image-Turbo's scheduler_config.json: shift 3, no dynamic shifting
@@ -70,19 +71,12 @@ _PATCH_KEY = re.compile(r"all_x_embedder\.(\d+)-(\d+)\.weight")
 
 # --- recognising Z-Image files -------------------------------------------------------------------------------------
 
-def _prefix(state: Mapping, prefixes, marks) -> str | None:
-    for prefix in prefixes:
-        if all(prefix + mark in state for mark in marks):
-            return prefix
-    return None
-
-
 def _comfy_prefix(state: Mapping) -> str | None:
-    return _prefix(state, (COMFY_PREFIX, ""), _COMFY_MARKS)
+    return find_prefix(state, (COMFY_PREFIX, ""), _COMFY_MARKS)
 
 
 def _diffusers_prefix(state: Mapping) -> str | None:
-    return _prefix(state, DIFFUSERS_PREFIXES, _DIFFUSERS_MARKS)
+    return find_prefix(state, DIFFUSERS_PREFIXES, _DIFFUSERS_MARKS)
 
 
 def zimage_layout(state: Mapping[str, torch.Tensor]) -> str | None:
@@ -247,24 +241,24 @@ def read_qwen3_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.d
     """Qwen3-4B from ComfyUI's `qwen_3_4b.safetensors` (`model.layers.N.*`; bf16, fp16, fp8 or ComfyUI's scaled
     fp8), bare Qwen3Model names, or under `text_encoders.qwen3_4b.transformer.` / `text_encoder.`. Float8 files stay
     float8 in memory, computed in `dtype`."""
-    return _build_qwen3(_strip_prefix(_dequantize_scaled(state, dtype), (QWEN3_PREFIX, "text_encoder.")), name,
+    return _build_qwen3(strip_prefix(_dequantize_scaled(state, dtype), (QWEN3_PREFIX, "text_encoder.")), name,
                         dtype)
 
 
 def read_zimage_vae_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.float32) \
         -> AutoencoderKL:
     """The AE (FLUX.1's `ae.safetensors`: LDM or diffusers names, bare or under `vae.` / `first_stage_model.`)."""
-    return _build_vae(_strip_prefix(state, VAE_PREFIXES), name, dtype)
+    return _build_vae(strip_prefix(state, VAE_PREFIXES), name, dtype)
 
 
 def zimage_part_kind(state: Mapping[str, torch.Tensor]) -> str | None:
     """Sort a file from models/VAE or models/text_encoder for Z-Image: "vae" (a 16-channel AE) or "qwen3" (a Qwen3
     text model: q/k norms, which Qwen2.5 lacks); None otherwise."""
-    vae = _strip_prefix(state, VAE_PREFIXES)
+    vae = strip_prefix(state, VAE_PREFIXES)
     if _vae_layout(vae) is not None:
         conv = vae.get("decoder.conv_in.weight")
         return "vae" if conv is not None and conv.shape[1] == ZIMAGE_LATENT_CHANNELS else None
-    qwen = _qwen3_weights(_strip_prefix(state, (QWEN3_PREFIX, "text_encoder.")))
+    qwen = _qwen3_weights(strip_prefix(state, (QWEN3_PREFIX, "text_encoder.")))
     if "embed_tokens.weight" in qwen and "layers.0.self_attn.q_norm.weight" in qwen \
             and "layers.0.mlp.gate_proj.weight" in qwen:
         return "qwen3"
@@ -285,7 +279,7 @@ def check_text_encoder(transformer: ZImageTransformer2DModel, text_encoder: Qwen
 # --- whole files ---------------------------------------------------------------------------------------------------
 
 @dataclass
-class ZImageParts:
+class ZImageParts(PartsModules):
     """What one Z-Image file holds, as modules. `storage_dtype`: the transformer's weight dtype in memory (float8 for
     float8 files, else the compute dtype). Turbo and the base model share the architecture: `variant` is "z-image"
     ("omni" when the file has the SigLIP image-prompt inputs)."""
@@ -299,13 +293,6 @@ class ZImageParts:
     text_encoder: Qwen3Model | None = None
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def size_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for m in self.modules() for p in m.parameters())
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [m for m in (self.transformer, self.vae, self.text_encoder) if m is not None]
-
 
 def variant_of(config: Mapping) -> str:
     return "omni" if config.get("siglip_feat_dim") else "z-image"
@@ -315,27 +302,7 @@ def _split_packed(state: Mapping, layout: str, name: str) -> tuple[dict, dict[st
     """(transformer tensors with the layout's prefix removed, {part: its tensors with the part's prefix removed})."""
     prefix = (_comfy_prefix(state) if layout == "ComfyUI" else _diffusers_prefix(state)) or ""
     part_prefixes = {"vae": VAE_PREFIXES, "qwen3": (QWEN3_PREFIX, DIFFUSERS_PART_PREFIXES["qwen3"])}
-    parts: dict[str, dict] = {}
-    claimed: set[str] = set()
-    for part, prefixes in part_prefixes.items():
-        for p in prefixes:
-            inner = {k[len(p):]: v for k, v in state.items() if k.startswith(p) and k not in claimed}
-            if inner:
-                parts[part] = inner
-                claimed.update(k for k in state if k.startswith(p))
-                break
-    transformer, stray = {}, []
-    for key, value in state.items():
-        if key in claimed:
-            continue
-        if key.startswith(prefix):
-            transformer[key[len(prefix):]] = value
-        else:
-            stray.append(key)
-    if stray:
-        raise CheckpointFormatError(f"{name}: {len(stray)} tensors belong to no part of a Z-Image model "
-                                    f"(e.g. {', '.join(sorted(stray)[:3])})")
-    return transformer, parts
+    return split_packed(state, prefix, part_prefixes, name, "a Z-Image model")
 
 
 def read_zimage_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.bfloat16) \
@@ -346,14 +313,12 @@ def read_zimage_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.
     if layout is None:
         raise CheckpointFormatError(f"{name}: not a Z-Image model (no Z-Image transformer tensors)")
     state = _dequantize_scaled(state, dtype)
-    transformer_sd, parts = _split_packed(state, layout, name)
-    weights = comfy_to_diffusers(transformer_sd, name) if layout == "ComfyUI" else dict(transformer_sd)
-    storage = _fp8_dtype(weights.values()) or dtype
-    transformer = build_transformer(weights, name, dtype)
-    del weights, transformer_sd
+    transformer, storage, parts = packed_transformer(state, layout, name, dtype, _split_packed,
+                                                     comfy_to_diffusers if layout == "ComfyUI" else None,
+                                                     build_transformer)
     result = ZImageParts(transformer, variant_of(transformer.config), layout, storage, dtype)
     if "vae" in parts:
-        result.vae = _build_vae(parts["vae"], name, torch.float32 if dtype == torch.float16 else dtype)
+        result.vae = _build_vae(parts["vae"], name, vae_dtype(dtype))
     if "qwen3" in parts:
         result.text_encoder = _build_qwen3(parts["qwen3"], name, dtype)
     check_text_encoder(transformer, result.text_encoder, name)
@@ -364,12 +329,7 @@ def read_zimage_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.
 
 def zimage_folder_class(folder: Path) -> str | None:
     """The pipeline class of a diffusers folder when it is a Z-Image one (ZImagePipeline, ZImageImg2ImgPipeline...)."""
-    try:
-        index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    cls = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
-    return cls if re.fullmatch(r"ZImage[A-Za-z0-9]*Pipeline", cls) else None
+    return pipeline_class(folder, r"ZImage[A-Za-z0-9]*Pipeline")
 
 
 def read_zimage_folder(folder: Path, dtype: torch.dtype = torch.bfloat16) -> ZImageParts:
@@ -380,21 +340,15 @@ def read_zimage_folder(folder: Path, dtype: torch.dtype = torch.bfloat16) -> ZIm
     if zimage_folder_class(folder) is None:
         raise CheckpointFormatError(f"{name}: not a Z-Image diffusers folder (model_index.json names no Z-Image "
                                     "pipeline)")
-
-    def load(cls, sub: str, **kwargs):
-        return cls.from_pretrained(folder / sub, local_files_only=True, **kwargs) if (folder / sub).is_dir() else None
-
     try:
-        transformer = load(ZImageTransformer2DModel, "transformer", torch_dtype=dtype)
-        vae = load(AutoencoderKL, "vae", torch_dtype=torch.float32 if dtype == torch.float16 else dtype)
-        text_encoder = load(Qwen3Model, "text_encoder", dtype=dtype)
+        transformer = load_part(folder, ZImageTransformer2DModel, "transformer", torch_dtype=dtype)
+        vae = load_part(folder, AutoencoderKL, "vae", torch_dtype=vae_dtype(dtype))
+        text_encoder = load_part(folder, Qwen3Model, "text_encoder", dtype=dtype)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CheckpointFormatError(f"{name}: could not load the Z-Image diffusers folder ({exc})") from None
     if transformer is None:
         raise CheckpointFormatError(f"{name}: the Z-Image diffusers folder has no transformer/ folder")
-    for module in (transformer, vae, text_encoder):
-        if module is not None:
-            module.eval().requires_grad_(False)
+    for_inference(transformer, vae, text_encoder)
     check_text_encoder(transformer, text_encoder, name)
     return ZImageParts(transformer, variant_of(transformer.config), "diffusers folder", dtype, dtype, vae,
                        text_encoder)

@@ -53,21 +53,39 @@ class EncodeInfo:
     embeddings: dict = field(default_factory=dict)  # name -> Embedding
 
 
-class PromptEncoder:
-    """Encodes text with a loaded model's tokenizer(s) and text encoder(s)."""
+class EncoderBase:
+    """What every prompt encoder offers on top of its `encode_batch(texts, clip_skip)`: one text's conditioning and
+    the empty prompt's (computed once), and the settings every encoder keeps."""
 
-    def __init__(self, model, device: torch.device, embeddings: dict | None = None, emphasis: str = "Original",
-                 comma_backtrack: int = COMMA_BACKTRACK):
+    def __init__(self, model, device: torch.device, emphasis: str, comma_backtrack: int):
         self.model = model
         self.device = device
         self.emphasis = emphasis
         self.comma_backtrack = comma_backtrack
+        self.info = EncodeInfo()
+        self._empty: Conditioning | None = None
+
+    def encode(self, text: str, clip_skip: int = 1) -> Conditioning:
+        return self.encode_batch([text], clip_skip)[0]
+
+    def empty(self, clip_skip: int = 1) -> Conditioning:
+        """The empty prompt's conditioning: what shorter chunked conditionings are padded with (PromptConditioning
+        keeps it; fixed-length ones are never padded with it)."""
+        if self._empty is None:
+            self._empty = self.encode("", clip_skip)
+        return self._empty
+
+
+class PromptEncoder(EncoderBase):
+    """Encodes text with a loaded model's tokenizer(s) and text encoder(s)."""
+
+    def __init__(self, model, device: torch.device, embeddings: dict | None = None, emphasis: str = "Original",
+                 comma_backtrack: int = COMMA_BACKTRACK):
+        super().__init__(model, device, emphasis, comma_backtrack)
         tokenizer = model.tokenizers[0]
         self._comma = tokenizer.convert_tokens_to_ids(",</w>")
         usable = {name: e for name, e in (embeddings or {}).items() if 0 < e.vector_count <= CHUNK}
         self._lookup = EmbeddingLookup(usable, self.tokenize)
-        self.info = EncodeInfo()
-        self._empty: Conditioning | None = None
 
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenizers[0](text, add_special_tokens=False, truncation=False).input_ids
@@ -174,18 +192,47 @@ class PromptEncoder:
                    for j, text in enumerate(unique)}
         return [encoded[text] for text in texts]
 
-    def encode(self, text: str, clip_skip: int = 1) -> Conditioning:
-        return self.encode_batch([text], clip_skip)[0]
-
-    def empty(self, clip_skip: int = 1) -> Conditioning:
-        """The empty prompt's one chunk: what shorter conditionings are padded with."""
-        if self._empty is None:
-            self._empty = self.encode("", clip_skip)
-        return self._empty
-
     def encode_pair(self, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Conditioning, Conditioning]:
         """Prompt and negative prompt, padded to the same number of chunks."""
         cond, uncond = self.encode(prompt, clip_skip), self.encode(negative, clip_skip)
         count = max(cond.chunks, uncond.chunks)
         empty = self.empty(clip_skip)
         return cond.padded(count, empty), uncond.padded(count, empty)
+
+
+class SequenceEncoder(EncoderBase):
+    """Base of the transformer families' prompt encoders (FLUX.1's T5, Z-Image's Qwen3): each text is encoded alone
+    by the subclass's `_encode_text` into one fixed-length Conditioning (never padded or joined in chunks), emphasis
+    applied over the whole sequence. `embeddings` and `comma_backtrack` are accepted for PromptEncoder's interface
+    and not used."""
+
+    def __init__(self, model, device: torch.device, embeddings: dict | None = None, emphasis: str = "Original",
+                 comma_backtrack: int = COMMA_BACKTRACK):
+        super().__init__(model, device, emphasis, comma_backtrack)
+
+    def _encode_text(self, text: str) -> Conditioning:
+        raise NotImplementedError
+
+    def _emphasise(self, z: torch.Tensor, weights: list[float]) -> torch.Tensor:
+        """The rows of `z` [1, n, width] multiplied by their `weights`; "Original" then rescales the whole sequence
+        (padding rows included) to its mean before, "No norm" does not, "Ignore" drops the weights."""
+        if self.emphasis == "Ignore" or all(w == 1.0 for w in weights):
+            return z
+        multipliers = torch.tensor(weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
+        before = z.mean()
+        z = z * multipliers
+        if self.emphasis == "Original":
+            z = z * (before / z.mean())
+        return z
+
+    @torch.no_grad()
+    def encode_batch(self, texts: list[str], clip_skip: int = 1) -> list[Conditioning]:
+        """One conditioning per text (repeated texts encoded once), each text encoded alone, as Forge and the
+        diffusers pipelines encode one prompt, so a text's result does not depend on the texts beside it. Clip skip
+        does not apply."""
+        encoded = {text: self._encode_text(text) for text in dict.fromkeys(texts)}
+        return [encoded[text] for text in texts]
+
+    def encode_pair(self, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Conditioning, Conditioning]:
+        """Prompt and negative prompt, each as it is (fixed-length rows are never padded to each other)."""
+        return self.encode(prompt, clip_skip), self.encode(negative, clip_skip)

@@ -32,26 +32,21 @@ from __future__ import annotations
 import torch
 
 from .attention import BREAK, BREAK_WEIGHT, check_weights, parse_attention
-from .encoder import Conditioning, EncodeInfo
+from .encoder import Conditioning, SequenceEncoder
 from .tokens import CHUNK, COMMA_BACKTRACK, TokenChunk
 
 CLIP_LENGTH = CHUNK + 2  # 77: start, 75 tokens, end (padded)
 
 
-class FluxPromptEncoder:
+class FluxPromptEncoder(SequenceEncoder):
     """Encodes text with a loaded FLUX.1 model's CLIP-L and T5 (`model.text_encoders`, `model.tokenizers`, both in
     that order, and `model.t5_max_length`). `embeddings` and `comma_backtrack` are accepted for PromptEncoder's
     interface and not used."""
 
     def __init__(self, model, device: torch.device, embeddings: dict | None = None, emphasis: str = "Original",
                  comma_backtrack: int = COMMA_BACKTRACK):
-        self.model = model
-        self.device = device
-        self.emphasis = emphasis
-        self.comma_backtrack = comma_backtrack
+        super().__init__(model, device, embeddings, emphasis, comma_backtrack)
         self.max_length = int(getattr(model, "t5_max_length", 512))
-        self.info = EncodeInfo()
-        self._empty: Conditioning | None = None
 
     @property
     def token_limit(self) -> int:
@@ -124,16 +119,6 @@ class FluxPromptEncoder:
         return ids + [tokenizer.pad_token_id] * (CLIP_LENGTH - len(ids))
 
     # --- encoding ---------------------------------------------------------------------------------------------
-    def _emphasise(self, z: torch.Tensor, weights: list[float]) -> torch.Tensor:
-        if self.emphasis == "Ignore" or all(w == 1.0 for w in weights):
-            return z
-        multipliers = torch.tensor(weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
-        before = z.mean()
-        z = z * multipliers
-        if self.emphasis == "Original":
-            z = z * (before / z.mean())
-        return z
-
     def _encode_text(self, text: str) -> Conditioning:
         clip, t5 = self.model.text_encoders[0], self.model.text_encoders[1]
         segments = self._segments(text, check=True)
@@ -142,24 +127,3 @@ class FluxPromptEncoder:
         pooled = clip(torch.tensor([self._clip_ids(segments)], device=self.device),
                       output_hidden_states=False).pooler_output
         return Conditioning(self._emphasise(hidden, weights), pooled, fixed_length=True)
-
-    @torch.no_grad()
-    def encode_batch(self, texts: list[str], clip_skip: int = 1) -> list[Conditioning]:
-        """One conditioning per text (repeated texts encoded once). Each text is encoded alone, as Forge does and
-        as FluxPipeline encodes one prompt, so a text's result does not depend on the texts beside it. Clip skip
-        does not apply to Flux."""
-        encoded = {text: self._encode_text(text) for text in dict.fromkeys(texts)}
-        return [encoded[text] for text in texts]
-
-    def encode(self, text: str, clip_skip: int = 1) -> Conditioning:
-        return self.encode_batch([text], clip_skip)[0]
-
-    def empty(self, clip_skip: int = 1) -> Conditioning:
-        """The empty prompt's conditioning (what PromptConditioning keeps; Flux rows are never padded with it)."""
-        if self._empty is None:
-            self._empty = self.encode("", clip_skip)
-        return self._empty
-
-    def encode_pair(self, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Conditioning, Conditioning]:
-        """Prompt and negative prompt; both are already `t5_max_length` long."""
-        return self.encode(prompt, clip_skip), self.encode(negative, clip_skip)

@@ -34,7 +34,7 @@ import logging
 import torch
 
 from .attention import BREAK, BREAK_WEIGHT, check_weights, parse_attention
-from .encoder import Conditioning, EncodeInfo
+from .encoder import Conditioning, SequenceEncoder
 from .tokens import COMMA_BACKTRACK
 
 log = logging.getLogger(__name__)
@@ -50,20 +50,15 @@ class _Part:
         self.ids, self.weights, self.start, self.end = ids, weights, start, end
 
 
-class ZImagePromptEncoder:
+class ZImagePromptEncoder(SequenceEncoder):
     """Encodes text with a loaded Z-Image model's Qwen3 (`model.text_encoders = [Qwen3Model]`,
     `model.tokenizers = [Qwen2Tokenizer]`, `model.text_max_length`). `embeddings` and `comma_backtrack` are
     accepted for PromptEncoder's interface and not used."""
 
     def __init__(self, model, device: torch.device, embeddings: dict | None = None, emphasis: str = "Original",
                  comma_backtrack: int = COMMA_BACKTRACK):
-        self.model = model
-        self.device = device
-        self.emphasis = emphasis
-        self.comma_backtrack = comma_backtrack
+        super().__init__(model, device, embeddings, emphasis, comma_backtrack)
         self.max_length = int(getattr(model, "text_max_length", None) or DEFAULT_MAX_LENGTH)
-        self.info = EncodeInfo()
-        self._empty: Conditioning | None = None
         self._frame: tuple[str, str] | None = None
 
     @property
@@ -150,16 +145,6 @@ class ZImagePromptEncoder:
                                              output_hidden_states=True).hidden_states[-2]
         return hidden[0][attention[0]]
 
-    def _emphasise(self, z: torch.Tensor, weights: list[float]) -> torch.Tensor:
-        if self.emphasis == "Ignore" or all(w == 1.0 for w in weights):
-            return z
-        multipliers = torch.tensor(weights, device=z.device, dtype=z.dtype).reshape(1, -1, 1)
-        before = z.mean()
-        z = z * multipliers
-        if self.emphasis == "Original":
-            z = z * (before / z.mean())
-        return z
-
     def _encode_text(self, text: str) -> Conditioning:
         parts = [self._tokenize_part(part) for part in self._parts(text, check=True)]
         rows, weights = [], []
@@ -171,23 +156,3 @@ class ZImagePromptEncoder:
             weights += part.weights[first:last][:len(rows[-1])]
         z = torch.cat(rows)[:self.max_length].unsqueeze(0)
         return Conditioning(self._emphasise(z, weights[:z.shape[1]]), None, fixed_length=True)
-
-    @torch.no_grad()
-    def encode_batch(self, texts: list[str], clip_skip: int = 1) -> list[Conditioning]:
-        """One conditioning per text (repeated texts encoded once), each text encoded alone, as ZImagePipeline
-        encodes each prompt (its padded batch rows do not see each other). Clip skip does not apply."""
-        encoded = {text: self._encode_text(text) for text in dict.fromkeys(texts)}
-        return [encoded[text] for text in texts]
-
-    def encode(self, text: str, clip_skip: int = 1) -> Conditioning:
-        return self.encode_batch([text], clip_skip)[0]
-
-    def empty(self, clip_skip: int = 1) -> Conditioning:
-        """The empty prompt's conditioning (what PromptConditioning keeps; Z-Image rows are never padded with it)."""
-        if self._empty is None:
-            self._empty = self.encode("", clip_skip)
-        return self._empty
-
-    def encode_pair(self, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Conditioning, Conditioning]:
-        """Prompt and negative prompt, each its own length."""
-        return self.encode(prompt, clip_skip), self.encode(negative, clip_skip)
