@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from accelerate import init_empty_weights
@@ -32,6 +32,9 @@ from .architecture import (UNET_PREFIX, VAE_PREFIX, Architecture, CheckpointForm
 from .devices import DevicePolicy
 from .load_progress import FOLDER_STAGES, SINGLE_FILE_STAGES, LoadProgress, Listener
 from .tokenizer import clip_tokenizer
+
+if TYPE_CHECKING:
+    from .flux_assembly import SeparateParts  # (flux_assembly builds on this module)
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +327,7 @@ def _cast(state: dict, dtype: torch.dtype) -> None:
 
 def load_single_file(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
                      name: str | None = None, private: bool | None = None,
-                     on_progress: Listener | None = None, parts: "SeparateParts | None" = None) -> LoadedModel:
+                     on_progress: Listener | None = None, parts: SeparateParts | None = None) -> LoadedModel:
     """`private` (default: decided by the policy) says whether weights are copied out of the file, see
     `read_state_dict`. On the GPU without offload they are copied to VRAM right away, so mapping is safe there.
     `on_progress(LoadStatus)` follows the load stage by stage (a console bar shows it too)."""
@@ -496,7 +499,7 @@ def _place(model: LoadedModel, policy: DevicePolicy) -> None:
 
 def load_checkpoint(path: Path, policy: DevicePolicy, cache_dir: Path, config_path: Path | None = None,
                     name: str | None = None, private: bool | None = None,
-                    on_progress: Listener | None = None, parts: "SeparateParts | None" = None) -> LoadedModel:
+                    on_progress: Listener | None = None, parts: SeparateParts | None = None) -> LoadedModel:
     """A single file or a diffusers folder; `on_progress(LoadStatus)` follows the load (see `load_progress`);
     `parts`: where a FLUX.1 checkpoint's missing VAE / text encoders come from (flux_assembly.py)."""
     from .flux_assembly import (SeparateParts, is_flux_folder, is_sd3_folder, is_zimage_folder, load_flux_folder,
