@@ -13,6 +13,7 @@ default. SDXL concatenates both encoders' outputs and takes the pooled embedding
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 
 import torch
@@ -200,7 +201,7 @@ class PromptEncoder(EncoderBase):
         return cond.padded(count, empty), uncond.padded(count, empty)
 
 
-class SequenceEncoder(EncoderBase):
+class SequenceEncoder(EncoderBase, abc.ABC):
     """Base of the transformer families' prompt encoders (FLUX.1's T5, Z-Image's Qwen3): each text is encoded alone
     by the subclass's `_encode_text` into one fixed-length Conditioning (never padded or joined in chunks), emphasis
     applied over the whole sequence. `embeddings` and `comma_backtrack` are accepted for PromptEncoder's interface
@@ -210,8 +211,9 @@ class SequenceEncoder(EncoderBase):
                  comma_backtrack: int = COMMA_BACKTRACK):
         super().__init__(model, device, emphasis, comma_backtrack)
 
+    @abc.abstractmethod
     def _encode_text(self, text: str) -> Conditioning:
-        raise NotImplementedError
+        """One text's conditioning (FluxPromptEncoder: T5 + CLIP-L pooled; ZImagePromptEncoder: Qwen3)."""
 
     def _emphasise(self, z: torch.Tensor, weights: list[float]) -> torch.Tensor:
         """The rows of `z` [1, n, width] multiplied by their `weights`; "Original" then rescales the whole sequence
