@@ -346,12 +346,14 @@ def test_progress_and_previews_arrive_through_queue_events(pooled):
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
     time.sleep(0.5)
-    _txt2img(pooled, prompt="followed", steps=12, force_task_id="task(followed)",
+    # long enough for a preview: a worker holds progress up to 0.2 s per answer, and renders previews once someone
+    # on the head has asked for one (after the first progress arrived)
+    _txt2img(pooled, prompt="followed", steps=80, force_task_id="task(followed)",
              override_settings={"sd_model_checkpoint": "alpha.safetensors"})
     follower.join(60)
     progress = [e for e in events if e["type"] == "progress"]
     previews = [e for e in events if e["type"] == "preview"]
-    assert progress and {e.get("worker") for e in progress} <= {0, 1} and max(e["step"] for e in progress) == 12
+    assert progress and {e.get("worker") for e in progress} <= {0, 1} and max(e["step"] for e in progress) == 80
     assert previews and _decode(previews[0]["image"]).size == (8, 8)  # Approx cheap: one pixel per latent
     assert events[-1]["type"] == "finished" and events[-1]["state"] == "done"
 
@@ -409,3 +411,44 @@ def test_a_hung_worker_is_replaced_and_its_job_moved(pooled):
     assert any("did not answer" in note for note in finished["notes"]), finished
     assert any(w["worker"] == frozen["worker"] and w["state"] in ("starting", "lost", "idle")
                for w in pool.status())
+
+
+def test_a_worker_answers_a_short_job_in_one_reply_and_a_long_one_a_few_times_a_second(reference):
+    """The host's protocol, in this process (no Ray): a short job's whole story (its progress and its result) is one
+    answer, and a long job's progress comes within PROGRESS_EVERY of a step rather than after the poll's timeout."""
+    from types import SimpleNamespace
+
+    from webui import pool_head, worker_host
+    from webui.core.request import GenerationRequest
+    from webui.outputs import save as output_save
+    from webui.settings.flags import parse_flags
+
+    flags = {key: value for key, value in vars(parse_flags(["--data-dir", str(reference.data_dir)])).items()
+             if isinstance(value, (str, int, float, bool, type(None)))}
+    host = worker_host.WorkerHost(flags, reference.services.options.as_dict(), "worker t")
+    try:
+        def item(steps: int, seed: int, n_iter: int = 1) -> dict:
+            request = GenerationRequest(prompt="a lighthouse", steps=steps, width=64, height=64, seed=seed,
+                                        n_iter=n_iter, sampler_name="Euler", save_images=False)
+            job = SimpleNamespace(id=f"task(t{seed})", pinned={}, payload=request, batches=[], notes=[])
+            return pool_head.work_item(reference.services, job, request)[0]
+
+        host.start(item(1, 1), timeout=60)  # loads the checkpoint
+        events = host.start(item(2, 2), timeout=30)
+        assert [kind for kind, *_ in events] == ["progress", "result"]
+
+        events = host.start(item(150, 3, n_iter=4), timeout=30)
+        started = time.monotonic()
+        replies = 0
+        while not any(kind in ("result", "error") for kind, *_ in events):
+            assert {kind for kind, *_ in events} <= {"progress", "batch", "save"}, events
+            for event in events:
+                if event[0] == "save":  # the batch's grid: the head would write it (see HeadSink.save)
+                    host.answer(event[1], (True, "grid.png"))
+            replies += 1
+            events = host.poll(timeout=30)
+        seconds = time.monotonic() - started
+        assert replies >= 2 and seconds / replies < worker_host.PROGRESS_EVERY + 0.5
+    finally:
+        output_save.route_writes(None)
+        host.services.stop()
