@@ -30,6 +30,8 @@ from live_server import serve  # noqa: E402
 from tests.extension_repos import make_extension_repo  # noqa: E402
 from tests.extension_sources import SELECTABLE  # noqa: E402
 from webui.models.tiny import write_single_file  # noqa: E402
+from webui.models.tiny_flux import write_flux, write_flux_parts  # noqa: E402
+from webui.models.tiny_t5_tokenizer import write_tiny_t5_tokenizer  # noqa: E402
 
 # An extension whose selectable script calls A1111's process_images and writes the process it ran in to the infotext.
 WHERE = {
@@ -76,6 +78,20 @@ def pooled(tmp_path_factory, tiny_models):
     for name, source in (("alpha", tiny_models["sd1"]), ("beta", beta), ("diff", tiny_models["sd1"])):
         shutil.copy2(source, own / f"{name}.safetensors")
         shutil.copy2(source.with_suffix(".yaml"), own / f"{name}.yaml")
+    # FLUX.1 with Forge's separate parts: the head's ae / clip_l / t5xxl; worker 0's VAE folder holds another
+    # ae.safetensors (other weights under the same name)
+    write_flux(data / "models" / "Stable-diffusion" / "flux-bfl.safetensors", "BFL")
+    shutil.copy2(data / "models" / "Stable-diffusion" / "flux-bfl.safetensors", own / "flux-bfl.safetensors")
+    parts = write_flux_parts(root / "flux-parts")
+    for folder in ("VAE", "text_encoder"):
+        (data / "models" / folder).mkdir(parents=True, exist_ok=True)
+    shutil.move(parts["ae"], data / "models" / "VAE" / "ae.safetensors")
+    for name in ("clip_l", "t5xxl_fp16"):
+        shutil.move(parts[name], data / "models" / "text_encoder" / parts[name].name)
+    write_tiny_t5_tokenizer(data / "models" / "text_encoder" / "t5-tokenizer")
+    own_vae = root / "worker0-vae"
+    own_vae.mkdir()
+    shutil.move(write_flux_parts(root / "flux-parts-other", seed=1)["ae"], own_vae / "ae.safetensors")
     extensions = data / "extensions"
     extensions.mkdir(parents=True)
     make_extension_repo(extensions, "sd-webui-twice", SELECTABLE)
@@ -83,7 +99,8 @@ def pooled(tmp_path_factory, tiny_models):
     listening = _network_listeners()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pool_head, "worker_environment",
-                      lambda index: {"WEBUI_WORKER_FLAGS": f"--ckpt-dir {own}"} if index == 0 else {})
+                      lambda index: {"WEBUI_WORKER_FLAGS": f"--ckpt-dir {own} --vae-dir {own_vae}"}
+                      if index == 0 else {})
         with serve(data, "--workers", "2", "--skip-install", "--worker-timeout", "6") as server:
             pool = server.services.queue.pool
             deadline = time.monotonic() + 240
@@ -256,9 +273,47 @@ def test_a_different_file_under_the_same_name_is_refused_and_the_job_goes_elsewh
     assert f"Model hash: {beta_hash}" in json.loads(made["info"])["infotexts"][0]  # the head's file, not worker 0's
 
 
+def test_flux_parts_a_worker_takes_must_be_the_servers_files(pooled):
+    """FLUX.1's separate VAE / text encoders: the one a worker takes by itself (the only ae in its models/VAE) and
+    the ones chosen in VAE / Text Encoder are checked against the head's files of that name by sha256; worker 0's
+    ae.safetensors holds other weights, so it refuses and worker 1 makes the picture."""
+    flux = {"steps": 2, "cfg_scale": 1, "override_settings": {"sd_model_checkpoint": "flux-bfl.safetensors"}}
+    for task, extra in (("task(flux-auto)", {}),
+                        ("task(flux-chosen)", {"forge_additional_modules": ["ae.safetensors", "clip_l",
+                                                                            "t5xxl_fp16"]})):
+        busy, _ = _in_background(pooled, prompt="keep worker 1 busy", steps=40, force_task_id=f"{task}-busy",
+                                 override_settings={"sd_model_checkpoint": "only1.safetensors"})
+        _wait_running(pooled, f"{task}-busy")
+        fields = {**flux, "override_settings": {**flux["override_settings"], **extra}}
+        made = _txt2img(pooled, prompt="a red fox", force_task_id=task, **fields)
+        busy.join(240)
+        view = _job(pooled, task)
+        assert view["worker"] == 1, view
+        assert any("worker 0" in r and "different" in r and "ae.safetensors" in r for r in view["refusals"]), view
+        assert "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16" in json.loads(made["info"])["infotexts"][0]
+
+
+def test_the_parts_choice_is_remembered_per_checkpoint_on_a_pooled_server(pooled):
+    def options(**values):
+        response = httpx.post(pooled.api("options"), json=values, timeout=60)
+        assert response.status_code == 200, response.text
+        return httpx.get(pooled.api("options"), timeout=30).json()
+
+    before = httpx.get(pooled.api("options"), timeout=30).json()["sd_model_checkpoint"]
+    chosen = ["ae.safetensors", "clip_l", "t5xxl_fp16"]
+    try:
+        options(sd_model_checkpoint="flux-bfl.safetensors", forge_additional_modules=chosen)
+        assert options(sd_model_checkpoint="alpha.safetensors", forge_additional_modules=[])[
+            "forge_additional_modules"] == []
+        back = options(sd_model_checkpoint="flux-bfl.safetensors")
+        assert back["forge_additional_modules"] == chosen and back["sd_model_checkpoint"].startswith("flux-bfl")
+    finally:
+        options(sd_model_checkpoint=before, forge_additional_modules=[])
+
+
 def test_sd_models_lists_what_the_pool_can_run(pooled):
     names = sorted(m["model_name"] for m in httpx.get(pooled.api("sd-models"), timeout=30).json())
-    assert names == ["alpha", "beta", "diff", "only1"]
+    assert names == ["alpha", "beta", "diff", "flux-bfl", "only1"]
 
 
 def test_pictures_and_infotexts_equal_the_single_process_server(pooled, reference):

@@ -142,6 +142,9 @@ def work_item(services, job, request) -> tuple[dict, dict | None]:
     objects: list = []
     packed = encode_payload(copy_, objects)
     vae = overrides.get("sd_vae") or services.options.get("sd_vae")
+    modules = overrides.get("forge_additional_modules")
+    if modules is None:
+        modules = services.options.get("forge_additional_modules")
     resume = None
     if job.batches and resumable(request):
         resume_objects: list = []
@@ -152,7 +155,7 @@ def work_item(services, job, request) -> tuple[dict, dict | None]:
             "request": {"json": packed.json, "images": packed.images, "objects": objects},
             "context": _plain(request.context),
             "options": services.options.as_dict(),
-            "models": [asdict(ref) for ref in manifest(services, copy_, vae)],
+            "models": [asdict(ref) for ref in manifest(services, copy_, vae, modules)],
             "resume": resume,
             "preview_every": preview_every(services.options)}, overrides if keep else None)
 
@@ -215,6 +218,8 @@ class HeadSink:
             control.publish_preview(picture)
         elif kind == "save":
             return ("answer", event[1], self.save(event[2]))
+        elif kind == "module_hash":
+            return ("answer", event[1], self.module_hash(event[2]))
         elif kind == "image":
             control.image_saved(event[1], event[2])
         elif kind == "batch":
@@ -251,6 +256,23 @@ class HeadSink:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
         return True, str(path)
+
+    def module_hash(self, spec: dict) -> tuple[bool, str]:
+        """The sha256 of the head's separate model file (a VAE or text encoder) a worker is about to use; (False,
+        why) when the head has no such file. Only names inside models/VAE and models/text_encoder."""
+        from .models.flux_assembly import resolve_module
+        paths = self.services.paths
+        folder = {"VAE": paths.vae, "text_encoder": paths.text_encoder}.get(str(spec.get("folder")))
+        name = str(spec.get("name") or "")
+        if folder is None or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            return False, f"not a model file name: {spec.get('folder')}/{name}"
+        path = resolve_module(name, (folder,))
+        if path is None or path != (Path(folder).resolve() / name).resolve():
+            return False, f"no file {name} in {folder}"
+        try:
+            return True, self.services.hashes.get_or_compute(path, "module")
+        except OSError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
 
     def _inside_outputs(self, path: Path) -> Path:
         """`path` when it lies in the outputs folder or a folder the settings name for saving; else refused."""

@@ -156,8 +156,16 @@ class Services:
         if self.queue.pool is not None:  # a pool: the default for new jobs, each worker loads what its jobs need
             if checkpoint:
                 changes["sd_model_checkpoint"] = self.models.resolve(checkpoint).title
+                if "forge_additional_modules" not in changes:  # its remembered parts come with it, as below
+                    remembered = self._remembered_modules(checkpoint)
+                    if remembered is not None:
+                        changes["forge_additional_modules"] = remembered
             if changes:
                 self.options.update(changes)
+            if "forge_additional_modules" in changes:  # with the checkpoint chosen now, or the default one
+                self._remember_modules(changes["forge_additional_modules"],
+                                       changes.get("sd_model_checkpoint") or self.options.get("sd_model_checkpoint")
+                                       or None)
             return
         if checkpoint:
             modules = changes.pop("forge_additional_modules", None)
@@ -189,12 +197,20 @@ class Services:
         remembered = dict(self.options.get("forge_modules_by_checkpoint") or {}).get(name)
         return list(remembered) if isinstance(remembered, (list, tuple)) else None
 
-    def _remember_modules(self, modules) -> None:
-        current = self.models.current
-        if current is None:
-            return
+    def _remember_modules(self, modules, checkpoint: str | None = None) -> None:
+        """Remember the choice with `checkpoint` (None: the loaded one)."""
+        if checkpoint is not None:
+            try:
+                name = self.models.resolve(checkpoint).name
+            except UserError:  # no such checkpoint (any more): nothing to remember it with
+                return
+        else:
+            current = self.models.current
+            if current is None:
+                return
+            name = current[0].name
         by_checkpoint = dict(self.options.get("forge_modules_by_checkpoint") or {})
-        by_checkpoint[current[0].name] = list(modules or [])
+        by_checkpoint[name] = list(modules or [])
         self.options.update({"forge_modules_by_checkpoint": by_checkpoint})
 
     def generate(self, request: GenerationRequest, task_id: str | None = None, source: str = "") -> Job:

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from .core.errors import UserError
@@ -61,6 +62,8 @@ class WorkerHost:
         self._progress: dict | None = None  # the latest progress report not yet polled
         self._activity = time.monotonic()  # when the running job last reported anything
         output_save.route_writes(self)  # every image this process saves goes to the head
+        self._plain_separate_parts = self.services.models.separate_parts
+        self.services.models.separate_parts = self._separate_parts  # each separate file checked with the head
 
     # --- what the head asks -----------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -265,19 +268,51 @@ class WorkerHost:
     def _save(self, spec: dict) -> Path:
         if threading.current_thread() is not self._thread:
             return _write_here(spec)  # not the job's thread (an extension's own thread): written on this machine
+        ok, value = self._ask("save", spec)
+        if not ok:
+            raise OSError(value)
+        return Path(value)
+
+    def _ask(self, kind: str, spec: dict):
+        """Ask the head (from the job's thread) and wait for its answer: (ok, value)."""
         request_id = uuid.uuid4().hex
         waiter: list = [threading.Event()]
         self._answers[request_id] = waiter
         try:
-            self._events.put(("save", request_id, spec))
+            self._events.put((kind, request_id, spec))
             if not waiter[0].wait(SAVE_TIMEOUT):
-                raise OSError(f"the head did not save the image within {SAVE_TIMEOUT:.0f} s")
+                raise OSError(f"the head did not answer within {SAVE_TIMEOUT:.0f} s ({kind})")
         finally:
             self._answers.pop(request_id, None)
-        ok, value = waiter[1]
+        return waiter[1]
+
+    # --- separate model files (FLUX.1 / SD3 / Z-Image's VAE and text encoders) ---------------------------------
+    def _separate_parts(self, chosen=None):
+        parts = self._plain_separate_parts(chosen)
+        return replace(parts, check=self._check_part)
+
+    def _check_part(self, kind: str, path: Path) -> None:
+        """A separate file this worker is about to use must be the head's file of that name, byte for byte (by
+        sha256): a job never runs on a substitute."""
+        paths = self.services.paths
+        resolved = Path(path).resolve()
+        for folder_name, folder in (("VAE", paths.vae), ("text_encoder", paths.text_encoder)):
+            root = Path(folder).resolve()
+            if resolved.is_relative_to(root):
+                name = resolved.relative_to(root).as_posix()
+                break
+        else:
+            raise WorkerRefused(f"{self.name}: {path} is in neither models/VAE nor models/text_encoder")
+        if threading.current_thread() is not self._thread:
+            return  # a load outside a job (none in a pool): nothing to compare with
+        mine = self.services.hashes.get_or_compute(resolved, "module")
+        ok, theirs = self._ask("module_hash", {"folder": folder_name, "name": name})
         if not ok:
-            raise OSError(value)
-        return Path(value)
+            raise WorkerRefused(f"{self.name} would use {folder_name}/{name}, which the server does not have "
+                                f"({theirs})")
+        if str(theirs).lower() != mine.lower():
+            raise WorkerRefused(f"{self.name} has a different {folder_name}/{name} (sha256 {mine[:10]}, the "
+                                f"server's is {str(theirs)[:10]})")
 
 
 def resumable(request) -> bool:

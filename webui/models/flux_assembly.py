@@ -118,6 +118,9 @@ class SeparateParts:
     data_dir: Path | None = None  # for the T5 tokenizer's default folder
     unknown: tuple[str, ...] = ()  # chosen names that are no file in the folders (said in the model's warnings)
     gpu_weights_mb: int = 0  # "GPU Weights (MB)": the VRAM budget for weights (0: free memory less a reserve)
+    # (kind, file) -> None, called for each separate file before it is read; raises to refuse it (a pool worker
+    # checks that the head has the very same file: webui/worker_host.py)
+    check: Callable | None = None
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -208,6 +211,9 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
     have = {kind: getattr(parts, assembly.attributes[kind], None) for kind in assembly.kinds}
     missing = {kind for kind, module in have.items() if module is None}
     files = find_parts(missing, separate, notes, assembly) if missing else {}
+    if separate.check is not None:
+        for kind, path in files.items():
+            separate.check(kind, path)
     absent = (missing - set(files)) & assembly.required
     if absent:
         listed = ", ".join(PART_LABELS[kind] for kind in sorted(absent))

@@ -159,6 +159,8 @@ class ModelManager:
                 raise ModelLoadError(str(exc)) from None
             except MemoryError:
                 raise ModelLoadError(f"{info.name}: not enough memory to load this checkpoint") from None
+            except UserError:  # said as it is (a pool worker refusing a separate file it does not share)
+                raise
             except Exception as exc:  # a loader bug must not take the server down; say what happened
                 log.exception("unexpected error loading %s", info.name)
                 raise ModelLoadError(f"{info.name}: could not load ({type(exc).__name__}: {exc})") from None
