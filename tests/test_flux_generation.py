@@ -331,3 +331,19 @@ def test_a_lora_is_skipped_on_a_streamed_transformer(flux_server):
         model.placement = None
     assert any('LoRA "flux-any"' in w and "streamed from RAM" in w for w in result.warnings), result.warnings
     assert "Lora hashes" not in result.infotexts[0]
+
+
+def test_xyz_plot_varies_distilled_cfg_scale(flux_server):
+    """Forge's X/Y/Z axis: each cell is the picture made alone with that Distilled CFG Scale."""
+    from tests.test_xyz_plot import xyz_args
+    services = flux_server
+    job = services.generate(_request(steps=2, script_name="X/Y/Z plot", script_run_args=xyz_args(
+        ("Distilled CFG Scale", "1, 6"), include_lone_images=True)))
+    assert job.wait(300) and job.error is None, job.error
+    result = job.result
+    assert result.index_of_first_image == 1 and len(result.images) == 3
+    for index, value in enumerate((1.0, 6.0)):
+        alone = services.engine.run(_request(steps=2, distilled_cfg_scale=value))
+        assert np.abs(pixels(result.images[1 + index]) - pixels(alone.images[0])).max() == 0
+        assert f"Distilled CFG Scale: {value:g}" in result.infotexts[1 + index]
+    assert np.abs(pixels(result.images[1]) - pixels(result.images[2])).max() > 0

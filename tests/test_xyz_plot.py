@@ -127,7 +127,7 @@ def test_axis_lists_keep_a1111_indexes(services):
         ["Seed", "Steps", "CFG Scale", "Prompt S/R", "Sampler", "Checkpoint name", "Face restore"]
     assert txt2img[A1111_TXT2IMG_AXES - 1].label == "Size"
     assert txt2img[A1111_TXT2IMG_AXES].label == "[ControlNet] Enabled"
-    assert txt2img[-1].label == "Eta noise seed delta"
+    assert [a.label for a in txt2img[-2:]] == ["Eta noise seed delta", "Distilled CFG Scale"]
     assert [a.label for a in img2img[5:10]] == ["CFG Scale", "Image CFG Scale", "Prompt S/R", "Prompt order",
                                                  "Sampler"]
     assert "Hires steps" not in {a.label for a in img2img} and "Cond. Image Mask Weight" not in \
@@ -488,7 +488,8 @@ def test_an_extensions_axis_is_listed_and_applied(tmp_path, tiny_models):
     try:
         assert not services.extension_problems.all(), services.extension_problems.all()
         offered = xyz_ui.axis_labels("txt2img", services)
-        assert offered[-5:] == ["[Test] Steps", "[Test] ENSD", "[Test] Tag", "[Test] Even", "Eta noise seed delta"]
+        assert offered[-6:] == ["[Test] Steps", "[Test] ENSD", "[Test] Tag", "[Test] Even", "Eta noise seed delta",
+                                "Distilled CFG Scale"]
         assert "[Test] Tag" not in xyz_ui.axis_labels("img2img", services)  # AxisOptionTxt2Img
         assert xyz_ui.axis_choices("txt2img", services, "[Test] Tag") == ["alpha", "beta"]
         first = A1111_TXT2IMG_AXES + CONTROLNET_AXES  # appended after A1111's and ControlNet's, as in A1111

@@ -4,7 +4,7 @@ of a cell's request (a field, an override setting, the prompt).
 An axis type arg is an index into the tab's list (`axes_for`), as A1111's: its built-in axes (txt2img and img2img
 lists differ: Hires steps, Hires sampler and Hires upscaler are txt2img's, Image CFG Scale and Cond. Image Mask
 Weight img2img's), then the ControlNet axes (what sd-webui-controlnet registers), then axes registered by A1111
-extensions, then this server's own (Eta noise seed delta). A1111 axes whose setting this server lacks keep their
+extensions, then this server's own (Eta noise seed delta, FLUX.1's Distilled CFG Scale). A1111 axes whose setting this server lacks keep their
 place (so A1111 clients' indexes stay right) but are refused with a message, and are not offered in the UI.
 """
 from __future__ import annotations
@@ -433,4 +433,6 @@ def builtin_axes() -> list[Axis]:
 def server_axes() -> list[Axis]:
     """This server's own axes, after everything A1111 and its extensions list."""
     return [Axis("Eta noise seed delta", int, override("eta_noise_seed_delta"), option="eta_noise_seed_delta",
-                 aliases=("ENSD",))]
+                 aliases=("ENSD",)),
+            # Forge's label; appended here rather than beside CFG Scale, so A1111 clients' indexes stay right
+            Axis("Distilled CFG Scale", float, field("distilled_cfg_scale"))]
