@@ -86,8 +86,9 @@ def pooled(tmp_path_factory, tiny_models):
     for folder in ("VAE", "text_encoder"):
         (data / "models" / folder).mkdir(parents=True, exist_ok=True)
     shutil.move(parts["ae"], data / "models" / "VAE" / "ae.safetensors")
-    for name in ("clip_l", "t5xxl_fp16"):
-        shutil.move(parts[name], data / "models" / "text_encoder" / parts[name].name)
+    shutil.move(parts["t5xxl_fp16"], data / "models" / "text_encoder" / parts["t5xxl_fp16"].name)
+    # a link to a file elsewhere, as people keep big files on another disk
+    (data / "models" / "text_encoder" / "clip_l.safetensors").symlink_to(parts["clip_l"])
     write_tiny_t5_tokenizer(data / "models" / "text_encoder" / "t5-tokenizer")
     own_vae = root / "worker0-vae"
     own_vae.mkdir()
@@ -291,6 +292,16 @@ def test_flux_parts_a_worker_takes_must_be_the_servers_files(pooled):
         assert view["worker"] == 1, view
         assert any("worker 0" in r and "different" in r and "ae.safetensors" in r for r in view["refusals"]), view
         assert "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16" in json.loads(made["info"])["infotexts"][0]
+    # the choice concerns only checkpoints that lack parts: an SD1 job runs on worker 0 all the same
+    busy, _ = _in_background(pooled, prompt="keep worker 1 busy", steps=40, force_task_id="task(sd1-busy)",
+                             override_settings={"sd_model_checkpoint": "only1.safetensors"})
+    _wait_running(pooled, "task(sd1-busy)")
+    _txt2img(pooled, prompt="sd1 with flux parts chosen", force_task_id="task(sd1-modules)",
+             override_settings={"sd_model_checkpoint": "alpha.safetensors",
+                                "forge_additional_modules": ["ae.safetensors", "clip_l", "t5xxl_fp16"]})
+    busy.join(240)
+    view = _job(pooled, "task(sd1-modules)")
+    assert view["worker"] == 0 and not view.get("refusals"), view
 
 
 def test_the_parts_choice_is_remembered_per_checkpoint_on_a_pooled_server(pooled):
@@ -488,7 +499,9 @@ def test_a_worker_answers_a_short_job_in_one_reply_and_a_long_one_a_few_times_a_
             job = SimpleNamespace(id=f"task(t{seed})", pinned={}, payload=request, batches=[], notes=[])
             return pool_head.work_item(reference.services, job, request)[0]
 
-        host.start(item(1, 1), timeout=60)  # loads the checkpoint
+        events = host.start(item(1, 1), timeout=60)  # loads the checkpoint
+        while not any(kind == "result" for kind, *_ in events):
+            events = host.poll(timeout=60)
         events = host.start(item(2, 2), timeout=30)
         assert [kind for kind, *_ in events] == ["progress", "result"]
 

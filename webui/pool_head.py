@@ -142,9 +142,6 @@ def work_item(services, job, request) -> tuple[dict, dict | None]:
     objects: list = []
     packed = encode_payload(copy_, objects)
     vae = overrides.get("sd_vae") or services.options.get("sd_vae")
-    modules = overrides.get("forge_additional_modules")
-    if modules is None:
-        modules = services.options.get("forge_additional_modules")
     resume = None
     if job.batches and resumable(request):
         resume_objects: list = []
@@ -155,7 +152,7 @@ def work_item(services, job, request) -> tuple[dict, dict | None]:
             "request": {"json": packed.json, "images": packed.images, "objects": objects},
             "context": _plain(request.context),
             "options": services.options.as_dict(),
-            "models": [asdict(ref) for ref in manifest(services, copy_, vae, modules)],
+            "models": [asdict(ref) for ref in manifest(services, copy_, vae)],
             "resume": resume,
             "preview_every": preview_every(services.options)}, overrides if keep else None)
 
@@ -258,20 +255,32 @@ class HeadSink:
         return True, str(path)
 
     def module_hash(self, spec: dict) -> tuple[bool, str]:
-        """The sha256 of the head's separate model file (a VAE or text encoder) a worker is about to use; (False,
-        why) when the head has no such file. Only names inside models/VAE and models/text_encoder."""
-        from .models.flux_assembly import resolve_module
+        """The sha256 of the head's separate model file (a VAE or text encoder) a worker is about to use, or of the
+        file a name chosen in VAE / Text Encoder means here (`chosen`); (False, why) when the head has no such
+        file. `name` is a path inside models/VAE or models/text_encoder, checked as
+        text (no absolute path, no `..`): a link inside those folders is the owner's choice, as on one server."""
         paths = self.services.paths
+        if "chosen" in spec:  # a name as chosen in VAE / Text Encoder
+            from .models.flux_assembly import resolve_module
+            found = resolve_module(str(spec["chosen"]), (paths.vae, paths.text_encoder))
+            if found is None:
+                return False, f"no file {spec['chosen']!r} in models/VAE or models/text_encoder"
+            try:
+                return True, self.services.hashes.get_or_compute(found, "module")
+            except (OSError, ValueError) as exc:
+                return False, f"{type(exc).__name__}: {exc}"
         folder = {"VAE": paths.vae, "text_encoder": paths.text_encoder}.get(str(spec.get("folder")))
         name = str(spec.get("name") or "")
-        if folder is None or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        parts = Path(name).parts
+        if folder is None or not name or "\0" in name or "\\" in name or Path(name).is_absolute() \
+                or ".." in parts or not name.endswith(".safetensors"):
             return False, f"not a model file name: {spec.get('folder')}/{name}"
-        path = resolve_module(name, (folder,))
-        if path is None or path != (Path(folder).resolve() / name).resolve():
-            return False, f"no file {name} in {folder}"
+        path = Path(folder) / name
         try:
+            if not path.is_file():
+                return False, f"no file {name} in {folder}"
             return True, self.services.hashes.get_or_compute(path, "module")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
 
     def _inside_outputs(self, path: Path) -> Path:

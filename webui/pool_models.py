@@ -49,16 +49,11 @@ def embedding_names(request: GenerationRequest, known: list[str]) -> list[str]:
     return [name for name in known if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)]
 
 
-def manifest(services, request: GenerationRequest, vae_setting: str | None,
-             modules: list | None = None) -> list[ModelRef]:
-    """The head's list of the files `request` uses, with their sha256 (computed now when not known yet).
-    `modules`: the "VAE / Text Encoder" files chosen (forge_additional_modules); the ones a worker takes by itself
-    (the only file of a kind in its folder) are checked with the head as it loads them (webui/worker_host.py)."""
+def manifest(services, request: GenerationRequest, vae_setting: str | None) -> list[ModelRef]:
+    """The head's list of the files `request` uses, with their sha256 (computed now when not known yet). The
+    separate VAE / text encoder files of FLUX.1 / SD3 / Z-Image checkpoints are checked with the head as a worker
+    loads them (webui/worker_host.py `_check_parts`): only the checkpoint's file tells whether it needs them."""
     refs: list[ModelRef] = []
-    for name in modules or []:
-        path = _module_path(services, str(name))
-        if path is not None:  # a name no file answers to is the loader's warning, on the worker as here
-            refs.append(ModelRef("module", str(name), services.hashes.get_or_compute(path, "module")))
     for name in checkpoint_names(request):
         info = services.models.resolve(name)
         refs.append(ModelRef("checkpoint", name, services.models.registry.ensure_hash(info)))
@@ -133,21 +128,12 @@ def _lookup(services, ref: ModelRef) -> str | None:
         except LookupError:
             return None
         return services.hashes.get_or_compute(info.weights, "controlnet")
-    if ref.kind == "module":
-        path = _module_path(services, ref.name)
-        return services.hashes.get_or_compute(path, "module") if path is not None else None
     return None
-
-
-def _module_path(services, name: str):
-    from .models.flux_assembly import resolve_module
-    return resolve_module(name, (services.paths.vae, services.paths.text_encoder))
 
 
 _REFRESH = {"checkpoint": lambda services: services.models.refresh(),
             "vae": lambda services: services.models.vaes.refresh(),
             "lora": lambda services: services.models.loras.refresh(),
             "embedding": lambda services: services.models.embeddings.refresh(),
-            "controlnet": lambda services: services.controlnets.refresh(),
-            "module": lambda services: None}  # (looked up on disk each time)
+            "controlnet": lambda services: services.controlnets.refresh()}
 

@@ -101,6 +101,7 @@ class WorkerHost:
             if self._busy:
                 raise RuntimeError(f"{self.name} is still running job {self._job_id}")
             self._events = queue.Queue()
+            self._progress = None  # (a job the head gave up on may have left its report)
             self._activity = time.monotonic()
             self._job_id, self._control = item["job_id"], RunControl()
             for command in sorted(self._early.pop(item["job_id"], set())):
@@ -116,10 +117,13 @@ class WorkerHost:
             item, control = self._jobs.get()
             try:
                 self._run(item, control)
+            except BaseException as exc:  # noqa: BLE001 - (an extension's SystemExit): the job ends, the thread stays
+                log.exception("job %s ended abnormally", item.get("job_id"))
+                self._events.put(("error", _describe_error(exc), []))
             finally:
                 with self._lock:
                     self._busy = False
-                self._idle.set()
+                    self._idle.set()
 
     def poll(self, timeout: float = 0.5, previews: bool = False) -> list:
         """What happened since the last poll. Returns at once with anything but progress (an image to save, a saved
@@ -289,30 +293,46 @@ class WorkerHost:
     # --- separate model files (FLUX.1 / SD3 / Z-Image's VAE and text encoders) ---------------------------------
     def _separate_parts(self, chosen=None):
         parts = self._plain_separate_parts(chosen)
-        return replace(parts, check=self._check_part)
+        return replace(parts, check=lambda files, absent: self._check_parts(files, absent, parts.unknown))
 
-    def _check_part(self, kind: str, path: Path) -> None:
-        """A separate file this worker is about to use must be the head's file of that name, byte for byte (by
-        sha256): a job never runs on a substitute."""
-        paths = self.services.paths
-        resolved = Path(path).resolve()
-        for folder_name, folder in (("VAE", paths.vae), ("text_encoder", paths.text_encoder)):
-            root = Path(folder).resolve()
-            if resolved.is_relative_to(root):
-                name = resolved.relative_to(root).as_posix()
-                break
-        else:
-            raise WorkerRefused(f"{self.name}: {path} is in neither models/VAE nor models/text_encoder")
+    def _check_parts(self, files: dict, absent: set, unknown: tuple) -> None:
+        """Called as a checkpoint that needs separate files (FLUX.1 / SD3 / Z-Image) loads, with the files this
+        worker found ({kind: path}) and the required kinds it found none for. Each file must be the head's file of
+        that name, byte for byte (by sha256), and every file chosen in VAE / Text Encoder must be here: else this
+        worker refuses the job and another one runs it (a job never runs on a substitute)."""
         if threading.current_thread() is not self._thread:
             return  # a load outside a job (none in a pool): nothing to compare with
-        mine = self.services.hashes.get_or_compute(resolved, "module")
-        ok, theirs = self._ask("module_hash", {"folder": folder_name, "name": name})
-        if not ok:
-            raise WorkerRefused(f"{self.name} would use {folder_name}/{name}, which the server does not have "
-                                f"({theirs})")
-        if str(theirs).lower() != mine.lower():
-            raise WorkerRefused(f"{self.name} has a different {folder_name}/{name} (sha256 {mine[:10]}, the "
-                                f"server's is {str(theirs)[:10]})")
+        from .models.flux_assembly import PART_LABELS
+        for name in unknown:  # chosen, but no file here: a refusal when the head has it (else a warning, as there)
+            ok, _ = self._ask("module_hash", {"chosen": name})
+            if ok:
+                raise WorkerRefused(f"{self.name} has no {name} (chosen in VAE / Text Encoder) in its models/VAE "
+                                    "or models/text_encoder")
+        if absent:
+            raise WorkerRefused(f"{self.name} has no {', '.join(PART_LABELS[kind] for kind in sorted(absent))} "
+                                "for this checkpoint")
+        for path in files.values():
+            folder_name, name = self._part_name(Path(path))
+            mine = self.services.hashes.get_or_compute(path, "module")
+            ok, theirs = self._ask("module_hash", {"folder": folder_name, "name": name})
+            if not ok:
+                raise WorkerRefused(f"{self.name} would use {folder_name}/{name}, which the server does not have "
+                                    f"({theirs})")
+            if str(theirs).lower() != mine.lower():
+                raise WorkerRefused(f"{self.name} has a different {folder_name}/{name} (sha256 {mine[:10]}, the "
+                                    f"server's is {str(theirs)[:10]})")
+
+    def _part_name(self, path: Path) -> tuple[str, str]:
+        """(folder, name inside it) of a separate file: as found in the folder (a link inside it keeps its own
+        name, wherever it points), else as resolved."""
+        paths = self.services.paths
+        folders = (("VAE", paths.vae), ("text_encoder", paths.text_encoder))
+        for resolve in (os.path.abspath, os.path.realpath):
+            for folder_name, folder in folders:
+                target, root = Path(resolve(path)), Path(resolve(folder))
+                if target.is_relative_to(root):
+                    return folder_name, target.relative_to(root).as_posix()
+        raise WorkerRefused(f"{self.name}: {path} is in neither models/VAE nor models/text_encoder")
 
 
 def resumable(request) -> bool:

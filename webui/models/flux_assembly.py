@@ -118,8 +118,9 @@ class SeparateParts:
     data_dir: Path | None = None  # for the T5 tokenizer's default folder
     unknown: tuple[str, ...] = ()  # chosen names that are no file in the folders (said in the model's warnings)
     gpu_weights_mb: int = 0  # "GPU Weights (MB)": the VRAM budget for weights (0: free memory less a reserve)
-    # (kind, file) -> None, called for each separate file before it is read; raises to refuse it (a pool worker
-    # checks that the head has the very same file: webui/worker_host.py)
+    # ({kind: file} found, {required kinds not found}) -> None, called before the files are read when the checkpoint
+    # lacks parts; raises to refuse them (a pool worker checks that the head has the very same files:
+    # webui/worker_host.py)
     check: Callable | None = None
 
     @property
@@ -211,9 +212,8 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
     have = {kind: getattr(parts, assembly.attributes[kind], None) for kind in assembly.kinds}
     missing = {kind for kind, module in have.items() if module is None}
     files = find_parts(missing, separate, notes, assembly) if missing else {}
-    if separate.check is not None:
-        for kind, path in files.items():
-            separate.check(kind, path)
+    if separate.check is not None and missing:
+        separate.check(files, (missing - set(files)) & assembly.required)
     absent = (missing - set(files)) & assembly.required
     if absent:
         listed = ", ".join(PART_LABELS[kind] for kind in sorted(absent))
@@ -338,22 +338,23 @@ def module_choices(folders) -> list[str]:
 
 def resolve_module(name: str, folders) -> Path | None:
     """A "VAE / Text Encoder" entry (a name inside one of the folders, with or without `.safetensors`; Forge's
-    stored absolute paths count by their file name) as a file inside its folder; None when there is none. Never
-    outside the folders: `..` and absolute paths elsewhere resolve to nothing."""
+    stored absolute paths count by their file name) as a file inside its folder; None when there is none. The name
+    is checked as text: `..` and absolute paths elsewhere resolve to nothing, while a link someone put inside the
+    folder (a big file kept on another disk) is taken, as the checkpoint list takes linked files."""
     text = str(name or "").strip()
-    if not text:
+    if not text or "\0" in text:
         return None
     wanted = Path(text).name if Path(text).is_absolute() else text
+    if ".." in Path(wanted).parts:
+        return None
     for folder in folders:
-        root = Path(folder).resolve()
         for candidate in (wanted, f"{wanted}.safetensors"):
-            path = (root / candidate).resolve()
-            if path.is_file() and path.is_relative_to(root) and path.suffix == ".safetensors":
+            path = Path(folder) / candidate
+            if path.suffix == ".safetensors" and path.is_file():
                 return path
         for path in candidate_files([folder]):  # a bare file name of a file in a subfolder
-            if (path.name in (wanted, f"{wanted}.safetensors") or path.stem == wanted) \
-                    and path.resolve().is_relative_to(root):
-                return path.resolve()
+            if path.name in (wanted, f"{wanted}.safetensors") or path.stem == wanted:
+                return path
     return None
 
 
