@@ -62,7 +62,7 @@ def test_each_layout_and_variant_is_recognised_from_its_tensors(tmp_path, layout
     assert flux.other_family(state) is None
     parts = flux.read_flux_file(state, path.name, torch.float32)
     assert (parts.layout, parts.variant) == (layout, variant)
-    assert parts.transformer.config.in_channels == (384 if variant == "fill" else 64)
+    assert parts.transformer.config.in_channels == {"fill": 384, "control": 128}.get(variant, 64)
     assert parts.transformer.config.guidance_embeds == (variant != "schnell")
     assert tuple(parts.transformer.config.axes_dims_rope) == (4, 14, 14)
 

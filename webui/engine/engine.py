@@ -39,7 +39,7 @@ from . import refiner as refiner_fix
 from . import face_restoration
 from . import samplers
 from .batch_grid import add_batch_grid
-from .img2img import Img2ImgSetup, prepare_img2img
+from .img2img import Img2ImgSetup, blank_inpaint_input, prepare_img2img
 from .networks import prepare_networks, ti_hashes
 from .saving import save_generated
 from . import color_correction
@@ -613,16 +613,16 @@ class Engine:
         return torch.cat(per_image).repeat(copies, 1, 1, 1).to(model.network_dtype)
 
     def _inpaint_channels(self, model, setup: Img2ImgSetup | None, item: int, width: int, height: int):
-        """The extra UNet input of a 9-channel inpainting checkpoint for one image: a mask and masked-image
-        latents. txt2img: a full mask over a neutral grey image (A1111's conditioning)."""
+        """The extra network input of an inpainting checkpoint (SD's 9-channel UNets, FLUX.1 Fill) for one image:
+        a mask and masked-image latents, in the family's layout. txt2img: a full mask over a neutral grey image
+        (A1111's conditioning)."""
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             return to_model_latents(model.vae, self._vae_encode(model, pixels).mode())
 
+        weight, layout = float(self.options.get("inpainting_mask_weight")), FAMILIES[model.family].inpaint_input
         if setup is not None:
-            return setup.conditioning(item, encode, float(self.options.get("inpainting_mask_weight")))
-        latent = encode(torch.zeros(1, 3, height, width))
-        mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
-        return torch.cat([mask, latent], dim=1)
+            return setup.conditioning(item, encode, weight, layout)
+        return blank_inpaint_input(width, height, encode, weight, layout)
 
     def _ensd(self, request: GenerationRequest, sampler_name: str) -> int | None:
         """A1111 writes ENSD for the samplers that draw from the image generators, when their eta is not 0."""

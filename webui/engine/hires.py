@@ -19,7 +19,7 @@ from ..core.hires import HiresSize, target_size
 from ..core.request import GenerationRequest
 from ..models.registry import UnknownCheckpointError
 from . import samplers
-from .img2img import Img2ImgSetup
+from .img2img import Img2ImgSetup, blank_inpaint_input
 
 # name -> (torch.nn.functional.interpolate mode, antialias), A1111's latent upscale modes
 LATENT_UPSCALE_MODES: dict[str, tuple[str, bool]] = {
@@ -186,11 +186,9 @@ class LatentStart(Img2ImgSetup):
     def source_index(self, item: int) -> int:
         return 0
 
-    def conditioning(self, item: int, encode, mask_weight: float) -> torch.Tensor:
+    def conditioning(self, item: int, encode, mask_weight: float, layout: str = "mask-latents") -> torch.Tensor:
         if "grey" not in self._conditioning:
-            latent = encode(torch.zeros(1, 3, self.height, self.width))
-            mask = torch.ones(1, 1, *latent.shape[-2:], device=latent.device, dtype=latent.dtype)
-            self._conditioning["grey"] = torch.cat([mask, latent], dim=1)
+            self._conditioning["grey"] = blank_inpaint_input(self.width, self.height, encode, mask_weight, layout)
         return self._conditioning["grey"]
 
 

@@ -51,21 +51,45 @@ class Img2ImgSetup:
     def paste_back(self, picture: Image.Image, item: int) -> Image.Image:
         return self.plans[self.source_index(item)].paste_back(picture) if self.plans else picture
 
-    def conditioning(self, item: int, encode, mask_weight: float) -> torch.Tensor:
-        """An inpainting checkpoint's extra input for one image: the mask at latent size and the latents of the
-        source with the masked part blanked (grey), `mask_weight` of the way (A1111's conditional mask weight).
+    def conditioning(self, item: int, encode, mask_weight: float, layout: str = "mask-latents") -> torch.Tensor:
+        """An inpainting checkpoint's extra input for one image (`inpaint_input`), from the source and its mask.
         Without a mask the whole image counts as masked (A1111's img2img with an inpainting checkpoint)."""
         index = self.source_index(item)
         if index not in self._conditioning:
             source = imaging.to_tensor([self.sources[index]])
             if self.plans:
-                mask = _mask_tensor(self.plans[index].mask).round()
+                mask = _mask_tensor(self.plans[index].mask)
             else:
                 mask = torch.ones(1, 1, self.height, self.width)
-            latents = encode(source * (1.0 - mask_weight * mask))
-            small = F.interpolate(mask, size=latents.shape[-2:]).to(latents.device, latents.dtype)
-            self._conditioning[index] = torch.cat([small, latents], dim=1)
+            self._conditioning[index] = inpaint_input(source, mask, encode, mask_weight, layout)
         return self._conditioning[index]
+
+
+def inpaint_input(source: torch.Tensor, mask: torch.Tensor, encode, mask_weight: float,
+                  layout: str) -> torch.Tensor:
+    """An inpainting checkpoint's extra network input for one image: `source` [1, 3, H, W] in [-1, 1], `mask`
+    [1, 1, H, W] (1: regenerate) rounded to 0 / 1, the masked part of the source blanked (grey) `mask_weight` of
+    the way (A1111's conditional mask weight) and encoded by `encode` (pixels -> model latents). `layout` is the
+    family's `inpaint_input`: "mask-latents" (SD's 9-channel UNets: the mask at latent size, then the latents) or
+    "latents-pixel-mask" (FLUX.1 Fill: the latents, then each latent pixel's 8x8 block of the mask as 64
+    channels, row by row, as BFL's reference code and diffusers' FluxFillPipeline arrange it)."""
+    mask = mask.round()
+    latents = encode(source * (1.0 - mask_weight * mask))
+    if layout == "latents-pixel-mask":
+        rows, columns = latents.shape[-2:]
+        factor = mask.shape[-1] // columns
+        blocks = mask[:, 0].reshape(1, rows, factor, columns, factor).permute(0, 2, 4, 1, 3)
+        blocks = blocks.reshape(1, factor * factor, rows, columns).to(latents.device, latents.dtype)
+        return torch.cat([latents, blocks], dim=1)
+    small = F.interpolate(mask, size=latents.shape[-2:]).to(latents.device, latents.dtype)
+    return torch.cat([small, latents], dim=1)
+
+
+def blank_inpaint_input(width: int, height: int, encode, mask_weight: float, layout: str) -> torch.Tensor:
+    """An inpainting checkpoint's extra input without a picture (txt2img, a hires pass from upscaled latents): a
+    full mask over neutral grey, as A1111 conditions them."""
+    return inpaint_input(torch.zeros(1, 3, height, width), torch.ones(1, 1, height, width), encode, mask_weight,
+                         layout)
 
 
 def _mask_tensor(mask: Image.Image) -> torch.Tensor:

@@ -50,7 +50,7 @@ def _no_lora_reason(model) -> str | None:
     return None
 
 
-LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell", "sd3")  # checkpoint families LoRAs can be patched into
+LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell", "flux-fill", "sd3")  # checkpoint families LoRAs can be patched into
 
 
 def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetworks) -> None:

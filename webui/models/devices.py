@@ -63,4 +63,4 @@ class DevicePolicy:
         return torch.float32 if family == "sdxl" else self._bf16_instead(self.vae_dtype, family)
 
 
-BF16_FAMILIES = ("flux", "flux-schnell", "sd3", "zimage")
+BF16_FAMILIES = ("flux", "flux-schnell", "flux-fill", "sd3", "zimage")

@@ -57,6 +57,11 @@ class Family:
     clip_skip: bool = True
     size_multiple: int = 8  # image sides in pixels (transformers patch 2x2 latents: 16)
     own_schedule: str = "Uniform"  # flow families: what Automatic gives ("Simple": FluxPipeline's sigmas)
+    # an inpainting checkpoint's extra network input (engine/img2img.py `inpaint_input`): "mask-latents" (SD's
+    # 9-channel UNets: the mask at latent size, then the masked image's latents) or "latents-pixel-mask" (FLUX.1
+    # Fill: the masked image's latents, then each latent pixel's 8x8 block of the pixel mask as 64 channels)
+    inpaint_input: str = "mask-latents"
+    inpainting: bool = False  # every checkpoint of the family takes that input (SD's: those with a 9-channel UNet)
 
     @property
     def pooled_input(self) -> bool:
@@ -76,6 +81,13 @@ FAMILIES: dict[str, Family] = {
                    FamilyDefaults(20, 1.0, 1024, 1024, "Euler", "Simple", 3.5), vae_shift=0.1159,
                    shift=FlowShift(dynamic=True), distilled_guidance=True, controlnet=False, clip_skip=False,
                    size_multiple=16, own_schedule="Simple"),
+    # FLUX.1 Fill (inpainting / outpainting): dev with the masked image and the mask as extra inputs; BFL's
+    # reference sampler runs it at guidance 30, 50 steps
+    "flux-fill": Family("flux-fill", "FLUX.1 Fill", 16, "flow", "flux", "flux",
+                        FamilyDefaults(50, 1.0, 1024, 1024, "Euler", "Simple", 30.0), vae_shift=0.1159,
+                        shift=FlowShift(dynamic=True), distilled_guidance=True, controlnet=False, clip_skip=False,
+                        size_multiple=16, own_schedule="Simple", inpaint_input="latents-pixel-mask",
+                        inpainting=True),
     # FLUX.1 schnell: timestep-distilled, no guidance embedding, no shift, 4 steps
     "flux-schnell": Family("flux-schnell", "FLUX.1 schnell", 16, "flow", "flux", "flux",
                            FamilyDefaults(4, 1.0, 1024, 1024, "Euler", "Simple"), vae_shift=0.1159,

@@ -28,7 +28,8 @@ from .flux import (COMFY_CLIP_PREFIX, COMFY_PREFIX, COMFY_T5_PREFIX, DIFFUSERS_P
 from .ldm_export import _clip_state, vae_to_ldm
 
 LAYOUTS = ("BFL", "ComfyUI", "diffusers")
-VARIANTS = ("dev", "schnell", "fill")
+VARIANTS = ("dev", "schnell", "fill", "control")
+IN_CHANNELS = {"fill": 384, "control": 128}  # FLUX.1 Fill: image, masked image, mask; Depth / Canny: image, control
 HEAD_DIM, HEADS = 32, 2
 CLIP_WIDTH, T5_WIDTH = 64, 32
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn,
@@ -52,7 +53,7 @@ def randomise(module: torch.nn.Module, seed: int) -> None:
 def tiny_transformer_config(variant: str = "dev") -> dict:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
-    return {"patch_size": 1, "in_channels": 384 if variant == "fill" else 64, "out_channels": 64, "num_layers": 1,
+    return {"patch_size": 1, "in_channels": IN_CHANNELS.get(variant, 64), "out_channels": 64, "num_layers": 1,
             "num_single_layers": 1, "attention_head_dim": HEAD_DIM, "num_attention_heads": HEADS,
             "joint_attention_dim": T5_WIDTH, "pooled_projection_dim": CLIP_WIDTH,
             "guidance_embeds": variant != "schnell", "axes_dims_rope": rope_axes(HEAD_DIM)}
@@ -223,7 +224,7 @@ def full_shapes(double: int = 19, single: int = 38, variant: str = "dev") -> dic
     """BFL names and shapes of a FLUX.1-shaped transformer with `double` / `single` blocks (built on the meta
     device: no memory)."""
     config = dict(FULL_CONFIG, num_layers=double, num_single_layers=single, guidance_embeds=variant != "schnell",
-                  in_channels=384 if variant == "fill" else 64)
+                  in_channels=IN_CHANNELS.get(variant, 64))
     with torch.device("meta"):
         module = FluxTransformer2DModel(**config)
     return {k: tuple(v.shape) for k, v in diffusers_to_bfl(module.state_dict()).items()}

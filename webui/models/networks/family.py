@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 
 FAMILIES = frozenset({"sd1", "sd2", "sdxl", "flux", "sd3"})
-LABELS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "flux": "FLUX.1", "flux-schnell": "FLUX.1 schnell", "sd3": "SD3"}
-_CHECKPOINT_TO_LORA = {"flux-schnell": "flux"}  # checkpoint family -> the LoRA family it takes, where they differ
+LABELS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "flux": "FLUX.1", "flux-schnell": "FLUX.1 schnell",
+          "flux-fill": "FLUX.1 Fill", "sd3": "SD3"}
+# checkpoint family -> the LoRA family it takes, where they differ
+_CHECKPOINT_TO_LORA = {"flux-schnell": "flux", "flux-fill": "flux"}
 
 # tensor-name endings whose shape[1] is the module's input width
 _INPUT_ENDINGS = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", "_lora.down.weight",
@@ -130,5 +132,5 @@ def guess_family(shapes: dict[str, tuple[int, ...]], metadata: dict) -> str | No
 
 
 def lora_family(checkpoint_family: str) -> str:
-    """The LoRA family a checkpoint family takes ("flux" for FLUX.1 schnell too)."""
+    """The LoRA family a checkpoint family takes ("flux" for FLUX.1 schnell and Fill too)."""
     return _CHECKPOINT_TO_LORA.get(checkpoint_family, checkpoint_family)
