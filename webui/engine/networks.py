@@ -41,8 +41,6 @@ def _infotext_name(name: str) -> str:
 
 def _no_lora_reason(model) -> str | None:
     """Why a LoRA cannot be patched into this model's weights now (None: it can)."""
-    if getattr(model, "quantized", False):
-        return "LoRAs are not applied to GGUF-quantised checkpoints yet"
     placement = getattr(model, "placement", None)
     if placement is not None and placement.stream_transformer:  # its weights live in group offloading's copies
         return ("LoRAs are not applied while the transformer is streamed from RAM (raise Settings > GPU Weights "
@@ -50,7 +48,8 @@ def _no_lora_reason(model) -> str | None:
     return None
 
 
-LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell", "flux-fill", "sd3")  # checkpoint families LoRAs can be patched into
+# checkpoint families LoRAs can be patched into
+LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell", "flux-fill", "sd3")
 
 
 def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetworks) -> None:

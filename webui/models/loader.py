@@ -64,7 +64,7 @@ class LoadedModel:
     parts_key: tuple[str, ...] = ()  # the "VAE / Text Encoder" choice it was loaded with (a change reloads it)
     placement: object = None  # transformer families on a GPU: streaming.Placement (what is streamed from RAM)
     compute_dtype: torch.dtype | None = None  # transformer families: the network's compute dtype (fp8 storage)
-    quantized: bool = False  # GGUF weights: dequantised per layer, not patchable by LoRAs yet
+    quantized: bool = False  # GGUF weights: dequantised per layer (LoRAs are added at run time: runtime_patches)
 
     @property
     def network_dtype(self) -> torch.dtype:

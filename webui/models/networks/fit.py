@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from .deltas import delta_size
 from .family import LABELS, lora_family
 from .formats import NetworkModule, ParsedNetwork
 from .keys import ModuleTable, Target
+from .runtime_patches import is_quantized_layer
 
 
 @dataclass
@@ -21,19 +24,20 @@ class Fit:
 
 def _shape_problem(module: NetworkModule, target: Target) -> str | None:
     weight = target.module.weight
+    shape = torch.Size(weight.quant_shape) if is_quantized_layer(target.module) else weight.shape  # GGUF: logical
     out, numel = delta_size(module)
-    if out != weight.shape[0] or numel != weight.numel():
+    if out != shape[0] or numel != shape.numel():
         return (f"{module.key}: {out}x{numel // max(out, 1)} in the LoRA, "
-                f"{'x'.join(str(s) for s in weight.shape)} in the model")
+                f"{'x'.join(str(s) for s in shape)} in the model")
     for role in ("diff_b", "b_norm"):
         if role in module.tensors:
             bias = getattr(target.module, "bias", None)
             if bias is None or module.tensors[role].numel() != bias.numel():
                 return f"{module.key}: a bias change for a module without that bias"
     dora = module.dora_scale
-    channels = weight.shape[0] if module.dora_per_output or weight.ndim < 2 else weight.shape[1]
+    channels = shape[0] if module.dora_per_output or len(shape) < 2 else shape[1]
     if dora is not None and dora.numel() != channels:
-        return f"{module.key}: DoRA magnitudes of shape {list(dora.shape)} for a weight {list(weight.shape)}"
+        return f"{module.key}: DoRA magnitudes of shape {list(dora.shape)} for a weight {list(shape)}"
     return None
 
 

@@ -6,7 +6,8 @@ back bit for bit. The model remembers what each weight holds (`LoadedModel.netwo
 does nothing and a change rewrites only the weights whose LoRAs or multipliers changed. The checkpoint is never
 reloaded. The CPU copies stay after a LoRA is removed, so the next one needs no copy (they are checked against the
 weights' version counters before reuse); `NetworkPatchState.release_originals()` frees them. A layer stored in float8
-(FLUX.1 fp8 files) is held in its compute dtype while patched and returned to float8 when restored (`fp8_layers`).
+(FLUX.1 fp8 files) is held in its compute dtype while patched and returned to float8 when restored (`fp8_layers`); a
+GGUF-quantised layer is never written: its LoRAs are added to its output at run time (`runtime_patches`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .fp8_layers import hold, hold_dtype, release
 from .formats import NetworkFileCache, NetworkModule, ParsedNetwork, file_identity
 from .keys import ModuleTable
 from .registry import LoraInfo
+from .runtime_patches import clear_patch, is_quantized_layer, set_patch
 
 if TYPE_CHECKING:
     from ..loader import LoadedModel
@@ -165,6 +167,7 @@ class NetworkPatchState:
     def restore(self, key: tuple[str, str]) -> None:
         """Put the target's original weight (and bias) back, bit for bit."""
         target = self.table.targets[key]
+        clear_patch(target.module)  # a quantised layer's run-time change (nothing was written into its weight)
         with torch.no_grad():
             for name in ("weight", "bias"):
                 self._restore_param((key, name), target.module)
@@ -183,6 +186,10 @@ class NetworkPatchState:
         self._current.pop(key, None)
         try:
             with torch.no_grad():
+                if is_quantized_layer(target.module):  # GGUF: applied at run time beside the weight
+                    set_patch(target.module, [(c.module, c.multiplier) for c in contributions], _dequantize)
+                    self._current[key] = tuple(c.signature for c in contributions)
+                    return
                 self._patch_weight((key, "weight"), target.module, contributions)
                 self._patch_bias((key, "bias"), target.module, contributions)
         except BaseException:
@@ -225,6 +232,11 @@ class NetworkPatchState:
             accumulator.add_(delta.to(store.device).reshape(accumulator.shape), alpha=c.multiplier)
         self._patched.add(param)
         store.copy_(accumulator)
+
+
+def _dequantize(weight: torch.Tensor) -> torch.Tensor:
+    from ..gguf_files import dequantize
+    return dequantize(weight, torch.float32)
 
 
 def patch_state(model: "LoadedModel") -> NetworkPatchState:
