@@ -311,26 +311,45 @@ def test_inpainting_regenerates_only_the_masked_part(flux_server):
     assert np.abs(out[20:44, 20:44] - before[20:44, 20:44]).mean() > 10  # regenerated
 
 
-def test_a_lora_is_skipped_on_a_streamed_transformer(flux_server):
-    """With the transformer's weights streamed from RAM (group offloading keeps its own copies), patching them would
-    be silently lost: the LoRA is skipped with a warning instead."""
-    from webui.models.streaming import Placement
-
-    _, model = flux_server.models.get("flux-packed")
+def test_a_lora_on_a_streamed_transformer_is_added_at_run_time(flux_server):
+    """With the transformer streamed from RAM (diffusers' group offloading keeps its own copies of the weights, so
+    a change written into them would be lost), a LoRA's output is added at run time instead: the picture equals
+    the one made with the LoRA fused into the weights of an unstreamed copy of the same checkpoint, the streamed
+    weights are never written, and removing the LoRA gives the unpatched picture bit for bit."""
+    from diffusers.hooks import apply_group_offloading
     from safetensors.torch import save_file
 
-    lora_dir = flux_server.paths.lora
+    from webui.models.streaming import Placement
+
+    services = flux_server
+    lora_dir = services.paths.lora
     lora_dir.mkdir(parents=True, exist_ok=True)
-    save_file({"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.zeros(4, 64),
-               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.zeros(64, 4)},
+    g = torch.Generator().manual_seed(3)
+    save_file({"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(4, 64, generator=g),
+               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(64, 4, generator=g),
+               "lora_unet_single_blocks_0_linear2.lora_down.weight": torch.randn(4, 320, generator=g),
+               "lora_unet_single_blocks_0_linear2.lora_up.weight": torch.randn(64, 4, generator=g)},
               str(lora_dir / "flux-any.safetensors"))
+    fused = services.engine.run(_request(prompt=PROMPT + " <lora:flux-any:1>", steps=2))
+
+    checkpoints = services.paths.checkpoints
+    shutil.copy(checkpoints / "flux-packed.safetensors", checkpoints / "flux-streamed.safetensors")
+    services.models.refresh()
+    _, model = services.models.get("flux-streamed")
+    apply_group_offloading(model.unet, onload_device=torch.device("cpu"), offload_device=torch.device("cpu"),
+                           offload_type="block_level", num_blocks_per_group=1, use_stream=False)
     model.placement = Placement(True, True, 0, "test")
-    try:
-        result = flux_server.engine.run(_request(prompt=PROMPT + " <lora:flux-any:1>", steps=2))
-    finally:
-        model.placement = None
-    assert any('LoRA "flux-any"' in w and "streamed from RAM" in w for w in result.warnings), result.warnings
-    assert "Lora hashes" not in result.infotexts[0]
+    weights = {name: value.clone() for name, value in model.unet.state_dict().items()}
+    plain = services.engine.run(_request(steps=2, checkpoint="flux-streamed"))
+    streamed = services.engine.run(_request(prompt=PROMPT + " <lora:flux-any:1>", steps=2,
+                                            checkpoint="flux-streamed"))
+    assert streamed.warnings == [] and "Lora hashes" in streamed.infotexts[0]
+    assert np.abs(pixels(streamed.images[0]) - pixels(fused.images[0])).max() <= 1
+    assert np.abs(pixels(streamed.images[0]) - pixels(plain.images[0])).mean() > 1  # the LoRA shows
+    assert all(torch.equal(value, weights[name]) for name, value in model.unet.state_dict().items())
+    again = services.engine.run(_request(steps=2, checkpoint="flux-streamed"))
+    assert np.array_equal(pixels(again.images[0]), pixels(plain.images[0]))
+    assert "Lora hashes" not in again.infotexts[0]
 
 
 def test_xyz_plot_varies_distilled_cfg_scale(flux_server):

@@ -39,15 +39,6 @@ def _infotext_name(name: str) -> str:
     return name.replace(":", "").replace(",", "")
 
 
-def _no_lora_reason(model) -> str | None:
-    """Why a LoRA cannot be patched into this model's weights now (None: it can)."""
-    placement = getattr(model, "placement", None)
-    if placement is not None and placement.stream_transformer:  # its weights live in group offloading's copies
-        return ("LoRAs are not applied while the transformer is streamed from RAM (raise Settings > GPU Weights "
-                "or free VRAM)")
-    return None
-
-
 # checkpoint families LoRAs can be patched into
 LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell", "flux-fill", "sd3")
 
@@ -75,12 +66,8 @@ def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetwor
             run.warnings.append(f'LoRA "{name}": LoRA for {FAMILIES[model.family].label} checkpoints is not '
                                 f"supported yet: skipped")
             continue
-        refusal = _no_lora_reason(model)
-        if refusal:
-            run.warnings.append(f'LoRA "{name}": {refusal}: skipped')
-            continue
         wanted.append(NetworkRequest(info, te, unet))
-    if model.family not in LORA_FAMILIES or _no_lora_reason(model):
+    if model.family not in LORA_FAMILIES:
         return
     report = apply_networks(model, wanted)
     run.warnings.extend(report.warnings)

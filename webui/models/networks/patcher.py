@@ -7,7 +7,8 @@ does nothing and a change rewrites only the weights whose LoRAs or multipliers c
 reloaded. The CPU copies stay after a LoRA is removed, so the next one needs no copy (they are checked against the
 weights' version counters before reuse); `NetworkPatchState.release_originals()` frees them. A layer stored in float8
 (FLUX.1 fp8 files) is held in its compute dtype while patched and returned to float8 when restored (`fp8_layers`); a
-GGUF-quantised layer is never written: its LoRAs are added to its output at run time (`runtime_patches`).
+GGUF-quantised layer, or any linear layer of a transformer streamed from RAM, is never written: its LoRAs are added to
+its output at run time (`runtime_patches`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .fp8_layers import hold, hold_dtype, release
 from .formats import NetworkFileCache, NetworkModule, ParsedNetwork, file_identity
 from .keys import ModuleTable
 from .registry import LoraInfo
-from .runtime_patches import clear_patch, is_quantized_layer, set_patch
+from .runtime_patches import can_patch_at_run_time, clear_patch, is_quantized_layer, set_patch
 
 if TYPE_CHECKING:
     from ..loader import LoadedModel
@@ -105,6 +106,8 @@ class NetworkPatchState:
         self._guards: dict[_Param, tuple[int, int]] = {}  # (data_ptr, version) of an unpatched parameter
         self._current: dict[tuple[str, str], tuple] = {}  # target -> signature of what is fused into it
         self._held: dict[tuple[str, str], torch.dtype] = {}  # float8 layers held in the compute dtype -> float8
+        # components whose LoRAs are added at run time (a transformer streamed from RAM; set at each apply)
+        self.runtime_components: frozenset[str] = frozenset()
 
     @property
     def patched(self) -> int:
@@ -186,7 +189,7 @@ class NetworkPatchState:
         self._current.pop(key, None)
         try:
             with torch.no_grad():
-                if is_quantized_layer(target.module):  # GGUF: applied at run time beside the weight
+                if is_quantized_layer(target.module) or key[0] in self.runtime_components:  # beside the weight
                     set_patch(target.module, [(c.module, c.multiplier) for c in contributions], _dequantize)
                     self._current[key] = tuple(c.signature for c in contributions)
                     return
@@ -234,6 +237,11 @@ class NetworkPatchState:
         store.copy_(accumulator)
 
 
+def _streams_transformer(model) -> bool:
+    placement = getattr(model, "placement", None)
+    return bool(placement is not None and placement.stream_transformer)
+
+
 def _dequantize(weight: torch.Tensor) -> torch.Tensor:
     from ..gguf_files import dequantize
     return dequantize(weight, torch.float32)
@@ -277,6 +285,11 @@ def apply_networks(model: "LoadedModel", wanted: list[NetworkRequest],
     files = files or state.files
     report = ApplyReport()
     with state.lock:
+        runtime = frozenset({"unet"}) if _streams_transformer(model) else frozenset()
+        if runtime != state.runtime_components:  # placed otherwise since the last call: patch everything afresh
+            for key in state.keys():
+                state.restore(key)
+            state.runtime_components = runtime
         plan: dict[tuple[str, str], list[_Contribution]] = {}
         for request in wanted:
             loaded = _load(request, files, report)
@@ -289,7 +302,15 @@ def apply_networks(model: "LoadedModel", wanted: list[NetworkRequest],
                 continue
             report.warnings.extend(fit.warnings)
             report.applied.append(request.info)
+            unpatchable = [target.name for target, _ in fit.pairs
+                           if target.component in runtime and not can_patch_at_run_time(target.module)]
+            if unpatchable:
+                report.warnings.append(f'LoRA "{request.info.name}": {len(unpatchable)} of its modules (e.g. '
+                                       f"{unpatchable[0]}) are not linear layers and cannot be applied while the "
+                                       "transformer is streamed from RAM: skipped")
             for target, module in fit.pairs:
+                if target.component in runtime and not can_patch_at_run_time(target.module):
+                    continue
                 multiplier = float(request.te_multiplier if target.is_text_encoder else request.unet_multiplier)
                 if multiplier != 0.0:
                     plan.setdefault(target.key, []).append(

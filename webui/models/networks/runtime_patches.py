@@ -1,4 +1,4 @@
-"""LoRA on GGUF-quantised layers: added beside the weight at each call, never fused into it.
+"""LoRA on GGUF-quantised and streamed layers: added beside the weight at each call, never fused into it.
 
 A quantised weight (diffusers' `GGUFParameter` in a `QuantizedLinear`) is dequantised from its 4-8 bit blocks at every
 call; writing a LoRA's change into it would mean re-quantising the patched weight, which rounds most of the change
@@ -7,6 +7,10 @@ for a plain LoRA, x -> up(down(x)) x multiplier x alpha / rank with the low-rank
 not a dense copy of the weight); for the other kinds (LoHa, LoKr, full diffs, DoRA) the dense change, summed once per
 layer. Everything runs in the layer's compute dtype on the weight's device. Removing the hook restores the layer
 exactly: the weight was never touched. Forge and ComfyUI apply LoRAs to GGUF files the same way (at run time).
+
+A transformer streamed from RAM (diffusers' group offloading, `models/streaming.py`) is patched the same way: the
+offloading keeps its own copies of the weights and copies them to the GPU block by block, so a change written into
+a weight would be lost; the hook's small tensors follow the layer's output to its device instead.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 
 from .deltas import add_weight_delta_, bias_delta, scale
 from .formats import NetworkModule
+from .fp8_layers import FLOAT8, casting_hook
 
 _ATTRIBUTE = "_runtime_lora"
 
@@ -25,6 +30,11 @@ def is_quantized_layer(module: torch.nn.Module) -> bool:
     """A layer whose weight is stored quantised (GGUF): its LoRAs are applied at run time."""
     weight = getattr(module, "weight", None)
     return getattr(weight, "quant_type", None) is not None and hasattr(weight, "quant_shape")
+
+
+def can_patch_at_run_time(module: torch.nn.Module) -> bool:
+    """Linear layers (quantised or not) take a run-time change; convolutions and norms do not."""
+    return isinstance(module, torch.nn.Linear)
 
 
 @dataclass
@@ -38,10 +48,9 @@ class RuntimePatch:
     handle: object = None
 
     def output(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        if self.pairs and self.pairs[0][0].device != output.device or \
-                self.dense is not None and self.dense.device != output.device or \
-                self.bias is not None and self.bias.device != output.device:
-            self.to(output.device)  # the model was moved (offloaded to the CPU, or back): the changes follow it
+        held = [t for t in (*(t for pair in self.pairs for t in pair[:1]), self.dense, self.bias) if t is not None]
+        if held and (held[0].device != output.device or held[0].dtype != output.dtype):
+            self.to(output.device, output.dtype)  # the model was moved (offloaded, or back): the changes follow
         x = inputs.to(output.dtype)
         for down, up in self.pairs:
             output = output + F.linear(F.linear(x, down), up)
@@ -52,10 +61,10 @@ class RuntimePatch:
         return output
 
 
-    def to(self, device: torch.device) -> None:
-        self.pairs = [(down.to(device), up.to(device)) for down, up in self.pairs]
-        self.dense = self.dense.to(device) if self.dense is not None else None
-        self.bias = self.bias.to(device) if self.bias is not None else None
+    def to(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.pairs = [(down.to(device, dtype), up.to(device, dtype)) for down, up in self.pairs]
+        self.dense = self.dense.to(device, dtype) if self.dense is not None else None
+        self.bias = self.bias.to(device, dtype) if self.bias is not None else None
 
 
 def _hook(module: torch.nn.Module, args, output):
@@ -73,8 +82,12 @@ def set_patch(layer: torch.nn.Module, contributions: list[tuple[NetworkModule, f
     """Make `contributions` ((network module, multiplier) pairs) the layer's run-time LoRA change, replacing any
     earlier one. `dequantize(weight) -> float32 tensor`: the weight's values, read only when DoRA needs them."""
     weight = layer.weight
-    shape = tuple(weight.quant_shape)
-    device, dtype = weight.device, getattr(layer, "compute_dtype", None) or torch.float32
+    quantized = is_quantized_layer(layer)
+    shape = tuple(weight.quant_shape) if quantized else tuple(weight.shape)
+    device = weight.device if weight.device.type != "meta" else torch.device("cpu")
+    hook = casting_hook(layer)  # a float8-stored layer computes in its hook's dtype
+    dtype = (getattr(layer, "compute_dtype", None) or (hook.compute_dtype if hook is not None else None)
+             or (weight.dtype if weight.dtype.is_floating_point and weight.dtype not in FLOAT8 else torch.float32))
     patch = RuntimePatch()
     dense = None
     for module, multiplier in contributions:
@@ -85,7 +98,9 @@ def set_patch(layer: torch.nn.Module, contributions: list[tuple[NetworkModule, f
         else:
             if dense is None:
                 dense = torch.zeros(shape, device=device, dtype=torch.float32)
-            original = dequantize(weight).to(device, torch.float32) if module.dora_scale is not None else None
+            original = None
+            if module.dora_scale is not None:
+                original = (dequantize(weight) if quantized else weight.detach()).to(device, torch.float32)
             add_weight_delta_(dense, original, module, multiplier)
         change = bias_delta(module, device)
         if change is not None:
