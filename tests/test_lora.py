@@ -631,15 +631,16 @@ def test_lora_for_other_shapes_does_not_fit(load, tmp_path):
 
 def test_lora_whose_keys_match_nothing_is_skipped(load, tmp_path):
     model = load("sd1")
-    foreign = lf.LoraFile({  # e.g. a LoRA for a transformer-based model we do not know (FLUX.1's, SD3's are known)
-        "lora_unet_layers_0_attention_to_q.lora_down.weight": torch.zeros(4, 32),
-        "lora_unet_layers_0_attention_to_q.lora_up.weight": torch.zeros(32, 4),
-        "lora_unet_layers_1_attention_to_q.lora_down.weight": torch.zeros(4, 32),
-        "lora_unet_layers_1_attention_to_q.lora_up.weight": torch.zeros(32, 4)})
+    foreign = lf.LoraFile({  # e.g. a LoRA for a transformer-based model we do not know (FLUX.1's, SD3's, Z-Image's
+        # are known)
+        "lora_unet_blocks_0_cross_attn_q.lora_down.weight": torch.zeros(4, 32),
+        "lora_unet_blocks_0_cross_attn_q.lora_up.weight": torch.zeros(32, 4),
+        "lora_unet_blocks_1_cross_attn_q.lora_down.weight": torch.zeros(4, 32),
+        "lora_unet_blocks_1_cross_attn_q.lora_up.weight": torch.zeros(32, 4)})
     report = apply_networks(model, [NetworkRequest(install(tmp_path, foreign, "foreign"))])
     assert report.applied == [] and report.warnings == [
         'LoRA "foreign" does not fit this checkpoint (none of its 2 keys matches a module of this SD1 model, '
-        'e.g. lora_unet_layers_0_attention_to_q): skipped']
+        'e.g. lora_unet_blocks_0_cross_attn_q): skipped']
 
 
 # --- hashes and the registry ----------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def _infotext_name(name: str) -> str:
 
 
 # checkpoint families LoRAs can be patched into
-LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell", "flux-fill", "sd3")
+LORA_FAMILIES = ("sd1", "sd2", "sdxl", "flux", "flux-schnell", "flux-fill", "sd3", "zimage")
 
 
 def _activate_loras(models, model, calls: list[ExtraNetworkCall], run: RunNetworks) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 
-FAMILIES = frozenset({"sd1", "sd2", "sdxl", "flux", "sd3"})
+from .zimage_names import MARK as ZIMAGE_MARK
+
+FAMILIES = frozenset({"sd1", "sd2", "sdxl", "flux", "sd3", "zimage"})
 LABELS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL", "flux": "FLUX.1", "flux-schnell": "FLUX.1 schnell",
-          "flux-fill": "FLUX.1 Fill", "sd3": "SD3"}
+          "flux-fill": "FLUX.1 Fill", "sd3": "SD3", "zimage": "Z-Image"}
 # checkpoint family -> the LoRA family it takes, where they differ
 _CHECKPOINT_TO_LORA = {"flux-schnell": "flux", "flux-fill": "flux"}
 
@@ -88,6 +90,9 @@ def families_from_tensors(shapes: dict[str, tuple[int, ...]]) -> set[str]:
     """The families the tensor names and shapes allow (all when nothing tells; empty when they contradict)."""
     candidates = set(FAMILIES)
     for name, shape in shapes.items():
+        if not _TEXT.match(name) and ZIMAGE_MARK.search(name):  # Z-Image's transformer (either naming)
+            candidates &= {"zimage"}
+            continue
         if _XL_TEXT.match(name):
             candidates &= {"sdxl", "sd3"}
         elif _TE1.match(name):

@@ -16,6 +16,7 @@ from .family import FAMILIES, families_from_tensors, guess_family
 from .files import read_network_tensors
 from .flux_names import convert_bfl_names, has_bfl_names
 from .sd3_names import convert_sai_names, has_sai_names
+from .zimage_names import convert_zimage_names, has_zimage_names
 
 # tensor-name ending -> role; the longest ending wins
 _ROLES = {
@@ -132,12 +133,16 @@ def _peft_alpha(key: str, configs: dict[str, dict]) -> tuple[float | None, bool]
 
 def parse_network(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> ParsedNetwork:
     """Group a file's tensors by module and recognise each module's kind. FLUX.1 LoRAs in BFL's module names and
-    SD3 LoRAs in Stability's are renamed to diffusers' first (`flux_names`, `sd3_names`)."""
+    SD3 LoRAs in Stability's and Z-Image LoRAs in its original names are renamed to diffusers' first (`flux_names`,
+    `sd3_names`, `zimage_names`)."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     not_understood = []
     shapes = {key: tuple(tensor.shape) for key, tensor in tensors.items()}
     if has_sai_names(tensors):  # SD3 first: its `final_layer` would look like FLUX.1's BFL name
         tensors, left_out = convert_sai_names(tensors)
+        not_understood.extend(left_out)
+    if has_zimage_names(tensors):  # before FLUX.1: its `final_layer` would look like a BFL name
+        tensors, left_out = convert_zimage_names(tensors)
         not_understood.extend(left_out)
     if has_bfl_names(tensors):
         tensors, left_out = convert_bfl_names(tensors)

@@ -25,13 +25,8 @@ import re
 
 import torch
 
-_PREFIX = re.compile(r"^(lora_unet_|model\.diffusion_model\.|diffusion_model\.|base_model\.model\.|transformer\.)")
-_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".lora_A.weight", ".lora_B.weight", ".lora_mid.weight",
-             ".alpha", ".dora_scale", ".diff", ".diff_b", ".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b",
-             ".hada_t1", ".hada_t2", ".lokr_w1", ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2", ".lokr_w2_a",
-             ".lokr_w2_b", ".lokr_t2", ".w_norm", ".b_norm")
-_ROWS = {".lora_up.weight", ".lora_B.weight", ".diff", ".diff_b"}  # tensors whose first axis is the output rows
-_SHARED = {".lora_down.weight", ".lora_A.weight", ".alpha"}  # the same for every part
+from .row_renames import convert, split_key
+
 # SAI module names with kohya's underscores (dots are turned into underscores before matching)
 _BLOCK = re.compile(r"joint_blocks_(\d+)_(x_block|context_block)_"
                     r"(attn2?_qkv|attn2?_proj|adaLN_modulation_1|mlp_fc[12])")
@@ -57,21 +52,17 @@ def has_sai_names(keys) -> bool:
     return any(_MARK.search(k) for k in keys)
 
 
+def _is_sai_module(module: str) -> bool:
+    return bool(_BLOCK.fullmatch(module)) or module in _PLAIN or module == _FINAL_MODULATION
+
+
 def _split(key: str) -> tuple[str, str] | None:
     """(SAI module name with underscores, tensor ending), or None for a key that is not an SAI MMDiT module's."""
-    head = _PREFIX.match(key)
-    rest = key[head.end():] if head else key
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if rest.endswith(suffix):
-            module = rest[:-len(suffix)].replace(".", "_")
-            if _BLOCK.fullmatch(module) or module in _PLAIN or module == _FINAL_MODULATION:
-                return module, suffix
-            return None
-    return None
+    return split_key(key, _is_sai_module)
 
 
-def _plan(module: str) -> tuple[str, list[str]]:
-    """("qkv" | "swap?" | "swap" | "rename", diffusers module names) for one SAI module."""
+def _plan(module: str, found: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
+    """("qkv" | "swap" | "rename", diffusers module names) for one SAI module."""
     if module in _PLAIN:
         return "rename", [_PLAIN[module]]
     if module == _FINAL_MODULATION:
@@ -80,14 +71,9 @@ def _plan(module: str) -> tuple[str, list[str]]:
     base = f"transformer_blocks.{block}."
     if (stream, part) in _QKV:
         return "qkv", [base + name for name in _QKV[stream, part]]
-    if (stream, part) == ("context_block", "adaLN_modulation_1"):
-        return "swap?", [base + _RENAMED[stream, part]]  # swapped in the last block only (2 x width rows)
+    if (stream, part) == ("context_block", "adaLN_modulation_1") and _is_last_context_modulation(found):
+        return "swap", [base + _RENAMED[stream, part]]  # swapped in the last block only (2 x width rows)
     return "rename", [base + _RENAMED[stream, part]]
-
-
-def _swap(tensor: torch.Tensor) -> torch.Tensor:
-    first, second = tensor.chunk(2, dim=0)
-    return torch.cat([second, first], dim=0)
 
 
 def _is_last_context_modulation(found: dict[str, torch.Tensor]) -> bool:
@@ -103,40 +89,4 @@ def _is_last_context_modulation(found: dict[str, torch.Tensor]) -> bool:
 def convert_sai_names(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """(the tensors with SAI-named MMDiT modules renamed to diffusers' names under `transformer.`, the keys left
     out). Other tensors (text encoders, unknown names) pass through unchanged; this never raises."""
-    modules: dict[str, dict[str, torch.Tensor]] = {}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in tensors.items():
-        split = _split(key)
-        if split is None:
-            out[key] = value
-        else:
-            modules.setdefault(split[0], {})[split[1]] = value
-    left_out: list[str] = []
-    for module, found in modules.items():
-        how, names = _plan(module)
-        if how == "swap?":
-            how = "swap" if _is_last_context_modulation(found) else "rename"
-        if how == "rename":
-            out.update({f"transformer.{names[0]}{suffix}": value for suffix, value in found.items()})
-            continue
-        if any(s not in _ROWS and s not in _SHARED for s in found):  # LoHa, LoKr, DoRA: not split by rows
-            left_out.extend(f"{module}{suffix}" for suffix in found)
-            continue
-        for suffix, value in found.items():
-            if suffix in _SHARED:
-                parts = [value] * len(names)
-            elif how == "swap":
-                parts = [_swap(value)]
-            elif value.shape[0] % 3:
-                left_out.append(f"{module}{suffix}")  # not three equal q, k, v parts
-                break
-            else:
-                parts = list(value.chunk(3, dim=0))
-            for name, part in zip(names, parts):
-                out[f"transformer.{name}{suffix}"] = part.contiguous()
-        else:
-            continue
-        for name in names:  # an unsplittable fused module: none of its parts
-            for suffix in found:
-                out.pop(f"transformer.{name}{suffix}", None)
-    return out, sorted(left_out)
+    return convert(tensors, _split, _plan)
