@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import pixels
-from tests.transformer_checks import encode_to_posterior_mean, random_image
+from tests.transformer_checks import encode_to_posterior_mean, random_image, rounded
 from webui.core.request import GenerationRequest
 from webui.models.tiny_qwen_tokenizer import write_tiny_qwen_tokenizer
 from webui.models.tiny_zimage import tiny_zimage_modules, write_zimage, write_zimage_parts, zimage_pipeline
@@ -44,8 +44,11 @@ def _request(**fields) -> GenerationRequest:
 
 
 def _reference(services, cls=None):
+    """diffusers' pipeline on the tiny modules, its Qwen3 rounded through bfloat16 as the server's
+    `qwen_3_4b.safetensors` file holds it (the fp32 original gives captions ~0.04 away)."""
     _, model = services.models.get("z_image_turbo")
     modules = tiny_zimage_modules(0)
+    modules["qwen3"] = rounded(modules["qwen3"], torch.bfloat16)
     pipe = zimage_pipeline(modules, model.tokenizers[0])
     if cls is not None:
         pipe = cls(**pipe.components)
@@ -60,9 +63,7 @@ def test_txt2img_matches_diffusers_zimage_pipeline(zimage_server, cfg):
                                          guidance_scale=cfg - 1.0, height=SIZE, width=SIZE,
                                          generator=torch.Generator().manual_seed(9)).images[0]
     difference = np.abs(pixels(result.images[0]) - pixels(expected))
-    # without CFG (Z-Image Turbo's way) within 1/255; with CFG a few pixels at 2/255 (not traced down: the
-    # pipeline's CFG path differs from ours by ~1e-4 in the latents, while the transformer calls agree to 1e-6)
-    assert difference.max() <= (1 if cfg == 1.0 else 2) and difference.mean() < 0.6
+    assert difference.max() <= 1 and difference.mean() < 0.6
     assert pixels(result.images[0]).std() > 5
     info = result.infotexts[0]
     assert "Sampler: Euler, Schedule type: Simple" in info and "Module 1: ae, Module 2: qwen_3_4b" in info
