@@ -32,6 +32,7 @@ from diffusers.loaders.single_file_utils import (convert_flux_transformer_checkp
                                                  convert_ldm_vae_checkpoint)
 from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
+from . import nf4
 from .architecture import CheckpointFormatError
 from .loader import _clip_config, _empty_module
 from .transformer_files import (PartsModules, Renaming, assign_checked, convert_split_fused, find_prefix, for_inference,
@@ -559,6 +560,20 @@ def _split_packed(state: Mapping, layout: str, name: str) -> tuple[dict, dict[st
     return split_packed(state, prefix, part_prefixes, name, "a Flux model")
 
 
+def _nf4_transformer(state: Mapping, layout: str, name: str, dtype: torch.dtype):
+    """(the transformer with its NF4 linear weights kept 4-bit in `nf4.NF4Linear` layers, {packed part: tensors})."""
+    from .gguf_files import build_quantized, logical_shapes
+
+    rows, code, blocksize = nf4.to_rows(state, name)
+    transformer_sd, parts = _split_packed(rows, layout, name)
+    weights = dict(transformer_sd) if layout == "diffusers" else bfl_to_diffusers(transformer_sd, name)
+    weights = {key: nf4.quantized_parameter(value, code, blocksize) if value.dtype == torch.uint8 else value
+               for key, value in weights.items()}
+    config = flux_config(logical_shapes(weights))
+    return build_quantized(FluxTransformer2DModel, config, weights, "Flux transformer", name, dtype,
+                           nf4.NF4Linear), parts
+
+
 def read_flux_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dtype = torch.bfloat16) -> FluxParts:
     """A Flux single file (any layout, alone or packed with its VAE / CLIP-L / T5) as modules computed in `dtype`;
     float8 tensors stay float8. Raises CheckpointFormatError (naming the file and the problem) for other files."""
@@ -568,14 +583,18 @@ def read_flux_file(state: Mapping[str, torch.Tensor], name: str, dtype: torch.dt
         if family is not None:
             raise CheckpointFormatError(f"{name}: this is a {family} model; it is not supported yet")
         raise CheckpointFormatError(f"{name}: not a FLUX.1 model (no Flux transformer tensors)")
-    if any(k.endswith((".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4")) for k in state):
-        raise CheckpointFormatError(f"{name}: a bitsandbytes NF4/FP4-quantised Flux file (as Forge's "
-                                    "flux1-dev-bnb-nf4); not supported yet: use a bf16, fp16 or fp8 file")
-    state = _dequantize_scaled(state, dtype)
-    transformer, storage, parts = packed_transformer(state, layout, name, dtype, _split_packed,
-                                                     None if layout == "diffusers" else bfl_to_diffusers,
-                                                     build_transformer)
-    result = FluxParts(transformer, variant_of(transformer.config), layout, storage, dtype)
+    if nf4.is_fp4_file(state):
+        raise CheckpointFormatError(f"{name}: a bitsandbytes FP4-quantised Flux file; NF4 files (as Forge's "
+                                    "flux1-dev-bnb-nf4) run, FP4 ones do not: use an NF4, GGUF, fp8 or bf16 file")
+    if nf4.is_nf4_file(state):
+        transformer, parts = _nf4_transformer(state, layout, name, dtype)
+        result = FluxParts(transformer, variant_of(transformer.config), f"{layout}, NF4", torch.uint8, dtype)
+    else:
+        state = _dequantize_scaled(state, dtype)
+        transformer, storage, parts = packed_transformer(state, layout, name, dtype, _split_packed,
+                                                         None if layout == "diffusers" else bfl_to_diffusers,
+                                                         build_transformer)
+        result = FluxParts(transformer, variant_of(transformer.config), layout, storage, dtype)
     if "vae" in parts:
         result.vae = _build_vae(parts["vae"], name, vae_dtype(dtype))
     if "clip" in parts:

@@ -239,7 +239,7 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
     model.t5_max_length = T5_MAX_LENGTH.get(family, 0)
     model.text_max_length = TEXT_MAX_LENGTH.get(family, 0)
     model.compute_dtype = getattr(parts, "compute_dtype", None) or policy.dtype_for(family)
-    model.quantized = "GGUF" in str(parts.layout)
+    model.quantized = "GGUF" in str(parts.layout) or "NF4" in str(parts.layout)
     model.joint_attention_dim = int(getattr(parts.transformer.config, "joint_attention_dim", 4096))
     order = {kind: index for index, kind in enumerate(assembly.kinds)}
     model.part_names = tuple(path.stem for _, path in sorted(files.items(), key=lambda item: order[item[0]]))

@@ -153,10 +153,13 @@ def logical_shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 def dequantize(weight: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A GGUFParameter's values (ordinary tensors pass through): diffusers' per-type block function computed in
     float32, then cast to `dtype` (one rounding)."""
-    _, utils = _gguf()
     quant_type = getattr(weight, "quant_type", None)
     if quant_type is None:
         return weight.to(dtype)
+    if quant_type == "nf4":  # bitsandbytes NF4 files (nf4.py)
+        from .nf4 import dequantize as dequantize_nf4
+        return dequantize_nf4(weight, dtype)
+    _, utils = _gguf()
     block_size, type_size = utils.GGML_QUANT_SIZES[quant_type]
     raw = weight.as_tensor().view(torch.uint8)
     blocks = raw.reshape(-1, type_size)
@@ -183,14 +186,16 @@ def is_quantized(tensor: torch.Tensor) -> bool:
     return getattr(tensor, "quant_type", None) is not None and hasattr(tensor, "quant_shape")
 
 
-def build_quantized(cls, config: dict, weights: dict, what: str, name: str, dtype: torch.dtype) -> torch.nn.Module:
+def build_quantized(cls, config: dict, weights: dict, what: str, name: str, dtype: torch.dtype,
+                    linear: type | None = None) -> torch.nn.Module:
     """`cls` (a diffusers model) built empty from `config` with `weights` (diffusers' names) assigned: quantised
-    linear weights stay quantised in `QuantizedLinear` layers, everything else in `dtype`."""
+    linear weights stay quantised in `linear` layers (GGUF's `QuantizedLinear` by default; NF4 files pass
+    `nf4.NF4Linear`), everything else in `dtype`."""
     from .loader import _empty_module
     from .transformer_files import assign_checked
 
     module = _empty_module(cls, config)
-    linear = _linear_class()
+    linear = linear or _linear_class()
     plain: dict[str, torch.Tensor] = {}
     kept: set[str] = set()
     for key, value in weights.items():
