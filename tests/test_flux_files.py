@@ -342,11 +342,12 @@ def test_part_files_refuse_other_models(tiny_models, tmp_path):
         flux.read_flux_file(read_state_dict(tiny_models["sd1"]), "sd1.safetensors")
 
 
-def test_bitsandbytes_nf4_files_are_refused_by_name(refs):
+def test_an_nf4_file_with_an_unreadable_quantisation_state_is_refused_by_name(refs):
+    """(NF4 files themselves: tests/test_nf4.py, written by bitsandbytes.)"""
     state = tiny_flux.flux_state(refs["dev"], "ComfyUI")
     state["model.diffusion_model.double_blocks.0.img_attn.qkv.weight.quant_state.bitsandbytes__nf4"] = \
-        torch.zeros(8, dtype=torch.uint8)
-    with pytest.raises(CheckpointFormatError, match="bitsandbytes NF4/FP4-quantised Flux file"):
+        torch.full((8,), 255, dtype=torch.uint8)
+    with pytest.raises(CheckpointFormatError, match="flux1-dev-bnb-nf4.safetensors: the NF4 quantisation state"):
         flux.read_flux_file(state, "flux1-dev-bnb-nf4.safetensors")
 
 
