@@ -11,8 +11,7 @@ import torch
 from tests.conftest import pixels
 from tests.transformer_checks import encode_to_posterior_mean, random_image, rounded
 from webui.core.request import GenerationRequest
-from webui.models.tiny_qwen_tokenizer import write_tiny_qwen_tokenizer
-from webui.models.tiny_zimage import tiny_zimage_modules, write_zimage, write_zimage_parts, zimage_pipeline
+from webui.models.tiny_zimage import tiny_zimage_modules, write_zimage_data, zimage_pipeline
 from webui.settings.flags import parse_flags
 
 PROMPT = "a cat on a red sofa"
@@ -23,13 +22,7 @@ SIZE = 64
 def zimage_server(tmp_path_factory):
     from webui.services import build_services
 
-    data = tmp_path_factory.mktemp("zimage-data")
-    write_zimage(data / "models" / "Stable-diffusion" / "z_image_turbo.safetensors", "ComfyUI")
-    parts = write_zimage_parts(data / "models" / "text_encoder")
-    (data / "models" / "VAE").mkdir(parents=True)
-    parts["ae"].rename(data / "models" / "VAE" / "ae.safetensors")
-    parts["qwen_3_4b_fp8_e4m3fn"].unlink()
-    write_tiny_qwen_tokenizer(data / "models" / "text_encoder" / "qwen3-tokenizer")
+    data = write_zimage_data(tmp_path_factory.mktemp("zimage-data"))
     services = build_services(parse_flags(["--data-dir", str(data)]))
     services.hasher.wait_idle(30)
     yield services

@@ -19,8 +19,7 @@ from tests.test_flux_lora import assert_bit_exact, install, snapshot
 from tests.transformer_checks import rounded
 from webui.core.request import GenerationRequest
 from webui.models.networks import NetworkRequest, apply_networks
-from webui.models.tiny_qwen_tokenizer import write_tiny_qwen_tokenizer
-from webui.models.tiny_zimage import DIM, tiny_zimage_modules, write_zimage, write_zimage_parts, zimage_pipeline
+from webui.models.tiny_zimage import DIM, tiny_zimage_modules, write_zimage_data, zimage_pipeline
 from webui.settings.flags import parse_flags
 
 RANK = 4
@@ -209,13 +208,7 @@ def test_other_families_are_skipped_with_a_warning_both_ways(reference, tmp_path
 def zimage_server(tmp_path_factory):
     from webui.services import build_services
 
-    data = tmp_path_factory.mktemp("zimage-lora-data")
-    write_zimage(data / "models" / "Stable-diffusion" / "z_image_turbo.safetensors", "ComfyUI")
-    parts = write_zimage_parts(data / "models" / "text_encoder")
-    (data / "models" / "VAE").mkdir(parents=True)
-    parts["ae"].rename(data / "models" / "VAE" / "ae.safetensors")
-    parts["qwen_3_4b_fp8_e4m3fn"].unlink()
-    write_tiny_qwen_tokenizer(data / "models" / "text_encoder" / "qwen3-tokenizer")
+    data = write_zimage_data(tmp_path_factory.mktemp("zimage-lora-data"))
     b = original_names_file()
     (data / "models" / "Lora").mkdir(parents=True)
     save_file(b.state, str(data / "models" / "Lora" / "z-style.safetensors"))

@@ -115,6 +115,20 @@ def write_zimage_parts(folder: Path, seed: int = 0) -> dict[str, Path]:
                                "qwen_3_4b_fp8_e4m3fn": (qwen3_file_state(modules["qwen3"]), torch.float8_e4m3fn)})
 
 
+def write_zimage_data(data: Path, checkpoint: str = "z_image_turbo") -> Path:
+    """A server's data folder as a Z-Image user has it: ComfyUI's transformer file in models/Stable-diffusion,
+    ae.safetensors in models/VAE, qwen_3_4b.safetensors (bf16) and the Qwen3 tokenizer in models/text_encoder."""
+    from .tiny_qwen_tokenizer import write_tiny_qwen_tokenizer
+
+    write_zimage(data / "models" / "Stable-diffusion" / f"{checkpoint}.safetensors", "ComfyUI")
+    parts = write_zimage_parts(data / "models" / "text_encoder")
+    (data / "models" / "VAE").mkdir(parents=True, exist_ok=True)
+    parts["ae"].rename(data / "models" / "VAE" / "ae.safetensors")
+    parts["qwen_3_4b_fp8_e4m3fn"].unlink()
+    write_tiny_qwen_tokenizer(data / "models" / "text_encoder" / "qwen3-tokenizer")
+    return data
+
+
 def zimage_pipeline(modules: dict, tokenizer=None) -> ZImagePipeline:
     """diffusers' own ZImagePipeline on the modules (Z-Image-Turbo's scheduler)."""
     return ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**scheduler_config()), vae=modules["vae"],
