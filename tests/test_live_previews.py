@@ -48,11 +48,11 @@ def write_approx(folder, name="model.pt", seed=0) -> dict:
     return state
 
 
-def write_taesd(folder, name="taesd_decoder.pth", seed=0) -> DecoderTiny:
+def write_taesd(folder, name="taesd_decoder.pth", seed=0, latent_channels=4) -> DecoderTiny:
     """A random TAESD decoder saved in TAESD's own layout (index 0 is the input clamp, so every index is one
     higher than diffusers' DecoderTiny's)."""
     torch.manual_seed(seed)
-    decoder = taesd_decoder().eval()
+    decoder = taesd_decoder(latent_channels).eval()
     state = {f"{int(k.split('.')[1]) + 1}.{k.split('.', 2)[2]}": v for k, v in decoder.state_dict().items()}
     folder.mkdir(parents=True, exist_ok=True)
     if name.endswith(".safetensors"):
@@ -259,3 +259,23 @@ def test_api_sets_the_method_and_progress_shows_its_preview(tmp_path, tiny_model
             worker.join(60)
     finally:
         services.stop()
+
+
+def test_transformer_families_look_for_their_tiny_decoders(tmp_path):
+    """SD3 / SD3.5 use `taesd3_decoder`, Z-Image (FLUX.1's AE latents) and FLUX.1's variants `taef1_decoder`; an SD
+    decoder (4 latent channels) is never offered for their 16-channel latents."""
+    folder = tmp_path / "VAE-taesd"
+    write_taesd(folder)  # SD1's only
+    decoders = PreviewDecoders([folder])
+    assert all(decoders.find("TAESD", family) is None for family in ("sd3", "zimage", "flux", "flux-fill"))
+    write_taesd(folder, "taef1_decoder.safetensors", seed=1, latent_channels=16)
+    reference = write_taesd(folder, "taesd3_decoder.pth", seed=2, latent_channels=16)
+    assert decoders.find("TAESD", "zimage") == decoders.find("TAESD", "flux-fill") == folder / "taef1_decoder.safetensors"
+    assert decoders.find("TAESD", "sd3") == folder / "taesd3_decoder.pth"
+    assert decoders.find("TAESD", "sd1") == folder / "taesd_decoder.pth"
+    latents = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(4))
+    image = preview.Previewer(preview.TAESD, decoders=decoders).render(latents, "sd3")
+    assert image.size == (96, 64)
+    with torch.no_grad():
+        expected = as_picture(reference(latents)[0])
+    assert np.abs(np.asarray(image, dtype=int) - expected.astype(int)).max() <= 1

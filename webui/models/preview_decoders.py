@@ -3,8 +3,9 @@
 - "Approx NN": A1111's VAE approximation, eight plain convolutions from the latents to RGB at twice the latent
   size. Files: `model.pt` (SD1/SD2 latents), `vaeapprox-sdxl.pt` (SDXL).
 - "TAESD": the tiny autoencoder's decoder, at full image size. Files: `taesd_decoder.pth` / `.safetensors`
-  (SD1/SD2), `taesdxl_decoder.pth` / `.safetensors` (SDXL), `taef1_decoder` (FLUX.1's 16-channel latents), in the
-  original layout (a flat sequence whose first
+  (SD1/SD2), `taesdxl_decoder.pth` / `.safetensors` (SDXL), `taef1_decoder` (FLUX.1's 16-channel latents, and
+  Z-Image's, which are FLUX.1's AE's), `taesd3_decoder` (SD3 / SD3.5), in the original layout (a flat sequence whose
+  first
   entry is the input clamp); diffusers' `DecoderTiny` holds the same layers one index lower.
 
 Both take the sampler's latents as they are (no VAE scaling factor) and give RGB in [-1, 1].
@@ -20,8 +21,11 @@ from torch import nn
 APPROX_NN, TAESD = "Approx NN", "TAESD"
 FILES = {  # method -> family group -> file stems tried in order
     APPROX_NN: {"sd": ("model",), "sdxl": ("vaeapprox-sdxl",)},
-    TAESD: {"sd": ("taesd_decoder",), "sdxl": ("taesdxl_decoder",), "flux": ("taef1_decoder",)},
+    TAESD: {"sd": ("taesd_decoder",), "sdxl": ("taesdxl_decoder",), "flux": ("taef1_decoder",),
+            "sd3": ("taesd3_decoder",)},
 }
+# families whose latents are another family's: Z-Image samples in FLUX.1's AE latents (its ae.safetensors)
+_SAME_LATENTS = {"zimage": "flux", "sd3": "sd3"}
 SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
@@ -103,6 +107,8 @@ def load_decoder(method: str, path: Path) -> nn.Module:
 def family_group(family: str) -> str:
     if family.startswith("flux"):
         return "flux"
+    if family in _SAME_LATENTS:
+        return _SAME_LATENTS[family]
     return "sdxl" if family == "sdxl" else "sd"
 
 
@@ -129,7 +135,8 @@ class PreviewDecoders:
 
     def methods(self) -> list[str]:
         """The file-based methods with a decoder for some family."""
-        return [method for method in FILES if any(self.find(method, family) for family in ("sd1", "sdxl", "flux"))]
+        return [method for method in FILES
+                if any(self.find(method, family) for family in ("sd1", "sdxl", "flux", "sd3"))]
 
     def decode(self, method: str, family: str, latents: torch.Tensor) -> torch.Tensor:
         """RGB in [-1, 1] (batch, 3, H, W) for `latents`; PreviewDecoderError when there is no usable file."""
