@@ -24,8 +24,9 @@ FILES = {  # method -> family group -> file stems tried in order
     TAESD: {"sd": ("taesd_decoder",), "sdxl": ("taesdxl_decoder",), "flux": ("taef1_decoder",),
             "sd3": ("taesd3_decoder",)},
 }
-# families whose latents are another family's: Z-Image samples in FLUX.1's AE latents (its ae.safetensors)
-_SAME_LATENTS = {"zimage": "flux", "sd3": "sd3"}
+# the decoder group of the other transformer families (FLUX.1's variants: "flux"); Z-Image samples in FLUX.1's AE
+# latents (its ae.safetensors is FLUX.1's), so TAEF1 decodes them
+_GROUPS = {"zimage": "flux", "sd3": "sd3"}
 SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
@@ -107,8 +108,8 @@ def load_decoder(method: str, path: Path) -> nn.Module:
 def family_group(family: str) -> str:
     if family.startswith("flux"):
         return "flux"
-    if family in _SAME_LATENTS:
-        return _SAME_LATENTS[family]
+    if family in _GROUPS:
+        return _GROUPS[family]
     return "sdxl" if family == "sdxl" else "sd"
 
 
