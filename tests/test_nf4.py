@@ -1,13 +1,18 @@
-"""bitsandbytes NF4 FLUX.1 checkpoints (Forge's flux1-dev-bnb-nf4 layout), written by bitsandbytes itself: the
-linear weights stay 4-bit in memory, the transformer computes what diffusers' FluxTransformer2DModel does with
-bitsandbytes' own `dequantize_4bit` values (with and without double quantisation), LoRAs apply at run time, the
-whole file (with its packed CLIP-L, T5 and AE) generates as diffusers' FluxPipeline on those values, and FP4 files are
-refused by name."""
+"""bitsandbytes NF4 FLUX.1 checkpoints (Forge's flux1-dev-bnb-nf4 layout), written by bitsandbytes itself (in a
+process of its own: tests/nf4_reference.py): the linear weights stay 4-bit in memory, the transformer computes what
+diffusers' FluxTransformer2DModel does with bitsandbytes' own `dequantize_4bit` values (with and without double
+quantisation), LoRAs apply at run time, the whole file (with its packed CLIP-L, T5 and AE) generates as diffusers'
+FluxPipeline on those values, and FP4 files are refused by name."""
 from __future__ import annotations
 
 import base64
 import io
 import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,38 +20,39 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-bnb_functional = pytest.importorskip("bitsandbytes.functional")
-
-from tests.conftest import pixels  # noqa: E402
-from webui.models.flux import bfl_to_diffusers, diffusers_to_bfl, read_flux_file  # noqa: E402
-from webui.models.loader import read_state_dict  # noqa: E402
-from webui.models.tiny_flux import flux_state, tiny_flux_modules  # noqa: E402
-from webui.models.tiny_t5_tokenizer import write_tiny_t5_tokenizer  # noqa: E402
-from webui.settings.flags import parse_flags  # noqa: E402
+from tests.conftest import pixels
+from webui.models.flux import bfl_to_diffusers, diffusers_to_bfl, read_flux_file
+from webui.models.loader import read_state_dict
+from webui.models.tiny_flux import flux_state, tiny_flux_modules
+from webui.models.tiny_t5_tokenizer import write_tiny_t5_tokenizer
+from webui.settings.flags import parse_flags
 
 BLOCK = 64
 PROMPT = "a red fox in the snow"
 SIZE = 64
+ASIDE = Path(sys.prefix) / "aside"  # bitsandbytes, installed beside the venv (requirements-test-aside.txt)
+
+if not (ASIDE / "bitsandbytes").is_dir():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"bitsandbytes is not in {ASIDE}: ./launch.sh --test installs it there")
+    pytest.skip(f"bitsandbytes is not in {ASIDE} (./launch.sh --test installs it)", allow_module_level=True)
 
 
 def quantise(state: dict[str, torch.Tensor], prefix: str = "", nested: bool = True, quant_type: str = "nf4"):
     """(a Forge NF4 file's tensors: every 2-D `.weight` under `prefix` whose rows are whole blocks quantised by
-    bitsandbytes and saved as its Linear4bit saves them; the rest as they are, {key: the values bitsandbytes'
-    dequantize_4bit gives back})."""
-    out, held = {}, {}
-    for key, value in state.items():
-        if key.startswith(prefix) and key.endswith(".weight") and value.ndim == 2 and value.shape[1] % BLOCK == 0:
-            codes, quant_state = bnb_functional.quantize_4bit(value.float().contiguous(), blocksize=BLOCK,
-                                                              quant_type=quant_type, compress_statistics=nested)
-            out[key] = codes
-            for name, tensor in quant_state.as_dict(packed=True).items():
-                out[f"{key}.{name}"] = tensor
-            held[key] = bnb_functional.dequantize_4bit(codes, quant_state).float()
-        else:
-            out[key] = value
-    return out, held
+    bitsandbytes and saved as its Linear4bit saves them, the rest as they are; {key: the values bitsandbytes'
+    dequantize_4bit gives back}), made by tests/nf4_reference.py in a process of its own."""
+    with tempfile.TemporaryDirectory() as folder:
+        source, target, values = (Path(folder) / name for name in ("in.safetensors", "out.safetensors",
+                                                                   "values.safetensors"))
+        save_file({k: v.contiguous() for k, v in state.items()}, str(source))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ASIDE), str(Path(__file__).parent.parent)]))
+        subprocess.run([sys.executable, str(Path(__file__).parent / "nf4_reference.py"), str(source), str(target),
+                        str(values), prefix, str(BLOCK), "1" if nested else "0", quant_type], env=env, check=True,
+                       capture_output=True, timeout=300)
+        return load_file(str(target)), load_file(str(values))
 
 
 def _bfl_state():
