@@ -167,6 +167,11 @@ def test_api_inpaints_and_outpaints_with_the_fill_checkpoint(fill_app):
     assert grown.shape[:2] == (SIZE + 16, SIZE + 16)
     assert np.array_equal(grown[:SIZE, 16:], before)  # the picture is kept where it was
 
+    odd = dict(outpaint, outpaint=dict(outpaint["outpaint"], left=8))  # 72 pixels wide: not FLUX.1's multiple of 16
+    response = client.post("/sdapi/v1/img2img", json=odd)
+    assert response.status_code == 422 or response.status_code == 400, response.text
+    assert "outpaint" in response.text and "width 72" in response.text and "multiples of 16" in response.text
+
 
 def test_choosing_fill_sets_its_usual_values_in_the_ui(fill_app, tiny_models):
     """After an SD checkpoint, choosing the Fill checkpoint sets BFL's values for it (Distilled CFG Scale 30, 50

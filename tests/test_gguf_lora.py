@@ -154,12 +154,34 @@ def test_lora_tag_on_a_gguf_checkpoint(gguf_lora_app):
 
 
 def test_the_run_time_change_follows_the_layer_to_another_device(tmp_path):
-    """A model moved after a LoRA was applied (the model manager offloads idle checkpoints): the change's tensors
-    move with it at the next call (to the meta device here, which this CPU-only machine also has)."""
+    """A model moved after a LoRA was applied (the refiner's switch moves the idle checkpoint to the CPU, --medvram
+    moves parts back and forth): the change's tensors move with it at the next call (to the meta device here, which
+    this CPU-only machine also has). A streamed layer's change stays in CPU memory and is copied with each call."""
     from webui.models.networks.runtime_patches import RuntimePatch
 
     patch = RuntimePatch(pairs=[(torch.ones(2, 4), torch.ones(3, 2))], bias=torch.ones(3))
     out = patch.output(torch.ones(1, 4, device="meta"), torch.zeros(1, 3, device="meta"))
     assert out.device.type == "meta" and patch.pairs[0][0].device.type == "meta" and patch.bias.device.type == "meta"
+    streamed = RuntimePatch(pairs=[(torch.ones(2, 4), torch.ones(3, 2))], bias=torch.ones(3), streamed=True)
+    out = streamed.output(torch.ones(1, 4, device="meta"), torch.zeros(1, 3, device="meta"))
+    assert out.device.type == "meta" and streamed.pairs[0][0].device.type == "cpu"
     assert torch.equal(RuntimePatch(pairs=[(torch.ones(2, 4), torch.ones(3, 2))]).output(
         torch.ones(1, 4), torch.zeros(1, 3)), torch.full((1, 3), 8.0))
+
+
+def test_dense_kinds_keep_no_dense_copy_of_the_weight(tmp_path):
+    """A LoHa / full diff on a quantised layer keeps only the file's factors; its change is rebuilt per call."""
+    tiny = tiny_flux_modules(0, "dev")["transformer"]
+    write_gguf(tmp_path / "q.gguf", diffusers_to_bfl(tiny.state_dict()), Q.Q8_0)
+    _, parts = read_gguf_file(tmp_path / "q.gguf", torch.float32)
+    model = SimpleNamespace(family="flux", unet=parts.transformer, text_encoders=[])
+    b = mixed_file()
+    for key in [k for k in b.state if k.startswith("lora_unet_") or k.startswith("lora_te1_")]:
+        del b.state[key]  # the LoHa and the full diff only
+    info = install(tmp_path / "Lora", b.state, "dense")
+    apply_networks(model, [NetworkRequest(info)])
+    for name in (LOHA_TARGET, DIFF_TARGET):
+        patch = parts.transformer.get_submodule(name)._runtime_lora
+        assert patch.pairs == [] and len(patch.others) == 1
+        held = [v for v in vars(patch).values() if isinstance(v, torch.Tensor)]
+        assert sum(t.numel() for t in held) <= patch.layer_shape[0]  # the bias change at most

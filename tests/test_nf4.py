@@ -181,3 +181,28 @@ def test_forge_nf4_file_generates_as_diffusers_does(tmp_path):
     finally:
         services.stop()
 
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s, k: s.pop(k + ".quant_map"), "cannot be read"),
+    (lambda s, k: s.pop(k + ".absmax"), "cannot be read"),
+    (lambda s, k: s.__setitem__(k + ".absmax", s[k + ".absmax"][:-1]), "scales"),
+])
+def test_a_damaged_nf4_weight_is_refused_naming_it(tmp_path, damage, message):
+    from webui.models.architecture import CheckpointFormatError
+
+    quantised, _ = quantise(_bfl_state(), nested=False)
+    key = "double_blocks.0.img_attn.qkv.weight"
+    damage(quantised, key)
+    with pytest.raises(CheckpointFormatError, match=f"x.safetensors: .*{key}.*{message}|x.safetensors: .*{message}.*{key}"):
+        read_flux_file(quantised, "x.safetensors", torch.float32)
+
+
+def test_an_nf4_text_encoder_is_refused_by_name():
+    from webui.models.architecture import CheckpointFormatError
+
+    modules = tiny_flux_modules(0, "dev")
+    packed = flux_state(modules, "ComfyUI", ("vae", "clip", "t5"))
+    quantised, _ = quantise(packed, prefix="text_encoders.t5xxl.")
+    with pytest.raises(CheckpointFormatError, match="its T5 is NF4-quantised"):
+        read_flux_file(quantised, "x.safetensors", torch.float32)

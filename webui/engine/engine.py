@@ -604,8 +604,8 @@ class Engine:
 
     def _extra_channels(self, model, setup: Img2ImgSetup | None, items: list[int], width: int, height: int,
                         copies: int) -> torch.Tensor | None:
-        """A 9-channel inpainting checkpoint's extra UNet input for the batch's rows (None for other checkpoints).
-        txt2img: one grey conditioning for all; img2img: each image's own (cached)."""
+        """An inpainting checkpoint's extra network input for the batch's rows (SD's 9-channel UNets, FLUX.1 Fill; None
+        for other checkpoints). txt2img: one grey conditioning for all; img2img: each image's own (cached)."""
         if not model.inpainting:
             return None
         per_image = ([self._inpaint_channels(model, setup, item, width, height) for item in items]
@@ -732,6 +732,15 @@ def _check_family(model, request: GenerationRequest, sampler) -> None:
             low, high = value // step * step, value // step * step + step
             raise RequestError(name, f"{family.label} makes images in multiples of {step} pixels: {name} {value} "
                                      f"is not one (use {low or step} or {high})")
+    outpaint = getattr(request, "outpaint", None)
+    if getattr(request, "mode", "") == "img2img" and outpaint is not None and outpaint.active:
+        grown = {"width": int(request.width) + outpaint.left + outpaint.right,
+                 "height": int(request.height) + outpaint.up + outpaint.down}
+        for name, value in grown.items():
+            if value % step:
+                raise RequestError("outpaint", f"{family.label} makes images in multiples of {step} pixels: "
+                                               f"outpainting makes the {name} {value}; extend the sides by "
+                                               f"multiples of {step} pixels")
 
 
 def _result_marks(result: GenerationResult) -> dict[str, int]:

@@ -35,10 +35,10 @@ PART_LABELS = {"vae": "VAE (ae.safetensors)", "clip_l": "CLIP-L text encoder (cl
 PART_FOLDERS = {"vae": "models/VAE", "clip_l": "models/text_encoder", "clip_g": "models/text_encoder",
                 "qwen3": "models/text_encoder",
                 "t5": "models/text_encoder"}
-T5_MAX_LENGTH = {"flux": 512, "flux-schnell": 256, "flux-fill": 512, "sd3": 256}  # BFL: dev and Fill 512, schnell 256;
-# SD3: diffusers' 256
-TEXT_MAX_LENGTH = {"zimage": 512}
-VARIANT_FAMILIES = {"dev": "flux", "schnell": "flux-schnell", "fill": "flux-fill"}  # FLUX.1 variant -> family  # Z-Image: ZImagePipeline's max_sequence_length
+# BFL: dev and Fill 512, schnell 256; SD3: diffusers' 256
+T5_MAX_LENGTH = {"flux": 512, "flux-schnell": 256, "flux-fill": 512, "sd3": 256}
+TEXT_MAX_LENGTH = {"zimage": 512}  # Z-Image: ZImagePipeline's max_sequence_length
+VARIANT_FAMILIES = {"dev": "flux", "schnell": "flux-schnell", "fill": "flux-fill"}  # FLUX.1 variant -> family
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,8 @@ def assemble(assembly: Assembly, family: str, parts, name: str, policy, cache_di
     encoders, tokenizers = assembly.text_side(have, policy.dtype_for(family), cache_dir,
                                               tokenizer_folders, separate.data_dir, notes)
     label = f"{FAMILIES[family].label} ({parts.variant}, {parts.layout})"
-    model = LoadedModel(name, family, FAMILIES[family].inpainting, parts.transformer, vae, encoders, tokenizers, {}, label)
+    model = LoadedModel(name, family, FAMILIES[family].inpainting, parts.transformer, vae, encoders, tokenizers, {},
+                        label)
     model.t5_max_length = T5_MAX_LENGTH.get(family, 0)
     model.text_max_length = TEXT_MAX_LENGTH.get(family, 0)
     model.compute_dtype = getattr(parts, "compute_dtype", None) or policy.dtype_for(family)

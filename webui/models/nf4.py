@@ -35,15 +35,20 @@ def is_fp4_file(state: Mapping[str, torch.Tensor]) -> bool:
 
 def _quant_state(tensor: torch.Tensor, key: str, name: str) -> dict:
     try:
-        return json.loads(bytes(tensor.to(torch.uint8).tolist()).decode("utf-8"))
+        info = json.loads(bytes(tensor.to(torch.uint8).tolist()).decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise CheckpointFormatError(f"{name}: the NF4 quantisation state of {key} is unreadable") from None
+        info = None
+    if not isinstance(info, dict):
+        raise CheckpointFormatError(f"{name}: the NF4 quantisation state of {key} is unreadable")
+    return info
 
 
 def _absmax(state: Mapping, weight_key: str, info: dict, blocks: int, name: str) -> torch.Tensor:
     """The float32 scale of each block."""
     absmax = state[weight_key + ".absmax"]
     if weight_key + ".nested_absmax" not in state:
+        if absmax.numel() != blocks:
+            raise CheckpointFormatError(f"{name}: the NF4 scales of {weight_key} do not fit its shape")
         return absmax.float()
     code = state[weight_key + ".nested_quant_map"].float()
     nested = state[weight_key + ".nested_absmax"].float()
@@ -56,33 +61,48 @@ def _absmax(state: Mapping, weight_key: str, info: dict, blocks: int, name: str)
 
 def to_rows(state: Mapping[str, torch.Tensor], name: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
     """(the state with each NF4 weight as a uint8 tensor of rows [codes, float32 scales] and its companion tensors
-    removed, the 16 NF4 levels, the block size). Other tensors pass through."""
+    removed, the 16 NF4 levels, the block size). Other tensors pass through. A weight that cannot be read is a
+    CheckpointFormatError naming it."""
     out = {k: v for k, v in state.items() if not k.endswith(_PARTS)}
     code, blocksize = None, None
     for key in [k for k in state if k.endswith(STATE_SUFFIX)]:
         weight_key = key[:-len(STATE_SUFFIX)]
-        info = _quant_state(state[key], key, name)
-        if str(info.get("quant_type", "nf4")) != "nf4":
-            raise CheckpointFormatError(f"{name}: {weight_key} is {info.get('quant_type')}-quantised; only NF4 runs")
-        shape = tuple(int(s) for s in info.get("shape", ()))
-        size = int(info.get("blocksize", 64))
-        if len(shape) != 2 or shape[1] % size or shape[1] % 2 or weight_key not in state:
-            raise CheckpointFormatError(f"{name}: the NF4 weight {weight_key} has a shape we cannot read ({shape})")
-        levels = state[weight_key + ".quant_map"].float()
+        try:
+            rows, levels, size = _weight_rows(state, weight_key, _quant_state(state[key], key, name), name)
+        except CheckpointFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise CheckpointFormatError(f"{name}: the NF4 weight {weight_key} cannot be read ({type(exc).__name__}: "
+                                        f"{exc})") from None
         if code is None:
             code, blocksize = levels, size
         elif not torch.equal(code, levels) or blocksize != size:
             raise CheckpointFormatError(f"{name}: its NF4 weights use different levels or block sizes")
-        rows, columns = shape
-        packed = state[weight_key].reshape(-1)
-        if packed.dtype != torch.uint8 or packed.numel() * 2 != rows * columns:
-            raise CheckpointFormatError(f"{name}: the NF4 weight {weight_key} does not hold {rows}x{columns} codes")
-        scales = _absmax(state, weight_key, info, rows * columns // size, name).reshape(rows, columns // size)
-        out[weight_key] = torch.cat([packed.reshape(rows, columns // 2),
-                                     scales.contiguous().view(torch.uint8).reshape(rows, -1)], dim=1)
+        out[weight_key] = rows
     if code is None:
         raise CheckpointFormatError(f"{name}: no NF4 weights found")
     return out, code, blocksize
+
+
+def _weight_rows(state: Mapping, weight_key: str, info: dict, name: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(one NF4 weight as rows of [codes, float32 scales], its 16 levels, its block size)."""
+    if str(info.get("quant_type", "nf4")) != "nf4":
+        raise CheckpointFormatError(f"{name}: {weight_key} is {info.get('quant_type')}-quantised; only NF4 runs")
+    shape = tuple(int(s) for s in info.get("shape", ()))
+    size = int(info.get("blocksize", 64))
+    if len(shape) != 2 or size <= 0 or size % 2 or shape[1] % size or weight_key not in state:
+        raise CheckpointFormatError(f"{name}: the NF4 weight {weight_key} has a shape we cannot read ({shape}, "
+                                    f"blocks of {size})")
+    levels = state[weight_key + ".quant_map"].float().reshape(-1)
+    if levels.numel() != 16:
+        raise CheckpointFormatError(f"{name}: the NF4 weight {weight_key} has {levels.numel()} levels, not 16")
+    rows, columns = shape
+    packed = state[weight_key].reshape(-1)
+    if packed.dtype != torch.uint8 or packed.numel() * 2 != rows * columns:
+        raise CheckpointFormatError(f"{name}: the NF4 weight {weight_key} does not hold {rows}x{columns} codes")
+    scales = _absmax(state, weight_key, info, rows * columns // size, name).reshape(rows, columns // size)
+    return (torch.cat([packed.reshape(rows, columns // 2), scales.contiguous().view(torch.uint8).reshape(rows, -1)],
+                      dim=1), levels, size)
 
 
 def logical_columns(row_bytes: int, blocksize: int) -> int:
@@ -99,15 +119,24 @@ def quantized_parameter(rows: torch.Tensor, code: torch.Tensor, blocksize: int) 
     return param
 
 
+def _pair_table(param, device: torch.device) -> torch.Tensor:
+    """[256, 2]: the two levels a code byte holds (high nibble first), made once per device and kept on the
+    parameter, so no call copies anything from the CPU (which would stall a GPU's stream)."""
+    tables = param.__dict__.setdefault("nf4_tables", {})
+    if device not in tables:
+        byte = torch.arange(256)
+        tables[device] = torch.stack([param.nf4_code[byte >> 4], param.nf4_code[byte & 15]], dim=-1).to(device)
+    return tables[device]
+
+
 def dequantize(param: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The weight's values, computed in float32 and cast to `dtype` once."""
     rows, columns = param.quant_shape
     data = param.data if isinstance(param, torch.nn.Parameter) else param
     codes = data[:, :columns // 2]
     scales = data[:, columns // 2:].contiguous().view(torch.float32)
-    indices = torch.stack([codes >> 4, codes & 15], dim=-1).reshape(rows, columns).long()
-    code = param.nf4_code.to(data.device)
-    values = code[indices].reshape(rows, columns // param.nf4_blocksize, param.nf4_blocksize)
+    values = _pair_table(param, data.device)[codes.int()]  # [rows, columns / 2, 2]: int32 indices, one per byte
+    values = values.reshape(rows, columns // param.nf4_blocksize, param.nf4_blocksize)
     return (values * scales.unsqueeze(-1)).reshape(rows, columns).to(dtype)
 
 

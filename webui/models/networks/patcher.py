@@ -189,8 +189,9 @@ class NetworkPatchState:
         self._current.pop(key, None)
         try:
             with torch.no_grad():
-                if is_quantized_layer(target.module) or key[0] in self.runtime_components:  # beside the weight
-                    set_patch(target.module, [(c.module, c.multiplier) for c in contributions], _dequantize)
+                streamed = key[0] in self.runtime_components
+                if is_quantized_layer(target.module) or streamed:  # beside the weight, at run time
+                    set_patch(target.module, [(c.module, c.multiplier) for c in contributions], _dequantize, streamed)
                     self._current[key] = tuple(c.signature for c in contributions)
                     return
                 self._patch_weight((key, "weight"), target.module, contributions)

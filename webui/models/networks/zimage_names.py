@@ -26,12 +26,12 @@ _PLAIN = {"x_embedder": "all_x_embedder.2-1", "final_layer_linear": "all_final_l
 # a Z-Image transformer module as LoRA files spell it, original or diffusers names, dots or underscores
 MARK = re.compile(r"(^|[._])(layers|noise_refiner|context_refiner)[._]\d+[._](attention|feed_forward|adaLN_modulation)"
                   r"[._]|(^|[._])(all_x_embedder|all_final_layer|cap_embedder)[._]")
-_FUSED = re.compile(r"(^|[._])(layers|noise_refiner|context_refiner)[._]\d+[._]attention[._](qkv|out)[._]")
 
 
 def has_zimage_names(keys) -> bool:
-    """Whether a LoRA file holds Z-Image transformer modules in its original names (a fused qkv, `attention.out`)."""
-    return any(_FUSED.search(k) for k in keys)
+    """Whether a LoRA file is a Z-Image transformer's (either naming): its original module names, where it has them,
+    are renamed (a file may hold `x_embedder` / `final_layer` without any attention module)."""
+    return any(MARK.search(k) for k in keys)
 
 
 def _is_original_module(module: str) -> bool:
