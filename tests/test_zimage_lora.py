@@ -112,8 +112,21 @@ def comfy_original_dotted_file() -> Builder:
     return b
 
 
+def comfy_embedder_and_final_layer_file() -> Builder:
+    """Original names without any attention module: ComfyUI's spelling of `x_embedder` and `final_layer`."""
+    b = Builder(8)
+    b.expected["all_x_embedder.2-1"] = b.pair("diffusion_model.x_embedder", DIM, 64, ".lora_A.weight",
+                                              ".lora_B.weight", None)
+    b.expected["all_final_layer.2-1.adaLN_modulation.1"] = b.pair("diffusion_model.final_layer.adaLN_modulation.1",
+                                                                  DIM, DIM, ".lora_A.weight", ".lora_B.weight", None)
+    b.expected["layers.0.feed_forward.w2"] = b.pair("diffusion_model.layers.0.feed_forward.w2", DIM, FF,
+                                                    ".lora_A.weight", ".lora_B.weight", None)
+    return b
+
+
 FORMATS = {"ai-toolkit": ai_toolkit_file, "peft": peft_file, "kohya": kohya_diffusers_names_file,
-           "original": original_names_file, "comfy-original": comfy_original_dotted_file}
+           "original": original_names_file, "comfy-original": comfy_original_dotted_file,
+           "comfy-embedder": comfy_embedder_and_final_layer_file}
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +257,27 @@ def test_lora_tag_in_a_zimage_generation(zimage_server, reference):
         "a cat on a red sofa", num_inference_steps=3, guidance_scale=0.0, height=64, width=64,
         generator=torch.Generator().manual_seed(9)).images[0]
     assert np.abs(pixels(plain.images[0]) - pixels(unpatched)).max() <= 1
+
+
+def test_qwen3_text_encoder_modules_are_patched_when_named_as_diffusers_or_kohya_name_them(reference, tmp_path):
+    """A Z-Image LoRA's text-encoder part: diffusers' `text_encoder.layers.N...` and kohya's `lora_te_layers_N_...`
+    reach the Qwen3 encoder's layers; a name with Qwen3ForCausalLM's `model.` level matches nothing and is reported."""
+    modules = {k: copy.deepcopy(v) for k, v in reference.items()}
+    model = zimage_model(modules)
+    b = Builder(9)
+    width = modules["qwen3"].config.hidden_size
+    q_rows = modules["qwen3"].layers[0].self_attn.q_proj.weight.shape[0]
+    te = {"layers.0.self_attn.q_proj": b.pair("text_encoder.layers.0.self_attn.q_proj", q_rows, width,
+                                              ".lora_A.weight", ".lora_B.weight", None),
+          "layers.0.mlp.up_proj": b.pair("lora_te_layers_0_mlp_up_proj", modules["qwen3"].config.intermediate_size,
+                                         width, ".lora_down.weight", ".lora_up.weight", 2.0)}
+    b.pair("text_encoder.model.layers.0.self_attn.k_proj", 8, width, ".lora_A.weight", ".lora_B.weight", None)
+    b.expected["layers.0.attention.to_q"] = b.pair("diffusion_model.layers.0.attention.to_q", DIM, DIM,
+                                                   ".lora_A.weight", ".lora_B.weight", None)
+    info = install(tmp_path, b.state, "with-te")
+    report = apply_networks(model, [NetworkRequest(info)])
+    assert report.applied and len(report.warnings) == 1
+    assert "text_encoder.model.layers.0.self_attn.k_proj" in report.warnings[0]
+    for name, delta in te.items():
+        torch.testing.assert_close(modules["qwen3"].get_submodule(name).weight,
+                                   reference["qwen3"].get_submodule(name).weight + delta, rtol=1e-5, atol=1e-6)
