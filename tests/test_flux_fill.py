@@ -106,6 +106,44 @@ def test_inpainting_matches_diffusers_fill_pipeline(fill_app):
     assert "Model: flux-fill" in info
 
 
+def test_an_ordinary_mask_matches_fill_pipeline_with_a1111s_latent_blend(fill_app):
+    """A rectangle mask: A1111 keeps the unmasked latents on the init picture's own noised path at every step (the
+    denoised prediction blended with the init latents there) and lays the original pixels back over them. The
+    reference is FluxFillPipeline with that blend done in its step callback: after each Euler step, the latents
+    outside A1111's latent mask (the mask resized to the latents, rounded) are set to (1 - sigma) x init + sigma x
+    the starting noise."""
+    from webui.engine.transformer_call import pack
+
+    services = fill_app[1]
+    init = random_image(5, SIZE)
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (16, 8, 48, 40))
+    result = services.engine.run(_request(mode="img2img", init_images=[init], mask=mask, mask_blur_x=0,
+                                          mask_blur_y=0, denoising_strength=1.0, inpainting_fill=1))
+    pipe = _fill_pipeline(services)
+    side = SIZE // 8
+    with torch.no_grad():
+        pixels_in = torch.from_numpy(np.asarray(init, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        init_latents = pipe.vae.encode(pixels_in).latent_dist.mode()
+        init_latents = (init_latents - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+    noise = torch.randn((1, 16, side, side), generator=torch.Generator().manual_seed(21))
+    small = np.around(np.asarray(mask.convert("RGB").resize((side, side)), dtype=np.float32)[:, :, 0] / 255)
+    keep = pack((1 - torch.from_numpy(small))[None, None].expand(1, 16, side, side).contiguous())
+
+    def blend(pipeline, index, timestep, tensors):
+        sigma = float(pipeline.scheduler.sigmas[index + 1])
+        path = pack((1 - sigma) * init_latents + sigma * noise)
+        return {"latents": tensors["latents"] * (1 - keep) + path * keep}
+
+    expected = pipe(PROMPT, image=init, mask_image=mask, num_inference_steps=4, guidance_scale=30.0, height=SIZE,
+                    width=SIZE, generator=torch.Generator().manual_seed(21), max_sequence_length=512,
+                    callback_on_step_end=blend, callback_on_step_end_tensor_inputs=["latents"]).images[0]
+    out, inside = pixels(result.images[0]), np.asarray(mask) == 255
+    assert np.abs(out - pixels(expected))[inside].max() <= 1
+    assert np.array_equal(out[~inside], pixels(init)[~inside])
+    assert np.abs(out[inside] - pixels(init)[inside]).mean() > 10
+
+
 def test_the_mask_order_inside_a_block_matters(fill_app):
     """The reference check above can see the mask's layout: the same mask transposed inside each 8x8 block (rows and
     columns of the block swapped) gives another picture."""
