@@ -185,3 +185,32 @@ def test_dense_kinds_keep_no_dense_copy_of_the_weight(tmp_path):
         assert patch.pairs == [] and len(patch.others) == 1
         held = [v for v in vars(patch).values() if isinstance(v, torch.Tensor)]
         assert sum(t.numel() for t in held) <= patch.layer_shape[0]  # the bias change at most
+
+
+def test_a_streamed_transformer_takes_linear_changes_at_run_time_and_refuses_others(tmp_path):
+    """On a streamed transformer a LoRA's linear layers get run-time changes and a norm change is skipped with a
+    warning; when the model is placed whole again, the next apply patches the weights themselves."""
+    from webui.models.streaming import Placement
+
+    modules = tiny_flux_modules(0, "dev")
+    transformer = modules["transformer"]
+    original = {k: v.clone() for k, v in transformer.state_dict().items()}
+    model = SimpleNamespace(family="flux", unet=transformer, text_encoders=[], placement=Placement(True, True, 0, "t"))
+    g = torch.Generator().manual_seed(2)
+    state = {"lora_transformer_transformer_blocks_0_attn_to_q.lora_down.weight": torch.randn(4, H, generator=g),
+             "lora_transformer_transformer_blocks_0_attn_to_q.lora_up.weight": torch.randn(H, 4, generator=g),
+             "lora_transformer_transformer_blocks_0_attn_norm_q.w_norm": torch.randn(32, generator=g) * 0.1}
+    info = install(tmp_path, state, "with-norm")
+    report = apply_networks(model, [NetworkRequest(info)])
+    assert len(report.warnings) == 1 and "not linear layers" in report.warnings[0]
+    assert "streamed from RAM" in report.warnings[0]
+    to_q = transformer.transformer_blocks[0].attn.to_q
+    assert hasattr(to_q, "_runtime_lora")
+    assert all(torch.equal(v, original[k]) for k, v in transformer.state_dict().items())  # nothing written
+
+    model.placement = None  # placed whole: the weights themselves are patched
+    report = apply_networks(model, [NetworkRequest(info)])
+    assert report.warnings == [] and not hasattr(to_q, "_runtime_lora")
+    assert not torch.equal(to_q.weight, original["transformer_blocks.0.attn.to_q.weight"])
+    apply_networks(model, [])
+    assert all(torch.equal(v, original[k]) for k, v in transformer.state_dict().items())
