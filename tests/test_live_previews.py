@@ -270,7 +270,8 @@ def test_transformer_families_look_for_their_tiny_decoders(tmp_path):
     assert all(decoders.find("TAESD", family) is None for family in ("sd3", "zimage", "flux", "flux-fill"))
     write_taesd(folder, "taef1_decoder.safetensors", seed=1, latent_channels=16)
     reference = write_taesd(folder, "taesd3_decoder.pth", seed=2, latent_channels=16)
-    assert decoders.find("TAESD", "zimage") == decoders.find("TAESD", "flux-fill") == folder / "taef1_decoder.safetensors"
+    taef1 = folder / "taef1_decoder.safetensors"
+    assert decoders.find("TAESD", "zimage") == decoders.find("TAESD", "flux-fill") == taef1
     assert decoders.find("TAESD", "sd3") == folder / "taesd3_decoder.pth"
     assert decoders.find("TAESD", "sd1") == folder / "taesd_decoder.pth"
     latents = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(4))

@@ -568,9 +568,9 @@ def _nf4_transformer(state: Mapping, layout: str, name: str, dtype: torch.dtype)
     transformer_sd, parts = _split_packed(rows, layout, name)
     for part, tensors in parts.items():
         if any(value.dtype == torch.uint8 and value.ndim == 2 for value in tensors.values()):
-            raise CheckpointFormatError(f"{name}: its {part.upper() if part == 't5' else part} is NF4-quantised; only a "
-                                        "FLUX.1 transformer's weights may be NF4 (the VAE and text encoders in bf16, "
-                                        "fp16 or fp8)")
+            label = {"t5": "T5", "clip": "CLIP-L", "vae": "VAE"}.get(part, part)
+            raise CheckpointFormatError(f"{name}: its {label} is NF4-quantised; only a FLUX.1 transformer's weights "
+                                        "may be NF4 (the VAE and text encoders in bf16, fp16 or fp8)")
     weights = dict(transformer_sd) if layout == "diffusers" else bfl_to_diffusers(transformer_sd, name)
     weights = {key: nf4.quantized_parameter(value, code, blocksize) if value.dtype == torch.uint8 else value
                for key, value in weights.items()}
