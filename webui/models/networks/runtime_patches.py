@@ -17,7 +17,7 @@ LoRA does not take the VRAM the streaming frees.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -58,10 +58,8 @@ class RuntimePatch:
 
     def output(self, inputs: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         device, dtype = output.device, output.dtype
-        if not self.streamed:
-            held = [pair[0] for pair in self.pairs] + ([self.bias] if self.bias is not None else [])
-            if held and (held[0].device != device or held[0].dtype != dtype):
-                self._move(device, dtype)  # the model was moved (or runs in another dtype): the changes follow
+        if not self.streamed and self._out_of_place(device, dtype):
+            self._move(device, dtype)  # the model was moved (or runs in another dtype): the changes follow
         x = inputs.to(dtype)
         for down, up in self.pairs:
             down, up = down.to(device, dtype, non_blocking=True), up.to(device, dtype, non_blocking=True)
@@ -78,9 +76,24 @@ class RuntimePatch:
             output = output + self.bias.to(device, dtype, non_blocking=True)
         return output
 
+    def _out_of_place(self, device: torch.device, dtype: torch.dtype) -> bool:
+        """The held tensors are elsewhere than the layer's output (the pairs and bias also in another dtype; the
+        other kinds' factors keep the file's dtype)."""
+        computed = [pair[0] for pair in self.pairs] + ([self.bias] if self.bias is not None else [])
+        if computed and (computed[0].device != device or computed[0].dtype != dtype):
+            return True
+        factors = [t for module, _ in self.others[:1] for t in list(module.tensors.values())[:1]]
+        return bool(factors) and factors[0].device != device
+
     def _move(self, device: torch.device, dtype: torch.dtype) -> None:
         self.pairs = [(down.to(device, dtype), up.to(device, dtype)) for down, up in self.pairs]
         self.bias = self.bias.to(device, dtype) if self.bias is not None else None
+        self.others = [(_on(module, device), multiplier) for module, multiplier in self.others]
+
+
+def _on(module: NetworkModule, device: torch.device) -> NetworkModule:
+    """A copy of the file's module with its tensors on `device` (the parsed file itself stays as it is)."""
+    return replace(module, tensors={role: t.to(device) for role, t in module.tensors.items()})
 
 
 def _hook(module: torch.nn.Module, args, output):
@@ -118,8 +131,8 @@ def set_patch(layer: torch.nn.Module, contributions: list[tuple[NetworkModule, f
             down = module.tensors["down"].flatten(1).to(device, torch.float32)
             up = module.tensors["up"].flatten(1).to(device, torch.float32) * (multiplier * scale(module))
             patch.pairs.append((down.to(dtype), up.to(dtype)))
-        else:
-            patch.others.append((module, multiplier))
+        else:  # its own factors, on the weight's device (streamed: in RAM, moved with each call)
+            patch.others.append((module if streamed else _on(module, device), multiplier))
         change = bias_delta(module, device)
         if change is not None:
             change = change.reshape(shape[0]) * multiplier
