@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 
 from browser import browser, new_page, wait_for_ui, webui  # noqa: F401 - fixtures
 from lora_files import kohya_lora
+from webui.extensions.hooks import DispatchingHooks
 from webui.models.tiny import build_modules
 
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -110,6 +112,35 @@ def percent(width: str) -> float:
     return float(width[:-1])
 
 
+class StepStops(DispatchingHooks):
+    """The engine's hooks, with the model evaluation of each step in `stops` (0-based) held until the test calls
+    `go_on()`: the page surely sees the job at those steps, however fast the machine samples the others."""
+
+    wants_denoiser = True
+
+    def __init__(self, inner, stops: tuple[int, ...]):
+        self.inner = inner
+        self.stops = list(stops)
+        self.held = threading.Event()
+        self.release = threading.Event()
+
+    def dispatch(self, point: str, *args) -> None:
+        if point == "denoiser" and self.stops and args[1].sampling_step >= self.stops[0]:
+            self.stops.pop(0)
+            self.release.clear()
+            self.held.set()
+            self.release.wait(120)  # never forever, whatever the test does
+        getattr(self.inner, point)(*args)
+
+    def go_on(self) -> None:
+        self.held.clear()
+        self.release.set()
+
+
+RUNNING_WIDTHS = """() => new Set(window.progressSeen.map(state => parseFloat(state.width))
+                                  .filter(width => width > 0 && width < 100)).size"""
+
+
 # --- txt2img ------------------------------------------------------------------------------------------------------
 
 def test_generate_shows_progress_then_image_and_infotext(webui, new_page):
@@ -118,8 +149,18 @@ def test_generate_shows_progress_then_image_and_infotext(webui, new_page):
     set_prompt(page, "txt2img", "a red fox in the snow")
     set_small_job(page, "txt2img", steps=60, seed=4321)
     record_progress(page)
-    page.locator("#txt2img_generate").click()
-    expect(page.locator("#txt2img_interrupt")).to_be_visible()
+    engine = webui.services.engine
+    engine.hooks = stops = StepStops(engine.hooks, stops=(20, 40))  # the bar is seen at 1/3 and 2/3 at least
+    try:
+        page.locator("#txt2img_generate").click()
+        expect(page.locator("#txt2img_interrupt")).to_be_visible()
+        for stop in range(2):
+            assert stops.held.wait(60), "the job never reached the held step"
+            page.wait_for_function(f"({RUNNING_WIDTHS})() > {stop}")  # the bar shows this step's width
+            stops.go_on()
+    finally:
+        stops.release.set()
+        engine.hooks = stops.inner
     expect(infotext(page)).to_contain_text("Steps: 60", timeout=60_000)
     wait_until_idle(page)
 
