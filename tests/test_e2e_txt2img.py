@@ -113,23 +113,30 @@ def percent(width: str) -> float:
 
 
 class StepStops(DispatchingHooks):
-    """The engine's hooks, with the model evaluation of each step in `stops` (0-based) held until the test calls
-    `go_on()`: the page surely sees the job at those steps, however fast the machine samples the others."""
+    """The engine's hooks, with the model evaluation of each step in `stops` (0-based) of batch number `batch`
+    (1-based) held until the test calls `go_on()`: the page surely sees the job there, however fast the machine
+    samples the other steps."""
 
     wants_denoiser = True
 
-    def __init__(self, inner, stops: tuple[int, ...]):
+    def __init__(self, inner, stops: tuple[int, ...], batch: int = 1):
         self.inner = inner
         self.stops = list(stops)
+        self.batch, self._batch, self._step = batch, 1, -1
         self.held = threading.Event()
         self.release = threading.Event()
 
     def dispatch(self, point: str, *args) -> None:
-        if point == "denoiser" and self.stops and args[1].sampling_step >= self.stops[0]:
-            self.stops.pop(0)
-            self.release.clear()
-            self.held.set()
-            self.release.wait(120)  # never forever, whatever the test does
+        if point == "denoiser":
+            step = args[1].sampling_step
+            if step < self._step:  # the steps started again: the next batch
+                self._batch += 1
+            self._step = step
+            if self.stops and self._batch >= self.batch and step >= self.stops[0]:
+                self.stops.pop(0)
+                self.release.clear()
+                self.held.set()
+                self.release.wait(120)  # never forever, whatever the test does
         getattr(self.inner, point)(*args)
 
     def go_on(self) -> None:
@@ -233,11 +240,18 @@ def test_interrupt_keeps_the_finished_images_of_a_batch(webui, new_page):
     before, grids_before = _saved_images(webui), _saved_images(webui, "txt2img-grids")
     set_prompt(page, "txt2img", "a stack of pancakes")
     set_small_job(page, "txt2img", steps=40, batch_count=20, seed=500)  # long: it is interrupted
-    page.locator("#txt2img_generate").click()
-    # "Batch 3 of 20" (or later): at least two images are finished
-    expect(page.locator("#txt2img_progress .job-running")).to_contain_text(
-        re.compile(r"Batch ([3-9]|1[0-9]) of 20"), timeout=60_000)
-    page.locator("#txt2img_interrupt").click()
+    engine = webui.services.engine
+    engine.hooks = stops = StepStops(engine.hooks, stops=(1,), batch=3)  # held while the job surely runs
+    try:
+        page.locator("#txt2img_generate").click()
+        assert stops.held.wait(60), "the job never reached the held step"
+        # "Batch 3 of 20" (or later): at least two images are finished
+        expect(page.locator("#txt2img_progress .job-running")).to_contain_text(
+            re.compile(r"Batch ([3-9]|1[0-9]) of 20"), timeout=60_000)
+        page.locator("#txt2img_interrupt").click()
+    finally:
+        stops.release.set()
+        engine.hooks = stops.inner
     wait_until_idle(page)
 
     notice = toasts(page).filter(has_text="Interrupted:")
